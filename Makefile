@@ -1,0 +1,41 @@
+# xen-remus-ext.  `make demo` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+PY3 = $$(tools/venv.sh py3)/bin/python
+XEN_SRC ?=
+
+.PHONY: all demo test test-py3 test-py27 lint deps bench chaos check-patches deb test-deb test-xen clean
+
+all: test
+
+deps:
+	@tools/host-deps.sh
+
+demo: deps
+	@$(PY3) -m xen_remus_ext demo
+
+test: deps
+	@tests/run.sh
+
+test-py3: deps
+	@$(PY3) -m pytest -q -p no:cacheprovider tests
+
+test-py27: deps
+	@venv=$$(tools/venv.sh py27) && $$venv/bin/python -m pytest -q -p no:cacheprovider tests
+
+lint:
+	@venv=$$(tools/venv.sh lint) && $$venv/bin/ruff check xen_remus_ext tests bench setup.py \
+	  && $$venv/bin/vermin -q --no-tips --violations -t=2.7 -t=3.5- --eval-annotations xen_remus_ext \
+	  && echo "lint: ok (ruff; vermin: every module parses for 2.7 and 3)"
+
+bench: deps
+	@$(PY3) bench/resync.py $(BENCH_ARGS)
+
+chaos: deps
+	@$(PY3) bench/chaos.py $(CHAOS_ARGS)
+
+check-patches:
+	@tools/check-patches.sh "$(XEN_SRC)"
+
+clean:
+	rm -rf .venv build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and benchmarks use, when root and missing.
+# rsync (benchmark peer), openssh (ssh transport tests), xenstore-utils (a real
+# xenstore client against our xenstored double), xfsprogs (FIEMAP/reflink tracker),
+# iproute2 (network namespaces), quilt (patch series check).
+set -u
+pkgs=(rsync openssh-client openssh-server xenstore-utils xfsprogs iproute2 quilt)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "host-deps: not root; tests needing ${missing[*]} will SKIP" >&2
+  exit 0
+fi
+echo "host-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null 2>&1 || true
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+  || echo "host-deps: apt-get install failed; dependent tests will SKIP" >&2
+exit 0

@@ -1,0 +1,3 @@
+from xen_remus_ext.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""Command-line front ends: ``xen-remus`` and the ``xm remus-*`` subcommands."""

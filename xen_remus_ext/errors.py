@@ -1,0 +1,78 @@
+"""The single exception hierarchy of xen_remus_ext (STYLE.md section 3).
+
+Every error a user can cause is a :class:`XenRemusError`; the CLI prints its
+``str()`` and exits non-zero, never a traceback.  Messages name the object,
+the expected and the actual value.
+"""
+from __future__ import absolute_import, division, print_function
+
+
+class XenRemusError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(XenRemusError):
+    """A domain config (or other input file) that cannot be used.
+
+    ``str()`` is ``FILE:LINE: error: REASON`` (``FILE:LINE:COL`` when the
+    column is known), the format compilers and ``config check`` use.
+    """
+
+    def __init__(self, path, line, reason, column=None, severity="error"):
+        self.path = path
+        self.line = line
+        self.reason = reason
+        self.column = column
+        self.severity = severity
+        XenRemusError.__init__(self, self.format())
+
+    def format(self):
+        where = "%s:%s" % (self.path or "<input>", self.line if self.line else 0)
+        if self.column:
+            where += ":%d" % self.column
+        return "%s: %s: %s" % (where, self.severity, self.reason)
+
+
+class ValidationError(ValueError, XenRemusError):
+    """A value that breaks a model invariant (as pyxs' ValidationError)."""
+
+
+class ToolstackError(XenRemusError):
+    """xend, xl or the simulator refused or failed an operation."""
+
+
+class XenStoreError(XenRemusError):
+    """A xenstore operation failed; ``errno`` keeps the xenstored error."""
+
+    def __init__(self, message, errno=None):
+        self.errno = errno
+        XenRemusError.__init__(self, message)
+
+
+class ResyncError(XenRemusError):
+    """A disk resync could not run or complete."""
+
+
+class SplitBrainError(ResyncError):
+    """Both copies hold writes the other never saw; a loser must be named."""
+
+
+class ProtocolError(ResyncError):
+    """The peer sent something the resync protocol does not allow."""
+
+
+class FailbackError(XenRemusError):
+    """A failback step failed; ``state`` and ``step`` say where."""
+
+    def __init__(self, message, state=None, step=None):
+        self.state = state
+        self.step = step
+        XenRemusError.__init__(self, message)
+
+
+class JournalError(XenRemusError):
+    """A journal (resync or failback) is unreadable or inconsistent."""
+
+
+class ProgrammerError(XenRemusError):
+    """An internal contract was broken; a bug in this package."""

@@ -1,0 +1,1 @@
+"""failback package."""

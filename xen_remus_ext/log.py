@@ -1,0 +1,43 @@
+"""Logging setup: /var/log/xen/remus-ext.log (xend's habit) and stderr.
+
+Library code only calls ``logging.getLogger(__name__)``; the CLI calls
+:func:`setup` once.  ``XEN_REMUS_LOG`` overrides the file (empty: no file).
+"""
+from __future__ import absolute_import, division, print_function
+
+import logging
+import os
+import sys
+
+DEFAULT_LOG = "/var/log/xen/remus-ext.log"
+FORMAT = "[%(asctime)s %(process)d] %(levelname)s (%(name)s) %(message)s"
+
+
+def log_path():
+    return os.environ.get("XEN_REMUS_LOG", DEFAULT_LOG)
+
+
+def setup(verbose=0, quiet=False):
+    root = logging.getLogger("xen_remus_ext")
+    if getattr(root, "_xre_setup", False):
+        return root
+    root.setLevel(logging.DEBUG)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else
+                 logging.ERROR if quiet else logging.WARNING)
+    err.setFormatter(logging.Formatter("xen-remus: %(message)s"))
+    root.addHandler(err)
+    path = log_path()
+    if path:
+        try:
+            d = os.path.dirname(path)
+            if d and not os.path.isdir(d):
+                os.makedirs(d)
+            fh = logging.FileHandler(path)
+            fh.setLevel(logging.DEBUG)
+            fh.setFormatter(logging.Formatter(FORMAT))
+            root.addHandler(fh)
+        except (IOError, OSError):
+            pass  # unprivileged users still get stderr
+    root._xre_setup = True
+    return root

@@ -1,0 +1,144 @@
+"""Value types shared by every layer (STYLE.md section 6).
+
+Parsers turn cfg text, SXP and Xen-API XML into these right away; nothing
+else crosses module boundaries.  Each type is a namedtuple that validates in
+``__new__``.  Field meanings follow xm (xen-facts.md section 2): ``builder``
+is ``"linux"`` or ``"hvm"``, ``memory`` is MiB, disk fields are exactly what
+xm's ``preprocess_disk`` leaves (``uname``, ``dev`` as ``vdev``, ``mode``,
+optional ``backend`` and ``protocol``).
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+
+from xen_remus_ext.compat import integer_types, string_types
+from xen_remus_ext.errors import ValidationError
+
+BUILDERS = ("linux", "hvm")
+DISK_MODES = ("r", "w", "w!")
+
+
+class RemusSpec(collections.namedtuple("RemusSpec", "host port driver path")):
+    """The replication part of a remus uname: ``remus:HOST:PORT|DRIVER:PATH``.
+
+    ``host`` is the BACKUP's address (block-remus binds it on the backup and
+    connects to it on the primary); ``port`` is mandatory (an int once valid,
+    the raw text while a parser reports it); ``driver`` is the tapdisk driver
+    under remus (``aio`` usually) and ``path`` the image or device.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, host, port, driver, path):
+        for name, val in (("host", host), ("driver", driver), ("path", path)):
+            if not isinstance(val, string_types):
+                raise ValidationError("remus %s: expected a string, got %r" % (name, val))
+        if not isinstance(port, integer_types + string_types) and port is not None:
+            raise ValidationError("remus port: expected an int, got %r" % (port,))
+        return super(RemusSpec, cls).__new__(cls, host, port, driver, path)
+
+    def to_dict(self):
+        return {"host": self.host, "port": self.port, "driver": self.driver, "path": self.path}
+
+
+class DiskSpec(collections.namedtuple(
+        "DiskSpec", "uname vdev mode backend protocol remus line")):
+    """One disk of a domain, as xm's disk list holds it.
+
+    ``remus`` is a :class:`RemusSpec` or None; ``line`` is the source line
+    (or None) so that checks can point at it.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, uname, vdev, mode, backend=None, protocol=None, remus=None, line=None):
+        if not isinstance(uname, string_types):
+            raise ValidationError("disk uname: expected a string, got %r" % (uname,))
+        if remus is not None and not isinstance(remus, RemusSpec):
+            raise ValidationError("disk remus: expected RemusSpec, got %r" % (remus,))
+        return super(DiskSpec, cls).__new__(cls, uname, vdev, mode, backend, protocol, remus, line)
+
+    @property
+    def is_remus(self):
+        return self.remus is not None
+
+    @property
+    def path(self):
+        """Host path of the backing image or device, when known."""
+        if self.remus is not None:
+            return self.remus.path
+        rest = self.uname.split(":")
+        return rest[-1] if rest else self.uname
+
+    def to_dict(self):
+        return {
+            "uname": self.uname, "vdev": self.vdev, "mode": self.mode,
+            "remus": self.remus.to_dict() if self.remus is not None else None,
+        }
+
+
+class DomainConfig(collections.namedtuple(
+        "DomainConfig", "name memory builder kernel vcpus vifs disks options source format")):
+    """A domain's configuration, whatever the file format it came from.
+
+    ``options`` holds every other setting the file made (xm keeps unknown
+    names too), ``source`` the path it came from, ``format`` one of
+    ``xm``, ``xl``, ``sxp``, ``xml``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name=None, memory=None, builder="linux", kernel=None, vcpus=1,
+                vifs=(), disks=(), options=None, source=None, format=None):
+        if memory is not None and not isinstance(memory, integer_types):
+            raise ValidationError("memory: expected an int (MiB), got %r" % (memory,))
+        if builder not in BUILDERS:
+            raise ValidationError("builder: expected one of %s, got %r" % (", ".join(BUILDERS), builder))
+        return super(DomainConfig, cls).__new__(
+            cls, name, memory, builder, kernel, vcpus, tuple(vifs), tuple(disks),
+            dict(options or {}), source, format)
+
+    @property
+    def remus_disks(self):
+        return [d for d in self.disks if d.remus is not None]
+
+    def to_dict(self):
+        return {
+            "name": self.name, "memory": self.memory, "builder": self.builder,
+            "kernel": self.kernel, "vcpus": self.vcpus, "vifs": list(self.vifs),
+            "disks": [d.to_dict() for d in self.disks],
+        }
+
+
+class DomainInfo(collections.namedtuple("DomainInfo", "domid name state memory host")):
+    """A running domain as a toolstack lists it (``xm list`` / ``xl list``).
+
+    ``state`` is xm's six-letter string (``r-----``, ``-b----``, ``--p---`` ...)
+    or a word (``running``, ``paused``, ``blocked``); ``memory`` MiB.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, domid, name, state="", memory=0, host=None):
+        if not isinstance(domid, integer_types):
+            raise ValidationError("domid: expected an int, got %r" % (domid,))
+        return super(DomainInfo, cls).__new__(cls, domid, name, state, memory, host)
+
+    @property
+    def paused(self):
+        return "p" in self.state[:3] if len(self.state) == 6 else self.state == "paused"
+
+
+class Extent(collections.namedtuple("Extent", "offset length")):
+    """A byte range of a disk: ``[offset, offset + length)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, offset, length):
+        if offset < 0 or length < 0:
+            raise ValidationError("extent: expected offset, length >= 0, got %d, %d" % (offset, length))
+        return super(Extent, cls).__new__(cls, offset, length)
+
+    @property
+    def end(self):
+        return self.offset + self.length

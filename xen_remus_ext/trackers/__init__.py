@@ -1,0 +1,1 @@
+"""trackers package."""
