@@ -304,9 +304,10 @@ def test_debian_xenstore_utils(server):
     assert out.decode().split() == ["/u", "/u/b"]
 
 
-def test_foreground_main_stops_on_sigterm(sock_path):
-    proc = subprocess.Popen([sys.executable, "-m", "xen_remus_ext.sim.xenstored", "--socket", sock_path],
-                            stderr=subprocess.PIPE)
+@pytest.mark.parametrize("argv", [["-m", "xen_remus_ext.sim.xenstored"], ["-m", "xen_remus_ext", "sim", "xenstored"]],
+                         ids=["module", "xen-remus-sim-xenstored"])
+def test_foreground_main_stops_on_sigterm(sock_path, argv):
+    proc = subprocess.Popen([sys.executable] + argv + ["--socket", sock_path], stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 10
         while not os.path.exists(sock_path):
