@@ -1,0 +1,209 @@
+"""Disk specifications: xm's, xl's and the Remus uname inside them.
+
+Facts (xen-facts.md sections 2 and 6):
+
+* xm (create.py ``preprocess_disk``): ``UNAME,VDEV,MODE[,BACKEND[,PROTOCOL]]``
+  split on every ``,`` into 3 to 5 fields, NOT stripped; so a uname may hold
+  ``:`` and ``|`` but never ``,``.  xend's blkif accepts modes ``r w w!``.
+* Remus unames (blktap2): ``tap:remus:HOST:PORT|DRIVER:PATH``,
+  ``tap2:remus:...``, ``tap2:tapdisk:remus:...``, ``tap:tapdisk:remus:...``.
+  tapdisk splits its parameters on ``|`` (remus on top, the driver below)
+  and block-remus splits ``HOST:PORT`` at the first ``:``.  HOST is the
+  BACKUP's address, PORT is mandatory, tapdisk takes the first IPv4
+  address getaddrinfo gives.
+* xl (docs/misc/xl-disk-configuration.txt, 4.5): comma-separated
+  ``key=value`` pairs, flags and positional ``target, format, vdev,
+  access``; ``target=`` eats the rest of the spec; the deprecated
+  ``[prefix:]target,vdev[:devtype],access`` form is xm's.
+
+Everything here is pure text work; checks live in :mod:`config.check`.
+"""
+from __future__ import absolute_import, division, print_function
+
+import re
+
+from xen_remus_ext import model
+from xen_remus_ext.compat import string_types
+from xen_remus_ext.config.util import q
+from xen_remus_ext.errors import ConfigError
+
+#: uname prefixes that carry a remus replication spec, longest first
+REMUS_PREFIXES = ("tap2:tapdisk:remus:", "tap:tapdisk:remus:", "tap2:remus:", "tap:remus:")
+
+#: tapdisk2 driver names (tapdisk-disktype.c) and what xend's blktap2 accepts
+TAPDISK_DRIVERS = ("aio", "sync", "vmdk", "vhdsync", "vhd", "ram", "qcow", "bc", "log", "remus", "vhdi")
+XEND_BLKTAP2_TYPES = ("aio", "ram", "qcow", "vhd", "remus")
+
+XL_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed")
+XL_FLAGS = ("cdrom", "direct-io-safe", "discard", "no-discard")
+XL_KEYS = ("target", "format", "vdev", "access", "devtype", "backend", "backendtype",
+           "script", "colo", "colo-host", "colo-port", "colo-export", "active-disk", "hidden-disk")
+_XL_POSITIONAL = ("target", "format", "vdev", "access")
+_XL_ACCESS = {"ro": "r", "r": "r", "rw": "w", "w": "w", "": "w"}
+
+_VDEV_RE = re.compile(r"^(?:ioemu:)?(?:hd|sd|xvd)[a-z]+[0-9]*(?::(?:disk|cdrom))?$|^[0-9]+$")
+
+
+def remus_prefix(uname):
+    """:returns: the remus prefix ``uname`` starts with, or None."""
+    for prefix in REMUS_PREFIXES:
+        if uname.startswith(prefix):
+            return prefix
+    return None
+
+
+def split_host_port(hostport):
+    """Split ``HOST:PORT`` the way a person means it.
+
+    block-remus splits at the first ``:``; for an IPv6 literal (``[::1]:9000``
+    or bare ``fe80::1:9000``) we return the whole address as host so that
+    ``check`` can name it.  :returns: ``(host, port_text or None)``.
+    """
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end > 0:
+            rest = hostport[end + 1:]
+            return hostport[1:end], (rest[1:] if rest.startswith(":") else None)
+    if hostport.count(":") > 1:
+        host, port = hostport.rsplit(":", 1)
+        return host, port
+    if ":" in hostport:
+        host, port = hostport.split(":", 1)
+        return host, port
+    return hostport, None
+
+
+def parse_remus_uname(uname):
+    """Parse the remus part of a disk uname.
+
+    :param uname: e.g. ``tap:remus:10.0.0.2:9000|aio:/var/lib/xen/images/g.img``
+    :returns: :class:`model.RemusSpec` (port an int when it is a decimal in
+        1..65535, otherwise the raw text, None when absent) or None when
+        ``uname`` is not a remus uname
+    """
+    if not isinstance(uname, string_types):
+        return None
+    prefix = remus_prefix(uname)
+    if prefix is None:
+        return None
+    rest = uname[len(prefix):]
+    if "|" in rest:
+        hostport, lower = rest.split("|", 1)
+    else:
+        hostport, lower = rest, ""
+    host, port = split_host_port(hostport)
+    if port is not None and port.isdigit() and 0 < int(port) < 65536:
+        port = int(port)
+    if ":" in lower:
+        driver, path = lower.split(":", 1)
+    else:
+        driver, path = lower, ""
+    return model.RemusSpec(host, port, driver, path)
+
+
+def remus_hostport_span(uname):
+    """:returns: ``(start, end)`` of ``HOST:PORT`` inside ``uname``, or None."""
+    prefix = remus_prefix(uname)
+    if prefix is None:
+        return None
+    start = len(prefix)
+    bar = uname.find("|", start)
+    return start, (bar if bar >= 0 else len(uname))
+
+
+def parse_disk_spec(text, line=None, path=None):
+    """Parse one xm disk string into a :class:`model.DiskSpec`.
+
+    Fields are kept exactly as xm's list holds them (not stripped);
+    a mode of ``None`` never happens (3 fields are mandatory).
+
+    :raises ConfigError: not a string, or not 3 to 5 fields (xm's "Invalid
+        disk specifier")
+    """
+    if not isinstance(text, string_types):
+        raise ConfigError(path, line, "disk: expected a string 'UNAME,VDEV,MODE', got %s" % (q(text),))
+    fields = text.split(",")
+    if not 3 <= len(fields) <= 5:
+        raise ConfigError(path, line, "disk %s: expected UNAME,VDEV,MODE[,BACKEND[,PROTOCOL]] "
+                          "(3 to 5 fields), got %d field(s)" % (q(text), len(fields)))
+    fields += [None] * (5 - len(fields))
+    uname, vdev, mode, backend, protocol = fields
+    return model.DiskSpec(uname, vdev, mode, backend, protocol,
+                          remus=parse_remus_uname(uname), line=line)
+
+
+def _looks_like_vdev(text):
+    return bool(_VDEV_RE.match(text.strip()))
+
+
+def parse_xl_disk_spec(text, line=None, path=None):
+    """Parse one xl diskspec (positional, ``key=value`` or xm's old form).
+
+    The model gets ``uname`` = the target as written (a legacy prefix such
+    as ``tap:remus:`` kept, so Remus unames are found), ``vdev`` with
+    ``:cdrom`` when ``devtype=cdrom``, ``mode`` ``r`` or ``w``.
+
+    :raises ConfigError: a parameter given twice, too many positionals,
+        an unknown key, a bad access value
+    """
+    if not isinstance(text, string_types):
+        raise ConfigError(path, line, "disk: expected a string, got %s" % (q(text),))
+    named = {}
+    positional = []
+    rest = text
+    while True:
+        if rest.lstrip().startswith("target="):
+            named_target = rest.lstrip()[len("target="):]
+            if "target" in named:
+                raise ConfigError(path, line, "disk %s: target given twice" % (q(text),))
+            named["target"] = named_target
+            break
+        if "," in rest:
+            tok, rest = rest.split(",", 1)
+            more = True
+        else:
+            tok, more = rest, False
+        tok = tok.lstrip()
+        if "=" in tok:
+            key, val = tok.split("=", 1)
+            if key not in XL_KEYS:
+                raise ConfigError(path, line, "disk %s: unknown key %s (expected one of %s)"
+                                  % (q(text), q(key), ", ".join(XL_KEYS)))
+            if key in named:
+                raise ConfigError(path, line, "disk %s: %s given twice" % (q(text), key))
+            named[key] = val
+        elif tok in XL_FLAGS:
+            if tok == "cdrom":
+                named["devtype"] = "cdrom"
+        else:
+            positional.append(tok)
+        if not more:
+            break
+    # xm's (deprecated) form: [prefix:]target,vdev[:devtype],access
+    if (len(positional) == 3 and positional[1] not in XL_FORMATS and positional[1] != ""
+            and _looks_like_vdev(positional[1])):
+        legacy = True
+        values = {"target": positional[0], "vdev": positional[1], "access": positional[2]}
+    else:
+        legacy = False
+        if len(positional) > 4:
+            raise ConfigError(path, line, "disk %s: expected at most 4 positional parameters "
+                              "(target, format, vdev, access), got %d" % (q(text), len(positional)))
+        values = dict(zip(_XL_POSITIONAL, positional))
+    for key, val in named.items():
+        if key in values and values[key] != "" and key != "target":
+            raise ConfigError(path, line, "disk %s: %s given both by position and by name" % (q(text), key))
+        values[key] = val
+    target = values.get("target", "")
+    vdev = values.get("vdev") or None
+    access = values.get("access", "")
+    if legacy:
+        mode = access
+    else:
+        if access not in _XL_ACCESS:
+            raise ConfigError(path, line, "disk %s: access: expected ro, r, rw or w, got %s" % (q(text), q(access)))
+        mode = "r" if values.get("devtype") == "cdrom" and access == "" else _XL_ACCESS[access]
+    if values.get("devtype") == "cdrom" and vdev and not vdev.endswith(":cdrom"):
+        vdev += ":cdrom"
+    return model.DiskSpec(target, vdev, mode, values.get("backend") or None, None,
+                          remus=parse_remus_uname(target), line=line)
