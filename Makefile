@@ -39,3 +39,9 @@ check-patches:
 clean:
 	rm -rf .venv build dist *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+deb:
+	@tools/build-deb.sh
+
+test-deb:
+	@tools/test-deb.sh
