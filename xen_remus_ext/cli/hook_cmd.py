@@ -1,6 +1,106 @@
-"""Subcommands of ``xen-remus`` (placeholder: registers nothing yet)."""
+"""``xen-remus hook``, ``hook-config`` and ``xm-modules``: the xend side.
+
+- ``hook -type CLASS -step N -host DST -domname NAME [-recover]``: the
+  external-migration-tool xend runs at each device-migrate step
+  (hooks/migrate.py).
+- ``hook-config show|install|uninstall [--config FILE]``: read xend-config.sxp
+  (relocation port, hosts-allow, the tool) and install or remove the tool.
+- ``xm-modules install|remove [--dir DIR]``: the xen/xm/remus-*.py modules of
+  xm's IMPORTED_COMMANDS route (docs/xm.md).
+"""
 from __future__ import absolute_import, division, print_function
+
+import json
+import sys
+
+from xen_remus_ext.errors import ToolstackError
 
 
 def register(subparsers):
     """Add this module's subcommands to ``subparsers``."""
+    p = subparsers.add_parser(
+        "hook", help="xend's external-migration-tool (run by xend, not by hand)",
+        description="Run by xend at each device-migrate step; at step 2 of a tap/tap2 disk "
+                    "it sends the final disk delta of a failback and returns once the "
+                    "peer acknowledged it.")
+    p.add_argument("-type", dest="devclass", required=True, help="device class (vbd, tap2, vif...)")
+    p.add_argument("-step", dest="step", type=int, required=True, help="migrate step 0-3")
+    p.add_argument("-host", dest="host", required=True, help="destination host (or save file)")
+    p.add_argument("-domname", dest="domname", required=True, help="domain name")
+    p.add_argument("-recover", dest="recover", action="store_true",
+                   help="the migration failed after this step")
+    p.set_defaults(func=_hook)
+
+    c = subparsers.add_parser(
+        "hook-config", help="show, install or remove the migrate hook in xend-config.sxp",
+        description="Reads xend-config.sxp (default $XEND_CONFIG or /etc/xen/xend-config.sxp) "
+                    "and installs or removes xen-remus as its external-migration-tool, "
+                    "keeping the file's comments and layout.")
+    c.add_argument("action", choices=("show", "install", "uninstall"))
+    c.add_argument("--config", metavar="FILE", help="the xend config file")
+    c.add_argument("--tool", metavar="COMMAND",
+                   help="the command to install (default: '<path of xen-remus> hook')")
+    c.add_argument("--force", action="store_true",
+                   help="replace an external-migration-tool that is not ours")
+    c.add_argument("--json", action="store_true", help="show: machine-readable output")
+    c.set_defaults(func=_hook_config)
+
+    m = subparsers.add_parser(
+        "xm-modules", help="install or remove xen/xm/remus-*.py (xm's IMPORTED_COMMANDS route)")
+    m.add_argument("action", choices=("install", "remove"))
+    m.add_argument("--dir", metavar="DIR", help="xm's module directory (default: that of xen.xm)")
+    m.set_defaults(func=_xm_modules)
+
+
+def _hook(args):
+    from xen_remus_ext.hooks import migrate, tool
+    call = migrate.HookCall(args.devclass, args.step, args.host, args.domname, args.recover)
+    return tool.run(call)
+
+
+def _hook_config(args):
+    from xen_remus_ext.hooks import xend_config as xc
+    path = xc.config_path(args.config)
+    if args.action == "show":
+        settings = xc.read_xend_config(path)
+        if args.json:
+            print(json.dumps(settings.to_dict(), sort_keys=True, indent=2))
+            return 0
+        print("config:                  %s" % settings.path)
+        print("relocation server:       %s" % ("yes" if settings.relocation_server else "no"))
+        print("relocation address:      %s" % (settings.relocation_address or "(all)"))
+        print("relocation port:         %d (ssl %d)" % (settings.relocation_port,
+                                                        settings.relocation_ssl_port))
+        print("relocation hosts-allow:  %s" % (" ".join(settings.hosts_allow) or "(anyone)"))
+        print("external-migration-tool: %s%s" % (
+            settings.migration_tool or "(none)",
+            "  [xen-remus hook]" if settings.hook_installed else ""))
+        return 0
+    if args.action == "install":
+        tool = args.tool or xc.default_tool()
+        changed = xc.apply_install_hook(tool, path, force=args.force)
+        print("%s: external-migration-tool %s %s" % (
+            path, "set to" if changed else "already", repr(tool)))
+        if changed:
+            sys.stderr.write("xen-remus: restart xend to use it\n")
+        return 0
+    changed = xc.apply_uninstall_hook(path)
+    print("%s: %s" % (path, "hook removed" if changed else "no hook of ours found"))
+    return 0
+
+
+def _xm_modules(args):
+    from xen_remus_ext.xm import imported
+    xm_dir = args.dir or imported.default_xm_dir()
+    if not xm_dir:
+        raise ToolstackError("xen.xm: expected an installed xm (Xen 4.1-4.4) for %s, got none; "
+                             "pass --dir" % (sys.executable,))
+    if args.action == "install":
+        for path in imported.write_modules(xm_dir):
+            print(path)
+        sys.stderr.write("xen-remus: add the names to IMPORTED_COMMANDS in xen/xm/main.py "
+                         "(patches/alt/xm-imported-commands.patch)\n")
+        return 0
+    for path in imported.remove_modules(xm_dir):
+        print("removed %s" % path)
+    return 0

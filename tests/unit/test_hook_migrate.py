@@ -1,0 +1,172 @@
+"""The external-migration-tool: xend's device-migrate steps.
+
+xend itself cannot run here.  ``xend_device_migrate`` below stands in for
+``DevController.migrate``/``recover_migrate`` (Xen 4.1.0/4.4.0,
+xen-facts.md section 4): it builds the same shell command line
+(``TOOL -type CLASS -step N -host DST -domname NAME [-recover]``), runs it
+with ``os.popen`` as xend does, and fails when the exit status is non-zero.
+The final-delta function is the seam the tool calls (the failback's
+``delta.final_delta_for``); in-process tests pass a recorder for it.
+"""
+from __future__ import absolute_import, division, print_function
+
+import os
+import sys
+
+import pytest
+
+from xen_remus_ext.errors import ResyncError, ValidationError
+from xen_remus_ext.hooks import migrate, tool
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def xend_device_migrate(tool_cmd, devclass, step, dst, domname, recover=False):
+    """What xend's DevController does with the tool: returns (exit status, lines)."""
+    line = "%s -type %s -step %d -host %s -domname %s" % (tool_cmd, devclass, step, dst, domname)
+    if recover:
+        line += " -recover"
+    fd = os.popen(line)
+    lines = [ln.rstrip() for ln in fd]
+    rc = fd.close()
+    return (rc >> 8) if rc else 0, lines
+
+
+@pytest.fixture
+def lean_tool(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", TOP)
+    return "%s -m xen_remus_ext.hooks" % sys.executable
+
+
+class Delta(object):
+    def __init__(self, fail=None):
+        self.calls = []
+        self.fail = fail
+
+    def __call__(self, domname, host):
+        self.calls.append((domname, host))
+        if self.fail:
+            raise self.fail
+        return "2 disks, 1048576 bytes"
+
+
+def call(devclass="tap2", step=2, host="10.0.0.1", domname="web1", recover=False):
+    return migrate.HookCall(devclass, step, host, domname, recover)
+
+
+def test_parse_args_as_xend_passes_them():
+    got = migrate.parse_args(["-type", "tap2", "-step", "2", "-host", "h1", "-domname", "web1"])
+    assert got == call(host="h1")
+    got = migrate.parse_args(["-type", "vif", "-step", "3", "-host", "h1", "-domname", "d",
+                              "-recover"])
+    assert got.recover and got.step == 3
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["-type", "tap2"], ["-type", "tap2", "-step", "x", "-host", "h", "-domname", "d"],
+    ["-type", "tap2", "-step", "5", "-host", "h", "-domname", "d"],
+    ["-type", "tap2", "-step", "2", "-host", "h", "-domname", "d", "-bogus", "1"],
+    ["-type", "tap2", "-type", "tap", "-step", "2", "-host", "h", "-domname", "d"],
+])
+def test_parse_args_rejects(argv):
+    with pytest.raises(ValidationError):
+        migrate.parse_args(argv)
+
+
+@pytest.mark.parametrize("c, action", [
+    (call(devclass="vif"), migrate.NOTHING),
+    (call(devclass="vbd"), migrate.NOTHING),
+    (call(step=0), migrate.NOTHING),
+    (call(step=1), migrate.CLEAR),
+    (call(step=2), migrate.FINAL_DELTA),
+    (call(devclass="tap", step=2), migrate.FINAL_DELTA),
+    (call(step=3), migrate.NOTHING),
+    (call(step=2, recover=True), migrate.RECOVER),
+    (call(step=2, host="/var/lib/xen/save/web1.chk"), migrate.NOTHING),  # xm save
+])
+def test_plan_step(c, action):
+    assert migrate.plan_step(c) == action
+
+
+def test_step2_sends_delta_once_per_migration(tmp_path):
+    delta = Delta()
+    base = str(tmp_path)
+    migrate.apply_step(call(step=1), delta_fn=delta, base=base)
+    # xend calls step 2 for every device: two tap2 disks and a vif
+    r1 = migrate.apply_step(call(step=2), delta_fn=delta, base=base)
+    r2 = migrate.apply_step(call(step=2), delta_fn=delta, base=base)
+    migrate.apply_step(call(devclass="vif", step=2), delta_fn=delta, base=base)
+    assert delta.calls == [("web1", "10.0.0.1")]
+    assert "acknowledged (2 disks" in r1 and "already acknowledged" in r2
+    # a new migration (step 1) sends again
+    migrate.apply_step(call(step=1), delta_fn=delta, base=base)
+    migrate.apply_step(call(step=2), delta_fn=delta, base=base)
+    assert len(delta.calls) == 2
+
+
+def test_failed_delta_fails_the_step_and_leaves_no_mark(tmp_path):
+    delta = Delta(fail=ResyncError("xvda: expected ack, got EOF"))
+    with pytest.raises(ResyncError):
+        migrate.apply_step(call(step=2), delta_fn=delta, base=str(tmp_path))
+    assert not os.path.exists(migrate.mark_path("web1", "10.0.0.1", str(tmp_path)))
+    out, err = [], []
+
+    class W(object):
+        def __init__(self, sink):
+            self.sink = sink
+
+        def write(self, s):
+            self.sink.append(s)
+    rc = tool.run(call(step=2), out=W(out), err=W(err), delta_fn=delta)
+    assert rc == 1
+    assert "xvda: expected ack, got EOF" in "".join(err)
+
+
+def test_recover_clears_the_mark(tmp_path):
+    delta = Delta()
+    base = str(tmp_path)
+    migrate.apply_step(call(step=2), delta_fn=delta, base=base)
+    assert os.path.exists(migrate.mark_path("web1", "10.0.0.1", base))
+    report = migrate.apply_step(call(step=2, recover=True), delta_fn=delta, base=base)
+    assert "mark cleared" in report
+    assert not os.path.exists(migrate.mark_path("web1", "10.0.0.1", base))
+    migrate.apply_step(call(step=2), delta_fn=delta, base=base)
+    assert len(delta.calls) == 2
+
+
+def test_mark_path_is_confined(tmp_path):
+    p = migrate.mark_path("../../etc/x", "h/../y", str(tmp_path))
+    assert os.path.dirname(p) == os.path.join(str(tmp_path), "hook")
+
+
+def test_tool_as_xend_runs_it_other_classes_and_steps(lean_tool, tmp_path):
+    """Real processes through a shell, as DevController.migrate does."""
+    for devclass in ("vif", "vbd", "console"):
+        for step in (0, 1, 2, 3):
+            rc, lines = xend_device_migrate(lean_tool, devclass, step, "10.0.0.1", "web1")
+            assert rc == 0 and lines == ["xen-remus hook: %s step %d web1 -> 10.0.0.1: "
+                                         "nothing to do" % (devclass, step)]
+    rc, lines = xend_device_migrate(lean_tool, "tap2", 1, "10.0.0.1", "web1")
+    assert rc == 0 and lines[-1].endswith("ready")
+    rc, lines = xend_device_migrate(lean_tool, "tap2", 0, "10.0.0.1", "web1", recover=True)
+    assert rc == 0 and "-recover" in lines[-1]
+
+
+def test_tool_as_xend_runs_it_save_to_file(lean_tool, tmp_path):
+    rc, lines = xend_device_migrate(lean_tool, "tap2", 2, str(tmp_path / "web1.chk"), "web1")
+    assert rc == 0 and lines[-1].endswith("nothing to do")
+
+
+def test_tool_bad_arguments_exit_2(lean_tool):
+    fd = os.popen("%s -type tap2 -step 9 -host h -domname d 2>&1" % lean_tool)
+    out = fd.read()
+    rc = fd.close()
+    assert rc >> 8 == 2
+    assert "migrate step: expected one of 0-3, got 9" in out
+
+
+def test_xen_remus_hook_subcommand_runs_the_same_code(tmp_path, capsys):
+    from xen_remus_ext.cli import main as cli
+    rc = cli.main(["hook", "-type", "tap2", "-step", "1", "-host", "h1", "-domname", "web1"])
+    assert rc == 0
+    assert capsys.readouterr()[0] == "xen-remus hook: tap2 step 1 web1 -> h1: ready\n"
