@@ -1,0 +1,348 @@
+"""Two (or more) simulated hosts as separate processes, and their clean-up.
+
+As root, each host runs in a network namespace created here
+(``xre<PID>-<host>``), the namespaces joined by one veth pair whose
+addresses (192.0.2.0/24, TEST-NET-1) exist only inside them; otherwise every
+host listens on its own 127.0.0.1 ports.  The controller reaches each agent
+through a Unix socket under the host's root directory (a path-named Unix
+socket crosses network namespaces), and the hosts reach each other only over
+the veth (or loopback).
+
+Clean-up: :class:`Cluster` is a context manager and registers itself with
+``atexit``; host processes hold a pipe to us as stdin and exit when it
+closes; every namespace name carries our PID, so :func:`cleanup_stale`
+removes those whose creator is gone (``xen-remus sim cleanup``).
+"""
+from __future__ import absolute_import, division, print_function
+
+import atexit
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from xen_remus_ext.errors import ToolstackError
+from xen_remus_ext.sim.toolstack import SimToolstack
+
+LOG = logging.getLogger(__name__)
+
+NS_PREFIX = "xre"
+SUBNET = "192.0.2"
+PORTS = {"reloc_port": 8002, "remus_port": 9000, "resync_port": 7790}
+
+
+def _ip(*args):
+    proc = subprocess.Popen(("ip",) + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise ToolstackError("ip %s: exit %d: %s" % (" ".join(args), proc.returncode,
+                                                    err.decode("utf-8", "replace").strip()))
+    return out.decode("utf-8", "replace")
+
+
+def netns_available():
+    if os.geteuid() != 0:
+        return False
+    try:
+        _ip("netns", "list")
+    except (ToolstackError, OSError):
+        return False
+    return True
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+def cleanup_stale():
+    """Delete sim namespaces whose creating process is gone.  :returns: names."""
+    removed = []
+    try:
+        listing = _ip("netns", "list")
+    except (ToolstackError, OSError):
+        return removed
+    for line in listing.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if not name.startswith(NS_PREFIX) or "-" not in name:
+            continue
+        pid = name[len(NS_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            try:
+                _ip("netns", "delete", name)
+                removed.append(name)
+            except ToolstackError as exc:
+                LOG.warning("%s", exc)
+    return removed
+
+
+def _free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class AckObserver(object):
+    """The outside world: collects ``ack NAME UPTO`` lines on a Unix socket.
+
+    ``acked(name)`` is how many of NAME's records were acknowledged (records
+    ``0 .. acked-1``).  Lives in the controller, so it survives host deaths.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.acks = {}
+        self.lock = threading.Lock()
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        self.closed = False
+        t = threading.Thread(target=self._accept, name="observer")
+        t.daemon = True
+        t.start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.error, OSError):
+                return
+            t = threading.Thread(target=self._read, args=(conn,))
+            t.daemon = True
+            t.start()
+
+    def _read(self, conn):
+        buf = b""
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    parts = line.decode("ascii", "replace").split()
+                    if len(parts) == 3 and parts[0] == "ack" and parts[2].isdigit():
+                        with self.lock:
+                            self.acks[parts[1]] = max(self.acks.get(parts[1], 0), int(parts[2]))
+        except (socket.error, OSError):
+            return
+        finally:
+            conn.close()
+
+    def acked(self, name):
+        with self.lock:
+            return self.acks.get(name, 0)
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.close()
+        except (socket.error, OSError):
+            pass
+
+
+class SimHost(object):
+    """Handle on one host process (controller side)."""
+
+    def __init__(self, cluster, name, cfg):
+        self.cluster = cluster
+        self.name = name
+        self.cfg = cfg
+        self.proc = None
+        self.toolstack = SimToolstack(cfg["agent"], name=name)
+
+    @property
+    def addr(self):
+        return self.cfg["addr"]
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self, timeout=20.0):
+        path = os.path.join(self.cfg["root"], "host.json")
+        with open(path, "w") as f:
+            json.dump(self.cfg, f, indent=1, sort_keys=True)
+        argv = [sys.executable, "-m", "xen_remus_ext.sim.host", path]
+        if self.cfg.get("netns"):
+            argv = ["ip", "netns", "exec", self.cfg["netns"]] + argv
+        log = open(os.path.join(self.cluster.root, "host-%s.log" % self.name), "ab")
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=log, env=env, close_fds=True)
+        log.close()
+        line = self._read_ready(timeout)
+        if not line.startswith(b"ready"):
+            self.kill()
+            raise ToolstackError("sim host %s: expected 'ready', got %r (see %s)"
+                                 % (self.name, line, os.path.join(self.cluster.root,
+                                                                  "host-%s.log" % self.name)))
+        self.toolstack.reset()
+        return self
+
+    def _read_ready(self, timeout):
+        out = []
+
+        def reader():
+            out.append(self.proc.stdout.readline())
+        t = threading.Thread(target=reader)
+        t.daemon = True
+        t.start()
+        t.join(timeout)
+        return out[0] if out else b""
+
+    def kill(self, sig=signal.SIGKILL):
+        """Kill the host process (SIGKILL: the host dies, nothing cleans up)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, sig)
+        self.proc.wait()
+        self.toolstack.reset()
+
+    def stop(self, timeout=5.0):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except (IOError, OSError):
+                pass
+            deadline = time.time() + timeout
+            while self.proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            if self.proc.poll() is None:
+                self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except (IOError, OSError):
+                pass
+        self.toolstack.close()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def disk_path(self, path):
+        return os.path.join(self.cfg["root"], path.lstrip("/"))
+
+
+class Cluster(object):
+    """Hosts ``names`` (default A and B), started on :meth:`start`.
+
+    :param netns: True/False, or None for "when root and ``ip`` works".
+    """
+
+    def __init__(self, names=("A", "B"), root=None, netns=None, keep=False):
+        self.names = tuple(names)
+        self.own_root = root is None
+        self.root = root or tempfile.mkdtemp(prefix="xre-sim-")
+        self.netns = netns_available() if netns is None else netns
+        self.keep = keep
+        self.hosts = {}
+        self.namespaces = []
+        self.observer = None
+        self._closed = False
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _plan(self):
+        cfgs = {}
+        for i, name in enumerate(self.names):
+            hroot = os.path.join(self.root, name)
+            os.makedirs(hroot)
+            cfg = {"name": name, "root": hroot, "agent": "unix:" + os.path.join(hroot, "agent.sock"),
+                   "xenstored": os.path.join(hroot, "var/run/xenstored/socket")}
+            if self.netns:
+                cfg["netns"] = "%s%d-%s" % (NS_PREFIX, os.getpid(), name)
+                cfg["addr"] = "%s.%d" % (SUBNET, i + 1)
+                cfg.update(PORTS)
+            else:
+                cfg["addr"] = "127.0.0.1"
+                for key in sorted(PORTS):
+                    cfg[key] = _free_port()
+            cfgs[name] = cfg
+        for name, cfg in cfgs.items():
+            cfg["peers"] = dict((n, dict((k, c[k]) for k in ["addr"] + sorted(PORTS)))
+                                for n, c in cfgs.items() if n != name)
+        return cfgs
+
+    def _make_namespaces(self, cfgs):
+        if len(self.names) != 2:
+            raise ToolstackError("sim cluster: network namespaces need exactly 2 hosts, got %d"
+                                 % len(self.names))
+        a, b = [cfgs[n] for n in self.names]
+        for cfg in (a, b):
+            _ip("netns", "add", cfg["netns"])
+            self.namespaces.append(cfg["netns"])
+            _ip("-n", cfg["netns"], "link", "set", "lo", "up")
+        va, vb = ["v%d%s" % (os.getpid(), n) for n in self.names]
+        _ip("link", "add", va[:15], "netns", a["netns"], "type", "veth",
+            "peer", "name", vb[:15], "netns", b["netns"])
+        for cfg, dev in ((a, va[:15]), (b, vb[:15])):
+            _ip("-n", cfg["netns"], "addr", "add", cfg["addr"] + "/24", "dev", dev)
+            _ip("-n", cfg["netns"], "link", "set", dev, "up")
+
+    def start(self):
+        atexit.register(self.close)
+        try:
+            cfgs = self._plan()
+            if self.netns:
+                cleanup_stale()
+                self._make_namespaces(cfgs)
+            self.observer = AckObserver(os.path.join(self.root, "observer.sock"))
+            for name in self.names:
+                self.hosts[name] = SimHost(self, name, cfgs[name])
+            for name in self.names:
+                self.hosts[name].start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __getitem__(self, name):
+        return self.hosts[name]
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        for host in self.hosts.values():
+            try:
+                host.stop()
+            except (OSError, IOError) as exc:
+                LOG.warning("stopping host %s: %s", host.name, exc)
+        for ns in self.namespaces:
+            try:
+                _ip("netns", "delete", ns)
+            except ToolstackError as exc:
+                LOG.warning("%s", exc)
+        self.namespaces = []
+        if self.observer is not None:
+            self.observer.close()
+        if self.own_root and not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            atexit.unregister(self.close)  # novm
+        except AttributeError:
+            pass
