@@ -170,3 +170,40 @@ def test_xen_remus_hook_subcommand_runs_the_same_code(tmp_path, capsys):
     rc = cli.main(["hook", "-type", "tap2", "-step", "1", "-host", "h1", "-domname", "web1"])
     assert rc == 0
     assert capsys.readouterr()[0] == "xen-remus hook: tap2 step 1 web1 -> h1: ready\n"
+
+
+def test_plain_migration_without_failback_passes(tmp_path):
+    """final_delta_for returns None when no failback of the domain migrates."""
+    calls = []
+
+    def none_delta(domname, host):
+        calls.append(domname)
+        return None
+    report = migrate.apply_step(call(step=2), delta_fn=none_delta, base=str(tmp_path))
+    assert "no failback in progress" in report
+    assert not os.path.exists(migrate.mark_path("web1", "10.0.0.1", str(tmp_path)))
+
+
+def test_real_final_delta_without_journal_is_a_no_op(lean_tool, tmp_path, monkeypatch):
+    """The real failback.delta, in the tool process xend starts: no journal -> exit 0."""
+    monkeypatch.setenv("XEN_REMUS_STATE_DIR", str(tmp_path))
+    rc, lines = xend_device_migrate(lean_tool, "tap2", 2, "10.0.0.1", "web1")
+    assert rc == 0, lines
+    assert lines[-1].endswith("no failback in progress, nothing to send")
+
+
+def test_journal_toward_another_host_fails_the_migration(lean_tool, tmp_path, monkeypatch):
+    """A failback journal migrating to h1 while xend migrates to h9: the tool
+    exits non-zero, so xend fails the migration rather than leave disks behind."""
+    from xen_remus_ext.failback import journal, machine
+    monkeypatch.setenv("XEN_REMUS_STATE_DIR", str(tmp_path))
+    rec = journal.new_record("web1", "h1", machine.FAILBACK, now=1.0)
+    rec["step"] = machine.MIGRATE
+    journal.save(rec, str(tmp_path))
+    assert journal.load("web1", str(tmp_path)) is not None
+    line = "%s -type tap2 -step 2 -host h9 -domname web1 2>&1" % lean_tool
+    fd = os.popen(line)
+    out = fd.read()
+    rc = fd.close()
+    assert rc and rc >> 8 == 1, out
+    assert "migrates to h1, but xend migrates it to h9" in out

@@ -145,12 +145,24 @@ def _final_delta(domname, host):
     return delta.final_delta_for(domname, host)
 
 
+def _describe(result):
+    """A short text for the delta record ``final_delta_for`` returns."""
+    if isinstance(result, dict):
+        parts = ["by %s" % result.get("by", "?")]
+        if result.get("seconds") is not None:
+            parts.append("%.3f s" % result["seconds"])
+        return ", ".join(parts)
+    return str(result)
+
+
 def apply_step(call, delta_fn=None, base=None):
     """Do what :func:`plan_step` says.
 
     :param delta_fn: ``f(domname, host)`` sending the final delta and
                      returning once it is acknowledged (default
-                     :func:`failback.delta.final_delta_for`); it raises on failure
+                     :func:`failback.delta.final_delta_for`); it returns None
+                     when no failback of the domain is migrating, and
+                     raises on failure
     :returns: a one-line report (xend logs the tool's output)
     :raises XenRemusError: the delta could not be sent: xend then fails the
             migration and the domain resumes here, disks untouched
@@ -171,6 +183,9 @@ def apply_step(call, delta_fn=None, base=None):
         return "%s: final delta already acknowledged" % what
     fn = delta_fn or _final_delta
     result = fn(call.domname, call.host)
+    if result is None:  # no failback of this domain is migrating: a plain xm migrate
+        return "%s: no failback in progress, nothing to send" % what
+    result = _describe(result)
     d = os.path.dirname(path)
     if not os.path.isdir(d):
         os.makedirs(d)
