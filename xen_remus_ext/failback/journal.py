@@ -1,0 +1,152 @@
+"""The failback journal: one JSON file per domain, replaced atomically.
+
+Location: ``<state dir>/failback/<domain>.json`` where the state dir is
+``resync.meta.state_dir()`` (``$XEN_REMUS_STATE_DIR``, else
+``/var/lib/xen-remus-ext``).  Every write goes to a temp file, is fsynced,
+renamed over the old file and the directory fsynced, so a crash leaves
+either the old or the new journal, never a torn one.
+
+The record (a dict; ``version`` 1)::
+
+    version, domain, host (peer), local_host, mode, toolstack,
+    state, step (running step or null), attempt, error,
+    options {...}, disks [{vdev, path, dest, precopy [...], final {...}}],
+    delta {sent, by, at}, timing {step: [start, end]}, history [[t, event, ...]]
+
+The xend migration hook (failback/delta.py) loads and saves the same file.
+"""
+from __future__ import absolute_import, division, print_function
+
+import errno
+import json
+import logging
+import os
+import re
+
+from xen_remus_ext.compat import atomic_write, to_bytes, to_text
+from xen_remus_ext.errors import FailbackError, JournalError
+from xen_remus_ext.failback import machine
+
+LOG = logging.getLogger(__name__)
+
+VERSION = 1
+DEFAULT_STATE_DIR = "/var/lib/xen-remus-ext"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]+$")
+MAX_HISTORY = 200
+
+
+def state_dir():
+    """The package's state directory (the resync layer's, when present)."""
+    try:
+        from xen_remus_ext.resync import meta
+        fn = getattr(meta, "state_dir", None)
+    except ImportError:
+        fn = None
+    if fn is not None:
+        return fn()
+    return os.environ.get("XEN_REMUS_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+def journal_dir(base=None):
+    return os.path.join(base or state_dir(), "failback")
+
+
+def journal_path(domain, base=None):
+    """:raises JournalError: ``domain`` cannot name a file."""
+    domain = to_text(domain)
+    if not _NAME_RE.match(domain) or domain in (".", ".."):
+        raise JournalError("domain name %r: expected letters, digits and _.@+- only (it names the journal file)"
+                           % (domain,))
+    return os.path.join(journal_dir(base), domain + ".json")
+
+
+def new_record(domain, host, mode, local_host=None, toolstack=None, options=None, now=None):
+    machine.check_mode(mode)
+    return {
+        "version": VERSION, "domain": domain, "host": host, "local_host": local_host,
+        "mode": mode, "toolstack": toolstack, "state": machine.NEW, "step": None,
+        "attempt": 0, "error": None, "options": dict(options or {}), "disks": [],
+        "delta": {"sent": False}, "timing": {}, "history": [[now, "created", machine.NEW]],
+    }
+
+
+def check_record(rec, path="<journal>"):
+    """:raises JournalError: the record lacks a field or has the wrong version."""
+    if not isinstance(rec, dict):
+        raise JournalError("%s: expected a JSON object, got %s" % (path, type(rec).__name__))
+    if rec.get("version") != VERSION:
+        raise JournalError("%s: expected journal version %d, got %r" % (path, VERSION, rec.get("version")))
+    for key in ("domain", "host", "mode", "state", "disks", "delta", "history"):
+        if key not in rec:
+            raise JournalError("%s: field %r missing" % (path, key))
+    if rec["mode"] not in machine.MODES:
+        raise JournalError("%s: mode: expected one of %s, got %r" % (path, ", ".join(machine.MODES), rec["mode"]))
+    try:
+        machine.index_of(rec["mode"], rec["state"])
+    except FailbackError as exc:
+        raise JournalError("%s: %s" % (path, exc))
+    return rec
+
+
+def load(domain, base=None):
+    """:returns: the journal record of ``domain``, or None when there is none.
+
+    :raises JournalError: the file exists but is unreadable or invalid.
+    """
+    path = journal_path(domain, base)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise JournalError("%s: cannot read: %s" % (path, exc))
+    try:
+        rec = json.loads(to_text(data))
+    except ValueError as exc:
+        raise JournalError("%s: expected JSON, got a parse error: %s" % (path, exc))
+    return check_record(rec, path)
+
+
+def save(rec, base=None):
+    """Write ``rec`` atomically (temp file, fsync, rename, fsync dir)."""
+    path = journal_path(rec["domain"], base)
+    d = os.path.dirname(path)
+    if not os.path.isdir(d):
+        try:
+            os.makedirs(d, 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise JournalError("%s: cannot create: %s" % (d, exc))
+    if len(rec.get("history", ())) > MAX_HISTORY:
+        rec["history"] = rec["history"][:1] + rec["history"][-(MAX_HISTORY - 1):]
+    data = json.dumps(rec, indent=1, sort_keys=True)
+    try:
+        atomic_write(path, to_bytes(data + "\n"))
+    except (IOError, OSError) as exc:
+        raise JournalError("%s: cannot write: %s" % (path, exc))
+    return path
+
+
+def remove(domain, base=None):
+    path = journal_path(domain, base)
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise JournalError("%s: cannot remove: %s" % (path, exc))
+
+
+def list_domains(base=None):
+    """:returns: sorted names of the domains that have a journal."""
+    d = journal_dir(base)
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    return sorted(n[:-5] for n in names if n.endswith(".json") and ".tmp." not in n)
+
+
+def note(rec, now, event, *detail):
+    """Append ``[now, event, detail...]`` to the history (in memory)."""
+    rec.setdefault("history", []).append([now, event] + list(detail))

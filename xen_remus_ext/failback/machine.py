@@ -1,0 +1,287 @@
+"""The failback state machine: states, steps and rules, with no side effects.
+
+Two plans share one table (STYLE.md section 4):
+
+``failback`` (the domain runs here, unprotected, after a failover; bring it
+home to ``HOST`` and protect it again toward here)::
+
+    new -preflight-> checked -precopy-> precopied -migrate-> migrated
+        -final-delta-> delta-sent -unpause-> resumed -protect-> done
+
+``reverse`` (``--reverse-only``: keep the domain here, bring the peer's
+stale copy up to date and protect from here toward it)::
+
+    new -preflight-> checked -precopy-> precopied -pause-> quiesced
+        -final-delta-> delta-sent -protect-> protected -unpause-> done
+
+``migrated`` means the domain sits PAUSED on the peer with its disk delta not
+yet known to be sent; ``delta-sent`` (failback) means paused on the peer with
+the peer's disk complete; ``quiesced`` means paused HERE.  A killed run
+leaves the journal at the last completed state; :func:`reconcile` turns the
+journal's state and an :class:`Observation` of the world into the state to
+continue from, and :func:`plan_abort` gives the actions that reach a safe
+state.  The runner (orchestrator.py) performs the actions.
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+
+from xen_remus_ext.errors import FailbackError, ProgrammerError
+
+# modes
+FAILBACK = "failback"
+REVERSE = "reverse"
+MODES = (FAILBACK, REVERSE)
+
+# states
+NEW = "new"
+CHECKED = "checked"
+PRECOPIED = "precopied"
+MIGRATED = "migrated"
+QUIESCED = "quiesced"
+DELTA_SENT = "delta-sent"
+RESUMED = "resumed"
+PROTECTED = "protected"
+DONE = "done"
+ABORTED = "aborted"
+
+TERMINAL = (DONE, ABORTED)
+
+# steps
+PREFLIGHT = "preflight"
+PRECOPY = "precopy"
+MIGRATE = "migrate"
+PAUSE = "pause"
+FINAL_DELTA = "final-delta"
+UNPAUSE = "unpause"
+PROTECT = "protect"
+
+#: (mode, state) -> (step to run, state once it succeeded).  The only place
+#: that says which step follows which.
+TRANSITIONS = {
+    (FAILBACK, NEW): (PREFLIGHT, CHECKED),
+    (FAILBACK, CHECKED): (PRECOPY, PRECOPIED),
+    (FAILBACK, PRECOPIED): (MIGRATE, MIGRATED),
+    (FAILBACK, MIGRATED): (FINAL_DELTA, DELTA_SENT),
+    (FAILBACK, DELTA_SENT): (UNPAUSE, RESUMED),
+    (FAILBACK, RESUMED): (PROTECT, DONE),
+    (REVERSE, NEW): (PREFLIGHT, CHECKED),
+    (REVERSE, CHECKED): (PRECOPY, PRECOPIED),
+    (REVERSE, PRECOPIED): (PAUSE, QUIESCED),
+    (REVERSE, QUIESCED): (FINAL_DELTA, DELTA_SENT),
+    (REVERSE, DELTA_SENT): (PROTECT, PROTECTED),
+    (REVERSE, PROTECTED): (UNPAUSE, DONE),
+}
+
+#: what each step does, for --dry-run and status
+STEP_DOC = {
+    PREFLIGHT: "check: domain runs here unprotected, peer reachable and free memory, "
+               "peer copy is an ancestor by generation, sizes match, config reverses",
+    PRECOPY: "live pre-copy of every remus disk to the peer (tracker, else checksums)",
+    MIGRATE: "migrate memory to the peer, leaving the domain paused there",
+    PAUSE: "pause the domain here so its disks go quiet",
+    FINAL_DELTA: "send the final disk delta from the now quiet disks",
+    UNPAUSE: "unpause the domain",
+    PROTECT: "start Remus again (config direction checked/reversed)",
+}
+
+
+def states_in_order(mode):
+    """:returns: the states of ``mode``'s plan, first to last."""
+    check_mode(mode)
+    out = [NEW]
+    while (mode, out[-1]) in TRANSITIONS:
+        out.append(TRANSITIONS[(mode, out[-1])][1])
+    return out
+
+
+def check_mode(mode):
+    if mode not in MODES:
+        raise ProgrammerError("failback mode: expected one of %s, got %r" % (", ".join(MODES), mode))
+
+
+def next_step(mode, state):
+    """:returns: ``(step, next_state)`` or None when ``state`` is terminal.
+
+    :raises FailbackError: ``state`` does not belong to ``mode``'s plan.
+    """
+    check_mode(mode)
+    if state in TERMINAL:
+        return None
+    try:
+        return TRANSITIONS[(mode, state)]
+    except KeyError:
+        raise FailbackError("failback journal: state %r is not part of the %s plan (expected one of %s)"
+                            % (state, mode, ", ".join(states_in_order(mode))), state=state)
+
+
+def plan(mode, state=NEW):
+    """:returns: the list of ``(step, state_after)`` still to run from ``state``."""
+    out = []
+    cur = state
+    while True:
+        nxt = next_step(mode, cur)
+        if nxt is None:
+            return out
+        out.append(nxt)
+        cur = nxt[1]
+
+
+def index_of(mode, state):
+    order = states_in_order(mode)
+    if state in order:
+        return order.index(state)
+    if state in TERMINAL:
+        return len(order)
+    raise FailbackError("failback journal: unknown state %r for the %s plan" % (state, mode), state=state)
+
+
+class Observation(collections.namedtuple(
+        "Observation", "local peer local_remus peer_remus delta_recorded")):
+    """What the runner saw before acting.
+
+    ``local``/``peer``: None (domain absent), ``"running"`` or ``"paused"``.
+    ``local_remus``/``peer_remus``: a Remus sender for the domain runs there.
+    ``delta_recorded``: the journal (written by the runner or by the xend
+    migration hook) says the final delta reached the peer after the domain
+    stopped writing here.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, local=None, peer=None, local_remus=False, peer_remus=False, delta_recorded=False):
+        for name, val in (("local", local), ("peer", peer)):
+            if val not in (None, "running", "paused"):
+                raise ProgrammerError("observation %s: expected None, 'running' or 'paused', got %r"
+                                      % (name, val))
+        return super(Observation, cls).__new__(cls, local, peer, bool(local_remus), bool(peer_remus),
+                                               bool(delta_recorded))
+
+
+#: actions the reconciler or abort may ask the runner to perform first
+DESTROY_PEER = "destroy-peer"      # an incoming copy on the peer that never ran
+UNPAUSE_LOCAL = "unpause-local"
+UNPAUSE_PEER = "unpause-peer"
+SEND_DELTA = "send-delta"
+STOP_LOCAL_REMUS = "stop-local-remus"
+
+
+def _refuse(msg, state, step=None):
+    raise FailbackError(msg, state=state, step=step)
+
+
+def reconcile(mode, state, obs):
+    """Turn the journal's ``state`` and the observed world into the state the
+    run continues from, plus cleanup actions to perform before it.
+
+    :returns: ``(state, actions)``
+    :raises FailbackError: the world is one no step can safely continue from.
+    """
+    check_mode(mode)
+    if state in TERMINAL:
+        return state, []
+    pos = index_of(mode, state)
+    if mode == FAILBACK:
+        return _reconcile_failback(state, pos, obs)
+    return _reconcile_reverse(state, pos, obs)
+
+
+def _reconcile_failback(state, pos, obs):
+    order = states_in_order(FAILBACK)
+    at = order.index
+    if obs.local is None and obs.peer is None:
+        _refuse("domain: expected it here or on the peer, found it on neither "
+                "(a migration may still be under way; check both hosts)", state)
+    if obs.local is not None and obs.peer is not None:
+        if pos < at(PRECOPIED):
+            _refuse("domain: expected it only here before the migration, found it on the peer too (%s)"
+                    % obs.peer, state)
+        if obs.peer == "running" and obs.local == "running":
+            _refuse("domain: runs both here and on the peer; refusing to choose", state)
+        if obs.peer == "running":
+            _refuse("domain: runs on the peer while a copy remains here (%s); "
+                    "the migration's end is unknown, refusing to choose" % obs.local, state)
+        # the peer holds an incoming copy that never ran: the source is still
+        # authoritative; drop the copy and migrate again
+        actions = [DESTROY_PEER]
+        if obs.local == "paused":
+            actions.append(UNPAUSE_LOCAL)
+        return PRECOPIED, actions
+    if obs.peer is None:  # only here
+        if pos <= at(PRECOPIED):
+            return state, ([UNPAUSE_LOCAL] if obs.local == "paused" and pos == at(PRECOPIED) else [])
+        if pos == at(MIGRATED) or pos == at(DELTA_SENT):
+            # journaled as gone but still here: the migration did not happen
+            return PRECOPIED, ([UNPAUSE_LOCAL] if obs.local == "paused" else [])
+        _refuse("domain: journal says it runs on the peer (%s), but it runs here; "
+                "start a new failback" % state, state)
+    # only on the peer
+    if pos < at(PRECOPIED):
+        _refuse("domain: expected it here, found it only on the peer (%s)" % obs.peer, state)
+    if obs.peer == "paused":
+        if pos <= at(MIGRATED):
+            return (DELTA_SENT if obs.delta_recorded else MIGRATED), []
+        return DELTA_SENT, []
+    # running on the peer
+    if pos >= at(DELTA_SENT) or obs.delta_recorded:
+        return (DONE if obs.peer_remus else RESUMED), []
+    _refuse("domain: runs on the peer but the final disk delta was never recorded as sent; "
+            "its disk there may be stale: stop it, or rerun with --abort after checking", state)
+
+
+def _reconcile_reverse(state, pos, obs):
+    order = states_in_order(REVERSE)
+    at = order.index
+    if obs.local is None:
+        _refuse("domain: expected it here (reverse replication keeps it here), found it %s"
+                % ("on the peer" if obs.peer else "nowhere"), state)
+    if obs.local_remus:
+        if pos < at(DELTA_SENT):
+            _refuse("domain: Remus already protects it, but the peer's copy was never synced by us", state)
+        return (PROTECTED if obs.local == "paused" else DONE), []
+    if obs.peer is not None and pos < at(DELTA_SENT):
+        _refuse("domain: also present on the peer (%s) before protection started" % obs.peer, state)
+    if obs.local == "paused":
+        if pos == at(PRECOPIED):
+            return QUIESCED, []
+        if pos >= at(PROTECTED):  # protection lost after it started
+            return DELTA_SENT, []
+        return state, []
+    # running here without Remus
+    if pos >= at(QUIESCED):
+        return PRECOPIED, []  # someone unpaused it: its writes need another delta
+    return state, []
+
+
+def plan_abort(mode, state, obs):
+    """Actions that bring the world to a safe state, and the state reached.
+
+    Before the migration the safe state is where the run started (the domain
+    here, unprotected).  Once the domain sits paused on the peer there is no
+    cheaper way back than forward: finish the disk delta and unpause it there
+    (home, unprotected).
+
+    :returns: ``(actions, final_state)``
+    :raises FailbackError: nothing to abort (already done) or no safe state.
+    """
+    if state == DONE:
+        _refuse("failback: already done; nothing to abort", state)
+    if state == ABORTED:
+        return [], ABORTED
+    state, actions = reconcile(mode, state, obs)
+    if state == DONE:
+        _refuse("failback: already done; nothing to abort", state)
+    actions = list(actions)
+    if mode == FAILBACK:
+        if state in (MIGRATED,):
+            actions += [SEND_DELTA, UNPAUSE_PEER]
+        elif state == DELTA_SENT:
+            actions += [UNPAUSE_PEER]
+        elif state in (NEW, CHECKED, PRECOPIED) and obs.local == "paused" and UNPAUSE_LOCAL not in actions:
+            actions.append(UNPAUSE_LOCAL)
+        return actions, ABORTED
+    if obs.local_remus:
+        actions.append(STOP_LOCAL_REMUS)
+    if obs.local == "paused" and UNPAUSE_LOCAL not in actions:
+        actions.append(UNPAUSE_LOCAL)
+    return actions, ABORTED
