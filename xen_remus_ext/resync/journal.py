@@ -1,0 +1,71 @@
+"""The receiver's resume journal: byte ranges of the target already in sync.
+
+One JSON file per target under ``state_dir()/journal/``, rewritten
+atomically after the target was fdatasync'd (so every range it names is on
+disk).  A rerun of the same resync (same source generation, size, mode and
+block size) skips those ranges; anything else starts from zero.
+"""
+from __future__ import absolute_import, division, print_function
+
+import hashlib
+import json
+import os
+
+from xen_remus_ext.compat import atomic_write, to_bytes, to_text
+from xen_remus_ext.resync import meta, plan
+
+
+def journal_path(target):
+    key = hashlib.sha1(to_bytes(os.path.realpath(target))).hexdigest()[:20]
+    return os.path.join(meta.state_dir(), "journal", key + ".json")
+
+
+class Journal(object):
+    """Completed ranges of one resync session into ``target``."""
+
+    def __init__(self, target, size, source_gen, mode, block_size, done=()):
+        self.target = os.path.realpath(target)
+        self.size = size
+        self.source_gen = source_gen
+        self.mode = mode
+        self.block_size = block_size
+        self.done = plan.normalize(done)
+
+    def key(self):
+        return {"size": self.size, "source_gen": self.source_gen, "mode": self.mode,
+                "block_size": self.block_size}
+
+    def to_dict(self):
+        d = self.key()
+        d["target"] = self.target
+        d["done"] = [list(p) for p in self.done]
+        return d
+
+    def add(self, start, end):
+        self.done = plan.normalize(self.done + [(start, end)])
+
+    def save(self):
+        path = journal_path(self.target)
+        d = os.path.dirname(path)
+        if not os.path.isdir(d):
+            os.makedirs(d, 0o700)
+        atomic_write(path, to_bytes(json.dumps(self.to_dict(), sort_keys=True) + "\n"))
+
+    @classmethod
+    def load(cls, target):
+        """:returns: the stored :class:`Journal` of ``target`` or None
+        (a missing or unreadable journal means: start from zero)."""
+        try:
+            with open(journal_path(target), "rb") as f:
+                d = json.loads(to_text(f.read()))
+            return cls(target, int(d["size"]), d["source_gen"], d["mode"], int(d["block_size"]),
+                       [(int(a), int(b)) for a, b in d["done"]])
+        except (IOError, OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def remove(target):
+    try:
+        os.unlink(journal_path(target))
+    except OSError:
+        pass

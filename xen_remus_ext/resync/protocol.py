@@ -1,0 +1,297 @@
+"""The resync wire protocol, version 1 (specified in docs/protocol.md).
+
+A record is an 8-byte header ``!BBHI`` (type, flags = 0, reserved = 0,
+payload length) and the payload.  Every type has its own length bound;
+an unknown type, non-zero flags, or a length over the bound is a
+:class:`ProtocolError` before a byte of the payload is read.
+
+Channels carry records between the two ends:
+
+- :class:`StreamChannel` over a socket (TCP, socketpair) or a pair of file
+  descriptors (the stdin/stdout of ``ssh HOST xen-remus receive --stdio``);
+- :func:`local_pair`, two in-process channels joined by bounded queues, for
+  a target on this host (no serialisation; ``bytes_out`` still counts the
+  size the records would have on a wire).
+"""
+from __future__ import absolute_import, division, print_function
+
+import errno
+import io
+import json
+import socket
+import struct
+import threading
+
+from six.moves import queue
+
+from xen_remus_ext.compat import to_bytes, to_text
+from xen_remus_ext.errors import ProtocolError, ResyncError
+
+VERSION = 1
+VERSIONS = (1,)
+MAGIC = "xen-remus-resync"
+
+HEADER = struct.Struct("!BBHI")
+U64 = struct.Struct("!Q")
+U64U32 = struct.Struct("!QI")
+U64U64 = struct.Struct("!QQ")
+
+#: the biggest DATA payload a sender emits (one chunk)
+MAX_DATA = 1 << 20
+JSON_MAX = 64 * 1024
+
+HELLO = 0x01
+AUTH = 0x02
+INFO = 0x03
+START = 0x04
+RANGES = 0x05
+DIGESTS = 0x10
+DATA = 0x20
+ZERO = 0x21
+MARK = 0x22
+END = 0x30
+RESULT = 0x31
+BYE = 0x32
+ERROR = 0x3F
+
+NAMES = {HELLO: "HELLO", AUTH: "AUTH", INFO: "INFO", START: "START", RANGES: "RANGES",
+         DIGESTS: "DIGESTS", DATA: "DATA", ZERO: "ZERO", MARK: "MARK", END: "END",
+         RESULT: "RESULT", BYE: "BYE", ERROR: "ERROR"}
+
+#: payload bound of each record type
+LIMITS = {HELLO: JSON_MAX, AUTH: JSON_MAX, INFO: JSON_MAX, START: JSON_MAX,
+          RANGES: 4096 * 16, DIGESTS: U64U32.size + (MAX_DATA // 4096) * 32,
+          DATA: U64.size + MAX_DATA, ZERO: U64U64.size, MARK: 4096 * 16, END: JSON_MAX,
+          RESULT: JSON_MAX, BYE: 0, ERROR: JSON_MAX}
+
+
+def type_name(mtype):
+    return NAMES.get(mtype, "0x%02x" % mtype)
+
+
+def encode_json(obj):
+    return to_bytes(json.dumps(obj, sort_keys=True))
+
+
+def decode_json(mtype, payload):
+    try:
+        obj = json.loads(to_text(bytes(payload)))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("%s record: expected a JSON object, got undecodable bytes (%s)"
+                            % (type_name(mtype), exc))
+    if not isinstance(obj, dict):
+        raise ProtocolError("%s record: expected a JSON object, got %s" % (type_name(mtype), type(obj).__name__))
+    return obj
+
+
+def check_header(mtype, flags, reserved, length):
+    if mtype not in LIMITS:
+        raise ProtocolError("record header: expected a known type, got 0x%02x" % mtype)
+    if flags or reserved:
+        raise ProtocolError("%s record: expected flags and reserved 0, got %d, %d"
+                            % (type_name(mtype), flags, reserved))
+    if length > LIMITS[mtype]:
+        raise ProtocolError("%s record: expected at most %d payload bytes, got %d"
+                            % (type_name(mtype), LIMITS[mtype], length))
+
+
+class Channel(object):
+    """Both directions of one session.  ``send`` is thread-safe."""
+
+    bytes_out = 0
+    bytes_in = 0
+
+    def send(self, mtype, *parts):
+        raise NotImplementedError
+
+    def recv(self):
+        """:returns: ``(mtype, payload)``; :raises ProtocolError: EOF or bad record."""
+        raise NotImplementedError
+
+    def close(self):
+        raise NotImplementedError
+
+    def send_json(self, mtype, obj):
+        self.send(mtype, encode_json(obj))
+
+    def recv_json(self, *expected):
+        mtype, payload = self.recv()
+        if mtype == ERROR:
+            raise_peer_error(payload)
+        if expected and mtype not in expected:
+            raise ProtocolError("expected %s record, got %s" % ("/".join(type_name(t) for t in expected),
+                                                               type_name(mtype)))
+        return mtype, decode_json(mtype, payload)
+
+    def send_error(self, message):
+        try:
+            self.send_json(ERROR, {"error": to_text(message)[:4000]})
+        except (ResyncError, IOError, OSError, socket.error):
+            pass
+
+
+def raise_peer_error(payload):
+    try:
+        msg = decode_json(ERROR, payload).get("error", "unknown error")
+    except ProtocolError:
+        msg = "unreadable error record"
+    raise ResyncError("peer: %s" % (msg,))
+
+
+class StreamChannel(Channel):
+    """Records over a socket, or over a read fd and a write fd."""
+
+    def __init__(self, sock=None, rfd=None, wfd=None, peer="peer"):
+        self.sock = sock
+        self.peer = peer
+        if sock is None:
+            self._r = io.FileIO(rfd, "rb", closefd=False)
+            self._w = io.FileIO(wfd, "wb", closefd=False)
+        self._lock = threading.Lock()
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.closed = False
+
+    def send(self, mtype, *parts):
+        length = sum(len(p) for p in parts)
+        buf = b"".join((HEADER.pack(mtype, 0, 0, length),) + tuple(_raw(p) for p in parts))
+        with self._lock:
+            try:
+                if self.sock is not None:
+                    self.sock.sendall(buf)
+                else:
+                    view = memoryview(buf)
+                    while len(view):
+                        n = self._w.write(view)
+                        view = view[n:]
+            except (IOError, OSError, socket.error) as exc:
+                raise ResyncError("%s: connection lost while sending %s (%s)"
+                                  % (self.peer, type_name(mtype), getattr(exc, "strerror", None) or exc))
+            self.bytes_out += len(buf)
+
+    def _read_exact(self, n):
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            try:
+                if self.sock is not None:
+                    k = self.sock.recv_into(view[got:], n - got)
+                else:
+                    k = self._r.readinto(view[got:])
+            except (IOError, OSError, socket.error) as exc:
+                if getattr(exc, "errno", None) == errno.EINTR:
+                    continue
+                raise ProtocolError("%s: connection lost (%s)" % (self.peer, getattr(exc, "strerror", None) or exc))
+            if not k:
+                raise ProtocolError("%s: connection closed by the peer" % self.peer)
+            got += k
+        self.bytes_in += n
+        return buf
+
+    def recv(self):
+        hdr = self._read_exact(HEADER.size)
+        mtype, flags, reserved, length = HEADER.unpack(bytes(hdr))
+        check_header(mtype, flags, reserved, length)
+        payload = self._read_exact(length) if length else bytearray()
+        return mtype, payload
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except (IOError, OSError, socket.error):
+                pass
+            self.sock.close()
+
+
+_CLOSED = object()
+
+
+def _raw(part):
+    """bytes of a payload part (``bytes(memoryview)`` is its repr on 2.7)."""
+    return part.tobytes() if isinstance(part, memoryview) else part
+
+
+class LocalChannel(Channel):
+    """One end of an in-process pair (see :func:`local_pair`)."""
+
+    def __init__(self, inbox, outbox, peer):
+        self._in = inbox
+        self._out = outbox
+        self.peer = peer
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self._lock = threading.Lock()
+        self.closed = False
+        self.other = None
+
+    def send(self, mtype, *parts):
+        payload = _raw(parts[0]) if len(parts) == 1 else b"".join(_raw(p) for p in parts)
+        length = len(payload)
+        check_header(mtype, 0, 0, length)
+        with self._lock:
+            while True:
+                if self.closed or self.other.closed:
+                    raise ResyncError("%s: connection lost while sending %s" % (self.peer, type_name(mtype)))
+                try:
+                    self._out.put((mtype, payload), timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            self.bytes_out += HEADER.size + length
+
+    def recv(self):
+        while True:
+            try:
+                item = self._in.get(timeout=0.2)
+            except queue.Empty:
+                if self.other.closed or self.closed:
+                    raise ProtocolError("%s: connection closed by the peer" % self.peer)
+                continue
+            if item is _CLOSED:
+                self.closed = True
+                raise ProtocolError("%s: connection closed by the peer" % self.peer)
+            self.bytes_in += HEADER.size + len(item[1])
+            return item
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            try:
+                self._out.put_nowait(_CLOSED)
+            except queue.Full:
+                pass
+
+
+def local_pair(depth=16):
+    """Two joined in-process channels, ``(sender_end, receiver_end)``."""
+    a, b = queue.Queue(depth), queue.Queue(depth)
+    s = LocalChannel(b, a, "local receiver")
+    r = LocalChannel(a, b, "local sender")
+    s.other, r.other = r, s
+    return s, r
+
+
+def pack_ranges(intervals):
+    """Binary RANGES payloads: lists of ``!QQ`` (start, end), bounded per record."""
+    per = LIMITS[RANGES] // U64U64.size
+    out = []
+    for i in range(0, len(intervals), per):
+        out.append(b"".join(U64U64.pack(s, e) for s, e in intervals[i:i + per]))
+    return out
+
+
+def unpack_ranges(payload, size):
+    if len(payload) % U64U64.size:
+        raise ProtocolError("RANGES record: expected a multiple of 16 bytes, got %d" % len(payload))
+    out = []
+    for i in range(0, len(payload), U64U64.size):
+        s, e = U64U64.unpack_from(payload, i)
+        if not (s < e <= size):
+            raise ProtocolError("RANGES record: expected 0 <= start < end <= %d, got %d, %d" % (size, s, e))
+        out.append((s, e))
+    return out

@@ -1,0 +1,325 @@
+"""The receiving end of a resync: owns the stale copy, answers the sender.
+
+:class:`Receiver` runs one connection (any :class:`protocol.Channel`):
+handshake (version, digests, HMAC challenge-response when a key is set),
+then sessions (``START`` ... ``END``) until ``BYE`` or EOF.  It writes only
+the exports of its own configuration, never a path the peer names.
+
+Safety order for a writing session: the target's metadata is marked
+inconsistent before the first write; at every ``MARK`` the target is
+fdatasync'd before the journal names the ranges; only after the final
+fdatasync does ``END {"commit": true}`` give the target the source's
+generation (:func:`meta.mark_synced`).
+"""
+from __future__ import absolute_import, division, print_function
+
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import threading
+
+from xen_remus_ext.compat import to_bytes, to_text
+from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, XenRemusError
+from xen_remus_ext.resync import digest as dg
+from xen_remus_ext.resync import journal as jn
+from xen_remus_ext.resync import meta, plan
+from xen_remus_ext.resync import protocol as P
+from xen_remus_ext.resync.blockio import BlockFile
+from xen_remus_ext.resync.ratelimit import TokenBucket
+
+LOG = logging.getLogger(__name__)
+
+WRITE_MODES = ("checksum", "full", "tracked")
+MODES = WRITE_MODES + ("verify",)
+
+
+def mac(key, label, *parts):
+    return hmac.new(key, to_bytes(label) + b"|" + b"|".join(parts), hashlib.sha256).digest()
+
+
+def hexb(b):
+    return to_text(binascii.hexlify(b))
+
+
+def unhexb(name, s):
+    try:
+        return binascii.unhexlify(to_bytes(s))
+    except (TypeError, ValueError, binascii.Error):
+        raise ProtocolError("%s: expected hex digits, got %r" % (name, s))
+
+
+def check_block_size(bs):
+    if not isinstance(bs, int) or bs < 4096 or bs > P.MAX_DATA or bs & (bs - 1):
+        raise ProtocolError("block size: expected a power of two from 4096 to %d, got %r" % (P.MAX_DATA, bs))
+
+
+def read_key_file(path):
+    """:returns: the key bytes of a root-only key file.
+
+    :raises ResyncError: missing, readable by others, or shorter than 16 bytes.
+    """
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    except (IOError, OSError) as exc:
+        raise ResyncError("key file %s: cannot read: %s" % (path, getattr(exc, "strerror", None) or exc))
+    if st.st_mode & 0o077:
+        raise ResyncError("key file %s: expected mode 0600 or stricter (owner only), got %04o"
+                          % (path, st.st_mode & 0o7777))
+    if st.st_uid != os.geteuid():
+        raise ResyncError("key file %s: expected to be owned by uid %d, got uid %d" % (path, os.geteuid(), st.st_uid))
+    if len(key) < 16:
+        raise ResyncError("key file %s: expected at least 16 bytes of key, got %d" % (path, len(key)))
+    return key
+
+
+class Receiver(object):
+    """One connection's receiving end.
+
+    :param chan: a :class:`protocol.Channel`.
+    :param exports: dict ``name -> path`` this receiver may write.
+    :param key: bytes; when set, the peer must prove it holds the key.
+    """
+
+    def __init__(self, chan, exports, key=None):
+        self.chan = chan
+        self.exports = dict(exports)
+        self.key = key
+        self.base_key = b""
+        self.path = None
+        self.wrote_phase = None   # source meta of a completed write phase awaiting commit
+
+    # -- handshake --------------------------------------------------------
+    def handshake(self):
+        _, hello = self.chan.recv_json(P.HELLO)
+        if hello.get("magic") != P.MAGIC:
+            raise ProtocolError("HELLO: expected magic %r, got %r" % (P.MAGIC, hello.get("magic")))
+        versions = [v for v in hello.get("versions") or [] if v in P.VERSIONS]
+        if not versions:
+            raise ProtocolError("HELLO: expected a version in %s, got %r" % (list(P.VERSIONS), hello.get("versions")))
+        digests = [d for d in hello.get("digests") or [] if d in dg.available()]
+        nonce_c = unhexb("HELLO nonce", hello.get("nonce", ""))
+        if len(nonce_c) < 16:
+            raise ProtocolError("HELLO: expected a nonce of 16+ bytes, got %d" % len(nonce_c))
+        nonce_s = os.urandom(16)
+        export = to_text(hello.get("export", ""))
+        self.chan.send_json(P.HELLO, {"magic": P.MAGIC, "version": max(versions), "digests": digests,
+                                      "nonce": hexb(nonce_s), "auth": "hmac-sha256" if self.key else None})
+        if self.key:
+            _, auth = self.chan.recv_json(P.AUTH)
+            want = mac(self.key, "client", nonce_s, nonce_c, to_bytes(export))
+            got = unhexb("AUTH mac", auth.get("mac", ""))
+            if not hmac.compare_digest(want, got):
+                raise ProtocolError("authentication failed: the sender does not hold this receiver's key")
+            self.chan.send_json(P.AUTH, {"mac": hexb(mac(self.key, "server", nonce_c, nonce_s))})
+            self.base_key = mac(self.key, "session", nonce_s, nonce_c)
+        if export not in self.exports:
+            raise ResyncError("export %r: expected one of this receiver's exports, got an unknown name" % export)
+        self.path = self.exports[export]
+        size = BlockFile(self.path).size if os.path.exists(self.path) else None
+        if size is None:
+            raise ResyncError("%s: target does not exist" % self.path)
+        m = meta.load(self.path)
+        j = jn.Journal.load(self.path)
+        self.size = size
+        self.chan.send_json(P.INFO, {"size": size, "path": self.path,
+                                     "meta": m.to_dict() if m else None,
+                                     "journal": j.key() if j else None})
+
+    # -- main loop --------------------------------------------------------
+    def run(self):
+        """Serve the connection; errors go to the peer as ERROR, then close.
+
+        :returns: None; :raises XenRemusError: after reporting it to the peer.
+        """
+        try:
+            self.handshake()
+            while True:
+                try:
+                    mtype, payload = self.chan.recv()
+                except ProtocolError:
+                    LOG.info("receiver %s: sender went away", self.path)
+                    return
+                if mtype == P.BYE:
+                    return
+                if mtype == P.ERROR:
+                    P.raise_peer_error(payload)
+                if mtype != P.START:
+                    raise ProtocolError("expected START or BYE record, got %s" % P.type_name(mtype))
+                self.session(P.decode_json(mtype, payload))
+        except XenRemusError as exc:
+            LOG.warning("receiver %s: %s", self.path or "(handshake)", exc)
+            self.chan.send_error(str(exc))
+            raise
+        finally:
+            self.chan.close()
+
+    def session(self, start):
+        mode = start.get("mode")
+        if mode not in MODES:
+            raise ProtocolError("START: expected mode in %s, got %r" % (", ".join(MODES), mode))
+        bs = start.get("block_size")
+        check_block_size(bs)
+        src = meta.DiskMeta.from_dict(start.get("source") or {})
+        if src.size != self.size:
+            raise ResyncError("%s: sizes differ: source has %d bytes, target %d" % (self.path, src.size, self.size))
+        salt = unhexb("START salt", start.get("salt", ""))
+        dname = start.get("digest")
+        hasher = dg.make(dname, hmac.new(self.base_key, b"digest|" + salt, hashlib.sha256).digest()) \
+            if mode in ("checksum", "verify") else None
+        rate = TokenBucket(start.get("rate") or 0)
+        writing = mode in WRITE_MODES
+        mine = meta.load(self.path)
+        if writing:
+            rel = meta.compare(src, mine)
+            if rel not in meta.SAFE and not start.get("discard_target"):
+                cls = SplitBrainError if rel == meta.SPLIT_BRAIN else ResyncError
+                raise cls("%s: target is %s relative to the source; refusing without --discard-target"
+                          % (self.path, rel))
+        out = BlockFile(self.path, write=True, exclusive=True) if writing else None
+        try:
+            done = []
+            jour = None
+            if writing:
+                old = jn.Journal.load(self.path)
+                jour = jn.Journal(self.path, self.size, src.current, mode, bs)
+                if start.get("resume") and old is not None and old.key() == jour.key():
+                    jour.done = old.done
+                    done = old.done
+                meta.mark_inconsistent(self.path, self.size)
+                jour.save()
+            self.chan.send_json(P.START, {"ok": True, "done": [list(p) for p in done]})
+            ranges = []
+            if mode in ("checksum", "verify"):
+                while True:
+                    mtype, payload = self.chan.recv()
+                    if mtype == P.ERROR:
+                        P.raise_peer_error(payload)
+                    if mtype != P.RANGES:
+                        raise ProtocolError("expected RANGES record, got %s" % P.type_name(mtype))
+                    if not len(payload):
+                        break
+                    ranges.extend(P.unpack_ranges(payload, self.size))
+            digester = None
+            if ranges:
+                digester = _Digester(self.chan, self.path, plan.normalize(ranges), bs, hasher, rate)
+                digester.start()
+            try:
+                end = self._apply(out, jour, src)
+            except BaseException:
+                if digester is not None:
+                    digester.abandon()
+                raise
+            if digester is not None:
+                digester.join()
+            read = digester.bytes_read if digester else 0
+            if digester is not None and digester.error is not None:
+                raise digester.error
+            if out is not None:
+                out.sync()
+            commit = end.get("commit")
+            if writing:
+                self.wrote_phase = src
+            if commit is True and self.wrote_phase is not None:
+                meta.mark_synced(self.path, self.wrote_phase)
+                jn.remove(self.path)
+                self.wrote_phase = None
+            elif commit is False and not writing and self.wrote_phase is not None:
+                jn.remove(self.path)   # a failed verify: nothing in the journal is trusted
+                self.wrote_phase = None
+            self.chan.send_json(P.RESULT, {"ok": True, "bytes_read": read,
+                                           "bytes_written": out.bytes_written if out else 0,
+                                           "committed": commit is True})
+        finally:
+            if out is not None:
+                out.close()
+
+    def _apply(self, out, jour, src):
+        """Apply DATA/ZERO/MARK records until END; :returns: END's object."""
+        dirty = False
+        while True:
+            mtype, payload = self.chan.recv()
+            if mtype == P.DATA:
+                if out is None:
+                    raise ProtocolError("DATA record in a read-only (verify) session")
+                if len(payload) < P.U64.size:
+                    raise ProtocolError("DATA record: expected 8+ bytes, got %d" % len(payload))
+                off = P.U64.unpack_from(payload)[0]
+                n = len(payload) - P.U64.size
+                if off + n > self.size:
+                    raise ProtocolError("DATA record: expected to end within %d bytes, got %d+%d"
+                                        % (self.size, off, n))
+                out.write_at(off, memoryview(payload)[P.U64.size:])
+                dirty = True
+            elif mtype == P.ZERO:
+                if out is None:
+                    raise ProtocolError("ZERO record in a read-only (verify) session")
+                if len(payload) != P.U64U64.size:
+                    raise ProtocolError("ZERO record: expected 16 bytes, got %d" % len(payload))
+                off, n = P.U64U64.unpack(bytes(payload))
+                if off + n > self.size:
+                    raise ProtocolError("ZERO record: expected to end within %d bytes, got %d+%d"
+                                        % (self.size, off, n))
+                out.zero_range(off, n)
+                dirty = True
+            elif mtype == P.MARK:
+                if jour is None:
+                    raise ProtocolError("MARK record in a read-only (verify) session")
+                got = P.unpack_ranges(payload, self.size)
+                if dirty:
+                    out.sync()
+                    dirty = False
+                for s, e in got:
+                    jour.add(s, e)
+                jour.save()
+            elif mtype == P.END:
+                return P.decode_json(mtype, payload)
+            elif mtype == P.ERROR:
+                P.raise_peer_error(payload)
+            else:
+                raise ProtocolError("expected DATA, ZERO, MARK or END record, got %s" % P.type_name(mtype))
+
+
+class _Digester(threading.Thread):
+    """Reads the target over ``ranges`` and streams DIGESTS, one per chunk."""
+
+    def __init__(self, chan, path, ranges, bs, hasher, rate):
+        threading.Thread.__init__(self, name="xre-digest")
+        self.daemon = True
+        self.chan = chan
+        self.path = path
+        self.ranges = ranges
+        self.bs = bs
+        self.hasher = hasher
+        self.rate = rate
+        self.error = None
+        self.bytes_read = 0
+        self._halt = False
+
+    def run(self):
+        try:
+            with BlockFile(self.path) as f:
+                bs, h = self.bs, self.hasher
+                for off, length in plan.chunks(self.ranges):
+                    if self._halt:
+                        return
+                    self.rate.consume(length)
+                    data = f.read_at(off, length)
+                    if len(data) != length:
+                        raise ResyncError("%s: short read at %d: expected %d bytes, got %d"
+                                          % (self.path, off, length, len(data)))
+                    mv = memoryview(data)
+                    ds = [h(mv[i:i + bs]) for i in range(0, length, bs)]
+                    self.chan.send(P.DIGESTS, P.U64U32.pack(off, length), b"".join(ds))
+                self.bytes_read = f.bytes_read
+        except XenRemusError as exc:
+            self.error = exc
+            self.chan.send_error(str(exc))
+            self.chan.close()
+
+    def abandon(self):
+        """Stop at the next chunk without waiting (the connection is failing)."""
+        self._halt = True

@@ -1,0 +1,272 @@
+"""The sending end of a resync: reads the authoritative copy, drives the session.
+
+:class:`SenderSession` does the client half of the handshake, then one
+phase per :meth:`~SenderSession.transfer` / :meth:`~SenderSession.compare`
+call.  A reader thread reads the source a few chunks ahead (bounded queue)
+while the main thread matches the receiver's DIGESTS against them and
+sends DATA/ZERO for what differs, so both disks are read at once and no
+block waits on a round trip.
+"""
+from __future__ import absolute_import, division, print_function
+
+import hashlib
+import hmac
+import os
+import threading
+import time
+
+from six.moves import queue
+
+from xen_remus_ext.compat import to_bytes
+from xen_remus_ext.errors import ProtocolError, ResyncError, XenRemusError
+from xen_remus_ext.resync import digest as dg
+from xen_remus_ext.resync import plan
+from xen_remus_ext.resync import protocol as P
+from xen_remus_ext.resync.blockio import BlockFile, is_zero
+from xen_remus_ext.resync.ratelimit import TokenBucket
+from xen_remus_ext.resync.receiver import hexb, mac, unhexb
+
+#: the sender checkpoints (MARK) after this much work, or MARK_SECONDS
+MARK_BYTES = 256 << 20
+MARK_SECONDS = 5.0
+READ_AHEAD = 8
+
+
+class _Reader(threading.Thread):
+    """Reads ``(offset, length)`` pieces of the source into a bounded queue."""
+
+    _END = object()
+
+    def __init__(self, path, pieces, rate):
+        threading.Thread.__init__(self, name="xre-read")
+        self.daemon = True
+        self.path = path
+        self.pieces = pieces
+        self.rate = rate
+        self.q = queue.Queue(READ_AHEAD)
+        self.stopped = False
+        self.bytes_read = 0
+
+    def run(self):
+        try:
+            with BlockFile(self.path) as f:
+                for off, length in self.pieces:
+                    if self.stopped:
+                        return
+                    self.rate.consume(length)
+                    data = f.read_at(off, length)
+                    if len(data) != length:
+                        raise ResyncError("%s: short read at %d: expected %d bytes, got %d"
+                                          % (self.path, off, length, len(data)))
+                    self.bytes_read += length
+                    self.q.put((off, data))
+            self.q.put(self._END)
+        except XenRemusError as exc:
+            self.q.put(exc)
+
+    def __iter__(self):
+        while True:
+            item = self.q.get()
+            if item is self._END:
+                return
+            if isinstance(item, XenRemusError):
+                raise item
+            yield item
+
+    def abandon(self):
+        self.stopped = True
+        try:
+            while True:
+                self.q.get_nowait()
+        except queue.Empty:
+            pass
+
+
+def split_zero(off, data, bs):
+    """Cut ``data`` (at disk offset ``off``) at multiples of ``bs`` into runs
+    of all-zero and non-zero blocks: yields ``(zero, start, end)`` relative
+    to ``data``."""
+    n = len(data)
+    if is_zero(data):
+        yield (True, 0, n)
+        return
+    mv = memoryview(data)
+    cur = 0
+    run_start, run_zero = 0, None
+    while cur < n:
+        nxt = min(n, ((off + cur) // bs + 1) * bs - off)
+        z = is_zero(mv[cur:nxt])
+        if run_zero is None:
+            run_zero = z
+        elif z != run_zero:
+            yield (run_zero, run_start, cur)
+            run_start, run_zero = cur, z
+        cur = nxt
+    yield (run_zero, run_start, n)
+
+
+class SenderSession(object):
+    """The sending end of one connection.
+
+    :param conn: a :class:`transport.Connection` (not yet handshaken).
+    :param report: callable ``(done_bytes, total_bytes)`` for progress, or None.
+    """
+
+    def __init__(self, conn, report=None):
+        self.conn = conn
+        self.chan = conn.chan
+        self.report = report
+        self.base_key = b""
+        self.info = None
+        self.digests = []
+
+    def handshake(self):
+        nonce_c = os.urandom(16)
+        self.chan.send_json(P.HELLO, {"magic": P.MAGIC, "versions": list(P.VERSIONS), "digests": dg.available(),
+                                      "nonce": hexb(nonce_c), "export": self.conn.export})
+        _, hello = self.chan.recv_json(P.HELLO)
+        if hello.get("magic") != P.MAGIC or hello.get("version") not in P.VERSIONS:
+            raise ProtocolError("HELLO: expected %s version in %s, got %r %r"
+                                % (P.MAGIC, list(P.VERSIONS), hello.get("magic"), hello.get("version")))
+        self.digests = [d for d in hello.get("digests") or [] if d in dg.available()]
+        nonce_s = unhexb("HELLO nonce", hello.get("nonce", ""))
+        key = self.conn.key
+        if hello.get("auth"):
+            if key is None:
+                raise ResyncError("%s: the receiver requires authentication; pass --key KEYFILE" % self.conn.describe)
+            self.chan.send_json(P.AUTH, {"mac": hexb(mac(key, "client", nonce_s, nonce_c,
+                                                         to_bytes(self.conn.export)))})
+            _, auth = self.chan.recv_json(P.AUTH)
+            got = unhexb("AUTH mac", auth.get("mac", ""))
+            if not hmac.compare_digest(got, mac(key, "server", nonce_c, nonce_s)):
+                raise ProtocolError("authentication failed: the receiver does not hold our key")
+            self.base_key = mac(key, "session", nonce_s, nonce_c)
+        elif key is not None:
+            raise ProtocolError("%s: expected the receiver to authenticate, it offered no authentication"
+                                % self.conn.describe)
+        _, self.info = self.chan.recv_json(P.INFO)
+        return self.info
+
+    def pick_digest(self, strong):
+        want = [dg.STRONG] if strong else [dg.FAST, dg.STRONG]
+        for d in want:
+            if d in self.digests:
+                return d
+        raise ResyncError("%s: no common digest (ours %s, receiver's %s)"
+                          % (self.conn.describe, want, self.digests))
+
+    def _start(self, mode, src_meta, bs, rate, digest, discard_target, resume, work):
+        salt = os.urandom(16)
+        self.chan.send_json(P.START, {"mode": mode, "block_size": bs, "digest": digest, "salt": hexb(salt),
+                                      "rate": rate or 0, "source": src_meta.to_dict(),
+                                      "discard_target": bool(discard_target), "resume": bool(resume)})
+        _, ack = self.chan.recv_json(P.START)
+        done = plan.normalize(tuple(p) for p in ack.get("done") or [])
+        work = plan.subtract(work, done)
+        if mode in ("checksum", "verify"):
+            for payload in P.pack_ranges(work):
+                self.chan.send(P.RANGES, payload)
+            self.chan.send(P.RANGES, b"")
+        key = hmac.new(self.base_key, b"digest|" + salt, hashlib.sha256).digest()
+        return work, done, (dg.make(digest, key) if digest else None)
+
+    def run_phase(self, mode, src_path, src_meta, work, bs=65536, rate=None, digest=None,
+                  discard_target=False, resume=True, commit=True):
+        """One phase: ``mode`` in checksum, full, tracked (writes) or verify.
+
+        :param work: intervals to process (the receiver's journal is
+            subtracted by the receiver's answer to START).
+        :returns: dict with ``bytes_read`` (both ends), ``extents`` (sent or
+            differing), ``differing`` (list of Extent, verify), ``skipped``.
+        """
+        work, done, hasher = self._start(mode, src_meta, bs, rate, digest, discard_target, resume, work)
+        bucket = TokenBucket(rate or 0)
+        pieces = plan.chunks(work)
+        total = plan.total(work)
+        reader = _Reader(src_path, pieces, bucket)
+        reader.start()
+        state = {"extents": 0, "last_end": -1, "differing": []}
+        pending = []
+        pending_bytes = 0
+        last_mark = time.time()
+        processed = 0
+        try:
+            for off, data in reader:
+                if mode in ("checksum", "verify"):
+                    self._compare_chunk(mode, off, data, bs, hasher, state)
+                else:
+                    self._send_range(off, data, bs, state)
+                processed += len(data)
+                if mode != "verify":
+                    pending.append((off, off + len(data)))
+                    pending_bytes += len(data)
+                    if pending_bytes >= MARK_BYTES or time.time() - last_mark >= MARK_SECONDS:
+                        self._mark(pending)
+                        pending, pending_bytes, last_mark = [], 0, time.time()
+                if self.report is not None:
+                    self.report(processed, total, self.chan.bytes_out + self.chan.bytes_in)
+        except BaseException:
+            reader.abandon()
+            raise
+        if pending:
+            self._mark(pending)
+        if callable(commit):
+            commit = commit(state)
+        self.chan.send_json(P.END, {"commit": commit})
+        _, res = self.chan.recv_json(P.RESULT)
+        return {"bytes_read": reader.bytes_read + int(res.get("bytes_read") or 0),
+                "extents": state["extents"], "differing": plan.intervals_to_extents(state["differing"]),
+                "skipped": plan.total(done), "work": total}
+
+    def _mark(self, pending):
+        for payload in P.pack_ranges(plan.normalize(pending)):
+            self.chan.send(P.MARK, payload)
+
+    def _count(self, state, start, end):
+        if start != state["last_end"]:
+            state["extents"] += 1
+        state["last_end"] = end
+
+    def _send_range(self, off, data, bs, state):
+        mv = memoryview(data)
+        for zero, a, b in split_zero(off, data, bs):
+            if zero:
+                self.chan.send(P.ZERO, P.U64U64.pack(off + a, b - a))
+            else:
+                self.chan.send(P.DATA, P.U64.pack(off + a), mv[a:b])
+            self._count(state, off + a, off + b)
+
+    def _compare_chunk(self, mode, off, data, bs, hasher, state):
+        mtype, payload = self.chan.recv()
+        if mtype == P.ERROR:
+            P.raise_peer_error(payload)
+        if mtype != P.DIGESTS:
+            raise ProtocolError("expected DIGESTS record, got %s" % P.type_name(mtype))
+        if len(payload) < P.U64U32.size:
+            raise ProtocolError("DIGESTS record: expected 12+ bytes, got %d" % len(payload))
+        doff, dlen = P.U64U32.unpack_from(payload)
+        n = len(data)
+        nblocks = -(-n // bs)
+        dsize = len(hasher(b""))
+        if doff != off or dlen != n or len(payload) != P.U64U32.size + nblocks * dsize:
+            raise ProtocolError("DIGESTS record: expected offset %d, %d bytes, %d digests; got %d, %d, %d bytes"
+                                % (off, n, nblocks, doff, dlen, len(payload) - P.U64U32.size))
+        mv = memoryview(data)
+        mine = b"".join(hasher(mv[i:i + bs]) for i in range(0, n, bs))
+        theirs = memoryview(payload)[P.U64U32.size:]
+        if theirs == mine:
+            return
+        flags = [theirs[k * dsize:(k + 1) * dsize] != mine[k * dsize:(k + 1) * dsize] for k in range(nblocks)]
+        for first, count in plan.runs(flags):
+            a, b = first * bs, min(n, (first + count) * bs)
+            if mode == "verify":
+                state["differing"].append((off + a, off + b))
+                self._count(state, off + a, off + b)
+            else:
+                self._send_range(off + a, mv[a:b], bs, state)
+
+    def bye(self):
+        try:
+            self.chan.send(P.BYE)
+        except ResyncError:
+            pass

@@ -1,0 +1,223 @@
+"""Transports: where a resync destination lives and how to reach its receiver.
+
+``DEST`` forms (see docs/protocol.md):
+
+- a local path: a :class:`receiver.Receiver` runs in a thread of this
+  process, joined by :func:`protocol.local_pair`;
+- ``HOST:PATH``: ``SSH... HOST xen-remus receive --stdio PATH`` through a
+  pipe (``SSH`` is split like a shell would, as ``xl migrate -s``; the remote
+  command can be replaced with ``$XEN_REMUS_REMOTE_CMD`` for tests);
+- ``tcp://HOST:PORT/EXPORT``: a :class:`ResyncServer` (``xen-remus receive
+  --listen``), authenticated with the shared key file.
+"""
+from __future__ import absolute_import, division, print_function
+
+import logging
+import os
+import re
+import select
+import shlex
+import socket
+import subprocess
+import threading
+
+from six.moves import shlex_quote
+
+from xen_remus_ext.errors import ResyncError, XenRemusError
+from xen_remus_ext.resync import protocol as P
+from xen_remus_ext.resync.receiver import Receiver, read_key_file
+
+LOG = logging.getLogger(__name__)
+
+_TCP = re.compile(r"^tcp://(\[[^\]]+\]|[^:/]+):(\d+)/([^/]+)$")
+
+
+def parse_dest(dest):
+    """:returns: ``("local", path)``, ``("ssh", host, path)`` or ``("tcp", host, port, export)``."""
+    if dest.startswith("tcp://"):
+        m = _TCP.match(dest)
+        if not m:
+            raise ResyncError("destination %r: expected tcp://HOST:PORT/EXPORT" % dest)
+        return ("tcp", m.group(1).strip("[]"), int(m.group(2)), m.group(3))
+    if ":" in dest and not dest.startswith("/") and not dest.startswith("."):
+        host, path = dest.split(":", 1)
+        if host and path:
+            return ("ssh", host, path)
+    return ("local", dest)
+
+
+def parse_listen(listen):
+    if isinstance(listen, tuple):
+        return listen
+    host, _, port = listen.rpartition(":")
+    try:
+        return (host.strip("[]") or "127.0.0.1", int(port))
+    except ValueError:
+        raise ResyncError("listen address %r: expected ADDR:PORT" % (listen,))
+
+
+class Connection(object):
+    """A channel to a receiver plus what must be cleaned up afterwards."""
+
+    def __init__(self, chan, export, describe, cleanup=None, key=None):
+        self.chan = chan
+        self.export = export
+        self.describe = describe
+        self.key = key
+        self._cleanup = cleanup
+
+    def close(self):
+        self.chan.close()
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
+
+
+def connect(dest, ssh="ssh", key_file=None):
+    """Open a :class:`Connection` to the receiver of ``dest`` (no handshake yet)."""
+    kind = parse_dest(dest)
+    if kind[0] == "local":
+        return _connect_local(kind[1])
+    if kind[0] == "ssh":
+        return _connect_ssh(kind[1], kind[2], ssh)
+    key = read_key_file(key_file) if key_file else None
+    if key is None:
+        raise ResyncError("destination %s: a TCP receiver needs --key KEYFILE" % dest)
+    host, port, export = kind[1:]
+    try:
+        sock = socket.create_connection((host, port), timeout=30)
+    except (IOError, OSError, socket.error) as exc:
+        raise ResyncError("destination %s: cannot connect: %s" % (dest, getattr(exc, "strerror", None) or exc))
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Connection(P.StreamChannel(sock=sock, peer="receiver %s:%d" % (host, port)), export, dest, key=key)
+
+
+def _connect_local(path):
+    s_end, r_end = P.local_pair()
+    recv = Receiver(r_end, {"": path})
+    errors = []
+
+    def serve():
+        try:
+            recv.run()
+        except XenRemusError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=serve, name="xre-local-receiver")
+    t.daemon = True
+    t.start()
+
+    def cleanup():
+        t.join()
+    return Connection(s_end, "", path, cleanup)
+
+
+def remote_command():
+    cmd = os.environ.get("XEN_REMUS_REMOTE_CMD")
+    return shlex.split(cmd) if cmd else ["xen-remus"]
+
+
+def ssh_argv(ssh, host, path):
+    """argv of the ssh receiver: ``SSH... HOST xen-remus receive --stdio PATH``.
+
+    The remote words are shell-quoted because ssh hands them to a shell.
+    """
+    remote = remote_command() + ["receive", "--stdio", path]
+    return shlex.split(ssh) + [host] + [shlex_quote(w) for w in remote]
+
+
+def _connect_ssh(host, path, ssh):
+    argv = ssh_argv(ssh, host, path)
+    LOG.debug("starting receiver: %s", argv)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True)
+    except (IOError, OSError) as exc:
+        raise ResyncError("ssh %s: cannot start %r: %s" % (host, argv[0], getattr(exc, "strerror", None) or exc))
+    chan = P.StreamChannel(rfd=proc.stdout.fileno(), wfd=proc.stdin.fileno(), peer="receiver %s" % host)
+
+    def cleanup():
+        for f in (proc.stdin, proc.stdout):
+            try:
+                f.close()
+            except (IOError, OSError):
+                pass
+        proc.wait()
+    return Connection(chan, "", "%s:%s" % (host, path), cleanup)
+
+
+class ResyncServer(object):
+    """``xen-remus receive --listen``: a TCP receiver for named exports.
+
+    :param listen: ``"ADDR:PORT"`` or ``(addr, port)``; port 0 picks one
+        (read it back from :attr:`address`).
+    :param key_file: root-only key file shared with the senders.
+    :param exports: dict ``name -> path``.
+
+    Lifecycle: constructed = bound and listening; :meth:`serve_forever`
+    (or :meth:`start` for a background thread) accepts connections, one
+    thread each; :meth:`stop` closes the listener and waits for the loop.
+    """
+
+    def __init__(self, listen, key_file, exports):
+        self.key = read_key_file(key_file)
+        self.exports = dict(exports)
+        if not self.exports:
+            raise ResyncError("receiver: expected at least one --export NAME=PATH, got none")
+        host, port = parse_listen(listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except (IOError, OSError, socket.error) as exc:
+            self.sock.close()
+            raise ResyncError("receiver: cannot listen on %s:%d: %s"
+                              % (host, port, getattr(exc, "strerror", None) or exc))
+        self.sock.listen(16)
+        self.address = self.sock.getsockname()[:2]
+        self._stopping = False
+        self._thread = None
+        self._rpipe, self._wpipe = os.pipe()
+        self.sessions = 0
+
+    def serve_forever(self):
+        try:
+            while not self._stopping:
+                ready = select.select([self.sock, self._rpipe], [], [])[0]
+                if self._rpipe in ready or self._stopping:
+                    break
+                try:
+                    conn, peer = self.sock.accept()
+                except (IOError, OSError, socket.error):
+                    continue
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                t = threading.Thread(target=self._handle, args=(conn, peer), name="xre-recv-%s" % (peer[1],))
+                t.daemon = True
+                t.start()
+        finally:
+            self.sock.close()
+            os.close(self._rpipe)
+
+    def _handle(self, conn, peer):
+        self.sessions += 1
+        chan = P.StreamChannel(sock=conn, peer="sender %s:%d" % peer[:2])
+        try:
+            Receiver(chan, self.exports, key=self.key).run()
+        except XenRemusError as exc:
+            LOG.warning("receiver: connection from %s:%d: %s", peer[0], peer[1], exc)
+
+    def start(self):
+        self._thread = threading.Thread(target=self.serve_forever, name="xre-server")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stopping = True
+        try:
+            os.write(self._wpipe, b"x")
+        finally:
+            if self._thread is not None:
+                self._thread.join()
+            os.close(self._wpipe)
