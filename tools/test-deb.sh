@@ -62,7 +62,7 @@ lrc=$?
 errors=$(grep -c '^E:' "$lint")
 warnings=$(grep -c '^W:' "$lint")
 infos=$(grep -c -E '^(I|P):' "$lint")
-overridden=$("${lintian_as[@]}" lintian --show-overrides "$deb" 2>/dev/null | grep -c '^O:')
+overridden=$("${lintian_as[@]}" lintian --pedantic --display-info --show-overrides "$deb" 2>/dev/null | grep -c '^O:')
 if [ "$lrc" -eq 0 ] && [ "$errors" -eq 0 ] && [ "$warnings" -eq 0 ]; then
   ok "lintian: $errors errors, $warnings warnings, $infos info/pedantic, $overridden overridden"
 else
@@ -101,7 +101,7 @@ check "xen-remus is /usr/bin/xen-remus" test "$(command -v xen-remus)" = /usr/bi
 check "xen-remus --help" sh -c 'xen-remus --help 2>&1 | grep -q "usage: xen-remus"'
 check "xen-remus --version says $version" sh -c "xen-remus --version 2>&1 | grep -qx 'xen-remus $version'"
 check "the module comes from /usr/lib/python3/dist-packages" \
-  sh -c 'cd / && python3 -c "import xen_remus_ext; print(xen_remus_ext.__file__)" \
+  sh -c 'cd / && /usr/bin/python3 -c "import xen_remus_ext; print(xen_remus_ext.__file__)" \
          | grep -q "^/usr/lib/python3/dist-packages/xen_remus_ext/"'
 check "byte-compiled by dh-python" \
   sh -c 'ls /usr/lib/python3/dist-packages/xen_remus_ext/__pycache__/*.pyc >/dev/null 2>&1'
