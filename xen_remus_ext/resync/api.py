@@ -37,7 +37,7 @@ import sys
 import time
 
 from xen_remus_ext.compat import stderr_isatty
-from xen_remus_ext.errors import ResyncError, SplitBrainError, ValidationError
+from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, ValidationError
 from xen_remus_ext.model import Extent
 from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import meta, plan
@@ -111,6 +111,16 @@ def _source(src):
     return size, m
 
 
+def _handshake(sess, conn):
+    try:
+        return sess.handshake()
+    except ProtocolError as exc:
+        hint = conn.failure_hint()
+        if hint:
+            raise ResyncError("%s: %s (%s)" % (conn.describe, hint, exc))
+        raise
+
+
 def _choose_mode(mode, extents, tracker, relation, src_meta, dst_meta):
     if mode != "auto":
         return mode
@@ -131,8 +141,8 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
     size, src_meta = _source(src)
     conn = connect(dest, ssh=ssh, key_file=key_file)
     try:
-        sess = SenderSession(conn)
-        info = sess.handshake()
+        sess = SenderSession(conn, events=events)
+        info = _handshake(sess, conn)
         if info.get("size") != size:
             raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s"
                               % (dest, src, size, info.get("size")))
@@ -204,7 +214,7 @@ def verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None, block_si
     conn = connect(dest, ssh=ssh, key_file=key_file)
     try:
         sess = SenderSession(conn)
-        info = sess.handshake()
+        info = _handshake(sess, conn)
         if info.get("size") != size:
             raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s"
                               % (dest, src, size, info.get("size")))

@@ -26,8 +26,10 @@ from xen_remus_ext.resync.blockio import BlockFile, is_zero
 from xen_remus_ext.resync.ratelimit import TokenBucket
 from xen_remus_ext.resync.receiver import hexb, mac, unhexb
 
-#: the sender checkpoints (MARK) after this much work, or MARK_SECONDS
-MARK_BYTES = 256 << 20
+#: the sender checkpoints (MARK) after a 32nd of the work, clamped to these
+#: bounds, or after MARK_SECONDS, whichever comes first
+MARK_MIN = 1 << 20
+MARK_MAX = 128 << 20
 MARK_SECONDS = 5.0
 READ_AHEAD = 8
 
@@ -109,10 +111,12 @@ class SenderSession(object):
     """The sending end of one connection.
 
     :param conn: a :class:`transport.Connection` (not yet handshaken).
-    :param report: callable ``(done_bytes, total_bytes)`` for progress, or None.
+    :param report: callable ``(done_bytes, total_bytes, wire_bytes)`` for progress, or None.
+    :param events: callable receiving event dicts (``resume``), or None.
     """
 
-    def __init__(self, conn, report=None):
+    def __init__(self, conn, report=None, events=None):
+        self.events = events
         self.conn = conn
         self.chan = conn.chan
         self.report = report
@@ -180,9 +184,12 @@ class SenderSession(object):
             differing), ``differing`` (list of Extent, verify), ``skipped``.
         """
         work, done, hasher = self._start(mode, src_meta, bs, rate, digest, discard_target, resume, work)
+        if done and self.events is not None:
+            self.events({"event": "resume", "skipped": plan.total(done), "remaining": plan.total(work)})
         bucket = TokenBucket(rate or 0)
         pieces = plan.chunks(work)
         total = plan.total(work)
+        mark_every = max(MARK_MIN, min(MARK_MAX, total // 32))
         reader = _Reader(src_path, pieces, bucket)
         reader.start()
         state = {"extents": 0, "last_end": -1, "differing": []}
@@ -200,7 +207,7 @@ class SenderSession(object):
                 if mode != "verify":
                     pending.append((off, off + len(data)))
                     pending_bytes += len(data)
-                    if pending_bytes >= MARK_BYTES or time.time() - last_mark >= MARK_SECONDS:
+                    if pending_bytes >= mark_every or time.time() - last_mark >= MARK_SECONDS:
                         self._mark(pending)
                         pending, pending_bytes, last_mark = [], 0, time.time()
                 if self.report is not None:

@@ -59,12 +59,28 @@ def parse_listen(listen):
 class Connection(object):
     """A channel to a receiver plus what must be cleaned up afterwards."""
 
-    def __init__(self, chan, export, describe, cleanup=None, key=None):
+    def __init__(self, chan, export, describe, cleanup=None, key=None, proc=None):
         self.chan = chan
         self.export = export
         self.describe = describe
         self.key = key
+        self.proc = proc
         self._cleanup = cleanup
+
+    def failure_hint(self):
+        """A sentence explaining a lost connection (an ssh that exited), or None."""
+        if self.proc is None:
+            return None
+        try:
+            self.proc.stdin.close()
+        except (IOError, OSError):
+            pass
+        for _ in range(50):
+            if self.proc.poll() is not None:
+                return "the remote receiver (%s) exited with status %d" % (" ".join(self.proc.args_shown),
+                                                                           self.proc.returncode)
+            threading.Event().wait(0.02)
+        return None
 
     def close(self):
         self.chan.close()
@@ -143,7 +159,8 @@ def _connect_ssh(host, path, ssh):
             except (IOError, OSError):
                 pass
         proc.wait()
-    return Connection(chan, "", "%s:%s" % (host, path), cleanup)
+    proc.args_shown = argv
+    return Connection(chan, "", "%s:%s" % (host, path), cleanup, proc=proc)
 
 
 class ResyncServer(object):
