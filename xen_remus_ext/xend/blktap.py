@@ -1,0 +1,113 @@
+"""Override of xend's ``Blktap2Controller.migrate``: the in-process hook route.
+
+xen-facts.md section 4: xend calls ``migrate(deviceConfig, network, dst,
+step, domName)`` on each device's controller at steps 0-3 of a migration
+(``network`` True) or save (False), and ``recover_migrate`` with the same
+arguments when a later step failed.  The base class runs xend-config's
+``external-migration-tool``.  Where that route does not suffice (no tool
+configured, another tool already there, or the need to touch the domain's
+config), :func:`install` wraps both methods of ``Blktap2Controller`` (the
+controller of ``tap2`` devices, and of ``tap`` ones that blktap2 serves) so
+that for a migration:
+
+- step 1 (before xend writes the domain's SXP into the stream): the disk's
+  generation identifier is put into the domain's ``other_config`` as
+  ``xen_remus_gen_<vdev>``, so it travels in the SXP; stock xend keeps
+  ``other_config`` (a dict of strings) and ignores keys it does not know;
+- steps 1, 2 and recover: :func:`hooks.migrate.apply_step`, the same code the
+  tool runs (so the delta goes once even with both routes in place);
+- then the original method, so a configured tool still runs.
+
+An exception at step 2 propagates: xend's ``migrateDevices`` then recovers
+every device and fails the migration, and the domain resumes here.
+"""
+from __future__ import absolute_import, division, print_function
+
+import logging
+
+from xen_remus_ext.compat import string_types
+from xen_remus_ext.hooks import migrate as migrate_hook
+
+log = logging.getLogger(__name__)
+
+GEN_KEY = "xen_remus_gen_%s"
+_MARK = "_xen_remus_ext"
+
+
+def device_value(device_config, key):
+    """``key``'s value in xend's device SXP (``['tap2', ['uname', U], ...]``), or None."""
+    if not isinstance(device_config, (list, tuple)):
+        return None
+    for child in device_config[1:]:
+        if isinstance(child, (list, tuple)) and len(child) >= 2 and child[0] == key:
+            return child[1]
+    return None
+
+
+def disk_generation(device_config):
+    """``(vdev, current generation)`` of a remus disk's local copy, or None."""
+    from xen_remus_ext.config import disk as disk_mod
+    from xen_remus_ext.resync import meta
+    uname = device_value(device_config, "uname")
+    spec = disk_mod.parse_remus_uname(uname) if isinstance(uname, string_types) else None
+    if spec is None or not spec.path:
+        return None
+    m = meta.load(spec.path)
+    if m is None or not m.current:
+        return None
+    vdev = device_value(device_config, "dev") or spec.path
+    vdev = str(vdev).split(":")[0]
+    return vdev, m.current
+
+
+def record_generation(vm, device_config):
+    """Put the disk's generation into ``vm.info['other_config']``; :returns: the key or None."""
+    found = disk_generation(device_config)
+    info = getattr(vm, "info", None)
+    if found is None or info is None:
+        return None
+    vdev, gen = found
+    other = info.get("other_config")
+    if not isinstance(other, dict):
+        other = {}
+        info["other_config"] = other
+    key = GEN_KEY % vdev
+    other[key] = str(gen)
+    return key
+
+
+def install(controller_cls, delta_fn=None):
+    """Wrap ``controller_cls.migrate`` and ``recover_migrate``.  Idempotent.
+
+    :param delta_fn: passed to :func:`hooks.migrate.apply_step` (default:
+        ``failback.delta.final_delta_for``)
+    :returns: True when installed now, False when it already was
+    """
+    orig_migrate = controller_cls.migrate
+    if getattr(orig_migrate, _MARK, False):
+        return False
+    orig_recover = controller_cls.recover_migrate
+
+    def migrate(self, deviceConfig, network, dst, step, domName=""):
+        if network and domName:
+            call = migrate_hook.HookCall(self.deviceClass, step, dst, domName)
+            if step == 1 and migrate_hook.plan_step(call) != migrate_hook.NOTHING:
+                key = record_generation(getattr(self, "vm", None), deviceConfig)
+                if key:
+                    log.info("%s: %s recorded in other_config for the move to %s", domName, key, dst)
+            report = migrate_hook.apply_step(call, delta_fn=delta_fn)
+            log.info("xen-remus: %s", report)
+        return orig_migrate(self, deviceConfig, network, dst, step, domName)
+
+    def recover_migrate(self, deviceConfig, network, dst, step, domName=""):
+        if network and domName:
+            call = migrate_hook.HookCall(self.deviceClass, step, dst, domName, recover=True)
+            log.info("xen-remus: %s", migrate_hook.apply_step(call, delta_fn=delta_fn))
+        return orig_recover(self, deviceConfig, network, dst, step, domName)
+
+    setattr(migrate, _MARK, True)
+    setattr(recover_migrate, _MARK, True)
+    migrate.__doc__ = orig_migrate.__doc__
+    controller_cls.migrate = migrate
+    controller_cls.recover_migrate = recover_migrate
+    return True
