@@ -10,6 +10,12 @@ from __future__ import absolute_import, division, print_function
 class XenRemusError(Exception):
     """Root of every error this package raises on purpose."""
 
+    def __str__(self):
+        # Python 2: a text message with non-ASCII characters (a typographic
+        # quote named in a ConfigError) would make str() raise; give UTF-8.
+        msg = Exception.__str__(self) if not self.args or isinstance(self.args[0], str) else self.args[0]
+        return msg if isinstance(msg, str) else msg.encode("utf-8")
+
 
 class ConfigError(XenRemusError):
     """A domain config (or other input file) that cannot be used.
