@@ -16,6 +16,7 @@ removes those whose creator is gone (``xen-remus sim cleanup``).
 from __future__ import absolute_import, division, print_function
 
 import atexit
+import binascii
 import errno
 import json
 import logging
@@ -105,6 +106,7 @@ class AckObserver(object):
     def __init__(self, path):
         self.path = path
         self.acks = {}
+        self.history = []          # (time, name, upto) at every increase
         self.lock = threading.Lock()
         if os.path.exists(path):
             os.unlink(path)
@@ -138,8 +140,11 @@ class AckObserver(object):
                     line, buf = buf.split(b"\n", 1)
                     parts = line.decode("ascii", "replace").split()
                     if len(parts) == 3 and parts[0] == "ack" and parts[2].isdigit():
+                        name, upto = parts[1], int(parts[2])
                         with self.lock:
-                            self.acks[parts[1]] = max(self.acks.get(parts[1], 0), int(parts[2]))
+                            if upto > self.acks.get(name, 0):
+                                self.acks[name] = upto
+                                self.history.append((time.time(), name, upto))
         except (socket.error, OSError):
             return
         finally:
@@ -148,6 +153,27 @@ class AckObserver(object):
     def acked(self, name):
         with self.lock:
             return self.acks.get(name, 0)
+
+    def silence(self, name, start, end):
+        """Longest time without a new ack of ``name`` around ``[start, end]``:
+        from the last ack before ``start`` (or ``start``) to the next ack,
+        through every gap up to ``end``.  What the outside world sees of a
+        phase's downtime.  :returns: seconds."""
+        with self.lock:
+            times = [t for t, n, _ in self.history if n == name]
+        before = [t for t in times if t <= start]
+        prev = before[-1] if before else start
+        worst = 0.0
+        for t in times:
+            if t <= start:
+                continue
+            worst = max(worst, t - prev)
+            prev = t
+            if t > end:
+                break
+        else:
+            worst = max(worst, end - prev)
+        return worst
 
     def close(self):
         self.closed = True
@@ -253,6 +279,8 @@ class Cluster(object):
         self.names = tuple(names)
         self.own_root = root is None
         self.root = root or tempfile.mkdtemp(prefix="xre-sim-")
+        if not os.path.isdir(self.root):
+            os.makedirs(self.root)
         self.netns = netns_available() if netns is None else netns
         self.keep = keep
         self.hosts = {}
@@ -268,11 +296,18 @@ class Cluster(object):
 
     def _plan(self):
         cfgs = {}
+        key_file = os.path.join(self.root, "resync.key")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, binascii.hexlify(os.urandom(24)))
+        finally:
+            os.close(fd)
         for i, name in enumerate(self.names):
             hroot = os.path.join(self.root, name)
             os.makedirs(hroot)
             cfg = {"name": name, "root": hroot, "agent": "unix:" + os.path.join(hroot, "agent.sock"),
-                   "xenstored": os.path.join(hroot, "var/run/xenstored/socket")}
+                   "xenstored": os.path.join(hroot, "var/run/xenstored/socket"),
+                   "key_file": key_file}
             if self.netns:
                 cfg["netns"] = "%s%d-%s" % (NS_PREFIX, os.getpid(), name)
                 cfg["addr"] = "%s.%d" % (SUBNET, i + 1)

@@ -128,6 +128,9 @@ class Host(object):
         self.next_domid = 1
         self.disks = {}
         self.trackers = {}
+        self.current_trackers = {}
+        self.marks = 0
+        self.resync_server = None
         self.senders = {}
         self.events = []
         self.stopping = threading.Event()
@@ -150,6 +153,7 @@ class Host(object):
         with self.lock:
             if real not in self.disks:
                 self.disks[real] = DiskFile(real)
+                self.export(real)
             return self.disks[real]
 
     def find(self, dom, live_only=True):
@@ -395,6 +399,7 @@ class Host(object):
         if os.path.exists(real):
             raise ToolstackError("disk %s on %s: expected no file, got one" % (path, self.name))
         create_image(real, size)
+        self.export(real)
         return real
 
     def op_disk_path(self, path):
@@ -411,9 +416,14 @@ class Host(object):
         if vdev not in d.disks:
             raise ToolstackError("domain %s: expected disk %s, got %s"
                                  % (d.name, vdev, ", ".join(sorted(d.disks))))
-        tid = "%s-%s-%s" % (self.boot_id, d.name, vdev)
+        self.marks += 1
+        tid = "%s-%s-%s-%d" % (self.boot_id, d.name, vdev, self.marks)
+        old = self.current_trackers.get((d.name, vdev))
+        if old is not None and old in self.trackers:
+            self.trackers.pop(old).tracker_drop(old)
         d.disks[vdev].tracker_mark(tid)
         self.trackers[tid] = d.disks[vdev]
+        self.current_trackers[(d.name, vdev)] = tid
         return tid
 
     def _tracker(self, tid):
@@ -423,6 +433,24 @@ class Host(object):
             raise ToolstackError("tracker %s on %s: expected a marked tracker, got none"
                                  % (tid, self.name))
 
+    def failover_tracker(self, dom, dropped_sectors):
+        """At failover: start tracking each disk, seeded with the sectors the
+        backup dropped (writes the dead primary made that this copy lacks)."""
+        for vdev, disk in dom.disks.items():
+            tid = "%s-%s-%s-failover" % (self.boot_id, dom.name, vdev)
+            disk.tracker_mark(tid)
+            with disk.lock:
+                dmap = disk.trackers[tid]
+                for sector in dropped_sectors.get(vdev, ()):
+                    dmap.note(sector * wire.SECTOR, wire.SECTOR, 0)
+            self.trackers[tid] = disk
+            self.current_trackers[(dom.name, vdev)] = tid
+
+    def op_tracker_current(self, dom, vdev):
+        """The tracker running on ``dom``'s ``vdev`` (failover's or the last
+        marked), or None."""
+        return self.current_trackers.get((self.find(dom).name, vdev))
+
     def op_tracker_extents(self, tid):
         return self._tracker(tid).tracker_extents(tid)
 
@@ -431,6 +459,30 @@ class Host(object):
 
     def op_tracker_trustworthy(self, tid):
         return tid in self.trackers
+
+    def op_resync(self, path, peer, mode="auto", tid=None, verify=False, discard_target=False):
+        """Resync this host's copy of image ``path`` to ``peer``'s copy,
+        through the peer's resync receiver (a TCP socket between hosts).
+
+        :param tid: a tracker of this host for ``mode`` tracked/auto.
+        :returns: the result as a dict plus the ``dest`` used.
+        """
+        from xen_remus_ext.resync import api
+        addr, port = self.resolve(peer, "resync_port")
+        dest = "tcp://%s:%d/%s" % (addr, port, os.path.basename(path))
+        tracker = _LocalTracker(self, tid) if tid else None
+        res = api.resync(self.host_path(path), dest, mode=mode, tracker=tracker, verify=verify,
+                         discard_target=discard_target, key_file=self.cfg.get("key_file"))
+        out = dict(res._asdict())
+        if not isinstance(out.get("extents"), (int, float)) and out.get("extents") is not None:
+            out["extents"] = len(out["extents"])
+        out["dest"] = dest
+        self.event("resync", path, peer, out["mode"], out["bytes_sent"], out["seconds"])
+        return out
+
+    def export(self, real):
+        if self.resync_server is not None:
+            self.resync_server.exports[os.path.basename(real)] = real
 
     def op_shutdown(self):
         self.stopping.set()
@@ -514,16 +566,42 @@ def serve_remus_conn(host, conn, peer):
     RemusReceiver(host, conn, peer).run()
 
 
-def _start_resync_receiver(cfg):
+class _LocalTracker(object):
+    """A host tracker as the resync engine wants it (ports.Tracker)."""
+
+    name = "sim"
+
+    def __init__(self, host, tid):
+        self.host = host
+        self.tid = tid
+
+    def trustworthy(self):
+        return self.tid in self.host.trackers
+
+    def mark(self):
+        raise ToolstackError("sim tracker %s: mark it through the agent" % self.tid)
+
+    def dirty_extents(self):
+        from xen_remus_ext.model import Extent
+        return [Extent(o, n) for o, n in self.host.op_tracker_extents(self.tid)]
+
+    def clear(self):
+        self.host.op_tracker_clear(self.tid)
+
+
+def _start_resync_receiver(host):
+    """The resync receiver, exporting every image by its file name."""
+    cfg = host.cfg
     try:
-        from xen_remus_ext.resync import api
+        from xen_remus_ext.resync.transport import ResyncServer
     except ImportError:
-        LOG.warning("resync.api missing: no resync receiver on %s", cfg["name"])
+        LOG.warning("resync engine missing: no resync receiver on %s", cfg["name"])
         return
     images = os.path.join(cfg["root"], "var/lib/xen/images")
-    exports = {"images": images}
+    exports = dict((n, os.path.join(images, n)) for n in os.listdir(images))
+    exports.setdefault(".none", os.devnull)
     listen = "%s:%d" % (cfg["addr"], cfg["resync_port"])
-    _spawn(api.serve, listen, cfg.get("key_file"), exports)
+    host.resync_server = ResyncServer(listen, cfg.get("key_file"), exports).start()
 
 
 def run(cfg):
@@ -542,7 +620,7 @@ def run(cfg):
         (_listen(socket.AF_INET, (cfg["addr"], cfg["reloc_port"])), serve_reloc_conn),
         (_listen(socket.AF_INET, (cfg["addr"], cfg["remus_port"])), serve_remus_conn),
     ]
-    _start_resync_receiver(cfg)
+    _start_resync_receiver(host)
     for lsock, handler in listeners:
         _spawn(_accept_loop, lsock, lambda c, p, h=handler: h(host, c, p))
     _spawn(_watch_stdin, host)
@@ -560,6 +638,8 @@ def run(cfg):
     with host.xs.lock:
         host.xs.close_locked()
     xsd.stop()
+    if host.resync_server is not None:
+        host.resync_server.stop()
     return 0
 
 

@@ -284,6 +284,8 @@ class RemusReceiver(object):
             self.host.destroy_domain(dom)
             return
         dropped = len(self.current)
+        vdev = sorted(dom.disks)[0]
+        self.host.failover_tracker(dom, {vdev: sorted(self.current)})
         self.current = {}
         self.pending = None
         LOG.warning("remus backup of %s: primary silent (%s); failover to epoch %d,"

@@ -160,8 +160,20 @@ class SimToolstack(Toolstack):
         return self.call("events", since=since)
 
     def tracker_for(self, dom, vdev):
-        """:returns: a :class:`ports.Tracker` over ``dom``'s disk ``vdev``."""
+        """:returns: a :class:`ports.Tracker` over ``dom``'s disk ``vdev``:
+        the tracker already running there (after a failover it holds every
+        write since, plus the sectors the backup dropped), until ``mark()``
+        starts a new one."""
         return SimTracker(self, dom, vdev)
+
+    def resync_to(self, path, peer, mode="auto", tracker=None, verify=False,
+                  discard_target=False):
+        """Resync this host's copy of image ``path`` to host ``peer``'s copy:
+        the resync runs on this host and crosses a TCP socket to the peer's
+        receiver.  :returns: the ``ResyncResult`` fields as a dict."""
+        tid = tracker._current() if tracker is not None else None
+        return self.call("resync", path=path, peer=peer, mode=mode, tid=tid, verify=verify,
+                         discard_target=discard_target)
 
 
 class SimTracker(Tracker):
@@ -179,8 +191,13 @@ class SimTracker(Tracker):
         self.vdev = vdev
         self.tid = None
 
-    def trustworthy(self):
+    def _current(self):
         if self.tid is None:
+            self.tid = self.toolstack.call("tracker_current", dom=self.dom, vdev=self.vdev)
+        return self.tid
+
+    def trustworthy(self):
+        if self._current() is None:
             return False
         try:
             return bool(self.toolstack.call("tracker_trustworthy", tid=self.tid))
@@ -191,12 +208,12 @@ class SimTracker(Tracker):
         self.tid = self.toolstack.call("tracker_mark", dom=self.dom, vdev=self.vdev)
 
     def dirty_extents(self):
-        if self.tid is None:
+        if self._current() is None:
             raise ToolstackError("sim tracker %s/%s: expected mark() first, got none"
                                  % (self.dom, self.vdev))
         return [Extent(off, length) for off, length in
                 self.toolstack.call("tracker_extents", tid=self.tid)]
 
     def clear(self):
-        if self.tid is not None:
+        if self._current() is not None:
             self.toolstack.call("tracker_clear", tid=self.tid)
