@@ -78,9 +78,30 @@ scan() {
   find /usr/bin /usr/sbin /usr/lib/python3 /usr/share/man /usr/share/doc /usr/share/bash-completion \
        /etc /var/lib /var/log -xdev \( -iname '*remus*' -o -iname 'xen_remus_ext*' \) 2>/dev/null | sort
 }
+# State and log left by runs from the work tree would be removed by the purge
+# and would hide what postinst creates: set them aside, put them back at exit.
+stash=$(mktemp -d /tmp/test-deb-stash.XXXXXX)
+for p in /var/lib/xen-remus-ext /var/log/xen/remus-ext.log; do
+  if [ -e "$p" ]; then
+    echo "test-deb: setting $p aside until the end"
+    mkdir -p "$stash$(dirname "$p")" && mv "$p" "$stash$p"
+  fi
+done
 before=$(scan)
 installed=0
-cleanup() { [ "$installed" = 1 ] && dpkg --purge "$pkg" >/dev/null 2>&1; }
+cleanup() {
+  [ "$installed" = 1 ] && dpkg --purge "$pkg" >/dev/null 2>&1
+  for p in /var/lib/xen-remus-ext /var/log/xen/remus-ext.log; do
+    if [ -e "$stash$p" ] && [ ! -e "$p" ]; then
+      mkdir -p "$(dirname "$p")" && mv "$stash$p" "$p"
+    fi
+  done
+  if [ -n "$(find "$stash" ! -type d 2>/dev/null)" ]; then
+    echo "test-deb: could not put back what is left in $stash"
+  else
+    rm -rf "$stash"
+  fi
+}
 trap cleanup EXIT
 
 if dpkg -i "$deb" >/tmp/test-deb-dpkg.log 2>&1; then
@@ -95,6 +116,11 @@ fi
 rm -f /tmp/test-deb-dpkg.log
 files=$(dpkg -L "$pkg")
 
+check "every module byte-compiled by dh-python at install" \
+  sh -c 'cd /usr/lib/python3/dist-packages/xen_remus_ext &&
+         for f in $(find . -name "*.py"); do
+           ls "$(dirname "$f")/__pycache__/$(basename "$f" .py)".cpython-3*.pyc >/dev/null 2>&1 || exit 1
+         done'
 work=$(mktemp -d)
 export XEN_REMUS_LOG=   # the checks below write no log; one run at the end does
 check "xen-remus is /usr/bin/xen-remus" test "$(command -v xen-remus)" = /usr/bin/xen-remus
@@ -103,8 +129,13 @@ check "xen-remus --version says $version" sh -c "xen-remus --version 2>&1 | grep
 check "the module comes from /usr/lib/python3/dist-packages" \
   sh -c 'cd / && /usr/bin/python3 -c "import xen_remus_ext; print(xen_remus_ext.__file__)" \
          | grep -q "^/usr/lib/python3/dist-packages/xen_remus_ext/"'
-check "byte-compiled by dh-python" \
-  sh -c 'ls /usr/lib/python3/dist-packages/xen_remus_ext/__pycache__/*.pyc >/dev/null 2>&1'
+check "every module imports with Debian's Python 3 packages" \
+  sh -c 'cd / && /usr/bin/python3 -c "
+import importlib, pkgutil, xen_remus_ext
+for m in pkgutil.walk_packages(xen_remus_ext.__path__, \"xen_remus_ext.\"):
+    if not m.name.endswith(\"__main__\"):
+        importlib.import_module(m.name)
+"'
 check "/var/lib/xen-remus-ext exists, mode 700" test "$(stat -c %a /var/lib/xen-remus-ext 2>/dev/null)" = 700
 
 # The seed's HVM cfg: ASCII quotes (check passes, maybe with warnings) and
