@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# patches/regen.sh [XEN_GIT_DIR]
+#
+# Regenerates the quilt series under patches/xen-4.1/ and patches/xen-4.4/ (and
+# the alternative patches/alt/*.patch) from the upstream release trees: for
+# each release it extracts the few files we touch with `git show TAG:PATH`
+# into a temporary tree, makes one edit per patch (inserted text below,
+# anchored on a line that must occur exactly once) and records `diff -u`.
+# Nothing of Xen's is kept but the diff context.  XEN_GIT_DIR defaults to the
+# fetched mirror (/work/.mirror/xen-project+xen/repo).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+git_dir=${1:-/work/.mirror/xen-project+xen/repo}
+[ -d "$git_dir" ] || { echo "regen: no Xen git at $git_dir" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+MAIN=tools/python/xen/xm/main.py
+DOMAIN=tools/python/xen/xend/XendDomain.py
+BLKTAP=tools/python/xen/xend/server/BlktapController.py
+
+# insert FILE ANCHOR WHERE(before|after|end) TEXTFILE: edit FILE in place
+# (end: FILE must end with ANCHOR; the text is appended)
+insert() {
+  python3 - "$@" <<'EOF'
+import sys
+path, anchor, where, textfile = sys.argv[1:5]
+src = open(path).read()
+if where == "end":
+    if not src.endswith(anchor):
+        sys.exit("regen: %s: expected to end with %r" % (path, anchor))
+    open(path, "w").write(src + open(textfile).read())
+    sys.exit(0)
+if src.count(anchor) != 1:
+    sys.exit("regen: %s: anchor %r found %d times, expected once" % (path, anchor, src.count(anchor)))
+add = open(textfile).read()
+i = src.index(anchor)
+if where == "after":
+    i += len(anchor)
+open(path, "w").write(src[:i] + add + src[i:])
+EOF
+}
+
+cat >"$tmp/xm.txt" <<'EOF'
+# xen-remus-ext: register the xm remus-failback, remus-resync and
+# remus-status subcommands into the tables above (xen_remus_ext/xm/
+# register.py).  xm is unchanged when the package is not installed.
+try:
+    from xen_remus_ext.xm import register as _remus_register
+except ImportError:
+    _remus_register = None
+if _remus_register is not None:
+    try:
+        _remus_register.register(sys.modules[__name__])
+    except Exception, exn:
+        print >>sys.stderr, 'xm: remus subcommands not loaded: %s' % exn
+
+EOF
+cat >"$tmp/domain.txt" <<'EOF'
+# xen-remus-ext: add domain_remus_failback, domain_remus_resync and
+# domain_remus_status, which the XML-RPC server exports as
+# xend.domain.remus_* like every other domain_* method
+# (xen_remus_ext/xend/domain.py).
+try:
+    from xen_remus_ext.xend import domain as _remus_domain
+except ImportError:
+    _remus_domain = None
+if _remus_domain is not None:
+    log.info('xen-remus-ext: added %s', ', '.join(_remus_domain.install(XendDomain)))
+
+EOF
+cat >"$tmp/blktap.txt" <<'EOF'
+
+
+# xen-remus-ext: at the device-migrate steps of a tap/tap2 disk, send the
+# final disk delta of a Remus failback while the domain is suspended, and
+# record the disk's generation in other_config (xen_remus_ext/xend/blktap.py).
+try:
+    from xen_remus_ext.xend import blktap as _remus_blktap
+except ImportError:
+    _remus_blktap = None
+if _remus_blktap is not None:
+    _remus_blktap.install(Blktap2Controller)
+EOF
+printf "    'remus-failback', 'remus-resync', 'remus-status',\n" >"$tmp/imported.txt"
+
+header() {  # header SUBJECT BODY -> patch description lines
+  printf 'Subject: %s\n\n%s\n\nFrom: xen-remus-ext\nMade against: %s (regenerate with patches/regen.sh)\n---\n' "$1" "$2" "$3"
+}
+
+one() {  # one TAG OUT FILE ANCHOR WHERE TEXTFILE SUBJECT BODY
+  local tag=$1 out=$2 file=$3 anchor=$4 where=$5 text=$6 subject=$7 body=$8
+  rm -rf "$tmp/a" "$tmp/b"
+  mkdir -p "$tmp/a/$(dirname "$file")"
+  git --git-dir="$git_dir" show "$tag:$file" >"$tmp/a/$file"
+  mkdir -p "$tmp/b/$(dirname "$file")"
+  cp "$tmp/a/$file" "$tmp/b/$file"
+  insert "$tmp/b/$file" "$anchor" "$where" "$text"
+  { header "$subject" "$body" "$tag"
+    (cd "$tmp" && diff -u --label "a/$file" --label "b/$file" "a/$file" "b/$file") || true
+  } >"$out"
+}
+
+for rel in 4.1:RELEASE-4.1.6.1 4.4:RELEASE-4.4.4; do
+  ver=${rel%%:*} tag=${rel#*:}
+  dir="$here/xen-$ver"
+  mkdir -p "$dir"
+  one "$tag" "$dir/0001-xm-register-remus-subcommands.patch" "$MAIN" \
+      $'\ndef xm_lookup_cmd(cmd):' before "$tmp/xm.txt" \
+      "xm: register the remus-failback, remus-resync and remus-status subcommands" \
+      "Adds xen-remus-ext's commands to commands, SUBCOMMAND_HELP, SUBCOMMAND_OPTIONS,
+domain_commands and all_commands, so xm help, xm <cmd> --help and prefix
+matching treat them like any xm subcommand."
+  one "$tag" "$dir/0002-xend-add-remus-domain-methods.patch" "$DOMAIN" \
+      $'\ndef instance():' before "$tmp/domain.txt" \
+      "xend: add XendDomain.domain_remus_failback/resync/status" \
+      "Added to the class before instance() runs, so the XML-RPC server exports
+them as xend.domain.remus_failback, remus_resync and remus_status."
+  one "$tag" "$dir/0003-xend-blktap2-migrate-hook.patch" "$BLKTAP" \
+      "                                  '-m%s' % tapdisk.minor)"$'\n' end "$tmp/blktap.txt" \
+      "xend: device-migrate hook for blktap2 disks" \
+      "Wraps Blktap2Controller.migrate/recover_migrate: the final disk delta of a
+Remus failback goes at step 2 (domain suspended), and the disk's generation
+rides in the domain's other_config."
+  printf '# xen-remus-ext for Xen %s (xend/xm); apply with quilt push -a, -p1 from the top of the tree\n%s\n%s\n%s\n' \
+    "$ver" 0001-xm-register-remus-subcommands.patch 0002-xend-add-remus-domain-methods.patch \
+    0003-xend-blktap2-migrate-hook.patch >"$dir/series"
+  mkdir -p "$here/alt"
+  one "$tag" "$here/alt/xen-$ver-xm-imported-commands.patch" "$MAIN" \
+      $'    \'cpupool-new\',\n    ]\n' before "$tmp/imported.txt" \
+      "xm: load remus-failback/resync/status as IMPORTED_COMMANDS (one line)" \
+      "The no-registration alternative to 0001: with xen/xm/remus-*.py installed
+(xen-remus xm-modules install) xm runs the commands; xm help does not list
+them (see docs/xm.md)."
+done
+echo "regen: wrote $here/xen-4.1 $here/xen-4.4 $here/alt"
