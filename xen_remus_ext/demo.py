@@ -170,8 +170,9 @@ def _cycle(cl, tl, rnd, seed, method, work, interval_ms, rate):
     time.sleep(work * rnd.uniform(0.8, 1.2))
     t_kill = time.time()
     acked_at_kill = obs.acked(DOMAIN)
-    A.kill()
-    tl.add("SIGKILL host A (acknowledged so far: %d records)" % acked_at_kill)
+    A.kill(power_off=True)
+    tl.add("host A powered off: network cut, SIGKILL (acknowledged so far: %d records)"
+           % acked_at_kill)
     wait_for(lambda: B.toolstack.sim_info(DOMAIN)["sim_state"] == "running", 5.0,
              "failover on B")
     tl.add("B took over: domain resumed from the last committed checkpoint")

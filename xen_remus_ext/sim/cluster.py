@@ -191,6 +191,7 @@ class SimHost(object):
         self.name = name
         self.cfg = cfg
         self.proc = None
+        self.frozen = False
         self.toolstack = SimToolstack(cfg["agent"], name=name)
 
     @property
@@ -202,6 +203,14 @@ class SimHost(object):
         return self.proc.pid if self.proc is not None else None
 
     def start(self, timeout=20.0):
+        """Start (or restart, after :meth:`kill`) the host process."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.proc is not None:
+            self.stop()
+        if self.cfg.get("netns"):
+            _ip("-n", self.cfg["netns"], "link", "set", self.cfg["veth"], "up")
         path = os.path.join(self.cfg["root"], "host.json")
         with open(path, "w") as f:
             json.dump(self.cfg, f, indent=1, sort_keys=True)
@@ -234,9 +243,23 @@ class SimHost(object):
         t.join(timeout)
         return out[0] if out else b""
 
-    def kill(self, sig=signal.SIGKILL):
-        """Kill the host process (SIGKILL: the host dies, nothing cleans up)."""
+    def kill(self, sig=signal.SIGKILL, power_off=False):
+        """Kill the host process (SIGKILL: nothing cleans up after it).
+
+        ``power_off``: first cut the host's network (its veth goes down), so
+        that, as when a machine loses power, no FIN or RST reaches the peer
+        and a Remus backup learns of the death only by 1000 ms of silence.
+        Without namespaces the process is stopped (SIGSTOP) instead, which
+        silences it just as well, and killed when the host restarts.
+        """
         if self.proc is None or self.proc.poll() is not None:
+            return
+        if power_off and self.cfg.get("netns"):
+            _ip("-n", self.cfg["netns"], "link", "set", self.cfg["veth"], "down")
+        elif power_off:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+            self.frozen = True
+            self.toolstack.reset()
             return
         os.kill(self.proc.pid, sig)
         self.proc.wait()
@@ -245,6 +268,10 @@ class SimHost(object):
     def stop(self, timeout=5.0):
         if self.proc is None:
             return
+        if self.frozen and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.frozen = False
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
@@ -335,6 +362,7 @@ class Cluster(object):
         _ip("link", "add", va[:15], "netns", a["netns"], "type", "veth",
             "peer", "name", vb[:15], "netns", b["netns"])
         for cfg, dev in ((a, va[:15]), (b, vb[:15])):
+            cfg["veth"] = dev
             _ip("-n", cfg["netns"], "addr", "add", cfg["addr"] + "/24", "dev", dev)
             _ip("-n", cfg["netns"], "link", "set", dev, "up")
 
