@@ -1,0 +1,252 @@
+"""xend adapter: the legacy XML-RPC API xm uses (Xen 4.0-4.4; xen-facts.md 1, 3, 4).
+
+Transport: ``httpu:///var/run/xend/xmlrpc.sock`` (HTTP over xend's Unix
+socket, handler ``/RPC2``) unless ``XM_SERVER`` names another URI; ``http://``
+and ``https://`` URIs go through the standard transports.  ``allow_none``
+is on, as in xend's own ServerProxy (migrate passes ``ssl=None``).
+
+Calls, as XMLRPCServer.py registers them (4.1.0):
+
+* ``xend.domains(detail, full)`` -> list of ``(domain ...)`` SXP lists;
+* ``xend.domain(dom, full)`` -> one ``(domain ...)``; an unknown domain is
+  Fault 3 (``ERROR_INVALID_DOMAIN``) with the name as the fault string;
+* ``xend.domain.<name>`` for every ``XendDomain.domain_<name>``: ``pause``,
+  ``unpause``, ``destroy``, ``save(dom, dst, checkpoint)``,
+  ``migrate(dom, dst, live, port, node, ssl, chs)``; ``xend.domain.restore``
+  (src, paused) returns the restored domain's SXP;
+* ``xend.node.info()`` -> ``[[key, value], ...]`` with ``free_memory`` in
+  MiB and ``xen_major``/``xen_minor``/``xen_extra``.
+
+A top-level string result arrives ``repr()``-escaped (xend's
+``_marshaled_dispatch``); :func:`_unescape` undoes that without ``exec``.
+Faults become :class:`ToolstackError` carrying xend's message.
+
+Remus on xend is the ``remus`` script (``tools/remus/remus``), run in the
+background through :class:`RemusProcesses`: ``remus [-i MS] [-p PORT]
+[--no-net] [--blackhole] DOMAIN HOST``.  It has no switch for disks (the
+domain's ``tap:remus:`` unames decide) nor an unsafe mode, so those options
+are refused here rather than silently ignored.
+"""
+from __future__ import absolute_import, division, print_function
+
+import codecs
+import os
+import socket
+
+import six
+from six.moves import http_client
+
+from xen_remus_ext.compat import string_types, xmlrpclib
+from xen_remus_ext.config import sxp as sxp_mod
+from xen_remus_ext.errors import ConfigError, ToolstackError
+from xen_remus_ext.ports import Toolstack
+from xen_remus_ext.toolstack import RemusProcesses
+
+DEFAULT_URI = "httpu:///var/run/xend/xmlrpc.sock"
+XML_RPC_SOCKET = "/var/run/xend/xmlrpc.sock"
+
+#: xend/XendClient.py fault codes
+ERROR_INTERNAL = 1
+ERROR_GENERIC = 2
+ERROR_INVALID_DOMAIN = 3
+
+
+class UnixHTTPConnection(http_client.HTTPConnection):
+    """HTTP over a Unix stream socket; ``host`` is the socket path."""
+
+    def __init__(self, path, timeout=None):
+        http_client.HTTPConnection.__init__(self, "localhost")
+        self.socket_path = path
+        self._xre_timeout = timeout
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self._xre_timeout is not None:
+            sock.settimeout(self._xre_timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+class UnixTransport(xmlrpclib.Transport):
+    """xmlrpclib/xmlrpc.client transport to an ``httpu://`` socket.
+
+    Both Pythons' Transport call ``make_connection(host)`` and then speak
+    HTTP/1.x on what it returns; the handler is always ``/RPC2``.
+    """
+
+    def __init__(self, socket_path, timeout=None):
+        xmlrpclib.Transport.__init__(self)
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def make_connection(self, host):
+        return UnixHTTPConnection(self.socket_path, self.timeout)
+
+    def request(self, host, handler, request_body, verbose=0):
+        return xmlrpclib.Transport.request(self, host, "/RPC2", request_body, verbose)
+
+
+def server_proxy(uri=None, timeout=None):
+    """A ServerProxy for ``uri`` (default: ``$XM_SERVER`` or xend's socket)."""
+    uri = uri or os.environ.get("XM_SERVER") or DEFAULT_URI
+    scheme, _, rest = uri.partition(":")
+    if scheme == "httpu":
+        path = rest[2:] if rest.startswith("//") else rest
+        if not path.startswith("/"):
+            raise ToolstackError("xend URI %s: expected httpu:///ABSOLUTE/SOCKET, got a relative path" % uri)
+        return xmlrpclib.ServerProxy("http://localhost/RPC2", transport=UnixTransport(path, timeout),
+                                     allow_none=True)
+    if scheme in ("http", "https"):
+        return xmlrpclib.ServerProxy(uri, allow_none=True)
+    raise ToolstackError("xend URI %s: expected httpu://, http:// or https://" % uri)
+
+
+def _unescape(value):
+    """Undo xend's ``repr(s)[1:-1]`` of string results."""
+    if not isinstance(value, string_types) or "\\" not in value:
+        return value
+    if six.PY2 and isinstance(value, str):
+        return value.decode("string_escape")
+    raw = value.encode("latin-1", "backslashreplace") if not isinstance(value, bytes) else value
+    try:
+        return codecs.decode(raw, "unicode_escape")
+    except UnicodeDecodeError:
+        return value
+
+
+class XendToolstack(Toolstack):
+    """:class:`ports.Toolstack` over xend's XML-RPC server.
+
+    :param uri: xend URI (default ``$XM_SERVER`` or httpu:///var/run/xend/xmlrpc.sock)
+    :param remus: argv prefix of the remus script (default ``["remus"]``)
+    :param processes: :class:`RemusProcesses` keeping the sender PIDs
+    :param host: this host's name, put into DomainInfo
+    """
+
+    kind = "xend"
+
+    def __init__(self, uri=None, remus=None, processes=None, host=None, timeout=None):
+        self.uri = uri or os.environ.get("XM_SERVER") or DEFAULT_URI
+        self.remus = list(remus or ["remus"])
+        self.processes = processes or RemusProcesses()
+        self.host = host
+        self.timeout = timeout
+        self._proxy = None
+
+    def _server(self):
+        if self._proxy is None:
+            self._proxy = server_proxy(self.uri, self.timeout)
+        return self._proxy
+
+    def call(self, method, *args):
+        """Call ``method`` (dotted, e.g. ``xend.domain.pause``) and return its result."""
+        fn = self._server()
+        for part in method.split("."):
+            fn = getattr(fn, part)
+        shown = "%s(%s)" % (method, ", ".join(repr(a) if not isinstance(a, string_types) else a for a in args))
+        try:
+            return _unescape(fn(*args))
+        except xmlrpclib.Fault as exc:
+            if exc.faultCode == ERROR_INVALID_DOMAIN:
+                msg = "xend %s: no such domain %s" % (shown, exc.faultString)
+            else:
+                msg = "xend %s: %s" % (shown, exc.faultString.strip())
+            err = ToolstackError(msg)
+            err.fault_code = exc.faultCode
+            raise six.raise_from(err, exc)
+        except xmlrpclib.ProtocolError as exc:
+            raise six.raise_from(ToolstackError("xend %s at %s: HTTP %s %s" % (shown, self.uri, exc.errcode,
+                                                                               exc.errmsg)), exc)
+        except (socket.error, IOError, OSError, http_client.HTTPException) as exc:
+            self._proxy = None
+            raise six.raise_from(ToolstackError("xend at %s: cannot call %s: %s (is xend running?)"
+                                                % (self.uri, shown, exc)), exc)
+
+    # -- queries ---------------------------------------------------------------
+
+    def _info(self, sxpr):
+        try:
+            return sxp_mod.domain_info_from_sxp(sxpr, host=self.host)
+        except ConfigError as exc:
+            raise ToolstackError("xend returned a domain record we cannot read: %s" % exc.reason)
+
+    def list_domains(self):
+        return [self._info(s) for s in self.call("xend.domains", True, False)]
+
+    def domain_info(self, dom):
+        return self._info(self.call("xend.domain", dom, False))
+
+    def domain_config(self, dom):
+        sxpr = self.call("xend.domain", dom, True)
+        try:
+            return sxp_mod.domain_config_from_sxp(sxpr, path="xend:%s" % (dom,))
+        except ConfigError as exc:
+            raise ToolstackError("xend's config of %s: %s" % (dom, exc))
+
+    def host_info(self):
+        pairs = self.call("xend.node.info")
+        info = {}
+        for item in pairs:
+            if isinstance(item, (list, tuple)) and len(item) >= 2:
+                info[item[0]] = item[1]
+        try:
+            info["free_memory"] = int(info["free_memory"])
+            info["xen_version"] = "%s.%s%s" % (info["xen_major"], info["xen_minor"], info.get("xen_extra", ""))
+        except (KeyError, ValueError) as exc:
+            raise ToolstackError("xend.node.info: expected free_memory and xen_major/minor, got %s" % (exc,))
+        return info
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def pause(self, dom):
+        self.call("xend.domain.pause", dom)
+
+    def unpause(self, dom):
+        self.call("xend.domain.unpause", dom)
+
+    def destroy(self, dom):
+        self.call("xend.domain.destroy", dom)
+
+    def save(self, dom, path, checkpoint=False):
+        self.call("xend.domain.save", dom, path, bool(checkpoint))
+
+    def restore(self, path, paused=False):
+        return self._info(self.call("xend.domain.restore", path, bool(paused)))
+
+    def migrate(self, dom, dst, live=True, port=None, paused=False, ssh=None, config=None, ssl=None, node=-1):
+        """``xm migrate``: memory only.  xend cannot leave the domain paused on
+        arrival, tunnel through ssh or send another config; those are xl's."""
+        for name, val in (("paused", paused), ("ssh", ssh), ("config", config)):
+            if val:
+                raise ToolstackError("xend migrate of %s: option %s exists only with xl (got %r)" % (dom, name, val))
+        self.call("xend.domain.migrate", dom, dst, bool(live), int(port or 0), int(node), ssl, False)
+
+    # -- remus -------------------------------------------------------------------
+
+    def remus_argv(self, dom, host, interval_ms=200, port=None, net=True, disk=True, blackhole=False,
+                   unsafe=False):
+        if not disk:
+            raise ToolstackError("remus on xend: disks are replicated by their tap:remus: unames; "
+                                 "there is no switch to turn that off (asked for disk=False)")
+        if unsafe:
+            raise ToolstackError("remus on xend has no unsafe mode (that is xl remus -F)")
+        argv = list(self.remus) + ["-i", str(int(interval_ms))]
+        if port:
+            argv += ["-p", str(int(port))]
+        if not net:
+            argv.append("--no-net")
+        if blackhole:
+            argv.append("--blackhole")
+        return argv + [str(dom), host]
+
+    def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
+                    blackhole=False, unsafe=False):
+        argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe)
+        env = {"XM_SERVER": self.uri} if self.uri != DEFAULT_URI else None
+        return self.processes.start(dom, argv, env=env, match=argv[len(self.remus):])
+
+    def remus_stop(self, dom):
+        return self.processes.stop(dom)
+
+    def remus_running(self, dom):
+        return self.processes.running(dom)

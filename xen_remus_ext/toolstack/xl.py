@@ -1,0 +1,252 @@
+"""xl adapter: the ``xl`` command (Xen 4.5+; xen-facts.md section 6).
+
+Every call is an argv list run through an injected :class:`ports.Runner`;
+a non-zero exit becomes :class:`ToolstackError` carrying xl's stderr.
+
+What is parsed (formats from ``tools/libxl/xl_cmdimpl.c``, 4.5):
+
+* ``xl list [DOM]``: a header, then ``%-40s %5d %5lu %5d     %c%c%c%c%c%c  %8.1f``
+  (name, id, MiB, vcpus, state letters ``rbpscd``, cpu seconds);
+* ``xl list -l [DOM]``: a JSON array of ``{"domid": N, "config":
+  libxl_domain_config}`` (``c_info``, ``b_info``, ``disks``, ``nics``...,
+  enums as lower-case strings, keyed unions as ``"type.pv"``);
+* ``xl info``: ``key                    : value`` lines, ``free_memory`` in MiB.
+
+Commands sent: ``pause``, ``unpause``, ``destroy``, ``save [-c] DOM FILE``,
+``restore [-p] FILE``, ``migrate [-s SSHCMD] [-p] [-C CFG] DOM HOST`` (``-p``,
+leave paused on arrival, exists from 4.13), and ``remus [-i MS] [-n] [-d]
+[-b] [-F] [-s SSHCMD] DOM HOST``, which runs for as long as protection
+lasts: it is started in the background by :class:`RemusProcesses` and
+stopped with SIGINT to the PID we started.
+
+xl has no non-live migration and no relocation port (it tunnels through
+``ssh``), so ``live=False`` and ``port`` are refused, not ignored.
+"""
+from __future__ import absolute_import, division, print_function
+
+import json
+
+from xen_remus_ext import model
+from xen_remus_ext.compat import string_types, to_text
+from xen_remus_ext.errors import ToolstackError, ValidationError
+from xen_remus_ext.ports import Toolstack
+from xen_remus_ext.toolstack import RemusProcesses
+
+
+def parse_xl_list(text):
+    """``xl list`` output -> list of :class:`model.DomainInfo`."""
+    out = []
+    lines = to_text(text).splitlines()
+    if not lines or not lines[0].startswith("Name"):
+        raise ToolstackError("xl list: expected a header starting with 'Name', got %r" % (lines[:1],))
+    for line in lines[1:]:
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 6:
+            raise ToolstackError("xl list: expected name, id, mem, vcpus, state, time; got %r" % (line,))
+        try:
+            out.append(model.DomainInfo(int(fields[-5]), " ".join(fields[:-5]), fields[-2], int(fields[-4])))
+        except ValueError:
+            raise ToolstackError("xl list: expected numeric id and mem, got %r" % (line,))
+    return out
+
+
+def parse_xl_info(text):
+    """``xl info`` output -> dict (``free_memory`` and friends as ints)."""
+    info = {}
+    for line in to_text(text).splitlines():
+        if ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in info:            # multi-line values (numa_info ...) are not needed
+            continue
+        info[key] = int(value) if value.isdigit() else value
+    if "free_memory" not in info or not isinstance(info["free_memory"], int):
+        raise ToolstackError("xl info: expected 'free_memory : N', got none")
+    if "xen_version" not in info and "xen_major" in info:
+        info["xen_version"] = "%s.%s%s" % (info["xen_major"], info.get("xen_minor", 0), info.get("xen_extra", ""))
+    return info
+
+
+def _disk_uname(d):
+    path = d.get("pdev_path") or ""
+    script = d.get("script") or ""
+    fmt = d.get("format") or "raw"
+    if script.endswith("block-drbd"):
+        return "drbd:%s" % path
+    if d.get("backend") == "phy":
+        return "phy:%s" % path
+    if fmt in ("qcow", "qcow2", "vhd"):
+        return "tap:%s:%s" % (fmt, path)
+    return ("phy:%s" if path.startswith("/dev/") else "file:%s") % path
+
+
+def domain_config_from_xl_json(obj, source="xl list -l"):
+    """One element of ``xl list -l``'s array -> :class:`model.DomainConfig` (format ``xl``).
+
+    Memory is ``target_memkb`` (else ``max_memkb``) in MiB; each disk's
+    uname is rebuilt from backend/format/script the way an xl disk spec
+    names them (``phy:``, ``file:``, ``tap:qcow2:``, ``drbd:``).
+    """
+    cfg = obj.get("config", obj) if isinstance(obj, dict) else None
+    if not isinstance(cfg, dict) or "c_info" not in cfg:
+        raise ToolstackError("%s: expected {domid, config: {c_info, b_info, ...}}, got %s"
+                             % (source, json.dumps(obj)[:80]))
+    c_info = cfg.get("c_info") or {}
+    b_info = cfg.get("b_info") or {}
+    memkb = b_info.get("target_memkb") or b_info.get("max_memkb")
+    kernel = b_info.get("kernel") or (b_info.get("type.pv") or {}).get("kernel")
+    disks = []
+    for d in cfg.get("disks") or []:
+        vdev = d.get("vdev")
+        if d.get("is_cdrom") and vdev:
+            vdev += ":cdrom"
+        disks.append(model.DiskSpec(_disk_uname(d), vdev, "w" if d.get("readwrite", 1) else "r"))
+    vifs = []
+    for n in cfg.get("nics") or []:
+        vifs.append(",".join("%s=%s" % (k, n[k]) for k in ("mac", "bridge", "ip", "script") if n.get(k)))
+    options = {}
+    for key in ("uuid", "pool_name"):
+        if c_info.get(key):
+            options[key] = c_info[key]
+    if obj.get("domid") is not None:
+        options["domid"] = obj["domid"]
+    for key in ("on_poweroff", "on_reboot", "on_crash"):
+        if cfg.get(key):
+            options[key] = cfg[key]
+    try:
+        return model.DomainConfig(name=c_info.get("name"), memory=memkb // 1024 if memkb else None,
+                                  builder="hvm" if c_info.get("type") == "hvm" else "linux",
+                                  kernel=kernel, vcpus=b_info.get("max_vcpus", 1), vifs=vifs, disks=disks,
+                                  options=options, source=source, format="xl")
+    except ValidationError as exc:
+        raise ToolstackError("%s: %s" % (source, exc))
+
+
+class XlToolstack(Toolstack):
+    """:class:`ports.Toolstack` driving ``xl``.
+
+    :param runner: a :class:`ports.Runner`
+    :param xl: the xl command: a path or an argv prefix (default ``"xl"``)
+    :param processes: :class:`RemusProcesses` for ``xl remus``
+    :param remus_ssh: default ``-s`` for ``xl remus`` (None: xl's own ``ssh``)
+    """
+
+    kind = "xl"
+
+    def __init__(self, runner, xl="xl", processes=None, host=None, remus_ssh=None, timeout=None):
+        self.runner = runner
+        self.xl = [xl] if isinstance(xl, string_types) else list(xl)
+        self.processes = processes or RemusProcesses()
+        self.host = host
+        self.remus_ssh = remus_ssh
+        self.timeout = timeout
+
+    def run(self, args):
+        """Run ``xl ARGS``; :returns: stdout (text); :raises ToolstackError: non-zero exit."""
+        argv = self.xl + [str(a) for a in args]
+        try:
+            rc, out, err = self.runner.run(argv, timeout=self.timeout)
+        except (IOError, OSError) as exc:
+            raise ToolstackError("xl %s: cannot run %s: %s" % (" ".join(argv[len(self.xl):]), self.xl[0], exc))
+        if rc != 0:
+            msg = to_text(err or b"", errors="replace").strip() or "(no message)"
+            raise ToolstackError("xl %s: exit %d: %s" % (" ".join(argv[len(self.xl):]), rc, msg))
+        return to_text(out or b"", errors="replace")
+
+    # -- queries -----------------------------------------------------------------
+
+    def _with_host(self, infos):
+        return [i._replace(host=self.host) for i in infos]
+
+    def list_domains(self):
+        return self._with_host(parse_xl_list(self.run(["list"])))
+
+    def domain_info(self, dom):
+        found = parse_xl_list(self.run(["list", dom]))
+        if len(found) != 1:
+            raise ToolstackError("xl list %s: expected one domain, got %d" % (dom, len(found)))
+        return self._with_host(found)[0]
+
+    def domain_config(self, dom):
+        text = self.run(["list", "-l", dom])
+        try:
+            doms = json.loads(text)
+        except ValueError as exc:
+            raise ToolstackError("xl list -l %s: expected JSON (output_format=\"json\" in xl.conf), got %r: %s"
+                                 % (dom, text[:60], exc))
+        if not isinstance(doms, list) or len(doms) != 1:
+            raise ToolstackError("xl list -l %s: expected a one-element JSON array, got %s" % (dom, text[:60]))
+        return domain_config_from_xl_json(doms[0], source="xl list -l %s" % (dom,))
+
+    def host_info(self):
+        return parse_xl_info(self.run(["info"]))
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def pause(self, dom):
+        self.run(["pause", dom])
+
+    def unpause(self, dom):
+        self.run(["unpause", dom])
+
+    def destroy(self, dom):
+        self.run(["destroy", dom])
+
+    def save(self, dom, path, checkpoint=False):
+        self.run(["save"] + (["-c"] if checkpoint else []) + [dom, path])
+
+    def restore(self, path, paused=False):
+        self.run(["restore"] + (["-p"] if paused else []) + [path])
+
+    def migrate_argv(self, dom, dst, live=True, port=None, paused=False, ssh=None, config=None):
+        if not live:
+            raise ToolstackError("xl migrate of %s: xl only migrates live (asked for live=False)" % (dom,))
+        if port:
+            raise ToolstackError("xl migrate of %s: xl has no relocation port, it runs over ssh "
+                                 "(asked for port %s)" % (dom, port))
+        args = ["migrate"]
+        if ssh is not None:
+            args += ["-s", ssh]
+        if paused:
+            args.append("-p")
+        if config:
+            args += ["-C", config]
+        return args + [str(dom), dst]
+
+    def migrate(self, dom, dst, live=True, port=None, paused=False, ssh=None, config=None):
+        self.run(self.migrate_argv(dom, dst, live, port, paused, ssh, config))
+
+    # -- remus -------------------------------------------------------------------
+
+    def remus_argv(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
+                   blackhole=False, unsafe=False, ssh=None):
+        if port:
+            raise ToolstackError("xl remus of %s: xl has no port option, it runs over ssh (asked for %s)"
+                                 % (dom, port))
+        args = ["remus", "-i", str(int(interval_ms))]
+        if not net:
+            args.append("-n")
+        if not disk:
+            args.append("-d")
+        if blackhole:
+            args.append("-b")
+        if unsafe:
+            args.append("-F")
+        ssh = ssh if ssh is not None else self.remus_ssh
+        if ssh is not None:
+            args += ["-s", ssh]
+        return self.xl + args + [str(dom), host]
+
+    def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
+                    blackhole=False, unsafe=False, ssh=None):
+        argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe, ssh)
+        return self.processes.start(dom, argv, match=argv[len(self.xl):])
+
+    def remus_stop(self, dom):
+        return self.processes.stop(dom)
+
+    def remus_running(self, dom):
+        return self.processes.running(dom)
