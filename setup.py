@@ -22,7 +22,8 @@ setup(
         "tqdm<4.65; python_version < '3'",
         "tqdm; python_version >= '3'",
     ],
-    entry_points={"console_scripts": ["xen-remus = xen_remus_ext.cli.main:run"]},
+    entry_points={"console_scripts": ["xen-remus = xen_remus_ext.cli.main:run",
+                                      "xm-remus = xen_remus_ext.xm.entry:run"]},
     classifiers=[
         "Programming Language :: Python :: 2.7",
         "Programming Language :: Python :: 3",
