@@ -285,3 +285,20 @@ def test_imported_modules_remove(tmp_path):
     removed = xm_imported.remove_modules(str(tmp_path))
     assert len(removed) == 3
     assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("name", ["remus-failback", "remus-resync", "remus-status"])
+def test_real_cli_options_reach_xm_help(xm, capsys, name):
+    """With this tree's real xen-remus parser: every option of the target
+    command appears in `xm <name> --help`."""
+    cmd = xm_commands.BY_NAME[name]
+    sub = xm_commands.subparser_for(xm_commands.build_cli_parser(), cmd.target)
+    if sub is None:
+        pytest.skip("this tree's xen-remus has no `%s` command yet" % cmd.target)
+    xm_register.register(xm, main_fn=Recorder())
+    rc, out, _ = run_xm(xm, capsys, name, "--help")
+    assert out.startswith("Usage: xm %s " % name)
+    for action in sub._actions:
+        if action.option_strings and action.help != argparse.SUPPRESS \
+                and not isinstance(action, argparse._HelpAction):
+            assert max(action.option_strings, key=len) in out, action.option_strings
