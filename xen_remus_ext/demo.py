@@ -70,9 +70,10 @@ def wait_for(pred, timeout, what):
 def _failback_available():
     try:
         from xen_remus_ext.failback import orchestrator
+        from xen_remus_ext.sim import disksync  # noqa: F401
     except ImportError:
         return False
-    return hasattr(orchestrator, "failback")
+    return hasattr(orchestrator, "Orchestrator")
 
 
 def domain_config(backup, observer, seed, rate):
@@ -109,10 +110,15 @@ def bring_home_resync(A, B, tl, interval_ms):
 
 
 def bring_home_failback(A, B, tl, interval_ms):
-    from xen_remus_ext.failback import orchestrator
-    res = orchestrator.failback(DOMAIN, "A", local=B.toolstack, peer=A.toolstack,
-                                options={"interval_ms": interval_ms, "local_host": "B"})
-    tl.add("failback command finished: %s" % (res,))
+    """``xen-remus failback demo A`` run on B, through the sim toolstacks."""
+    from xen_remus_ext.failback.orchestrator import Orchestrator
+    from xen_remus_ext.sim.disksync import SimDiskSync
+    orch = Orchestrator(B.toolstack, A.toolstack, DOMAIN, "A",
+                        options={"interval_ms": interval_ms, "local_host": "B"},
+                        disk_sync=SimDiskSync([A.toolstack, B.toolstack]),
+                        progress=lambda line: tl.add("failback: " + line))
+    rec = orch.run()
+    tl.add("failback finished in state %s" % rec["state"])
 
 
 def bring_home_migrate(A, B, tl, interval_ms):
