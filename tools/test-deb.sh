@@ -74,9 +74,12 @@ rm -f "$lint"
 # --- install -------------------------------------------------------------------
 # Files named *remus* outside the package's own list, before and after:
 # purge must leave the same set.
+# (the log is checked on its own: any xen-remus run as root, such as one from
+# the work tree, writes it)
 scan() {
   find /usr/bin /usr/sbin /usr/lib/python3 /usr/share/man /usr/share/doc /usr/share/bash-completion \
-       /etc /var/lib /var/log -xdev \( -iname '*remus*' -o -iname 'xen_remus_ext*' \) 2>/dev/null | sort
+       /etc /var/lib /var/log -xdev \( -iname '*remus*' -o -iname 'xen_remus_ext*' \) \
+       ! -path '/var/log/xen/remus-ext.log*' 2>/dev/null | sort
 }
 # State and log left by runs from the work tree would be removed by the purge
 # and would hide what postinst creates: set them aside, put them back at exit.
@@ -92,8 +95,13 @@ installed=0
 cleanup() {
   [ "$installed" = 1 ] && dpkg --purge "$pkg" >/dev/null 2>&1
   for p in /var/lib/xen-remus-ext /var/log/xen/remus-ext.log; do
-    if [ -e "$stash$p" ] && [ ! -e "$p" ]; then
+    [ -e "$stash$p" ] || continue
+    if [ ! -e "$p" ]; then
       mkdir -p "$(dirname "$p")" && mv "$stash$p" "$p"
+    elif [ -d "$p" ]; then      # recreated meanwhile by another run: merge
+      cp -an "$stash$p/." "$p/" && rm -rf "${stash:?}$p"
+    else                        # a log: the old lines first
+      cat "$p" >>"$stash$p" && mv "$stash$p" "$p"
     fi
   done
   if [ -n "$(find "$stash" ! -type d 2>/dev/null)" ]; then
@@ -124,6 +132,11 @@ check "every module byte-compiled by dh-python at install" \
 work=$(mktemp -d)
 export XEN_REMUS_LOG=   # the checks below write no log; one run at the end does
 check "xen-remus is /usr/bin/xen-remus" test "$(command -v xen-remus)" = /usr/bin/xen-remus
+check "every command of the package has its man page" \
+  sh -c 'for f in $(dpkg -L '"$pkg"' | grep -E "^/usr/s?bin/."); do
+           [ -f "$f" ] || continue
+           man -w "$(basename "$f")" >/dev/null 2>&1 || { echo "    no man page: $f"; exit 1; }
+         done'
 check "xen-remus --help" sh -c 'xen-remus --help 2>&1 | grep -q "usage: xen-remus"'
 check "xen-remus --version says $version" sh -c "xen-remus --version 2>&1 | grep -qx 'xen-remus $version'"
 check "the module comes from /usr/lib/python3/dist-packages" \

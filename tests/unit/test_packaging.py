@@ -232,3 +232,14 @@ def test_completion_parses_and_registers(name):
     path = os.path.join(TOP, "completion", name)
     assert subprocess.call(["bash", "-n", path]) == 0
     assert re.search(r"^\s*complete -F \w+ %s$" % re.escape(name), read(path), re.M)
+
+
+def test_every_installed_script_has_a_man_page_or_is_left_out():
+    scripts = re.findall(r'"([\w.-]+) = [\w.]+:\w+"', read("setup.py"))
+    assert "xen-remus" in scripts
+    rules = read("debian", "rules")
+    for name in scripts:
+        page = os.path.exists(os.path.join(MAN_DIR, name + ".1"))
+        dropped = "rm -f debian/%s/usr/bin/%s" % (PACKAGE, name) in rules
+        assert page != dropped, "%s: expected a man page in docs/man/ or removal in debian/rules " \
+                                "(exactly one), got page=%s removed=%s" % (name, page, dropped)
