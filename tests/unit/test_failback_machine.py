@@ -7,13 +7,13 @@ from xen_remus_ext.errors import FailbackError, ProgrammerError
 from xen_remus_ext.failback import machine as m
 from xen_remus_ext.failback.machine import Observation as O
 
-FAILBACK_ORDER = [m.NEW, m.CHECKED, m.PRECOPIED, m.MIGRATED, m.DELTA_SENT, m.RESUMED, m.DONE]
+FAILBACK_ORDER = [m.NEW, m.CHECKED, m.PRECOPIED, m.MIGRATED, m.DELTA_SENT, m.PROTECTED, m.DONE]
 REVERSE_ORDER = [m.NEW, m.CHECKED, m.PRECOPIED, m.QUIESCED, m.DELTA_SENT, m.PROTECTED, m.DONE]
 
 
 @pytest.mark.parametrize("mode,order,steps", [
     (m.FAILBACK, FAILBACK_ORDER,
-     [m.PREFLIGHT, m.PRECOPY, m.MIGRATE, m.FINAL_DELTA, m.UNPAUSE, m.PROTECT]),
+     [m.PREFLIGHT, m.PRECOPY, m.MIGRATE, m.FINAL_DELTA, m.PROTECT, m.UNPAUSE]),
     (m.REVERSE, REVERSE_ORDER,
      [m.PREFLIGHT, m.PRECOPY, m.PAUSE, m.FINAL_DELTA, m.PROTECT, m.UNPAUSE]),
 ])
@@ -55,15 +55,15 @@ FAILBACK_RECONCILE = [
     (m.PRECOPIED, O("running", "paused"), m.PRECOPIED, [m.DESTROY_PEER]),  # killed mid-migration
     (m.PRECOPIED, O("paused", "paused"), m.PRECOPIED, [m.DESTROY_PEER, m.UNPAUSE_LOCAL]),
     (m.PRECOPIED, O(None, "paused"), m.MIGRATED, []),                      # killed right after migrate
-    (m.PRECOPIED, O(None, "running", delta_recorded=True), m.RESUMED, []),  # xend hook sent it
+    (m.PRECOPIED, O(None, "running", delta_recorded=True), m.DELTA_SENT, []),  # xend: hook sent it
     (m.MIGRATED, O(None, "paused"), m.MIGRATED, []),
     (m.MIGRATED, O(None, "paused", delta_recorded=True), m.DELTA_SENT, []),
     (m.MIGRATED, O("running"), m.PRECOPIED, []),                            # migration never happened
     (m.DELTA_SENT, O(None, "paused", delta_recorded=True), m.DELTA_SENT, []),
-    (m.DELTA_SENT, O(None, "running", delta_recorded=True), m.RESUMED, []),
-    (m.RESUMED, O(None, "running"), m.RESUMED, []),
-    (m.RESUMED, O(None, "running", peer_remus=True), m.DONE, []),
-    (m.RESUMED, O(None, "paused"), m.DELTA_SENT, []),                       # someone paused it
+    (m.DELTA_SENT, O(None, "paused", peer_remus=True), m.PROTECTED, []),
+    (m.PROTECTED, O(None, "paused", peer_remus=True), m.PROTECTED, []),
+    (m.PROTECTED, O(None, "running", peer_remus=True), m.DONE, []),         # killed after unpause
+    (m.PROTECTED, O(None, "paused"), m.DELTA_SENT, []),                     # protection fell over
     (m.DONE, O(None, "running"), m.DONE, []),
 ]
 
@@ -82,7 +82,8 @@ FAILBACK_REFUSE = [
     (m.NEW, O(None, "running"), "only on the peer"),
     (m.PRECOPIED, O(None, "running"), "never recorded"),                    # stale disk there
     (m.MIGRATED, O(None, "running"), "never recorded"),
-    (m.RESUMED, O("running"), "start a new failback"),
+    (m.PROTECTED, O("running"), "start a new failback"),
+    (m.MIGRATED, O(None, "paused", peer_remus=True), "backup copy may be stale"),
 ]
 
 
@@ -131,9 +132,9 @@ ABORTS = [
     (m.FAILBACK, m.PRECOPIED, O(None, "paused"), [m.SEND_DELTA, m.UNPAUSE_PEER], m.ABORTED),
     (m.FAILBACK, m.MIGRATED, O(None, "paused"), [m.SEND_DELTA, m.UNPAUSE_PEER], m.ABORTED),
     (m.FAILBACK, m.DELTA_SENT, O(None, "paused", delta_recorded=True), [m.UNPAUSE_PEER], m.ABORTED),
-    (m.FAILBACK, m.RESUMED, O(None, "running"), [], m.ABORTED),
+    (m.FAILBACK, m.DELTA_SENT, O(None, "paused", peer_remus=True, delta_recorded=True), [m.UNPAUSE_PEER], m.DONE),
     (m.REVERSE, m.QUIESCED, O("paused"), [m.UNPAUSE_LOCAL], m.ABORTED),
-    (m.REVERSE, m.PROTECTED, O("paused", local_remus=True), [m.STOP_LOCAL_REMUS, m.UNPAUSE_LOCAL], m.ABORTED),
+    (m.REVERSE, m.PROTECTED, O("paused", local_remus=True), [m.UNPAUSE_LOCAL], m.DONE),
     (m.FAILBACK, m.ABORTED, O("running"), [], m.ABORTED),
 ]
 
@@ -145,7 +146,7 @@ def test_plan_abort(mode, state, obs, actions, final):
 
 @pytest.mark.parametrize("mode,state,obs", [
     (m.FAILBACK, m.DONE, O(None, "running", peer_remus=True)),
-    (m.FAILBACK, m.RESUMED, O(None, "running", peer_remus=True)),  # observed done
+    (m.FAILBACK, m.PROTECTED, O(None, "running", peer_remus=True)),  # observed done
     (m.REVERSE, m.PROTECTED, O("running", local_remus=True)),
 ])
 def test_abort_after_done_refused(mode, state, obs):

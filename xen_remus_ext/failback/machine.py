@@ -6,7 +6,7 @@ Two plans share one table (STYLE.md section 4):
 home to ``HOST`` and protect it again toward here)::
 
     new -preflight-> checked -precopy-> precopied -migrate-> migrated
-        -final-delta-> delta-sent -unpause-> resumed -protect-> done
+        -final-delta-> delta-sent -protect-> protected -unpause-> done
 
 ``reverse`` (``--reverse-only``: keep the domain here, bring the peer's
 stale copy up to date and protect from here toward it)::
@@ -15,8 +15,13 @@ stale copy up to date and protect from here toward it)::
         -final-delta-> delta-sent -protect-> protected -unpause-> done
 
 ``migrated`` means the domain sits PAUSED on the peer with its disk delta not
-yet known to be sent; ``delta-sent`` (failback) means paused on the peer with
-the peer's disk complete; ``quiesced`` means paused HERE.  A killed run
+yet known to be sent; ``quiesced`` means paused HERE.  ``delta-sent`` and
+``protected`` keep the domain paused where it will run (the peer for a
+failback, here for reverse): Remus starts while it cannot write, so the
+backup's copy equals the primary's at the first checkpoint, and unpausing
+is the last step.  (On xend the domain arrives running; block-remus then
+holds its first write until the backup connects, xen-facts.md section 5.)
+A killed run
 leaves the journal at the last completed state; :func:`reconcile` turns the
 journal's state and an :class:`Observation` of the world into the state to
 continue from, and :func:`plan_abort` gives the actions that reach a safe
@@ -40,7 +45,6 @@ PRECOPIED = "precopied"
 MIGRATED = "migrated"
 QUIESCED = "quiesced"
 DELTA_SENT = "delta-sent"
-RESUMED = "resumed"
 PROTECTED = "protected"
 DONE = "done"
 ABORTED = "aborted"
@@ -63,8 +67,8 @@ TRANSITIONS = {
     (FAILBACK, CHECKED): (PRECOPY, PRECOPIED),
     (FAILBACK, PRECOPIED): (MIGRATE, MIGRATED),
     (FAILBACK, MIGRATED): (FINAL_DELTA, DELTA_SENT),
-    (FAILBACK, DELTA_SENT): (UNPAUSE, RESUMED),
-    (FAILBACK, RESUMED): (PROTECT, DONE),
+    (FAILBACK, DELTA_SENT): (PROTECT, PROTECTED),
+    (FAILBACK, PROTECTED): (UNPAUSE, DONE),
     (REVERSE, NEW): (PREFLIGHT, CHECKED),
     (REVERSE, CHECKED): (PRECOPY, PRECOPIED),
     (REVERSE, PRECOPIED): (PAUSE, QUIESCED),
@@ -163,7 +167,6 @@ DESTROY_PEER = "destroy-peer"      # an incoming copy on the peer that never ran
 UNPAUSE_LOCAL = "unpause-local"
 UNPAUSE_PEER = "unpause-peer"
 SEND_DELTA = "send-delta"
-STOP_LOCAL_REMUS = "stop-local-remus"
 
 
 def _refuse(msg, state, step=None):
@@ -218,13 +221,17 @@ def _reconcile_failback(state, pos, obs):
     # only on the peer
     if pos < at(PRECOPIED):
         _refuse("domain: expected it here, found it only on the peer (%s)" % obs.peer, state)
+    sent = pos >= at(DELTA_SENT) or obs.delta_recorded
+    if obs.peer_remus:
+        if not sent:
+            _refuse("domain: Remus protects it from the peer but the final disk delta was never "
+                    "recorded as sent; its backup copy may be stale", state)
+        return (PROTECTED if obs.peer == "paused" else DONE), []
     if obs.peer == "paused":
-        if pos <= at(MIGRATED):
-            return (DELTA_SENT if obs.delta_recorded else MIGRATED), []
-        return DELTA_SENT, []
-    # running on the peer
-    if pos >= at(DELTA_SENT) or obs.delta_recorded:
-        return (DONE if obs.peer_remus else RESUMED), []
+        return (DELTA_SENT if sent else MIGRATED), []
+    # running on the peer, unprotected
+    if sent:
+        return DELTA_SENT, []   # (xend: arrived running after the hook's delta) protect next
     _refuse("domain: runs on the peer but the final disk delta was never recorded as sent; "
             "its disk there may be stale: stop it, or rerun with --abort after checking", state)
 
@@ -259,7 +266,8 @@ def plan_abort(mode, state, obs):
     Before the migration the safe state is where the run started (the domain
     here, unprotected).  Once the domain sits paused on the peer there is no
     cheaper way back than forward: finish the disk delta and unpause it there
-    (home, unprotected).
+    (home, unprotected).  Once Remus protects it, abort just unpauses: that
+    is the end of the run (``done``).
 
     :returns: ``(actions, final_state)``
     :raises FailbackError: nothing to abort (already done) or no safe state.
@@ -272,16 +280,17 @@ def plan_abort(mode, state, obs):
     if state == DONE:
         _refuse("failback: already done; nothing to abort", state)
     actions = list(actions)
+    if state == PROTECTED:   # protection already runs: finishing is the safe way out
+        where = UNPAUSE_PEER if mode == FAILBACK else UNPAUSE_LOCAL
+        return [a for a in actions if a != where] + [where], DONE
     if mode == FAILBACK:
-        if state in (MIGRATED,):
+        if state == MIGRATED:
             actions += [SEND_DELTA, UNPAUSE_PEER]
         elif state == DELTA_SENT:
             actions += [UNPAUSE_PEER]
-        elif state in (NEW, CHECKED, PRECOPIED) and obs.local == "paused" and UNPAUSE_LOCAL not in actions:
+        elif obs.local == "paused" and UNPAUSE_LOCAL not in actions:
             actions.append(UNPAUSE_LOCAL)
         return actions, ABORTED
-    if obs.local_remus:
-        actions.append(STOP_LOCAL_REMUS)
     if obs.local == "paused" and UNPAUSE_LOCAL not in actions:
         actions.append(UNPAUSE_LOCAL)
     return actions, ABORTED

@@ -1,0 +1,373 @@
+"""The failback runner over the stateful FakeToolstack (tests/fakes/fake_toolstack.py).
+
+The fake stands in for xend/xl on two hosts (xen-facts.md: migrate moves
+memory only; ``paused=True`` is ``xl migrate -p``; Remus leaves a paused copy
+on the backup); the disks are real files and the guest really writes to them
+between every two effects, so "no acknowledged write lost" is checked byte
+for byte.  The kill test ends the run after EVERY effect and every journal
+write (mid-step included) and reruns it: it must converge each time.
+"""
+from __future__ import absolute_import, division, print_function
+
+import json
+import os
+import random
+
+import pytest
+
+from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, Killed, remus_config
+from xen_remus_ext.errors import FailbackError
+from xen_remus_ext.failback import journal, machine
+from xen_remus_ext.failback.orchestrator import Orchestrator
+
+SIZE = 256 * 1024
+PATH = "/img/vm1.img"
+
+
+class Guest(object):
+    """Writes 512-byte records wherever the domain runs; keeps the image every
+    acknowledged write adds up to."""
+
+    def __init__(self, world, seed=1):
+        self.world = world
+        self.rng = random.Random(seed)
+        self.expected = bytearray(world.read_disk("hostB", PATH))
+        self.acked = 0
+
+    def __call__(self, _what=None):
+        running = [h for h in self.world.where("vm1") if self.world.hosts[h]["vm1"].state == "running"]
+        if len(running) != 1:
+            return
+        off = self.rng.randrange(0, SIZE // 512) * 512
+        data = bytes(bytearray(self.rng.randrange(256) for _ in range(16))) * 32
+        self.world.guest_write("vm1", off, data)
+        self.expected[off:off + 512] = data
+        self.acked += 1
+
+
+def make_world(tmp_path, guest=True):
+    world = FakeWorld(tmp_path / "world")
+    world.make_disk("hostA", PATH, SIZE, b"\x01")          # home copy, stale since the failover
+    world.make_disk("hostB", PATH, SIZE, b"\x01")
+    with open(world.disk_file("hostB", PATH), "r+b") as f:  # written on B after the failover
+        for off in range(0, SIZE, 8192):
+            f.seek(off)
+            f.write(b"B" * 1024)
+    world.create("hostB", remus_config("vm1", backup="hostB", path=PATH))
+    g = Guest(world)
+    if guest:
+        world.on_effect = g
+    return world, g
+
+
+@pytest.fixture
+def counted_journal(monkeypatch):
+    """Every journal write is also a kill point of the world in ``holder``."""
+    holder = {}
+    real = journal.save
+
+    def save(rec, base=None):
+        path = real(rec, base)
+        if holder.get("world") is not None:
+            holder["world"].effect("journal %s/%s" % (rec["state"], rec.get("step")))
+        return path
+    monkeypatch.setattr(journal, "save", save)
+    return holder
+
+
+def orch(world, mode=machine.FAILBACK, sync=None, **opts):
+    options = {"local_host": "hostB"}
+    options.update(opts)
+    lines = []
+    o = Orchestrator(FakeToolstack(world, "hostB"), FakeToolstack(world, "hostA"), "vm1", "hostA",
+                     mode=mode, options=options, disk_sync=sync or FileDiskSync(world), progress=lines.append)
+    o.lines = lines
+    return o
+
+
+def assert_home_and_protected(world, guest):
+    assert world.where("vm1") == ["hostA"]
+    assert world.hosts["hostA"]["vm1"].state == "running"
+    assert world.remus[("hostA", "vm1")] == "hostB"
+    assert world.read_disk("hostA", PATH) == bytes(guest.expected)   # 0 acknowledged writes lost
+    for _ in range(5):                                                # Remus mirrors from now on
+        guest()
+    assert world.read_disk("hostB", PATH) == world.read_disk("hostA", PATH) == bytes(guest.expected)
+
+
+def test_clean_failback_brings_it_home_and_protects(tmp_path, counted_journal):
+    world, guest = make_world(tmp_path)
+    o = orch(world)
+    rec = o.run()
+    assert rec["state"] == machine.DONE
+    assert_home_and_protected(world, guest)
+    assert guest.acked > 5
+    on_disk = journal.load("vm1")
+    assert on_disk["state"] == machine.DONE and on_disk["delta"]["sent"]
+    assert [c["name"] for c in on_disk["checks"]][:3] == ["domain-here", "unprotected", "peer-reachable"]
+    # pass 1 compares, later passes and the final delta use the tracker
+    kinds = [c[2] for c in o.disks.calls]
+    assert kinds[0] == "checksum" and kinds[-1] == "tracked" and o.disks.calls[-1][3]
+    assert "downtime" in rec and rec["downtime"] >= 0
+
+
+def _clean_effect_count(tmp_path, counted_journal, mode=machine.FAILBACK):
+    world, _g = make_world(tmp_path / "count")
+    counted_journal["world"] = world
+    world.on_effect = None
+    orch(world, mode=mode).run()
+    counted_journal["world"] = None
+    return world.effects
+
+
+def test_killed_after_every_effect_and_journal_write_converges(tmp_path, counted_journal):
+    total = _clean_effect_count(tmp_path, counted_journal)
+    assert total > 15
+    seen = set()
+    for n in range(1, total + 1):
+        world, guest = make_world(tmp_path / ("k%d" % n))
+        counted_journal["world"] = world
+        world.kill_at = n
+        with pytest.raises(Killed) as exc:
+            orch(world).run()
+        seen.add(str(exc.value).split("(", 1)[1])
+        rec = orch(world).run(resume=(n % 2 == 0))
+        assert rec["state"] == machine.DONE, n
+        counted_journal["world"] = None
+        assert_home_and_protected(world, guest)
+    # the kills landed inside every step, not only between them
+    assert any(s.startswith("incoming") for s in seen)
+    assert any(s.startswith("sync") and "final" in s for s in seen)
+    assert any(s.startswith("journal precopied/migrate") for s in seen)
+
+
+def test_killed_twice_converges(tmp_path, counted_journal):
+    total = _clean_effect_count(tmp_path, counted_journal)
+    for n in range(2, total, 5):
+        world, guest = make_world(tmp_path / ("k%d" % n))
+        counted_journal["world"] = world
+        world.kill_at = n
+        with pytest.raises(Killed):
+            orch(world).run()
+        world.kill_at = world.effects + 4
+        try:
+            orch(world).run()
+        except Killed:
+            pass
+        assert orch(world).run()["state"] == machine.DONE
+        counted_journal["world"] = None
+        assert_home_and_protected(world, guest)
+
+
+def test_mid_migration_then_migration_completes_or_fails(tmp_path):
+    for outcome in ("complete", "fail"):
+        world, guest = make_world(tmp_path / outcome)
+        world.hold_migrations = True
+        o = orch(world)
+        with pytest.raises(FailbackError):
+            o.run()   # migrate returned with the copy still incoming: final-delta refuses a live source
+        assert journal.load("vm1")["state"] == machine.MIGRATED
+        src = FakeToolstack(world, "hostB")
+        if outcome == "complete":
+            src.complete_migration("vm1", "hostA")
+        else:
+            src.fail_migration("vm1", "hostA")
+        world.hold_migrations = False
+        assert orch(world).run()["state"] == machine.DONE
+        assert_home_and_protected(world, guest)
+
+
+@pytest.mark.parametrize("relation", ["split-brain", "target-ahead", "unrelated"])
+def test_split_brain_is_refused_and_nothing_moves(tmp_path, relation):
+    world, _guest = make_world(tmp_path, guest=False)
+    sync = FileDiskSync(world)
+    sync.relations[world.disk_file("hostA", PATH)] = relation
+    before = world.read_disk("hostA", PATH)
+    with pytest.raises(FailbackError) as exc:
+        orch(world, sync=sync).run()
+    assert relation in str(exc.value) and exc.value.step == "preflight"
+    if relation == "split-brain":
+        assert "split brain" in str(exc.value)
+    assert world.where("vm1") == ["hostB"] and world.read_disk("hostA", PATH) == before
+    assert world.effects == 0 and sync.calls == []
+    rec = journal.load("vm1")
+    assert rec["state"] == machine.NEW and "preflight" in rec["error"]
+
+
+def test_split_brain_overridden_by_naming_the_loser(tmp_path):
+    world, guest = make_world(tmp_path)
+    sync = FileDiskSync(world)
+    sync.relations[world.disk_file("hostA", PATH)] = "split-brain"
+    assert orch(world, sync=sync, discard_peer=True).run()["state"] == machine.DONE
+    assert_home_and_protected(world, guest)
+
+
+@pytest.mark.parametrize("breakage,words", [
+    ("remus", "Remus already runs"),
+    ("unreachable", "expected its toolstack to answer"),
+    ("memory", "MiB free"),
+    ("name", "on the peer too"),
+    ("size", "expected the peer's copy to have"),
+    ("absent", "found it on neither"),
+])
+def test_preflight_refusals(tmp_path, breakage, words):
+    world, _g = make_world(tmp_path, guest=False)
+    if breakage == "remus":
+        world.remus[("hostB", "vm1")] = "hostA"
+    elif breakage == "unreachable":
+        world.unreachable.add("hostA")
+    elif breakage == "memory":
+        world.free_memory["hostA"] = 100
+    elif breakage == "name":
+        world.create("hostA", remus_config("vm1", backup="hostB", path=PATH), state="paused")
+    elif breakage == "size":
+        with open(world.disk_file("hostA", PATH), "ab") as f:
+            f.write(b"\0" * 512)
+    elif breakage == "absent":
+        del world.hosts["hostB"]["vm1"]
+    with pytest.raises(FailbackError) as exc:
+        orch(world).run()
+    assert words in str(exc.value)
+    assert world.effects == 0
+
+
+def test_dry_run_changes_nothing(tmp_path):
+    world, _g = make_world(tmp_path, guest=False)
+    o = orch(world)
+    state, lines, checks, facts = o.dry_run()
+    assert state == machine.NEW
+    assert [ln.split()[1] for ln in lines] == ["preflight", "precopy", "migrate", "final-delta", "protect",
+                                               "unpause"]
+    assert all(c.ok for c in checks)
+    assert facts["disks"][0]["dest"] == world.disk_file("hostA", PATH)
+    assert world.effects == 0 and journal.load("vm1") is None
+
+
+def test_abort_after_every_kill_point_reaches_a_safe_state(tmp_path, counted_journal):
+    total = _clean_effect_count(tmp_path, counted_journal)
+    outcomes = set()
+    for n in range(1, total):
+        world, guest = make_world(tmp_path / ("a%d" % n))
+        counted_journal["world"] = world
+        world.kill_at = n
+        with pytest.raises(Killed):
+            orch(world).run()
+        before = journal.load("vm1")["state"]
+        try:
+            rec = orch(world).abort()
+        except FailbackError as exc:     # killed after the last unpause: nothing left to abort
+            assert "already done" in str(exc)
+            rec = {"state": machine.DONE}
+        counted_journal["world"] = None
+        outcomes.add((before, rec["state"]))
+        if rec["state"] == machine.DONE:     # protection already ran: abort finished it
+            assert_home_and_protected(world, guest)
+            continue
+        assert rec["state"] == machine.ABORTED
+        hosts = world.where("vm1")
+        assert len(hosts) == 1 and world.hosts[hosts[0]]["vm1"].state == "running", n
+        assert world.read_disk(hosts[0], PATH) == bytes(guest.expected), n
+        assert not world.remus and sum(len(d) for d in world.hosts.values()) == 1
+        if hosts == ["hostB"]:   # back where it started: a new failback may run
+            assert orch(world).run()["state"] == machine.DONE
+            assert_home_and_protected(world, guest)
+    assert (machine.PRECOPIED, machine.ABORTED) in outcomes
+    assert (machine.MIGRATED, machine.ABORTED) in outcomes
+    assert (machine.PROTECTED, machine.DONE) in outcomes
+
+
+def test_abort_without_journal_or_after_done(tmp_path):
+    world, _g = make_world(tmp_path)
+    with pytest.raises(FailbackError):
+        orch(world).abort()
+    orch(world).run()
+    with pytest.raises(FailbackError):
+        orch(world).abort()
+
+
+def test_resume_without_journal_and_mismatched_journal(tmp_path):
+    world, _g = make_world(tmp_path, guest=False)
+    with pytest.raises(FailbackError) as exc:
+        orch(world).run(resume=True)
+    assert "--resume" in str(exc.value)
+    world.kill_at = 2
+    with pytest.raises(Killed):
+        orch(world).run()
+    with pytest.raises(FailbackError) as exc:
+        orch(world, mode=machine.REVERSE).run()
+    assert "abort" in str(exc.value)
+
+
+def test_corrupt_journal_is_reported(tmp_path):
+    world, _g = make_world(tmp_path, guest=False)
+    path = journal.journal_path("vm1")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write("{not json")
+    with pytest.raises(Exception) as exc:
+        orch(world).run()
+    assert "expected JSON" in str(exc.value)
+    with open(path, "w") as f:
+        json.dump({"version": 1, "domain": "vm1", "host": "hostA", "mode": "failback", "state": "flying",
+                   "disks": [], "delta": {}, "history": []}, f)
+    with pytest.raises(Exception) as exc:
+        orch(world).run()
+    assert "flying" in str(exc.value)
+
+
+def test_reverse_only_protects_from_here_toward_the_peer(tmp_path, counted_journal):
+    world, guest = make_world(tmp_path)
+    rec = orch(world, mode=machine.REVERSE).run()
+    assert rec["state"] == machine.DONE and rec["reverse"] == ["xvda"]
+    assert world.where("vm1") == ["hostB"] and world.hosts["hostB"]["vm1"].state == "running"
+    assert world.remus[("hostB", "vm1")] == "hostA"
+    assert world.hosts["hostB"]["vm1"].config.disks[0].remus.host == "hostA"
+    assert world.read_disk("hostA", PATH) == bytes(guest.expected)
+    for _ in range(5):
+        guest()
+    assert world.read_disk("hostA", PATH) == world.read_disk("hostB", PATH) == bytes(guest.expected)
+
+
+def test_reverse_only_killed_everywhere_converges(tmp_path, counted_journal):
+    total = _clean_effect_count(tmp_path, counted_journal, mode=machine.REVERSE)
+    for n in range(1, total + 1):
+        world, guest = make_world(tmp_path / ("r%d" % n))
+        counted_journal["world"] = world
+        world.kill_at = n
+        with pytest.raises(Killed):
+            orch(world, mode=machine.REVERSE).run()
+        assert orch(world, mode=machine.REVERSE).run()["state"] == machine.DONE, n
+        counted_journal["world"] = None
+        assert world.remus[("hostB", "vm1")] == "hostA"
+        assert world.hosts["hostB"]["vm1"].state == "running"
+        assert world.read_disk("hostA", PATH) == bytes(guest.expected), n
+
+
+def test_step_failure_is_journaled_and_rerun_succeeds(tmp_path):
+    world, guest = make_world(tmp_path)
+    world.unreachable.add("hostA")
+    with pytest.raises(FailbackError):
+        orch(world).run()
+    world.unreachable.discard("hostA")
+    world.kill_at = None
+    o = orch(world)
+    # fail the protect step once: the backup refuses
+    real = FakeToolstack.remus_start
+    calls = []
+
+    def flaky(self, dom, host, **kw):
+        calls.append(host)
+        if len(calls) == 1:
+            raise __import__("xen_remus_ext.errors", fromlist=["ToolstackError"]).ToolstackError("backup busy")
+        return real(self, dom, host, **kw)
+    FakeToolstack.remus_start = flaky
+    try:
+        with pytest.raises(FailbackError) as exc:
+            o.run()
+        assert exc.value.step == "protect" and exc.value.state == machine.DELTA_SENT
+        rec = journal.load("vm1")
+        assert rec["state"] == machine.DELTA_SENT and "backup busy" in rec["error"]
+        assert orch(world).run()["state"] == machine.DONE
+    finally:
+        FakeToolstack.remus_start = real
+    assert_home_and_protected(world, guest)

@@ -1,0 +1,87 @@
+"""The final disk delta of a migrating domain, for the xend migration hook.
+
+xend runs its ``external-migration-tool`` at every device-migrate step; at
+step 2 the domain is suspended (xen-facts.md section 4), so its disks are
+quiet and their last changes can be sent before xend goes on.  The hook
+(written elsewhere) calls :func:`final_delta_for`; it finds the domain's
+failback journal, sends the delta of every journaled disk, and records it in
+the journal so the orchestrator (waiting in ``migrate``) skips its own pass.
+
+Without a failback journal in its migrate step the call does nothing: an
+ordinary ``xm migrate`` passes through untouched.
+"""
+from __future__ import absolute_import, division, print_function
+
+import logging
+import time
+
+from xen_remus_ext.errors import FailbackError
+from xen_remus_ext.failback import journal, machine
+from xen_remus_ext.failback.disks import ResyncDiskSync
+from xen_remus_ext.failback.orchestrator import send_final_delta
+
+LOG = logging.getLogger(__name__)
+
+
+class _Clock(object):
+    def now(self):
+        return time.time()
+
+
+def _tracker_fn(domname):
+    """The host's dirty-block tracker source, when the trackers layer offers one."""
+    try:
+        from xen_remus_ext import trackers
+    except ImportError:
+        return None
+    fn = getattr(trackers, "tracker_for", None)
+    if fn is None:
+        return None
+
+    def get(vdev):
+        return fn(domname, vdev)
+    return get
+
+
+def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_fn=None, clock=None):
+    """Send the final disk delta of ``domname``'s failback to ``dst_host``.
+
+    :param state_dir: the state directory holding ``failback/`` (default:
+        the package's).
+    :returns: the journal's ``delta`` record, or None when no failback of
+        ``domname`` toward ``dst_host`` is migrating (nothing to do).
+    :raises FailbackError: the delta could not be sent; the hook must make
+        the migration fail, since the destination's disk would be stale.
+    """
+    rec = journal.load(domname, state_dir)
+    if rec is None or rec["state"] in machine.TERMINAL:
+        LOG.debug("%s: no failback journal; migration hook has nothing to send", domname)
+        return None
+    if rec["mode"] != machine.FAILBACK or rec.get("step") != machine.MIGRATE:
+        LOG.debug("%s: failback journal in %s/%s, not migrating; nothing to send",
+                  domname, rec["state"], rec.get("step"))
+        return None
+    if rec["host"] != dst_host:
+        raise FailbackError("%s: failback journal migrates to %s, but xend migrates it to %s; "
+                            "refusing to leave the disks behind" % (domname, rec["host"], dst_host),
+                            state=rec["state"], step=machine.FINAL_DELTA)
+    if rec.get("delta", {}).get("sent"):
+        return rec["delta"]
+    opts = rec.get("options", {})
+    sync = disk_sync or ResyncDiskSync(ssh=opts.get("ssh") or "ssh", key_file=opts.get("key_file"))
+    clock = clock or _Clock()
+    LOG.info("%s: domain suspended for migration to %s: sending the final disk delta", domname, dst_host)
+    try:
+        send_final_delta(rec, sync, tracker_fn if tracker_fn is not None else _tracker_fn(domname), clock,
+                         "xend-hook")
+    except FailbackError:
+        raise
+    except Exception as exc:  # step boundary of the hook: journal it, then fail the migration
+        journal.note(rec, clock.now(), "failed", machine.FINAL_DELTA, str(exc))
+        rec["error"] = "final-delta (hook): %s" % exc
+        journal.save(rec, state_dir)
+        raise FailbackError("%s: final disk delta to %s failed: %s" % (domname, dst_host, exc),
+                            state=rec["state"], step=machine.FINAL_DELTA)
+    journal.note(rec, clock.now(), "delta", "xend-hook")
+    journal.save(rec, state_dir)
+    return rec["delta"]

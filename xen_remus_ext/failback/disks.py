@@ -1,0 +1,119 @@
+"""Disk operations the failback runner needs, over the resync engine.
+
+:class:`DiskSync` is a small port: ``relation(src, dest)`` (the generation
+relation of the peer's copy to ours, resync/meta.py's vocabulary),
+``size(path)`` and ``sync(src, dest, ...)`` (one resync pass, returning a
+plain dict of the ``ResyncResult`` fields).  :class:`ResyncDiskSync` is the
+real one (xen_remus_ext.resync); tests may pass their own.
+
+``dest`` is what ``resync()`` takes: a local path, ``HOST:PATH`` (ssh) or
+``tcp://HOST:PORT/EXPORT``.
+"""
+from __future__ import absolute_import, division, print_function
+
+import logging
+import os
+
+from xen_remus_ext.errors import ResyncError
+
+LOG = logging.getLogger(__name__)
+
+RESULT_FIELDS = ("mode", "bytes_read", "bytes_sent", "extents", "seconds", "verified")
+
+
+def is_local(dest):
+    return dest.startswith("/") and "://" not in dest
+
+
+def result_to_dict(res):
+    """A ``ResyncResult`` (namedtuple or object) as a JSON-able dict."""
+    if isinstance(res, dict):
+        return dict((k, res.get(k)) for k in RESULT_FIELDS)
+    out = {}
+    for k in RESULT_FIELDS:
+        v = getattr(res, k, None)
+        if k == "extents" and v is not None and not isinstance(v, (int, float)):
+            v = len(v)
+        out[k] = v
+    return out
+
+
+class DiskSync(object):
+    """Port: what the orchestrator asks of the disks."""
+
+    def relation(self, src, dest):
+        """:returns: ``identical``, ``target-behind``, ``target-new``,
+        ``target-ahead``, ``split-brain`` or ``unrelated``."""
+        raise NotImplementedError
+
+    def size(self, path):
+        raise NotImplementedError
+
+    def peer_size(self, dest):
+        """:returns: the size of the peer's copy, or None if unknown."""
+        raise NotImplementedError
+
+    def sync(self, src, dest, tracker=None, rate=None, verify=False, discard_target=False,
+             final=False, events=None):
+        """One resync pass; :returns: dict with :data:`RESULT_FIELDS`."""
+        raise NotImplementedError
+
+
+def _file_size(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+class ResyncDiskSync(DiskSync):
+    """The real disks: resync/api.py for data, resync/meta.py for generations."""
+
+    def __init__(self, ssh="ssh", key_file=None, mode="auto"):
+        self.ssh = ssh
+        self.key_file = key_file
+        self.mode = mode
+
+    def size(self, path):
+        try:
+            return _file_size(path)
+        except OSError as exc:
+            raise ResyncError("disk %s: expected a readable image or device, got %s" % (path, exc))
+
+    def _probe(self, dest):
+        """The receiver's handshake: ``{"size", "meta"}`` of the peer's copy."""
+        from xen_remus_ext.resync.sender import SenderSession
+        from xen_remus_ext.resync.transport import connect
+        conn = connect(dest, ssh=self.ssh, key_file=self.key_file)
+        try:
+            sess = SenderSession(conn)
+            info = sess.handshake()
+            sess.bye()
+        finally:
+            conn.close()
+        return info
+
+    def peer_size(self, dest):
+        if is_local(dest):
+            try:
+                return _file_size(dest)
+            except OSError:
+                return None
+        return self._probe(dest).get("size")
+
+    def relation(self, src, dest):
+        from xen_remus_ext.resync import meta
+        smeta = meta.ensure(src, self.size(src))
+        if is_local(dest):
+            return meta.compare(smeta, meta.load(dest))
+        info = self._probe(dest)
+        return meta.compare(smeta, meta.DiskMeta.from_dict(info["meta"]) if info.get("meta") else None)
+
+    def sync(self, src, dest, tracker=None, rate=None, verify=False, discard_target=False,
+             final=False, events=None):
+        from xen_remus_ext.resync import api
+        res = api.resync(src, dest, mode=self.mode, tracker=tracker, rate=None if final else rate,
+                         verify=verify, discard_target=discard_target, ssh=self.ssh,
+                         key_file=self.key_file, events=events)
+        return result_to_dict(res)

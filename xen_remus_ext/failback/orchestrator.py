@@ -1,0 +1,493 @@
+"""The failback runner: executes machine.py's plan through the ports.
+
+Each step is idempotent and journaled around (journal.py): before it runs the
+journal names it in ``step``; after it succeeds the journal takes the next
+state.  A run (fresh, rerun or ``--resume``) first OBSERVES the world (where
+the domain runs and whether it is paused, Remus senders, and the journal's
+own record of the final delta, which the xend migration hook may have
+written), lets :func:`machine.reconcile` pick the state to continue from,
+performs the cleanup actions it asks for, and only then runs steps.
+
+Where the disks are: the domain's config's remus disks.  The local copy is
+``toolstack.disk_path(p)`` when the toolstack maps paths (simulator), else
+``p``; the peer's copy is ``peer_toolstack.disk_path(p)`` likewise (a local
+file: simulator, tests), else ``options["dest_template"] % {host, path,
+vdev}`` (default ``HOST:PATH``: the resync engine's ssh transport).
+
+Downtime: on the xl/sim path the domain is suspended inside ``migrate
+(paused=True)`` and runs again when ``unpause`` returns; the runner records
+``timing`` for every step and ``downtime`` = end of unpause - end of
+migrate (the part failback adds) plus the toolstack's own stop-and-copy
+time when it reports one (``last_migration_downtime``).
+"""
+from __future__ import absolute_import, division, print_function
+
+import logging
+
+import six
+
+from xen_remus_ext.errors import FailbackError, ToolstackError, XenRemusError
+from xen_remus_ext.failback import journal, machine, preflight
+from xen_remus_ext.failback.disks import ResyncDiskSync
+
+LOG = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "rate": None,               # bytes/s for the pre-copy (the final pass is never limited)
+    "verify": False,
+    "discard_peer": False,      # name the peer's copy as the loser of a split brain
+    "ssh": "ssh",
+    "key_file": None,
+    "interval_ms": 200,
+    "port": None,               # relocation / migration port
+    "local_host": None,         # how the peer reaches this host
+    "dest_template": "%(host)s:%(path)s",
+    "precopy_passes": 3,        # at most, while a tracker keeps the delta shrinking
+    "precopy_target": 4 << 20,  # stop pre-copying once a pass sends less than this
+    "net": True,
+}
+
+
+class _WallClock(object):
+    def now(self):
+        import time
+        return time.time()
+
+
+class Orchestrator(object):
+    """Runs (or resumes, or aborts) one domain's failback.
+
+    :param toolstack: this host's :class:`ports.Toolstack` (the domain runs here).
+    :param peer_toolstack: the peer's (``host``, the original primary).
+    :param mode: ``machine.FAILBACK`` or ``machine.REVERSE``.
+    :param disk_sync: a :class:`disks.DiskSync` (default: the resync engine).
+    :param progress: callable taking one line of text for the user.
+    """
+
+    def __init__(self, toolstack, peer_toolstack, domain, host, mode=machine.FAILBACK, options=None,
+                 disk_sync=None, clock=None, state_base=None, progress=None):
+        machine.check_mode(mode)
+        self.ts = toolstack
+        self.peer = peer_toolstack
+        self.domain = domain
+        self.host = host
+        self.mode = mode
+        self.opts = dict(DEFAULTS)
+        self.opts.update(dict((k, v) for k, v in (options or {}).items() if v is not None))
+        self.disks = disk_sync or ResyncDiskSync(ssh=self.opts["ssh"], key_file=self.opts["key_file"])
+        self.clock = clock or _WallClock()
+        self.base = state_base
+        self.progress = progress or (lambda line: LOG.info("%s", line))
+        self.rec = None
+        self._trackers = {}
+
+    # -- world --------------------------------------------------------------
+    def local_host(self):
+        if self.opts.get("local_host"):
+            return self.opts["local_host"]
+        try:
+            return self.ts.host_info().get("host")
+        except (ToolstackError, AttributeError):
+            return None
+
+    def backup_host(self):
+        """Where Remus protects toward once done."""
+        return self.local_host() if self.mode == machine.FAILBACK else self.host
+
+    def backup_aliases(self):
+        """Every name and address the backup host is known by (remus unames
+        may name it by address)."""
+        ts = self.ts if self.mode == machine.FAILBACK else self.peer
+        out = set([self.backup_host()])
+        try:
+            info = ts.host_info()
+        except ToolstackError:
+            return out
+        for key in ("host", "addr", "name"):
+            if info.get(key):
+                out.add(info[key])
+        return out
+
+    def disk_pairs(self, config):
+        out = []
+        for d in config.remus_disks:
+            src = self.ts.disk_path(d.path) if hasattr(self.ts, "disk_path") else d.path
+            if hasattr(self.peer, "disk_path"):
+                dest = self.peer.disk_path(d.path)
+            else:
+                dest = self.opts["dest_template"] % {"host": self.host, "path": d.path, "vdev": d.vdev}
+            out.append((d, src, dest))
+        return out
+
+    def tracker(self, vdev, start=False):
+        """The dirty-block tracker of ``vdev`` held by THIS run, if any.
+
+        A tracker records from its mark on, and its mark lives in this
+        process; so ``start=True`` (the pre-copy) marks a new one, and a
+        resumed run that did not mark one finds none (the final pass then
+        compares checksums: slower, still exact).
+        """
+        if not start:
+            return self._trackers.get(vdev)
+        fn = getattr(self.ts, "tracker_for", None)
+        if fn is None:
+            return None
+        try:
+            tr = fn(self.domain, vdev)
+            tr.mark()
+        except XenRemusError as exc:
+            LOG.warning("%s %s: no dirty-block tracker (%s); checksums instead", self.domain, vdev, exc)
+            return None
+        self._trackers[vdev] = tr
+        return tr
+
+    def observe(self):
+        local = preflight.domain_state(preflight.find_domain(self.ts, self.domain))
+        try:
+            peer = preflight.domain_state(preflight.find_domain(self.peer, self.domain))
+        except ToolstackError as exc:
+            raise FailbackError("peer %s: expected its toolstack to answer while observing, got: %s"
+                                % (self.host, exc), state=self.rec and self.rec["state"], step="observe")
+        local_remus = bool(local) and self.ts.remus_running(self.domain)
+        peer_remus = bool(peer) and self.peer.remus_running(self.domain)
+        if peer_remus:
+            local = None   # what is here is the Remus backup's copy
+        if local_remus:
+            peer = None
+        rec = self.rec or {}
+        obs = machine.Observation(local, peer, local_remus, peer_remus,
+                                  bool(rec.get("delta", {}).get("sent")))
+        LOG.debug("%s: observed %r", self.domain, obs)
+        return obs
+
+    # -- journal --------------------------------------------------------------
+    def _save(self):
+        self.rec["updated"] = self.clock.now()
+        journal.save(self.rec, self.base)
+
+    def _finished(self, rec):
+        """A journal of a finished run whose result still stands (the domain is
+        not back here): rerunning it is a no-op, not a new failback."""
+        if rec is None or rec["state"] != machine.DONE or rec["host"] != self.host or rec["mode"] != self.mode:
+            return False
+        self.rec = rec
+        obs = self.observe()
+        if self.mode == machine.FAILBACK:
+            return obs.local is None and obs.peer is not None
+        return obs.local is not None and obs.local_remus
+
+    def _open(self, resume):
+        rec = journal.load(self.domain, self.base)
+        if rec is not None and rec["state"] in machine.TERMINAL:
+            rec = None
+        if rec is None:
+            if resume:
+                raise FailbackError("%s: --resume: expected an unfinished failback journal at %s, found none"
+                                    % (self.domain, journal.journal_path(self.domain, self.base)))
+            rec = journal.new_record(self.domain, self.host, self.mode, self.local_host(),
+                                     getattr(self.ts, "kind", None), self._journal_opts(), self.clock.now())
+        else:
+            if rec["host"] != self.host or rec["mode"] != self.mode:
+                raise FailbackError(
+                    "%s: an unfinished %s toward %s is journaled (state %s); expected %s toward %s: "
+                    "resume that one or --abort it first"
+                    % (self.domain, rec["mode"], rec["host"], rec["state"], self.mode, self.host),
+                    state=rec["state"])
+            journal.note(rec, self.clock.now(), "resumed", rec["state"], rec.get("step"))
+        self.rec = rec
+        return rec
+
+    def _journal_opts(self):
+        return dict((k, self.opts[k]) for k in ("rate", "verify", "discard_peer", "interval_ms", "port",
+                                                 "local_host", "dest_template"))
+
+    # -- public ---------------------------------------------------------------
+    def plan_lines(self):
+        """The steps still to run, as text (for --dry-run and status)."""
+        rec = journal.load(self.domain, self.base)
+        state = rec["state"] if rec is not None and rec["state"] not in machine.TERMINAL else machine.NEW
+        lines = []
+        for i, (step, after) in enumerate(machine.plan(self.mode, state)):
+            lines.append("%d. %-11s %s  -> %s" % (i + 1, step, machine.STEP_DOC[step], after))
+        return state, lines
+
+    def dry_run(self):
+        """:returns: ``(state, plan lines, checks)``; changes nothing."""
+        state, lines = self.plan_lines()
+        checks, facts = preflight.run_checks(
+            self.ts, self.peer, self.domain, self.host, self.mode, self.backup_host(),
+            self.disk_pairs, self.disks, self.opts["discard_peer"], self.backup_aliases(),
+            retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts)
+        for d in facts["disks"]:
+            d["tracker"] = "available" if hasattr(self.ts, "tracker_for") else None
+        return state, lines, checks, facts
+
+    def run(self, resume=False):
+        """Run to ``done`` from wherever the world and the journal stand.
+
+        :returns: the final journal record.
+        :raises FailbackError: a step failed (the journal keeps the error).
+        """
+        done = journal.load(self.domain, self.base)
+        if self._finished(done):
+            self.progress("%s: %s toward %s already done" % (self.domain, self.mode, self.host))
+            return done
+        self.rec = None
+        rec = self._open(resume)
+        self._save()
+        self._reconcile()
+        while True:
+            nxt = machine.next_step(self.mode, rec["state"])
+            if nxt is None:
+                break
+            step, after = nxt
+            self._run_step(step, after)
+        self.progress("%s: %s complete (%s)" % (self.domain, self.mode, rec["state"]))
+        return rec
+
+    def abort(self):
+        rec = journal.load(self.domain, self.base)
+        if rec is None or rec["state"] in machine.TERMINAL:
+            raise FailbackError("%s: --abort: expected an unfinished failback journal, found %s"
+                                % (self.domain, "none" if rec is None else "it " + rec["state"]))
+        self.rec = rec
+        self.mode = rec["mode"]
+        obs = self.observe()
+        actions, final = machine.plan_abort(self.mode, rec["state"], obs)
+        journal.note(rec, self.clock.now(), "abort", rec["state"], actions)
+        self._save()
+        self._perform(actions)
+        rec["state"] = final
+        rec["step"] = None
+        self._save()
+        self.progress("%s: aborted (%s)" % (self.domain, ", ".join(actions) or "nothing to undo"))
+        return rec
+
+    # -- internals --------------------------------------------------------
+    def _reconcile(self):
+        rec = self.rec
+        obs = self.observe()
+        state, actions = machine.reconcile(self.mode, rec["state"], obs)
+        if state != rec["state"] or actions:
+            self.progress("%s: journal said %s; observed %s; continuing from %s%s"
+                          % (self.domain, rec["state"], _obs_text(obs), state,
+                             " after " + ", ".join(actions) if actions else ""))
+            journal.note(rec, self.clock.now(), "reconciled", rec["state"], state, actions)
+            self._perform(actions)
+            rec["state"] = state
+            self._save()
+
+    def _perform(self, actions):
+        for act in actions:
+            LOG.info("%s: %s", self.domain, act)
+            if act == machine.DESTROY_PEER:
+                self.peer.destroy(self.domain)
+            elif act == machine.UNPAUSE_LOCAL:
+                self.ts.unpause(self.domain)
+            elif act == machine.UNPAUSE_PEER:
+                self.peer.unpause(self.domain)
+            elif act == machine.SEND_DELTA:
+                self.step_final_delta()
+            else:  # pragma: no cover - the table and this list are kept together
+                raise FailbackError("unknown action %r" % act, state=self.rec["state"])
+
+    def _run_step(self, step, after):
+        rec = self.rec
+        before = rec["state"]
+        rec["step"] = step
+        rec["attempt"] = rec.get("attempt", 0) + 1
+        rec["error"] = None
+        start = self.clock.now()
+        rec["timing"][step] = [start, None]
+        journal.note(rec, start, "step", step)
+        self._save()
+        self.progress("%s: %s ..." % (self.domain, step))
+        fn = getattr(self, "step_" + step.replace("-", "_"))
+        try:
+            fn()
+        except Exception as exc:  # the step boundary: journal, log, re-raise (STYLE.md section 3)
+            rec["error"] = "%s: %s" % (step, exc)
+            rec["step"] = None
+            journal.note(rec, self.clock.now(), "failed", step, str(exc))
+            self._save()
+            LOG.error("%s: step %s failed in state %s: %s", self.domain, step, before, exc,
+                      exc_info=not isinstance(exc, XenRemusError))
+            if isinstance(exc, FailbackError):
+                exc.state = exc.state or before
+                exc.step = exc.step or step
+                raise
+            six.raise_from(FailbackError("%s: %s failed (state %s): %s" % (self.domain, step, before, exc),
+                                         state=before, step=step), exc)
+        end = self.clock.now()
+        rec["timing"][step] = [start, end]
+        rec["state"] = after
+        rec["step"] = None
+        journal.note(rec, end, "state", after)
+        self._save()
+
+    # -- steps (each idempotent) ------------------------------------------------
+    def step_preflight(self):
+        checks, facts = preflight.run_checks(
+            self.ts, self.peer, self.domain, self.host, self.mode, self.backup_host(),
+            self.disk_pairs, self.disks, self.opts["discard_peer"], self.backup_aliases(),
+            retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts)
+        self.rec["checks"] = [c.to_dict() for c in checks]
+        preflight.raise_failed(checks, self.rec["state"])
+        self.rec["local_host"] = self.backup_host() if self.mode == machine.FAILBACK else self.local_host()
+        self.rec["reverse"] = facts["direction"]
+        self.rec["disks"] = [dict(d, precopy=[], final=None) for d in facts["disks"]]
+
+    def _disk_tracker(self, d, start=False):
+        tr = self.tracker(d["vdev"], start=start)
+        if tr is not None and not tr.trustworthy():
+            LOG.warning("%s %s: tracker %s may have lost writes; checksums instead",
+                        self.domain, d["vdev"], getattr(tr, "name", "?"))
+            return None
+        return tr
+
+    def step_precopy(self):
+        """Pass 1 compares the whole disk (the tracker is marked just before it,
+        so it sees every write the pass may miss); later passes send only the
+        tracked writes, while they keep shrinking."""
+        discard = bool(self.opts["discard_peer"])
+        for d in self.rec["disks"]:
+            d["precopy"] = []
+            tr = self._disk_tracker(d, start=True)
+            d["tracker"] = getattr(tr, "name", None) if tr is not None else None
+            passes = self.opts["precopy_passes"] if tr is not None else 1
+            for n in range(max(1, passes)):
+                res = self.disks.sync(d["src"], d["dest"], tracker=tr if n else None, rate=self.opts["rate"],
+                                      verify=False, discard_target=discard)
+                if tr is not None and n and res.get("mode") == "tracked":
+                    tr.clear()  # forgets only what this pass was given
+                d["precopy"].append(res)
+                self._save()
+                self.progress("%s %s: pre-copy pass %d: %s, %d bytes sent in %.2f s"
+                              % (self.domain, d["vdev"], n + 1, res.get("mode"), res.get("bytes_sent") or 0,
+                                 res.get("seconds") or 0.0))
+                if n and (res.get("bytes_sent") or 0) <= self.opts["precopy_target"]:
+                    break
+            if tr is None:
+                d["estimate"] = self._estimate(d)
+                self.progress("%s %s: no tracker; the final pass compares checksums while the domain is "
+                              "suspended: estimated downtime %.1f s" % (self.domain, d["vdev"], d["estimate"]))
+
+    def _estimate(self, d):
+        """Seconds a checksum pass over the whole disk takes, from the pre-copy's read rate."""
+        res = d["precopy"][-1] if d["precopy"] else {}
+        secs = res.get("seconds") or 0.0
+        read = res.get("bytes_read") or 0
+        size = d.get("size") or read
+        if secs <= 0 or read <= 0:
+            return 0.0
+        return size / (read / secs)
+
+    def step_migrate(self):
+        self.rec["delta"] = {"sent": False}
+        self._save()
+        if getattr(self.ts, "kind", None) == "xend":
+            # xend cannot leave the domain paused: the external-migration-tool
+            # hook sends the final delta at device-migrate step 2 (delta.py)
+            self.ts.migrate(self.domain, self.host, live=True, port=self.opts["port"])
+        else:
+            self.ts.migrate(self.domain, self.host, live=True, port=self.opts["port"], paused=True,
+                            ssh=self.opts["ssh"] if self.opts["ssh"] != "ssh" else None)
+        self.rec["migrated_at"] = self.clock.now()
+
+    def _retarget(self, ts):
+        """Point the domain's remus disks at the backup (``ts`` holds the
+        domain, paused).  Idempotent: a config already right is left alone."""
+        if not self.rec.get("reverse"):
+            return
+        backup = self.rec.get("local_host") if self.mode == machine.FAILBACK else self.host
+        cfg, changed = preflight.plan_direction(ts.domain_config(self.domain), backup, self.backup_aliases())
+        if changed:
+            fn = getattr(ts, "retarget_disks", None)
+            if fn is None:
+                raise FailbackError("%s: disks %s replicate elsewhere than %s and this toolstack cannot "
+                                    "re-point them" % (self.domain, ", ".join(changed), backup),
+                                    state=self.rec["state"])
+            fn(self.domain, cfg)
+            self.progress("%s: disks %s now replicate to %s" % (self.domain, ", ".join(changed), backup))
+
+    def step_pause(self):
+        self.rec["delta"] = {"sent": False}
+        self._save()
+        self.ts.pause(self.domain)
+        self.rec["paused_at"] = self.clock.now()
+
+    def step_final_delta(self):
+        rec = self.rec
+        if rec.get("delta", {}).get("sent"):
+            return  # the xend hook (or an earlier run) sent it after the domain stopped writing
+        local = preflight.domain_state(preflight.find_domain(self.ts, self.domain))
+        if self.mode == machine.FAILBACK and local is not None:
+            raise FailbackError("%s: expected the domain gone from here before the final delta, found it %s"
+                                % (self.domain, local), state=rec["state"], step=machine.FINAL_DELTA)
+        if self.mode == machine.REVERSE and local != "paused":
+            raise FailbackError("%s: expected the domain paused here for the final delta, found it %s"
+                                % (self.domain, local), state=rec["state"], step=machine.FINAL_DELTA)
+        send_final_delta(rec, self.disks, self.tracker, self.clock, "orchestrator")
+        self._save()
+
+    def step_unpause(self):
+        if self.mode == machine.FAILBACK:
+            self.peer.unpause(self.domain)
+            ref = self.rec.get("migrated_at")
+            first = (self.rec["timing"].get(machine.MIGRATE) or [None])[0]
+        else:
+            self.ts.unpause(self.domain)
+            ref = first = self.rec.get("paused_at")
+        end = self.clock.now()
+        if ref is None:
+            return
+        extra = getattr(self.ts, "last_migration_downtime", None) if self.mode == machine.FAILBACK else None
+        # what failback adds after the memory moved (final delta, protect,
+        # unpause), plus the toolstack's stop-and-copy time when it reports it
+        self.rec["downtime"] = (end - ref) + (extra or 0.0)
+        # upper bound: from the start of the migration (the sim and a
+        # non-live migration suspend the domain right there)
+        self.rec["downtime_max"] = end - (first if first is not None else ref)
+        self.progress("%s: running again on %s; downtime %.3f s (at most %.3f s)"
+                      % (self.domain, self.host if self.mode == machine.FAILBACK else "this host",
+                         self.rec["downtime"], self.rec["downtime_max"]))
+
+    def step_protect(self):
+        if self.mode == machine.FAILBACK:
+            ts, backup = self.peer, self.rec.get("local_host") or self.backup_host()
+        else:
+            ts, backup = self.ts, self.host
+        if ts.remus_running(self.domain):
+            return
+        self._retarget(ts)
+        ts.remus_start(self.domain, backup, interval_ms=self.opts["interval_ms"], net=self.opts["net"])
+        self.progress("%s: Remus protects it again toward %s" % (self.domain, backup))
+
+
+def send_final_delta(rec, disk_sync, tracker_fn, clock, by):
+    """Send every journaled disk's final pass; mark ``rec['delta']`` sent.
+
+    Shared by the runner and the xend migration hook (delta.py).  The caller
+    guarantees the domain no longer writes (suspended or paused).
+    """
+    start = clock.now()
+    for d in rec["disks"]:
+        tr = tracker_fn(d["vdev"]) if tracker_fn is not None else None
+        if tr is not None and not tr.trustworthy():
+            tr = None
+        d["final"] = disk_sync.sync(d["src"], d["dest"], tracker=tr, rate=None,
+                                    verify=bool(rec.get("options", {}).get("verify")),
+                                    discard_target=bool(rec.get("options", {}).get("discard_peer")), final=True)
+    rec["delta"] = {"sent": True, "by": by, "at": clock.now(), "seconds": clock.now() - start}
+    return rec
+
+
+def _obs_text(obs):
+    parts = ["here: %s" % (obs.local or "absent"), "peer: %s" % (obs.peer or "absent")]
+    if obs.local_remus:
+        parts.append("Remus from here")
+    if obs.peer_remus:
+        parts.append("Remus from the peer")
+    if obs.delta_recorded:
+        parts.append("final delta recorded")
+    return ", ".join(parts)

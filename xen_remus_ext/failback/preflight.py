@@ -1,0 +1,191 @@
+"""Preflight of a failback: ``check_*`` only, nothing here changes anything.
+
+Checks, in order (each a :class:`Check` with name, ok, detail):
+
+``domain-here``     the domain runs (or is paused) on this host, not dom0
+``unprotected``     no Remus sender for it runs here (failover left it bare)
+``peer-reachable``  the peer's toolstack answers
+``peer-free``       the peer has no domain of that name
+``peer-memory``     the peer's free memory holds the domain's memory
+``remus-disks``     the config has at least one remus disk
+``generation:VDEV`` the peer's copy is an ancestor of ours by generation
+                    (identical, target-behind or target-new); anything else is
+                    split brain (or unrelated) and refused unless the admin
+                    named the peer's copy as the one to discard
+``size:VDEV``       the peer's copy has our size (when it can be known here)
+``direction``       the config protects toward the intended backup, or can be
+                    reversed to do so (:func:`plan_direction`)
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+import logging
+
+from xen_remus_ext.errors import FailbackError, XenRemusError
+
+LOG = logging.getLogger(__name__)
+
+SAFE_RELATIONS = ("identical", "target-behind", "target-new")
+
+
+class Check(collections.namedtuple("Check", "name ok detail")):
+    __slots__ = ()
+
+    def to_dict(self):
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+def find_domain(toolstack, dom):
+    """:returns: the :class:`model.DomainInfo` of ``dom`` in ``toolstack``'s
+    list, or None (a failing list call propagates)."""
+    for info in toolstack.list_domains():
+        if info.name == dom or str(info.domid) == str(dom):
+            if info.domid == 0:
+                continue
+            return info
+    return None
+
+
+def domain_state(info):
+    if info is None:
+        return None
+    return "paused" if info.paused else "running"
+
+
+def plan_direction(config, backup, aliases=()):
+    """Which remus disks of ``config`` replicate elsewhere than ``backup``.
+
+    :param aliases: other names or addresses of the backup host.
+    :returns: ``(config_for_backup, changed_vdevs)``: a config whose remus
+        disks all name the backup (the same object when nothing changes).
+    """
+    names = set([backup]) | set(a for a in aliases if a)
+    disks = []
+    changed = []
+    for d in config.disks:
+        if d.remus is not None and d.remus.host not in names:
+            old = "remus:%s:%s" % (d.remus.host, d.remus.port)
+            if old not in d.uname:
+                raise FailbackError("disk %s: expected %r in its uname to reverse it, got %r"
+                                    % (d.vdev, old, d.uname), step="preflight")
+            new = "remus:%s:%s" % (backup, d.remus.port)
+            d = d._replace(uname=d.uname.replace(old, new, 1), remus=d.remus._replace(host=backup))
+            changed.append(d.vdev)
+        disks.append(d)
+    if not changed:
+        return config, []
+    return config._replace(disks=tuple(disks)), changed
+
+
+def _safe(fn, *args):
+    try:
+        return fn(*args), None
+    except XenRemusError as exc:
+        return None, exc
+    except (IOError, OSError) as exc:
+        return None, exc
+
+
+def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_sync, discard_peer=False,
+               backup_aliases=(), retarget_ts=None):
+    """Run every check; :returns: ``(checks, facts)``.
+
+    :param backup: the host Remus will protect toward afterwards (this host
+        for a failback, ``host`` for reverse replication), or None if unknown.
+    :param disk_pairs: callable ``(config) -> [(DiskSpec, src, dest)]``.
+    :param backup_aliases: other names/addresses of the backup host.
+    :param retarget_ts: the toolstack that must re-point the disks when the
+        config names another backup (it needs ``retarget_disks``).
+    """
+    checks = []
+    facts = {"config": None, "disks": [], "direction": []}
+
+    def add(name, ok, detail):
+        checks.append(Check(name, bool(ok), detail))
+        (LOG.debug if ok else LOG.warning)("preflight %s %s: %s", domain, name, detail)
+        return ok
+
+    info = find_domain(toolstack, domain)
+    if not add("domain-here", info is not None,
+               "%s runs here (domid %d, %s)" % (domain, info.domid, domain_state(info)) if info is not None
+               else "%s: expected it to run on this host, not found" % domain):
+        return checks, facts
+    remus, err = _safe(toolstack.remus_running, domain)
+    add("unprotected", err is None and not remus,
+        "no Remus sender here" if err is None and not remus else
+        ("cannot tell: %s" % err if err is not None else "%s: expected unprotected, Remus already runs" % domain))
+    hinfo, err = _safe(peer.host_info)
+    if not add("peer-reachable", err is None,
+               "%s answers (Xen %s)" % (host, (hinfo or {}).get("xen_version", "?")) if err is None
+               else "%s: expected its toolstack to answer, got: %s" % (host, err)):
+        return checks, facts
+    pinfo, err = _safe(find_domain, peer, domain)
+    add("peer-free", err is None and pinfo is None,
+        "no %s on %s" % (domain, host) if err is None and pinfo is None else
+        "%s: expected no domain of that name on %s, found %s" % (domain, host, err or domain_state(pinfo)))
+    need = info.memory or 0
+    free = hinfo.get("free_memory")
+    add("peer-memory", free is not None and free >= need,
+        "%s has %s MiB free, %s needs %d MiB" % (host, free, domain, need) if free is not None and free >= need
+        else "%s: expected >= %d MiB free for %s, got %s MiB" % (host, need, domain, free))
+    config, err = _safe(toolstack.domain_config, domain)
+    if err is not None:
+        add("remus-disks", False, "%s: cannot read its config: %s" % (domain, err))
+        return checks, facts
+    facts["config"] = config
+    rdisks = config.remus_disks
+    if not add("remus-disks", bool(rdisks),
+               "%d remus disk(s): %s" % (len(rdisks), ", ".join(d.vdev for d in rdisks)) if rdisks
+               else "%s: expected at least one remus disk (tap2:remus:HOST:PORT|aio:PATH), got none" % domain):
+        return checks, facts
+    for disk, src, dest in disk_pairs(config):
+        rel, err = _safe(disk_sync.relation, src, dest)
+        if err is not None:
+            add("generation:%s" % disk.vdev, False, "%s: cannot compare generations with %s: %s"
+                % (disk.vdev, dest, err))
+        elif rel in SAFE_RELATIONS:
+            add("generation:%s" % disk.vdev, True, "peer copy %s is %s" % (dest, rel))
+        elif discard_peer:
+            add("generation:%s" % disk.vdev, True, "peer copy %s is %s; DISCARDING its own writes as asked"
+                % (dest, rel))
+        else:
+            add("generation:%s" % disk.vdev, False,
+                "%s: expected the peer's copy %s to be an ancestor of ours, got %s: %s; refusing "
+                "(name the peer's copy as the loser with --discard-peer)"
+                % (disk.vdev, dest, rel, "split brain" if rel == "split-brain" else "not a plain failback"))
+        size, err = _safe(disk_sync.size, src)
+        psize, perr = _safe(disk_sync.peer_size, dest)
+        if err is not None:
+            add("size:%s" % disk.vdev, False, "%s: cannot read %s: %s" % (disk.vdev, src, err))
+        elif perr is not None or psize is None:
+            add("size:%s" % disk.vdev, True, "%d bytes here; the peer's size is checked by the resync" % size)
+        else:
+            add("size:%s" % disk.vdev, psize == size,
+                "%d bytes on both" % size if psize == size else
+                "%s: expected the peer's copy to have %d bytes, got %d" % (disk.vdev, size, psize))
+        facts["disks"].append({"vdev": disk.vdev, "path": disk.path, "src": src, "dest": dest,
+                               "relation": rel, "size": size})
+    if backup is None:
+        add("direction", False, "%s: cannot tell this host's address for the peer; give --local-host" % domain)
+    else:
+        try:
+            _cfg, changed = plan_direction(config, backup, backup_aliases)
+        except FailbackError as exc:
+            add("direction", False, str(exc))
+        else:
+            facts["direction"] = changed
+            able = not changed or hasattr(retarget_ts, "retarget_disks")
+            add("direction", able, "remus disks replicate to %s%s" % (
+                backup, "; reversing %s" % ", ".join(changed) if changed else "") if able else
+                "%s: disks %s replicate elsewhere than %s, and the %s toolstack cannot re-point a "
+                "domain's remus disks (retarget_disks)" % (domain, ", ".join(changed), backup,
+                                                           getattr(retarget_ts, "kind", "?")))
+    return checks, facts
+
+
+def raise_failed(checks, state):
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise FailbackError("preflight refused: " + "; ".join(c.detail for c in bad),
+                            state=state, step="preflight")
+
