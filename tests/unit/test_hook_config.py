@@ -72,6 +72,13 @@ def test_scanner_agrees_with_config_sxp():
     assert len(ours) == 7
 
 
+def test_stray_atoms_are_ignored_as_in_xend():
+    text = u"oops (xend-relocation-port 9000) 'also'\n"
+    assert xc.parse_xend_config(text).relocation_port == 9000
+    new = xc.plan_install_hook(text, TOOL)
+    assert new.startswith(text) and xc.parse_xend_config(new).migration_tool == TOOL
+
+
 def test_first_form_wins_as_in_xend():
     s = xc.parse_xend_config(u"(xend-relocation-port 9000)\n(xend-relocation-port 9001)\n")
     assert s.relocation_port == 9000
@@ -86,9 +93,8 @@ def test_missing_file_gives_xend_defaults(tmp_path):
     (u"(xend-relocation-port eight)\n", "expected an int"),
     (u"(xend-relocation-server maybe)\n", "expected a boolean"),
     (u"(xend-relocation-hosts-allow '^(a$')\n", "expected regular expressions"),
-    (u"(xend-relocation-port 8002\n", "unterminated list"),
-    (u"(logfile 'x)\n", "unterminated string"),
-    (u"xend-relocation-port 8002\n", "expected '('"),
+    (u"(xend-relocation-port 8002\n", "the list opened here is not closed"),
+    (u"(logfile 'x)\n", "in the string opened here"),
 ])
 def test_bad_config_is_a_config_error(text, needle):
     with pytest.raises(ConfigError) as exc:

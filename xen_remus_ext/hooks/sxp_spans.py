@@ -129,8 +129,7 @@ class _Scanner(object):
 def scan(text, path=None):
     """:returns: the top-level forms of ``text`` as :class:`Form` tuples
     (``name`` is None for a form that does not start with an atom).
-    :raises ConfigError: unbalanced parentheses, bad strings or escapes, or
-             a bare atom at top level
+    :raises ConfigError: unbalanced parentheses, bad strings or escapes
     """
     sc = _Scanner(text, path)
     forms = []
@@ -139,8 +138,11 @@ def scan(text, path=None):
         if sc.pos >= len(text):
             return forms
         start = sc.pos
+        if text[start] == ")":
+            sc.fail("top level: unexpected ')': expected '(' or an atom")
         if text[start] != "(":
-            sc.fail("top level: expected '(', got %r" % text[start])
+            sc.value()  # a stray atom or string: xend ignores it, and so do we
+            continue
         items = sc.listing()
         name = items[0] if items and not isinstance(items[0], list) else None
         forms.append(Form(name, items[1:], start, sc.pos, sc.line(start)))

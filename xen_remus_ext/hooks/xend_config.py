@@ -15,8 +15,9 @@ knows:
 
 Installing the hook edits the text in place so that the admin's comments and
 layout stay as they were: the first active ``external-migration-tool`` form is
-replaced, or one is appended.  Parsing for values goes through
-:mod:`xen_remus_ext.hooks.sxp_spans`, which also gives each form's position.
+replaced, or one is appended.  Values are read with :mod:`config.sxp` (xend's
+reading rules); :mod:`hooks.sxp_spans` finds where each form sits in the text
+for the edits, and every edit is checked by reading the result back.
 ``plan_*`` functions are pure (text in, text out); ``apply_*`` write the file.
 """
 from __future__ import absolute_import, division, print_function
@@ -27,6 +28,7 @@ import re
 import stat
 
 from xen_remus_ext.compat import atomic_write, string_types, to_bytes, to_text
+from xen_remus_ext.config import sxp as config_sxp
 from xen_remus_ext.errors import ConfigError, ToolstackError
 from xen_remus_ext.hooks import sxp_spans
 
@@ -120,6 +122,19 @@ def _string(forms, name):
     return val if isinstance(val, string_types) else str(val)
 
 
+def _read_forms(text, path):
+    """The top-level forms as xend reads them (config.sxp), with their lines."""
+    lines = {}
+    vals = config_sxp.parse(to_text(text), path, lines)
+    forms = []
+    for val in vals:
+        if not isinstance(val, list):
+            continue  # xend looks only at lists (sxp.child_value); a stray atom is ignored
+        name = val[0] if val and not isinstance(val[0], list) else None
+        forms.append(sxp_spans.Form(name, val[1:], None, None, lines.get(id(val), 0)))
+    return forms
+
+
 def parse_xend_config(text, path=None):
     """Parse xend-config.sxp text.
 
@@ -127,7 +142,7 @@ def parse_xend_config(text, path=None):
     :raises ConfigError: malformed SXP, or a value of the wrong type
     """
     path = path or DEFAULT_PATH
-    forms = sxp_spans.scan(to_text(text), path)
+    forms = _read_forms(text, path)
     hosts = _string(forms, "xend-relocation-hosts-allow")
     for pattern in hosts.split():
         try:
