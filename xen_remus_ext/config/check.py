@@ -1,0 +1,250 @@
+"""``config check``: what xm does not validate and tapdisk fails on later.
+
+Each finding is a :class:`Diagnostic`, printed ``FILE:LINE: error|warning:
+text``.  Nothing here changes a file (``check_*`` never applies).
+
+Errors (Remus cannot work): a remus disk with no port or a bad one (the
+port is mandatory, block-remus has no default); an IPv6 literal (tapdisk
+takes the first IPv4 address getaddrinfo gives); remus disks of one domain
+naming different backups; a remus disk that is not writable; an inner
+driver tapdisk does not know; a ``,`` in a path (xm splits disk specs on
+every ``,``); plus anything that stops the file from being read at all
+(typographic quotes, syntax, a bad disk spec).
+
+Warnings: a host name instead of an IP address (remus-fu.txt: IPs are
+more reliable than lookups), a vdev used twice, one backup port used by
+two disks.
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+import re
+
+from xen_remus_ext import config as config_pkg
+from xen_remus_ext import model
+from xen_remus_ext.config import disk as disk_mod
+from xen_remus_ext.config import settings as settings_mod
+from xen_remus_ext.config.util import q
+from xen_remus_ext.errors import ConfigError
+
+ERROR = "error"
+WARNING = "warning"
+
+_IPV4 = re.compile(r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+                   r"(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$")
+
+
+class Diagnostic(collections.namedtuple("Diagnostic", "path line severity message")):
+    """One finding of ``check``; ``severity`` is ``error`` or ``warning``."""
+
+    __slots__ = ()
+
+
+def format_diagnostic(d):
+    """:returns: ``FILE:LINE: error|warning: text``."""
+    return u"%s:%s: %s: %s" % (d.path or "<input>", d.line if d.line else 0, d.severity, d.message)
+
+
+def _from_error(exc, path):
+    reason = exc.reason
+    if exc.column:
+        reason = u"%s (column %d)" % (reason, exc.column)
+    return Diagnostic(exc.path or path, exc.line, exc.severity or ERROR, reason)
+
+
+def is_ipv4(host):
+    return bool(_IPV4.match(host))
+
+
+def is_ipv6_literal(host):
+    return ":" in host or host.startswith("[")
+
+
+def _vdev_key(vdev):
+    v = (vdev or "").strip()
+    if v.startswith("ioemu:"):
+        v = v[len("ioemu:"):]
+    return v.split(":", 1)[0]
+
+
+def check_xm_disk_text(text, line, path):
+    """Problems of one xm disk string that stop it from being parsed.
+
+    :returns: list of Diagnostic
+    """
+    fields = text.split(",")
+    modes = ("r", "w", "w!")
+    if disk_mod.remus_prefix(fields[0]) is not None or fields[0].startswith(("tap:", "tap2:", "file:", "phy:")):
+        if len(fields) > 3 and fields[2] not in modes and any(f in modes for f in fields[3:]):
+            return [Diagnostic(path, line, ERROR, u"disk %s: a ',' in the path: xm splits disk specs on every "
+                               u"',' (UNAME,VDEV,MODE), so the image path cannot contain one; rename the image"
+                               % q(text))]
+    if not 3 <= len(fields) <= 5:
+        return [Diagnostic(path, line, ERROR, u"disk %s: expected UNAME,VDEV,MODE[,BACKEND[,PROTOCOL]] "
+                           u"(3 to 5 fields), got %d" % (q(text), len(fields)))]
+    return []
+
+
+def check_disk(d, path):
+    """Checks of one disk on its own.  :returns: list of Diagnostic"""
+    out = []
+    line = d.line
+
+    def err(msg):
+        out.append(Diagnostic(path, line, ERROR, msg))
+
+    def warn(msg):
+        out.append(Diagnostic(path, line, WARNING, msg))
+
+    if d.mode is not None and d.mode not in model.DISK_MODES:
+        err(u"disk %s: mode: expected r, w or w!, got %s" % (q(d.vdev), q(d.mode)))
+    if "," in d.uname:
+        err(u"disk %s: a ',' in the path %s: xm splits disk specs on ',', so it cannot be written in an "
+            u"xm cfg" % (q(d.vdev), q(d.uname)))
+    r = d.remus
+    if r is None:
+        return out
+    who = u"remus disk %s" % q(d.vdev)
+    if r.port is None or r.port == "":
+        err(u"%s: expected HOST:PORT after 'remus:', got no port in %s (the port is mandatory: "
+            u"block-remus has no default)" % (who, q(d.uname)))
+    elif not isinstance(r.port, int):
+        err(u"%s: port: expected a number 1-65535, got %s" % (who, q(r.port)))
+    if not r.host:
+        err(u"%s: expected the backup's address after 'remus:', got none" % who)
+    elif is_ipv6_literal(r.host):
+        err(u"%s: host %s is an IPv6 literal: tapdisk only uses the first IPv4 address getaddrinfo "
+            u"gives, so this can never connect; use the backup's IPv4 address" % (who, q(r.host)))
+    elif not is_ipv4(r.host):
+        warn(u"%s: host %s is a name, not an IP address: tapdisk resolves it with getaddrinfo at "
+             u"open time; an IP address is more reliable" % (who, q(r.host)))
+    if d.mode is not None and d.mode.strip() not in ("w", "w!"):
+        err(u"%s: mode %s: expected w (a remus disk must be writable)" % (who, q(d.mode)))
+    if not r.driver:
+        err(u"%s: expected an inner driver after '|' (e.g. aio:/path), got none in %s" % (who, q(d.uname)))
+    elif r.driver == "remus":
+        err(u"%s: inner driver 'remus' stacked twice in %s" % (who, q(d.uname)))
+    elif r.driver not in disk_mod.TAPDISK_DRIVERS:
+        err(u"%s: inner driver %s: expected one tapdisk knows (%s)"
+            % (who, q(r.driver), ", ".join(d_ for d_ in disk_mod.TAPDISK_DRIVERS if d_ != "remus")))
+    elif not r.path:
+        err(u"%s: expected a path after %s:, got none" % (who, r.driver))
+    return out
+
+
+def check_config(cfg, path=None):
+    """Checks across the disks of one domain.  :returns: list of Diagnostic"""
+    path = path or cfg.source
+    out = []
+    for d in cfg.disks:
+        out.extend(check_disk(d, path))
+    remus = [d for d in cfg.disks if d.remus is not None and d.remus.host]
+    if remus:
+        first = remus[0]
+        for d in remus[1:]:
+            if d.remus.host != first.remus.host:
+                out.append(Diagnostic(path, d.line, ERROR, u"remus disk %s names backup %s but remus disk %s "
+                                      u"names %s: all remus disks of a domain go to one backup"
+                                      % (q(d.vdev), q(d.remus.host), q(first.vdev), q(first.remus.host))))
+    seen_vdev = {}
+    for d in cfg.disks:
+        key = _vdev_key(d.vdev)
+        if not key:
+            continue
+        if key in seen_vdev:
+            out.append(Diagnostic(path, d.line, WARNING, u"vdev %s is used twice (first at line %s)"
+                                  % (q(key), seen_vdev[key].line or "?")))
+        else:
+            seen_vdev[key] = d
+    seen_port = {}
+    for d in remus:
+        if not isinstance(d.remus.port, int):
+            continue
+        key = (d.remus.host, d.remus.port)
+        if key in seen_port:
+            out.append(Diagnostic(path, d.line, WARNING, u"backup port %s:%d is used by remus disks %s and %s: "
+                                  u"each disk needs its own port" % (d.remus.host, d.remus.port,
+                                                                      q(seen_port[key].vdev), q(d.vdev))))
+        else:
+            seen_port[key] = d
+    return out
+
+
+def _check_settings(st, path):
+    """xm/xl: check each disk entry on its own so one bad entry does not
+    hide the others.  :returns: (diagnostics, DomainConfig or None)"""
+    out = []
+    try:
+        entries = settings_mod.disk_entries(st, path)
+    except ConfigError as exc:
+        return [_from_error(exc, path)], None
+    disks = []
+    for text, line in entries:
+        if st.fmt == "xm":
+            found = check_xm_disk_text(text, line, path)
+            if found:
+                out.extend(found)
+                continue
+        try:
+            disks.append(settings_mod.parse_disk_entry(st, text, line, path))
+        except ConfigError as exc:
+            out.append(_from_error(exc, path))
+    opts = dict(st.options)
+    opts.pop("disk", None)
+    try:
+        cfg = settings_mod.domain_config(settings_mod.Settings(opts, st.lines, st.item_lines, st.fmt), path)
+    except ConfigError as exc:
+        return out + [_from_error(exc, path)], None
+    return out, cfg._replace(disks=tuple(disks))
+
+
+def check_text(text, path="<input>", fmt=None, uname=None):
+    """:returns: sorted list of :class:`Diagnostic` for a config's text."""
+    from xen_remus_ext.config import xl_cfg, xm_cfg
+    try:
+        if fmt is None:
+            fmt = config_pkg.detect_format(text)
+        if fmt in ("xm", "xl"):
+            text = config_pkg.decode(text, path)
+            if text.startswith(u"\ufeff"):
+                text = text[1:]
+    except ConfigError as exc:
+        return [_from_error(exc, path)]
+    if fmt == "xm":
+        source_errors = xm_cfg.check_source(text, path)
+        if source_errors:
+            return [_from_error(e, path) for e in source_errors]
+        try:
+            st = xm_cfg.evaluate(text, path, uname=uname)
+        except ConfigError as exc:
+            return [_from_error(exc, path)]
+        out, cfg = _check_settings(st, path)
+    elif fmt == "xl":
+        try:
+            st = xl_cfg.parse_settings(text, path)
+        except ConfigError as exc:
+            return [_from_error(exc, path)]
+        out, cfg = _check_settings(st, path)
+    else:
+        out = []
+        try:
+            cfg = config_pkg.parse_text(text, path=path, fmt=fmt)
+        except ConfigError as exc:
+            return [_from_error(exc, path)]
+    if cfg is not None:
+        out.extend(check_config(cfg, path))
+    return sorted(out, key=lambda d: (d.line or 0, d.severity != ERROR))
+
+
+def check_file(path, fmt=None, uname=None):
+    """:returns: list of :class:`Diagnostic` for the config file at ``path``
+    (an unreadable file is one error)."""
+    try:
+        data = config_pkg.read_file(path)
+    except ConfigError as exc:
+        return [_from_error(exc, path)]
+    return check_text(data, path=path, fmt=fmt, uname=uname)
+
+
+def has_errors(diagnostics):
+    return any(d.severity == ERROR for d in diagnostics)

@@ -1,0 +1,663 @@
+# -*- coding: utf-8 -*-
+"""xm cfg files: Python, evaluated the way xm does, without running it.
+
+xm (opts.py ``Opts.load``, xen-facts.md section 2) executes a cfg with
+locals pre-seeded with ``sys``, ``os``, ``os.path``, ``xm_file``,
+``xm_help`` and ``xm_vars``; afterwards every local whose type is exactly
+str, list, int or float becomes an option (unknown names too; dicts,
+tuples, bools and None are dropped).
+
+:func:`evaluate` walks the file's AST instead, and knows the idioms real
+cfg files use: assignments (also ``a = b = x``, tuple unpacking, ``+=``),
+``import os, re, sys`` and ``import os.path``, ``os.uname()``, the pure
+``os.path`` functions, ``re.search``/``re.match``/``re.sub``, ``if``/
+``elif``/``else``, conditional expressions, string ``+``, ``%``, ``*`` and
+the common string methods (``join``, ``split``, ``strip``, ``replace``
+...), list literals, ``append``/``extend``, integer arithmetic, and
+``xm_vars.var(...)``/``xm_vars.check()``.  Anything else raises
+:class:`ConfigError` naming the file, the line and the construct.
+Running the file like xm does is the explicit opt-in ``allow_exec=True``.
+
+Typographic quotes (``’ ‘ ′ ″ “ ”`` ...) pasted from web pages are
+reported before anything else, with line, column, the character and the
+ASCII quote to use (:func:`find_typographic_quotes`).
+"""
+from __future__ import absolute_import, division, print_function
+
+import ast
+import os
+import posixpath
+import re
+import sys
+import unicodedata
+
+import six
+
+from xen_remus_ext.compat import binary_type, integer_types, string_types, text_type
+from xen_remus_ext.config import settings as settings_mod
+from xen_remus_ext.config.util import q
+from xen_remus_ext.errors import ConfigError
+
+#: typographic quote -> the ASCII quote to type instead
+TYPOGRAPHIC_QUOTES = {
+    u"\u2018": u"'", u"\u2019": u"'", u"\u201a": u"'", u"\u201b": u"'", u"\u2032": u"'",
+    u"\u00b4": u"'", u"\u0060": None,
+    u"\u201c": u'"', u"\u201d": u'"', u"\u201e": u'"', u"\u201f": u'"', u"\u2033": u'"',
+    u"\u00ab": u'"', u"\u00bb": u'"',
+}
+del TYPOGRAPHIC_QUOTES[u"\u0060"]  # a backquote is Python 2 syntax, not a quote
+
+#: names xm puts into the cfg's locals before running it
+SEEDED_NAMES = ("sys", "os", "xm_file", "xm_help", "xm_vars")
+
+#: limits that keep a hostile cfg from eating the machine
+MAX_SEQUENCE = 1 << 20
+MAX_RANGE = 100000
+
+_Constant = getattr(ast, "Constant", None)
+_NameConstant = getattr(ast, "NameConstant", None)
+
+
+def _char_name(ch):
+    return unicodedata.name(ch, "U+%04X" % ord(ch))
+
+
+def find_typographic_quotes(text, path=None):
+    """:returns: a list of :class:`ConfigError`, one per line holding a
+    typographic quote (the first on the line; later ones are counted)."""
+    errors = []
+    for lineno, line in enumerate(text.split(u"\n"), 1):
+        hits = [(col, ch) for col, ch in enumerate(line, 1) if ch in TYPOGRAPHIC_QUOTES]
+        if not hits:
+            continue
+        col, ch = hits[0]
+        more = ""
+        if len(hits) > 1:
+            more = " (and %d more on this line)" % (len(hits) - 1)
+        ascii_q = TYPOGRAPHIC_QUOTES[ch]
+        errors.append(ConfigError(
+            path, lineno, u"typographic quote %s (U+%04X %s) at column %d%s: Python needs the ASCII "
+            u"quote %s instead (pasted from a web page?)"
+            % (ch, ord(ch), _char_name(ch), col, more, ascii_q)))
+    return errors
+
+
+def asciify_quotes(text):
+    """``text`` with every typographic quote replaced by its ASCII quote
+    (same length, so lines and columns stay put)."""
+    return u"".join(TYPOGRAPHIC_QUOTES.get(ch, ch) for ch in text)
+
+
+# -- the evaluator ---------------------------------------------------------
+
+class _Module(object):
+    """A module the cfg may use; only listed attributes exist."""
+
+    def __init__(self, name, attrs):
+        self.name = name
+        self.attrs = attrs
+
+    def __repr__(self):
+        return "<module %s>" % self.name
+
+
+class _XmVars(object):
+    """Stands in for xm's ``xen.xm.help.Vars``: ``var()`` declares a
+    variable given as ``name=value`` on the xm command line, ``check()``
+    verifies it is set."""
+
+    def __init__(self, env):
+        self.env = env
+        self.declared = []
+
+    def var(self, name, use=None, check=None):
+        self.declared.append(name)
+
+    def check(self):
+        return None
+
+
+def _text_args(fn):
+    def wrapper(*args):
+        for a in args:
+            if not isinstance(a, string_types):
+                raise TypeError("expected strings, got %s" % q(a))
+        return fn(*args)
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def _re_fn(fn):
+    def wrapper(pattern, string, *rest):
+        if not isinstance(pattern, string_types) or not isinstance(string, string_types):
+            raise TypeError("expected a pattern and a string, got %s, %s" % (q(pattern), q(string)))
+        for r in rest:
+            if not isinstance(r, integer_types + string_types):
+                raise TypeError("unexpected argument %s" % q(r))
+        return fn(pattern, string, *rest)
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def _re_sub(pattern, repl, string, count=0, flags=0):
+    for a in (pattern, repl, string):
+        if not isinstance(a, string_types):
+            raise TypeError("expected strings, got %s" % q(a))
+    return re.sub(pattern, repl, string, count=count, flags=flags)
+
+
+def _safe_range(*args):
+    for a in args:
+        if not isinstance(a, integer_types) or isinstance(a, bool):
+            raise TypeError("range() expects integers, got %s" % q(a))
+    r = list(six.moves.range(*args))
+    if len(r) > MAX_RANGE:
+        raise ValueError("range() of %d items: more than %d" % (len(r), MAX_RANGE))
+    return r
+
+
+def _to_str(value=u""):
+    if isinstance(value, string_types):
+        return value
+    if isinstance(value, (bool, float) + integer_types):
+        return text_type(value)
+    raise TypeError("str() of %s is not supported" % q(value))
+
+
+def _make_modules(uname):
+    ospath = _Module("os.path", {
+        "join": _text_args(posixpath.join), "basename": _text_args(posixpath.basename),
+        "dirname": _text_args(posixpath.dirname), "split": _text_args(posixpath.split),
+        "splitext": _text_args(posixpath.splitext), "normpath": _text_args(posixpath.normpath),
+        "isabs": _text_args(posixpath.isabs), "sep": u"/",
+    })
+
+    def os_uname():
+        return tuple(uname)
+
+    osmod = _Module("os", {"uname": os_uname, "path": ospath, "sep": u"/", "pathsep": u":",
+                           "curdir": u".", "pardir": u".."})
+    remod = _Module("re", {"search": _re_fn(re.search), "match": _re_fn(re.match), "sub": _re_sub,
+                           "split": _re_fn(re.split), "findall": _re_fn(re.findall),
+                           "escape": _text_args(re.escape), "I": re.I, "IGNORECASE": re.I})
+    sysmod = _Module("sys", {"platform": u"linux2"})
+    return {"os": osmod, "os.path": ospath, "re": remod, "sys": sysmod}
+
+
+_BUILTINS = {"str": _to_str, "int": int, "float": float, "len": len, "list": list, "bool": bool,
+             "min": min, "max": max, "range": _safe_range, "True": True, "False": False, "None": None}
+
+_STR_METHODS = frozenset(("join", "split", "rsplit", "strip", "lstrip", "rstrip", "replace", "lower",
+                          "upper", "startswith", "endswith", "find", "rfind", "count", "splitlines",
+                          "isdigit", "isalpha", "isalnum", "format", "zfill", "partition", "rpartition"))
+_LIST_METHODS = frozenset(("append", "extend", "index", "count", "insert"))
+_DICT_METHODS = frozenset(("get", "keys", "values", "items"))
+_MATCH_METHODS = frozenset(("group", "groups", "start", "end", "span", "groupdict"))
+_MatchType = type(re.match("", ""))
+
+_COMPARE = {
+    ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b,
+    ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
+    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+    ast.Is: lambda a, b: a is b, ast.IsNot: lambda a, b: a is not b,
+}
+
+_STMT_NAMES = {
+    "For": "a 'for' loop", "AsyncFor": "an 'async for' loop", "While": "a 'while' loop",
+    "FunctionDef": "a function definition ('def')", "AsyncFunctionDef": "a function definition",
+    "ClassDef": "a class definition", "Return": "'return'", "Delete": "'del'",
+    "With": "a 'with' block", "AsyncWith": "a 'with' block", "Raise": "'raise'",
+    "Try": "a 'try' block", "TryExcept": "a 'try' block", "TryFinally": "a 'try' block",
+    "TryStar": "a 'try' block", "Assert": "'assert'", "Global": "'global'", "Nonlocal": "'nonlocal'",
+    "Print": "a 'print' statement", "Exec": "an 'exec' statement", "Break": "'break'",
+    "Continue": "'continue'", "Match": "a 'match' statement", "AnnAssign": "an annotated assignment",
+    "TypeAlias": "a 'type' alias",
+}
+_EXPR_NAMES = {
+    "Lambda": "a lambda", "ListComp": "a list comprehension", "SetComp": "a set comprehension",
+    "DictComp": "a dict comprehension", "GeneratorExp": "a generator expression", "Yield": "'yield'",
+    "YieldFrom": "'yield from'", "Await": "'await'", "Set": "a set literal",
+    "JoinedStr": "an f-string", "Starred": "a starred expression", "NamedExpr": "':='",
+    "Repr": "backquotes", "Ellipsis": "'...'",
+}
+
+
+class _Unsupported(Exception):
+    def __init__(self, node, construct):
+        Exception.__init__(self, construct)
+        self.node = node
+        self.construct = construct
+
+
+class _Evaluator(object):
+    def __init__(self, path, env, modules):
+        self.path = path
+        self.env = env
+        self.modules = modules
+        self.lines = {}
+        self.item_lines = {}
+        self.cur_line = None
+
+    def unsupported(self, node, construct):
+        raise _Unsupported(node, construct)
+
+    # statements
+    def run(self, body):
+        for stmt in body:
+            self.stmt(stmt)
+
+    def stmt(self, node):
+        self.cur_line = node.lineno
+        kind = type(node).__name__
+        if kind == "Assign":
+            value = self.expr(node.value)
+            for target in node.targets:
+                self.assign(target, value, node)
+        elif kind == "AugAssign":
+            if not isinstance(node.target, ast.Name):
+                self.unsupported(node, "augmented assignment to %s" % type(node.target).__name__)
+            if not isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Mod)):
+                self.unsupported(node, "the operator %s=" % type(node.op).__name__)
+            old = self.lookup(node.target.id, node)
+            new = self.binop(node.op, old, self.expr(node.value), node)
+            if isinstance(old, list) and isinstance(node.op, ast.Add):
+                old[:] = new
+                new = old
+            self.assign(node.target, new, node)
+        elif kind == "If":
+            branch = node.body if self.truth(self.expr(node.test)) else node.orelse
+            self.run(branch)
+        elif kind == "Import":
+            for alias in node.names:
+                self.do_import(alias.name, alias.asname, node)
+        elif kind == "ImportFrom":
+            mod = node.module or ""
+            if node.level or mod not in self.modules:
+                self.unsupported(node, "'from %s import ...' (only os, os.path, re and sys are known)" % mod)
+            for alias in node.names:
+                attrs = self.modules[mod].attrs
+                if alias.name not in attrs:
+                    self.unsupported(node, "'from %s import %s'" % (mod, alias.name))
+                self.bind(alias.asname or alias.name, attrs[alias.name], node)
+        elif kind == "Expr":
+            value = node.value
+            if self.is_const(value):
+                return  # a docstring or a bare constant
+            if isinstance(value, ast.Call):
+                self.expr(value)
+                return
+            self.unsupported(node, "an expression statement (%s)" % type(value).__name__)
+        elif kind == "Pass":
+            return
+        else:
+            self.unsupported(node, _STMT_NAMES.get(kind, "the statement %s" % kind))
+
+    def do_import(self, name, asname, node):
+        if name not in self.modules:
+            self.unsupported(node, "'import %s' (only os, os.path, re and sys are known)" % name)
+        if asname:
+            self.bind(asname, self.modules[name], node)
+        else:
+            top = name.split(".")[0]
+            self.bind(top, self.modules[top], node)
+
+    def bind(self, name, value, node):
+        self.env[name] = value
+        self.lines[name] = node.lineno
+        self.item_lines.pop(name, None)
+
+    def assign(self, target, value, node):
+        if isinstance(target, ast.Name):
+            self.bind(target.id, value, node)
+            if isinstance(node, ast.Assign) and isinstance(node.value, (ast.List, ast.Tuple)):
+                self.item_lines[target.id] = [getattr(e, "lineno", node.lineno) for e in node.value.elts]
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            if not isinstance(value, (list, tuple)) or len(value) != len(target.elts):
+                raise ValueError("cannot unpack %s into %d names" % (q(value), len(target.elts)))
+            for t, v in zip(target.elts, value):
+                self.assign(t, v, node)
+        else:
+            self.unsupported(node, "assignment to %s" % type(target).__name__)
+
+    # expressions
+    def is_const(self, node):
+        if _Constant is not None and isinstance(node, _Constant):
+            return True
+        return type(node).__name__ in ("Num", "Str", "Bytes", "NameConstant")
+
+    def const(self, value):
+        if isinstance(value, binary_type) and six.PY2:
+            return value.decode("utf-8")
+        if isinstance(value, binary_type) or isinstance(value, complex):
+            raise TypeError("%s literals are not supported" % type(value).__name__)
+        return value
+
+    def lookup(self, name, node):
+        if name in self.env:
+            return self.env[name]
+        if name in _BUILTINS:
+            return _BUILTINS[name]
+        raise NameError("name '%s' is not defined" % name)
+
+    def truth(self, value):
+        return bool(value)
+
+    def expr(self, node):
+        self.cur_line = getattr(node, "lineno", self.cur_line)
+        if self.is_const(node):
+            for field in ("value", "n", "s"):
+                if hasattr(node, field):
+                    return self.const(getattr(node, field))
+            return None  # pragma: no cover
+        kind = type(node).__name__
+        if kind == "Name":
+            return self.lookup(node.id, node)
+        if kind == "List":
+            return [self.expr(e) for e in node.elts]
+        if kind == "Tuple":
+            return tuple(self.expr(e) for e in node.elts)
+        if kind == "Dict":
+            if any(k is None for k in node.keys):
+                self.unsupported(node, "'**' in a dict literal")
+            return dict((self.expr(k), self.expr(v)) for k, v in zip(node.keys, node.values))
+        if kind == "BinOp":
+            return self.binop(node.op, self.expr(node.left), self.expr(node.right), node)
+        if kind == "UnaryOp":
+            val = self.expr(node.operand)
+            if isinstance(node.op, ast.Not):
+                return not val
+            if isinstance(node.op, ast.USub) and isinstance(val, (float,) + integer_types):
+                return -val
+            if isinstance(node.op, ast.UAdd) and isinstance(val, (float,) + integer_types):
+                return +val
+            self.unsupported(node, "the unary operator %s" % type(node.op).__name__)
+        if kind == "BoolOp":
+            result = None
+            for v in node.values:
+                result = self.expr(v)
+                if isinstance(node.op, ast.And) and not result:
+                    return result
+                if isinstance(node.op, ast.Or) and result:
+                    return result
+            return result
+        if kind == "Compare":
+            left = self.expr(node.left)
+            for op, comp in zip(node.ops, node.comparators):
+                right = self.expr(comp)
+                if not _COMPARE[type(op)](left, right):
+                    return False
+                left = right
+            return True
+        if kind == "IfExp":
+            return self.expr(node.body) if self.truth(self.expr(node.test)) else self.expr(node.orelse)
+        if kind == "Subscript":
+            return self.subscript(node)
+        if kind == "Attribute":
+            return self.attribute(self.expr(node.value), node.attr, node)
+        if kind == "Call":
+            return self.call(node)
+        self.unsupported(node, _EXPR_NAMES.get(kind, "the expression %s" % kind))
+
+    def subscript(self, node):
+        value = self.expr(node.value)
+        sl = node.slice
+        if type(sl).__name__ == "Index":
+            sl = sl.value
+        if type(sl).__name__ == "Slice":
+            parts = [self.expr(p) if p is not None else None for p in (sl.lower, sl.upper, sl.step)]
+            for p in parts:
+                if p is not None and (not isinstance(p, integer_types) or isinstance(p, bool)):
+                    raise TypeError("slice indices must be integers, got %s" % q(p))
+            index = slice(*parts)
+        elif type(sl).__name__ == "ExtSlice":
+            self.unsupported(node, "an extended slice")
+        else:
+            index = self.expr(sl)
+        if not isinstance(value, (list, tuple, dict) + string_types):
+            raise TypeError("%s is not subscriptable" % q(value))
+        return value[index]
+
+    def attribute(self, obj, attr, node):
+        if isinstance(obj, _Module):
+            if attr in obj.attrs:
+                return obj.attrs[attr]
+            self.unsupported(node, "%s.%s (xm would allow it; use --exec)" % (obj.name, attr))
+        if isinstance(obj, _XmVars) and attr in ("var", "check"):
+            return getattr(obj, attr)
+        allowed = ()
+        if isinstance(obj, string_types):
+            allowed = _STR_METHODS
+        elif isinstance(obj, list):
+            allowed = _LIST_METHODS
+        elif isinstance(obj, tuple):
+            allowed = ("index", "count")
+        elif isinstance(obj, dict):
+            allowed = _DICT_METHODS
+        elif isinstance(obj, _MatchType):
+            allowed = _MATCH_METHODS
+        if attr in allowed:
+            return getattr(obj, attr)
+        self.unsupported(node, "the attribute .%s of %s" % (attr, type(obj).__name__))
+
+    def call(self, node):
+        if getattr(node, "starargs", None) or getattr(node, "kwargs", None):
+            self.unsupported(node, "*args or **kwargs in a call")
+        fn = self.expr(node.func)
+        args = []
+        for a in node.args:
+            if type(a).__name__ == "Starred":
+                self.unsupported(node, "*args in a call")
+            args.append(self.expr(a))
+        kwargs = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                self.unsupported(node, "**kwargs in a call")
+            kwargs[str(kw.arg)] = self.expr(kw.value)
+        if not callable(fn):
+            raise TypeError("%s is not callable" % q(fn))
+        result = fn(*args, **kwargs)
+        self.check_size(result)
+        return result
+
+    def check_size(self, value):
+        if isinstance(value, (list, tuple) + string_types) and len(value) > MAX_SEQUENCE:
+            raise ValueError("a value of %d items: more than %d" % (len(value), MAX_SEQUENCE))
+
+    def binop(self, op, left, right, node):
+        num = (float,) + integer_types
+        if isinstance(op, ast.Add):
+            ok = ((isinstance(left, string_types) and isinstance(right, string_types))
+                  or (isinstance(left, list) and isinstance(right, list))
+                  or (isinstance(left, tuple) and isinstance(right, tuple))
+                  or (isinstance(left, num) and isinstance(right, num)))
+            if not ok:
+                raise TypeError("cannot add %s and %s" % (q(left), q(right)))
+            result = left + right
+        elif isinstance(op, ast.Mod):
+            if isinstance(left, string_types):
+                result = left % right
+            elif isinstance(left, num) and isinstance(right, num):
+                result = left % right
+            else:
+                raise TypeError("cannot apply %% to %s and %s" % (q(left), q(right)))
+        elif isinstance(op, ast.Mult):
+            if isinstance(left, num) and isinstance(right, num):
+                result = left * right
+            elif (isinstance(left, (list, tuple) + string_types) and isinstance(right, integer_types)) or \
+                    (isinstance(right, (list, tuple) + string_types) and isinstance(left, integer_types)):
+                seq, n = (left, right) if isinstance(right, integer_types) else (right, left)
+                if len(seq) * max(n, 0) > MAX_SEQUENCE:
+                    raise ValueError("a value of %d items: more than %d" % (len(seq) * n, MAX_SEQUENCE))
+                result = seq * n
+            else:
+                raise TypeError("cannot multiply %s and %s" % (q(left), q(right)))
+        elif isinstance(op, (ast.Sub, ast.Div, ast.FloorDiv)):
+            if not (isinstance(left, num) and isinstance(right, num)):
+                raise TypeError("arithmetic on %s and %s" % (q(left), q(right)))
+            if isinstance(op, ast.Sub):
+                result = left - right
+            elif isinstance(op, ast.FloorDiv) or (isinstance(left, integer_types)
+                                                  and isinstance(right, integer_types)):
+                result = left // right  # xm ran on Python 2: int / int floors
+            else:
+                result = left / right
+        else:
+            self.unsupported(node, "the operator %s" % type(op).__name__)
+        self.check_size(result)
+        return result
+
+
+def _xm_option_value(value):
+    """xm's filter: exactly str, list, int or float (no bool, dict, tuple)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (list, float) + string_types + integer_types)
+
+
+def _parse_ast(text, path):
+    source = text.encode("utf-8") if six.PY2 else text
+    try:
+        return ast.parse(source, path or "<input>")
+    except SyntaxError as exc:
+        msg = exc.msg or "invalid syntax"
+        raise ConfigError(path, exc.lineno, "Python syntax: %s" % msg, column=exc.offset or None)
+    except (ValueError, TypeError, MemoryError, RuntimeError) as exc:
+        # null bytes (ValueError), nesting too deep (RecursionError is a RuntimeError)
+        raise ConfigError(path, None, "Python syntax: %s" % (exc,))
+
+
+def _default_uname():
+    try:
+        return tuple(text_type(x) for x in os.uname())
+    except AttributeError:  # pragma: no cover - not on POSIX
+        return (u"Linux", u"localhost", u"", u"", u"x86_64")
+
+
+def check_source(text, path=None):
+    """Errors that stop xm before it runs anything: typographic quotes
+    first, then (on the text with ASCII quotes) a Python syntax error.
+
+    :returns: list of :class:`ConfigError`
+    """
+    errors = find_typographic_quotes(text, path)
+    try:
+        _parse_ast(asciify_quotes(text), path)
+    except ConfigError as exc:
+        if errors:
+            exc = ConfigError(path, exc.line, exc.reason + " (found after reading the typographic "
+                              "quotes as ASCII ones)", column=exc.column)
+        errors.append(exc)
+    return errors
+
+
+def evaluate(text, path=None, allow_exec=False, uname=None, extra_vars=None):
+    """Evaluate an xm cfg and return the settings xm would take from it.
+
+    :param text: the file's text
+    :param allow_exec: run the file with ``exec`` exactly as xm does
+        (opts.py), instead of the AST evaluator
+    :param uname: what ``os.uname()`` returns (default: this host's)
+    :param extra_vars: xm's ``name=value`` command-line variables
+    :returns: :class:`settings.Settings` with ``fmt`` ``xm``
+    :raises ConfigError: typographic quote, syntax error, unsupported
+        construct, or an error while evaluating (with its line)
+    """
+    if isinstance(text, binary_type):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(path, text[:exc.start].count(b"\n") + 1,
+                              "expected UTF-8 text, got byte 0x%02x" % bytearray(text)[exc.start])
+    quotes = find_typographic_quotes(text, path)
+    if quotes:
+        raise quotes[0]
+    tree = _parse_ast(text, path)
+    if allow_exec:
+        return _execute(text, path, extra_vars)
+    modules = _make_modules(uname or _default_uname())
+    env = dict((k, v) for k, v in (extra_vars or {}).items())
+    env.update({"sys": modules["sys"], "os": modules["os"], "xm_file": text_type(path or ""), "xm_help": 0})
+    env["xm_vars"] = _XmVars(env)
+    ev = _Evaluator(path, env, modules)
+    try:
+        ev.run(tree.body)
+    except _Unsupported as exc:
+        raise ConfigError(path, getattr(exc.node, "lineno", None),
+                          "unsupported construct: %s (the evaluator knows literal assignments, "
+                          "imports of os/re/sys, if/else, string and list operations; "
+                          "--exec runs the file as xm does)" % exc.construct,
+                          column=(getattr(exc.node, "col_offset", -1) + 1) or None)
+    except (NameError, TypeError, ValueError, KeyError, IndexError, ZeroDivisionError,
+            AttributeError, OverflowError, UnicodeError, re.error, RuntimeError, MemoryError) as exc:
+        raise ConfigError(path, ev.cur_line, "evaluating the cfg: %s: %s" % (type(exc).__name__, exc))
+    return _settings_from_env(env, ev.lines, ev.item_lines, extra_vars)
+
+
+def _settings_from_env(env, lines, item_lines, extra_vars):
+    options = {}
+    for k, v in env.items():
+        if k in SEEDED_NAMES or (extra_vars and k in extra_vars):
+            continue
+        if _xm_option_value(v):
+            options[k] = v
+    return settings_mod.Settings(options, dict(lines), dict(item_lines), "xm")
+
+
+def _execute(text, path, extra_vars):
+    """Run the cfg as xm's ``Opts.load`` does (explicit opt-in)."""
+    class Vars(object):
+        def __init__(self, name, help, env):
+            self.name, self.help, self.env = name, help, env
+
+        def var(self, name, use=None, check=None):
+            return None
+
+        def check(self):
+            return None
+
+    globs = {}
+    locs = dict(extra_vars or {})
+    locs.update({"sys": sys, "os": os, "xm_file": path or "", "xm_help": 0})
+    locs["xm_vars"] = Vars(locs["xm_file"], 0, locs)
+    try:
+        code = compile(text.encode("utf-8") if six.PY2 else text, path or "<input>", "exec")
+        exec(code, globs, locs)
+    except Exception as exc:  # noqa: BLE001 - user code boundary, like xm's own execfile
+        line = None
+        tb = sys.exc_info()[2]
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == (path or "<input>"):
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        raise ConfigError(path, line, "executing the cfg (--exec): %s: %s" % (type(exc).__name__, exc))
+    lines = {}
+    tree = _parse_ast(text, path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    lines[t.id] = max(lines.get(t.id, 0), node.lineno)
+    options = {}
+    for k, v in locs.items():
+        if k in SEEDED_NAMES or (extra_vars and k in extra_vars):
+            continue
+        if type(v) in (str, list, int, float):
+            options[k] = v.decode("utf-8") if isinstance(v, binary_type) else v
+    item_lines = _literal_item_lines(tree, options)
+    return settings_mod.Settings(options, lines, item_lines, "xm")
+
+
+def _literal_item_lines(tree, options):
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.List):
+            for t in node.targets:
+                if isinstance(t, ast.Name) and t.id in options:
+                    out[t.id] = [getattr(e, "lineno", node.lineno) for e in node.value.elts]
+    return out
+
+
+def parse(text, path=None, allow_exec=False, uname=None, extra_vars=None):
+    """:returns: the :class:`model.DomainConfig` of an xm cfg."""
+    return settings_mod.domain_config(evaluate(text, path, allow_exec, uname, extra_vars), path)
