@@ -231,9 +231,27 @@ check "completion: 'xen-remus --<TAB>' offers --version" grep -qx -- --version <
 check "completion: 'xm remus-f<TAB>' -> remus-failback" \
   sh -c '[ "$(cat)" = remus-failback ]' <<<"$(complete_words 'xm remus-f')"
 
+check "completion: 'xen-remus resync --mode <TAB>' offers checksum" \
+  grep -qx checksum <<<"$(complete_words 'xen-remus resync --mode ')"
+
+# the resync engine with Debian's xxhash: a local resync, then verify
+head -c 3145728 /dev/urandom >"$work/src.img"
+cp "$work/src.img" "$work/dst.img"
+printf 'changed' | dd of="$work/src.img" bs=1 seek=1048576 conv=notrunc status=none
+XEN_REMUS_STATE_DIR=$work/state xen-remus verify "$work/src.img" "$work/dst.img" >/dev/null 2>&1
+check "xen-remus verify: two different copies exit 1" test $? = 1
+XEN_REMUS_STATE_DIR=$work/state xen-remus resync --mode checksum --verify --no-progress \
+  "$work/src.img" "$work/dst.img" >"$work/resync.out" 2>&1
+rc=$?
+check "xen-remus resync --mode checksum --verify exits 0" test "$rc" = 0
+[ "$rc" = 0 ] || sed 's/^/    /' "$work/resync.out"
+check "... and the copies are identical" cmp -s "$work/src.img" "$work/dst.img"
+
 # one logged run, so that purge has a log file to remove
-XEN_REMUS_LOG=/var/log/xen/remus-ext.log xen-remus config check "$seed" >/dev/null 2>&1
-check "the log file /var/log/xen/remus-ext.log was written" test -s /var/log/xen/remus-ext.log
+XEN_REMUS_STATE_DIR=$work/state XEN_REMUS_LOG=/var/log/xen/remus-ext.log \
+  xen-remus verify "$work/src.img" "$work/dst.img" >/dev/null 2>&1
+check "xen-remus verify: identical copies exit 0, with /var/log/xen/remus-ext.log open" \
+  sh -c "[ $? = 0 ] && [ -f /var/log/xen/remus-ext.log ]"
 rm -rf "$work"
 
 # --- purge -------------------------------------------------------------------------
