@@ -15,8 +15,12 @@ case $kind in
   *) echo "usage: $0 py3|py27|lint" >&2; exit 2 ;;
 esac
 [ -n "$interp" ] && [ -x "$interp" ] || exit 3
-stamp="$venv/.stamp"
-want=$(cat "$req" "$top/setup.py" | sha256sum | cut -c1-16)
+stamp="$venv/.stamp"        # requirements: a change rebuilds the venv
+pkgstamp="$venv/.pkgstamp"  # setup.py: a change only re-installs the package (no rebuild under running tests)
+want=$(cat "$req" | sha256sum | cut -c1-16)
+pkgwant=$(sha256sum < "$top/setup.py" | cut -c1-16)
+quiet_pip() { "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 >&2 \
+              | grep -v -E 'WARNING: (Url|Location)|DEPRECATION' >&2 || true; }
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   rm -rf "$venv"
   mkdir -p "$top/.venv"
@@ -28,10 +32,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   else
     "$interp" -m venv "$venv" >&2
   fi
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req" >&2 2> >(grep -v -E 'WARNING: (Url|Location)|DEPRECATION' >&2)
-  if [ "$kind" != lint ]; then
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$top" >&2 2> >(grep -v -E 'WARNING: (Url|Location)|DEPRECATION' >&2)
-  fi
+  quiet_pip -r "$req"
+  "$venv/bin/python" -c 'import six' || { echo "venv $kind: requirements did not install" >&2; rm -rf "$venv"; exit 1; }
   echo "$want" > "$stamp"
+  rm -f "$pkgstamp"
+fi
+if [ "$kind" != lint ] && { [ ! -f "$pkgstamp" ] || [ "$(cat "$pkgstamp")" != "$pkgwant" ]; }; then
+  quiet_pip --no-deps -e "$top"
+  echo "$pkgwant" > "$pkgstamp"
 fi
 echo "$venv"
