@@ -20,6 +20,9 @@ series_arg=""
 if [ "${1:-}" = "--series" ]; then series_arg=${2:?--series needs a name}; shift 2; fi
 src=${1:-}
 
+# CHECK_PATCHES_NO_QUILT=1 takes the patch -p1 route even where quilt exists
+have_quilt() { [ -z "${CHECK_PATCHES_NO_QUILT:-}" ] && command -v quilt >/dev/null 2>&1; }
+
 py27=""
 for c in "$top/.venv/py27/bin/python" python2.7 python2; do
   if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info[0] != 2)' 2>/dev/null; then
@@ -50,7 +53,7 @@ copy_tree() {  # copy_tree SRC DEST: the tools/python part of SRC as DEST/tools/
 
 apply_series() {  # apply_series TREE SERIES_DIR -> 0 ok
   local tree=$1 sdir=$2 p
-  if command -v quilt >/dev/null 2>&1; then
+  if have_quilt; then
     (cd "$tree" && QUILT_PATCHES="$sdir" QUILT_PC=.pc quilt push -a -q --fuzz=0 >"$tmp/log" 2>&1) || return 1
   else
     for p in $(grep -v '^#' "$sdir/series" | sed '/^$/d'); do
@@ -91,7 +94,7 @@ check_tree() {  # check_tree DIR LABEL -> 0 ok
     copy_tree "$dir" "$tree" || return 2
     if apply_series "$tree" "$top/patches/$s"; then
       check_compiles "$tree" "$top/patches/$s" || return 1
-      if command -v quilt >/dev/null 2>&1; then
+      if have_quilt; then
         (cd "$tree" && QUILT_PATCHES="$top/patches/$s" QUILT_PC=.pc quilt pop -a -q >/dev/null 2>&1) \
           || { echo "check-patches: $label: quilt pop -a failed" >&2; return 1; }
       fi
@@ -100,7 +103,7 @@ check_tree() {  # check_tree DIR LABEL -> 0 ok
       rm -rf "$tree"; copy_tree "$dir" "$tree" >/dev/null
       patch -d "$tree" -p1 -N -s --fuzz=0 <"$top/patches/alt/${s}-xm-imported-commands.patch" >"$tmp/log" 2>&1 \
         || { echo "check-patches: $label: patches/alt/${s}-xm-imported-commands.patch failed:" >&2; cat "$tmp/log" >&2; return 1; }
-      echo "ok: $label: patches/$s ($n patches, $(command -v quilt >/dev/null && echo quilt || echo patch -p1), no fuzz) + alt$( [ -n "$py27" ] && echo '; compiled with Python 2.7')"
+      echo "ok: $label: patches/$s ($n patches, $(have_quilt && echo quilt || echo patch -p1), no fuzz) + alt$( [ -n "$py27" ] && echo '; compiled with Python 2.7')"
       return 0
     fi
     last_log=$(cat "$tmp/log")

@@ -198,3 +198,12 @@ def test_xend_patches_code_installs(tmp_path):
     assert callable(getattr(XendDomain, "domain_remus_failback", None))
     assert callable(getattr(XendDomain, "domain_remus_status", None))
     assert getattr(Blktap2Controller.migrate, "_xen_remus_ext", False)
+
+
+@needs_mirror
+def test_patch_route_without_quilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHECK_PATCHES_NO_QUILT", "1")
+    root = extract("RELEASE-4.1.3", tmp_path)
+    rc, out = check_patches(root)
+    assert rc == 0, out
+    assert "(3 patches, patch -p1, no fuzz)" in out
