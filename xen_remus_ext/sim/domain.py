@@ -95,6 +95,9 @@ class SimDomain(object):
         self.name = config["name"]
         wl = config.get("workload") or {}
         self.rate = float(wl.get("rate", 100))
+        # records per write (consecutive sectors, at most 8 = one 4 KiB
+        # block-remus wreq): ``rate`` x ``batch`` x 512 bytes/s of load
+        self.batch = max(1, min(8, int(wl.get("batch", 1))))
         if memory is None:
             memory = {"next": 0, "seed": int(wl.get("seed", 0)),
                       "observer": wl.get("observer") or ""}
@@ -158,21 +161,26 @@ class SimDomain(object):
                         LOG.error("domain %s crashed: %s", self.name, exc)
                         self.state = PAUSED
                         continue
-                    self.memory["next"] += 1
                     upto = self.memory["next"]
                     if self.remus is None:
                         self.observer.ack(self.name, upto)
             time.sleep(period)
 
     def _write_record(self, vdev):
+        """Write the next ``batch`` records (one write, never wrapping past the
+        last slot) and advance ``next`` past them."""
         disk = self.disks[vdev]
         n = self.memory["next"]
-        data = workload.make_record(self.memory["seed"], n)
-        off = workload.offset_of(n, workload.slots_for(disk.size))
+        slots = workload.slots_for(disk.size)
+        count = min(self.batch, slots - n % slots)
+        seed = self.memory["seed"]
+        data = b"".join(workload.make_record(seed, n + i) for i in range(count))
+        off = workload.offset_of(n, slots)
         sender = self.remus
         if sender is not None:
             sender.mirror(vdev, off // SECTOR, data)
         disk.write(off, data)
+        self.memory["next"] = n + count
 
     def info(self):
         return {"domid": self.domid, "name": self.name, "state": STATE_TO_XM[self.state],
