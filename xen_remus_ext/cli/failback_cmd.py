@@ -1,6 +1,246 @@
-"""Subcommands of ``xen-remus`` (placeholder: registers nothing yet)."""
+"""``xen-remus failback``, ``xen-remus resync-domain`` and ``xen-remus status``.
+
+failback DOMAIN HOST        bring DOMAIN (running here, unprotected, after a
+                            failover) home to HOST and protect it again;
+                            ``--reverse-only``: keep it here, protect toward HOST
+resync-domain DOMAIN HOST   bring HOST's copy of every remus disk of DOMAIN up
+                            to date from here (``xm remus-resync``)
+status [DOMAIN]             protection and failback state of the domains here
+
+``--json`` prints one JSON object (the result, or ``{"result": "error",
+"error": ..., "state": ..., "step": ...}``) on stdout.  Exit 0 ok, 1 refused
+or failed, 2 usage.
+"""
 from __future__ import absolute_import, division, print_function
+
+import json
+import os
+import sys
+
+from xen_remus_ext.errors import FailbackError, ValidationError, XenRemusError
+
+TOOLSTACKS = ("xend", "xl", "sim")
+
+
+def _size(text):
+    import argparse
+    from xen_remus_ext.resync.plan import parse_size
+    try:
+        return parse_size(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def _toolstack_opts(p):
+    p.add_argument("--toolstack", choices=TOOLSTACKS, default=None,
+                   help="toolstack to drive: xend, xl or sim (default: xl if present, else xend)")
+    p.add_argument("--agent", metavar="ADDR", help="sim: this host's agent (unix:PATH or HOST:PORT)")
+    p.add_argument("--peer-agent", metavar="ADDR", help="sim: the peer's agent")
+    p.add_argument("--peer-uri", metavar="URI", help="xend: the peer's xend XML-RPC URI (default http://HOST:8006/)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 def register(subparsers):
-    """Add this module's subcommands to ``subparsers``."""
+    """Add ``failback``, ``resync-domain`` and ``status`` to ``subparsers``."""
+    p = subparsers.add_parser(
+        "failback", help="bring a failed-over domain home with its disk changes and protect it again",
+        description="Fail DOMAIN, running here unprotected after a Remus failover, back to HOST: "
+                    "preflight, live disk pre-copy, migration with the final disk delta sent while "
+                    "the domain is suspended, Remus again from HOST toward here.  Every step is "
+                    "journaled; rerun (or --resume) after an interruption.")
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("host", metavar="HOST", help="the original primary (where the domain goes home)")
+    p.add_argument("--reverse-only", action="store_true",
+                   help="do not migrate: resync HOST's copy and protect from here toward HOST")
+    p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")
+    p.add_argument("--resume", action="store_true", help="continue the journaled failback (an error if none)")
+    p.add_argument("--abort", action="store_true", help="stop the journaled failback in a safe state")
+    p.add_argument("--rate", type=_size, default=None, metavar="RATE",
+                   help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
+    p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
+    p.add_argument("--discard-peer", action="store_true",
+                   help="split brain: the peer's copy loses its own writes (name the loser explicitly)")
+    p.add_argument("-i", "--interval", type=int, default=200, metavar="MS",
+                   help="Remus checkpoint interval once protected (default 200)")
+    p.add_argument("--no-net", action="store_true", help="Remus without network buffering")
+    p.add_argument("-p", "--port", type=int, default=None, help="relocation port for the migration")
+    p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
+    p.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD", help="command to reach HOST (default ssh)")
+    p.add_argument("--key", metavar="KEYFILE", help="shared key file for tcp:// disk destinations")
+    p.add_argument("--dest", metavar="TEMPLATE", default=None,
+                   help="where the peer's disk copies are, as %%(host)s, %%(path)s, %%(vdev)s "
+                        "(default '%%(host)s:%%(path)s', over ssh)")
+    _toolstack_opts(p)
+    p.set_defaults(func=cmd_failback)
+
+    r = subparsers.add_parser("resync-domain", help="resync every remus disk of a domain to HOST",
+                              description="Bring HOST's copy of every remus disk of DOMAIN up to date "
+                                          "from this host, live (what `xm remus-resync` does).")
+    r.add_argument("domain", metavar="DOMAIN")
+    r.add_argument("host", metavar="HOST")
+    r.add_argument("--rate", type=_size, default=None, metavar="RATE", help="cap reads at RATE bytes/s")
+    r.add_argument("--verify", action="store_true", help="compare every block after the sync")
+    r.add_argument("--discard-target", action="store_true",
+                   help="split brain: HOST's copy loses its own writes")
+    r.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD", help="command to reach HOST (default ssh)")
+    r.add_argument("--key", metavar="KEYFILE", help="shared key file for tcp:// disk destinations")
+    r.add_argument("--dest", metavar="TEMPLATE", default=None,
+                   help="where HOST's disk copies are (default '%%(host)s:%%(path)s')")
+    _toolstack_opts(r)
+    r.set_defaults(func=cmd_resync_domain)
+
+    s = subparsers.add_parser("status", help="Remus protection and failback state of the domains here")
+    s.add_argument("domain", metavar="DOMAIN", nargs="?")
+    _toolstack_opts(s)
+    s.set_defaults(func=cmd_status)
+
+
+def _on_path(name):
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if d and os.access(os.path.join(d, name), os.X_OK):
+            return True
+    return False
+
+
+def local_toolstack(args):
+    """This host's toolstack, as ``--toolstack`` says (default: xl, else xend)."""
+    kind = args.toolstack
+    if kind is None:
+        kind = "xl" if _on_path("xl") else "xend"
+    if kind == "sim":
+        if not args.agent:
+            raise FailbackError("--toolstack sim: expected --agent ADDR (this host's sim agent), got none")
+        from xen_remus_ext.sim.toolstack import SimToolstack
+        return SimToolstack(args.agent, name="local")
+    if kind == "xl":
+        from xen_remus_ext.toolstack.xl import XlToolstack
+        from xen_remus_ext.wiring import SubprocessRunner
+        return XlToolstack(SubprocessRunner())
+    from xen_remus_ext.toolstack.xend import XendToolstack
+    return XendToolstack()
+
+
+def _options(args):
+    opts = {"rate": getattr(args, "rate", None), "verify": getattr(args, "verify", False),
+            "ssh": getattr(args, "ssh", "ssh"), "key_file": getattr(args, "key", None),
+            "peer_agent": getattr(args, "peer_agent", None), "peer_uri": getattr(args, "peer_uri", None)}
+    if getattr(args, "dest", None):
+        opts["dest_template"] = args.dest
+    for name, key in (("interval", "interval_ms"), ("port", "port"), ("local_host", "local_host")):
+        if getattr(args, name, None) is not None:
+            opts[key] = getattr(args, name)
+    if getattr(args, "no_net", False):
+        opts["net"] = False
+    if getattr(args, "discard_peer", False) or getattr(args, "discard_target", False):
+        opts["discard_peer"] = True
+    return opts
+
+
+def _peer_and_disks(args, ts):
+    """The peer's toolstack and the disk port: the resync engine, or for the
+    simulator the resync run by the source host's agent over TCP."""
+    from xen_remus_ext.failback import api
+    peer = api.build_peer(ts, args.host, _options(args))
+    if getattr(ts, "kind", None) == "sim":
+        from xen_remus_ext.sim.disksync import SimDiskSync
+        return peer, SimDiskSync([ts, peer])
+    from xen_remus_ext.failback.disks import ResyncDiskSync
+    return peer, ResyncDiskSync(ssh=args.ssh, key_file=args.key)
+
+
+def _peer_and_disks_real(args):
+    from xen_remus_ext.failback.disks import ResyncDiskSync
+    return ResyncDiskSync(ssh=args.ssh, key_file=args.key)
+
+
+def _emit_error(args, exc):
+    if args.json:
+        print(json.dumps({"result": "error", "error": str(exc), "state": getattr(exc, "state", None),
+                          "step": getattr(exc, "step", None)}, sort_keys=True))
+
+
+def _progress(args):
+    if args.json:
+        return lambda line: sys.stderr.write(line + "\n")
+    return lambda line: print(line)
+
+
+def cmd_failback(args):
+    from xen_remus_ext.failback import api
+    ts = local_toolstack(args)
+    try:
+        peer, disks = _peer_and_disks(args, ts)
+        res = api.run_failback(ts, args.domain, args.host, peer_toolstack=peer, reverse_only=args.reverse_only,
+                               dry_run=args.dry_run, resume=args.resume, abort=args.abort,
+                               options=_options(args), disk_sync=disks, progress=_progress(args))
+    except XenRemusError as exc:
+        _emit_error(args, exc)
+        raise
+    if args.json:
+        print(json.dumps(dict(res, result="ok" if res.get("ok", True) else "refused"), sort_keys=True))
+    elif args.dry_run:
+        print(format_plan(res))
+    return 0 if res.get("ok", True) else 1
+
+
+def format_plan(res):
+    lines = ["%s of %s toward %s, from state %s:" % (res["mode"], res["domain"], res["host"], res["state"])]
+    lines += ["  " + ln for ln in res["plan"]] or ["  (nothing left to do)"]
+    lines.append("preflight:")
+    for c in res["checks"]:
+        lines.append("  %-4s %-16s %s" % ("ok" if c["ok"] else "FAIL", c["name"], c["detail"]))
+    for d in res.get("disks", ()):
+        lines.append("disk %s: %s -> %s (%s, %s bytes, tracker: %s)"
+                     % (d["vdev"], d["src"], d["dest"], d.get("relation"), d.get("size"),
+                        d.get("tracker") or "none: checksum final pass"))
+    lines.append("journal: %s" % res["journal"])
+    return "\n".join(lines)
+
+
+def cmd_resync_domain(args):
+    from xen_remus_ext.failback import api
+    ts = local_toolstack(args)
+    try:
+        peer, disks = (_peer_and_disks(args, ts) if getattr(ts, "kind", None) == "sim"
+                       else (None, _peer_and_disks_real(args)))
+        res = api.resync_domain(ts, args.domain, args.host, peer_toolstack=peer, options=_options(args),
+                                disk_sync=disks, progress=_progress(args))
+    except XenRemusError as exc:
+        _emit_error(args, exc)
+        raise
+    if args.json:
+        print(json.dumps(dict(res, result="ok"), sort_keys=True))
+    return 0
+
+
+def cmd_status(args):
+    from xen_remus_ext.failback import api
+    ts = local_toolstack(args)
+    try:
+        rows = api.status(ts, args.domain)
+    except XenRemusError as exc:
+        _emit_error(args, exc)
+        raise
+    if args.json:
+        print(json.dumps({"result": "ok", "domains": rows}, sort_keys=True))
+    else:
+        print(format_status(rows))
+    return 0
+
+
+def format_status(rows):
+    out = ["%-20s %5s %-8s %-11s %s" % ("Name", "ID", "State", "Protected", "Failback")]
+    for r in rows:
+        fb = r.get("failback")
+        if fb is None:
+            fbt = "-"
+        elif "mode" not in fb:
+            fbt = "journal unreadable: %s" % fb.get("error")
+        else:
+            fbt = "%s to %s: %s%s%s" % (fb["mode"], fb["host"], fb["state"],
+                                        " (in %s)" % fb["step"] if fb.get("step") else "",
+                                        "; error: %s" % fb["error"] if fb.get("error") else "")
+        prot = {True: "yes", False: "no", None: "?"}[r.get("protected")]
+        out.append("%-20s %5s %-8s %-11s %s" % (r["name"], "-" if r["domid"] is None else r["domid"],
+                                                r["state"] or "(gone)", prot, fbt))
+    return "\n".join(out)

@@ -1,0 +1,161 @@
+"""The one entry to failback, resync-domain and status.
+
+Called by ``xen-remus failback|resync-domain|status`` (cli/failback_cmd.py),
+and through it by ``xm remus-*`` and ``XendDomain.domain_remus_*``.
+
+:func:`run_failback` (``--dry-run``, ``--resume``, ``--abort``,
+``--reverse-only``), :func:`resync_domain` (what ``xm remus-resync DOMAIN
+HOST`` does: every remus disk of DOMAIN brought up to date on HOST from
+here) and :func:`status`.  Each returns a plain dict (JSON-able).
+"""
+from __future__ import absolute_import, division, print_function
+
+import logging
+
+from xen_remus_ext.errors import FailbackError, ToolstackError, XenRemusError
+from xen_remus_ext.failback import journal, machine, preflight
+from xen_remus_ext.failback.orchestrator import Orchestrator
+
+LOG = logging.getLogger(__name__)
+
+
+def build_peer(toolstack, host, options=None):
+    """The peer's toolstack, of the same kind as ``toolstack``.
+
+    * xend: XML-RPC to the peer's xend (``peer_uri``, default
+      ``http://HOST:8006/``, xend's ``xend-tcp-xmlrpc-server-port``);
+    * xl: the peer's ``xl`` run through ``ssh HOST xl`` (``ssh`` option);
+    * sim: the peer's agent address (``peer_agent``).
+    """
+    options = options or {}
+    kind = getattr(toolstack, "kind", None)
+    if kind == "xend":
+        from xen_remus_ext.toolstack.xend import XendToolstack
+        return XendToolstack(uri=options.get("peer_uri") or "http://%s:8006/" % host, host=host)
+    if kind == "xl":
+        from xen_remus_ext.toolstack.xl import XlToolstack
+        from xen_remus_ext.wiring import SubprocessRunner
+        ssh = (options.get("ssh") or "ssh").split()
+        return XlToolstack(SubprocessRunner(), xl=ssh + [host, "xl"], host=host)
+    if kind == "sim":
+        agent = options.get("peer_agent")
+        if not agent:
+            raise FailbackError("peer %s: the sim toolstack needs the peer's agent address (--peer-agent)" % host)
+        from xen_remus_ext.sim.toolstack import SimToolstack
+        return SimToolstack(agent, name=host)
+    raise FailbackError("peer %s: cannot reach a %r toolstack; pass peer_toolstack" % (host, kind))
+
+
+def run_failback(toolstack, domain, host, peer_toolstack=None, reverse_only=False, dry_run=False,
+                 resume=False, abort=False, options=None, disk_sync=None, progress=None, state_dir=None,
+                 clock=None):
+    """Fail ``domain`` back from this host to ``host`` (or, ``reverse_only``,
+    protect it from here toward ``host``).
+
+    :param options: dict of :data:`orchestrator.DEFAULTS` keys, plus
+        ``peer_uri``/``peer_agent`` for :func:`build_peer`.
+    :returns: dict: ``domain, host, mode, state, plan`` (dry run),
+        ``checks``, ``downtime``, ``journal`` (the record's path) ...
+    :raises FailbackError: refused or failed (the journal keeps where).
+    """
+    options = dict(options or {})
+    if sum(1 for f in (dry_run, resume, abort) if f) > 1:
+        raise FailbackError("failback: --dry-run, --resume and --abort exclude each other")
+    peer = peer_toolstack or build_peer(toolstack, host, options)
+    mode = machine.REVERSE if reverse_only else machine.FAILBACK
+    orch = Orchestrator(toolstack, peer, domain, host, mode=mode, options=options, disk_sync=disk_sync,
+                        clock=clock, state_base=state_dir, progress=progress)
+    out = {"domain": domain, "host": host, "mode": mode,
+           "journal": journal.journal_path(domain, state_dir)}
+    if dry_run:
+        state, lines, checks, facts = orch.dry_run()
+        out.update(state=state, plan=lines, checks=[c.to_dict() for c in checks],
+                   ok=all(c.ok for c in checks),
+                   disks=[dict((k, v) for k, v in d.items()) for d in facts["disks"]],
+                   reverse=facts["direction"])
+        return out
+    rec = orch.abort() if abort else orch.run(resume=resume)
+    out.update(state=rec["state"], downtime=rec.get("downtime"), downtime_max=rec.get("downtime_max"),
+               disks=rec.get("disks"), delta=rec.get("delta"), reverse=rec.get("reverse"),
+               timing=rec.get("timing"))
+    return out
+
+
+def resync_domain(toolstack, domain, host, peer_toolstack=None, options=None, disk_sync=None,
+                  progress=None):
+    """Bring ``host``'s copy of every remus disk of ``domain`` up to date from here.
+
+    The domain keeps running; the result is a consistent copy only of what
+    was on disk when each block was read (use failback or --reverse-only for
+    a copy that stays in step).
+    :returns: dict ``{"domain", "host", "disks": [{vdev, src, dest, relation, result...}]}``.
+    """
+    options = dict(options or {})
+    peer = peer_toolstack
+    if peer is None and getattr(toolstack, "kind", None) == "sim":
+        peer = build_peer(toolstack, host, options)
+    orch = Orchestrator(toolstack, peer, domain, host, options=options, disk_sync=disk_sync, progress=progress)
+    if preflight.find_domain(toolstack, domain) is None:
+        raise FailbackError("%s: expected it to run on this host, not found" % domain, step="resync")
+    config = toolstack.domain_config(domain)
+    pairs = orch.disk_pairs(config)
+    if not pairs:
+        raise FailbackError("%s: expected at least one remus disk, got none" % domain, step="resync")
+    out = {"domain": domain, "host": host, "disks": []}
+    for disk, src, dest in pairs:
+        rel = orch.disks.relation(src, dest)
+        if rel not in preflight.SAFE_RELATIONS and not options.get("discard_peer"):
+            raise FailbackError("%s: expected %s's copy %s to be an ancestor of ours, got %s%s; "
+                                "refusing (name it the loser with --discard-target)"
+                                % (disk.vdev, host, dest, rel, ": split brain" if rel == "split-brain" else ""),
+                                step="resync")
+        res = orch.disks.sync(src, dest, rate=options.get("rate"), verify=bool(options.get("verify")),
+                              discard_target=bool(options.get("discard_peer")))
+        orch.progress("%s %s: %s -> %s: %s, %d bytes sent in %.2f s"
+                      % (domain, disk.vdev, src, dest, res.get("mode"), res.get("bytes_sent") or 0,
+                         res.get("seconds") or 0.0))
+        out["disks"].append(dict(res, vdev=disk.vdev, src=src, dest=dest, relation=rel))
+    return out
+
+
+def status(toolstack, domain=None, state_dir=None):
+    """:returns: list of dicts, one per domain (``domain`` only, if given):
+    ``name, domid, state, protected, failback {mode, host, state, step,
+    error, downtime, updated}`` and the journals of domains not running here."""
+    rows = []
+    seen = set()
+    for info in toolstack.list_domains():
+        if info.domid == 0:
+            continue
+        if domain is not None and domain not in (info.name, str(info.domid)):
+            continue
+        try:
+            protected = bool(toolstack.remus_running(info.name))
+        except ToolstackError as exc:
+            LOG.debug("%s: remus state unknown: %s", info.name, exc)
+            protected = None
+        row = {"name": info.name, "domid": info.domid, "state": preflight.domain_state(info),
+               "here": True, "protected": protected, "failback": _journal_summary(info.name, state_dir)}
+        rows.append(row)
+        seen.add(info.name)
+    for name in journal.list_domains(state_dir):
+        if name in seen or (domain is not None and name != domain):
+            continue
+        summary = _journal_summary(name, state_dir)
+        rows.append({"name": name, "domid": None, "state": None, "here": False, "protected": None,
+                     "failback": summary})
+    if domain is not None and not rows:
+        raise FailbackError("%s: expected a domain here or a failback journal, found neither" % domain)
+    return rows
+
+
+def _journal_summary(name, state_dir):
+    try:
+        rec = journal.load(name, state_dir)
+    except XenRemusError as exc:
+        return {"error": str(exc)}
+    if rec is None:
+        return None
+    return {"mode": rec["mode"], "host": rec["host"], "state": rec["state"], "step": rec.get("step"),
+            "error": rec.get("error"), "downtime": rec.get("downtime"), "updated": rec.get("updated"),
+            "next": [s for s, _ in machine.plan(rec["mode"], rec["state"])]}
