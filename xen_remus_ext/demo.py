@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -240,8 +241,13 @@ def format_verdict(v):
     return "\n".join(lines) + "\n"
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(args):
     """CLI entry (``xen-remus demo``).  :returns: exit status."""
+    signal.signal(signal.SIGTERM, _terminate)   # so the cluster is cleaned up
     out = None if args.json else sys.stdout
     if out is not None:
         out.write("xen-remus demo: protect -> failover -> failback -> resync -> re-protect\n")

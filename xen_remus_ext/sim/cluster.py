@@ -396,10 +396,11 @@ class Cluster(object):
             except (OSError, IOError) as exc:
                 LOG.warning("stopping host %s: %s", host.name, exc)
         for ns in self.namespaces:
-            try:
-                _ip("netns", "delete", ns)
-            except ToolstackError as exc:
-                LOG.warning("%s", exc)
+            if os.path.exists(os.path.join("/var/run/netns", ns)):
+                try:
+                    _ip("netns", "delete", ns)
+                except ToolstackError as exc:
+                    LOG.warning("%s", exc)
         self.namespaces = []
         if self.observer is not None:
             self.observer.close()

@@ -640,6 +640,12 @@ def run(cfg):
     xsd.stop()
     if host.resync_server is not None:
         host.resync_server.stop()
+    if cfg.get("netns"):
+        # the controller deletes it too; doing it here covers a controller
+        # that died without cleaning up (our stdin closed all the same)
+        import subprocess
+        with open(os.devnull, "wb") as null:
+            subprocess.call(["ip", "netns", "delete", cfg["netns"]], stdout=null, stderr=null)
     return 0
 
 
