@@ -12,10 +12,12 @@ import io
 import os
 import stat
 import subprocess
+import sys
 
 import pytest
 
 from tests.unit.test_packaging import TOP, command_tree, long_options, subparsers
+from xen_remus_ext.cli import main as cli
 
 BASH_COMPLETION = "/usr/share/bash-completion/bash_completion"
 
@@ -32,17 +34,48 @@ cat "%(dir)s/$key"
 """
 
 XM_STUB = r"""#!/bin/bash
-# the shape of xm's long help: one sub-command a line, indented by one space
+# serves `xm help`, `xm CMD --help` and `xm list` from files written by the test
 case "$1" in
-  help) printf 'Usage: xm <subcommand> [args]\n\nxm full list of subcommands:\n\n'
-        printf ' %-28s %s\n' create 'Create a domain.' list 'List domains.' \
-               migrate 'Migrate a domain.' ;;
+  help) cat "%(dir)s/xm-help" ;;
   list) printf 'Name    ID   Mem VCPUs State Time(s)\nDomain-0 0 512 2 r----- 9.0\nguest1 3 256 1 -b---- 1.0\n' ;;
-  remus-failback) printf 'Usage: xm remus-failback <Domain> <Host> [options]\n\nOptions:\n'
-                  printf '   -n, --dry-run   print the plan\n' ;;
-  *) exit 1 ;;
+  *) [ "$2" = --help ] && [ -f "%(dir)s/xm-$1" ] && cat "%(dir)s/xm-$1" && exit 1
+     echo "stub: unexpected argv: $*" >&2; exit 2 ;;
 esac
 """
+
+
+def xm_help_texts():
+    """``xm help`` and ``xm remus-* --help`` as the xm double prints them once
+    our commands are registered from this build's parser.
+
+    :returns: ({file name: text}, {xm command: [long options]})
+    """
+    six = pytest.importorskip("six")
+    xm_main = pytest.importorskip("tests.fakes.xm_main")
+    xm_commands = pytest.importorskip("xen_remus_ext.xm.commands")
+    xm_register = pytest.importorskip("xen_remus_ext.xm.register")
+    parser = cli.build_parser()
+    six.moves.reload_module(xm_main)
+    try:
+        xm_register.register(xm_main, parser=parser)
+        texts, options = {}, {}
+        saved = sys.stdout
+        try:
+            sys.stdout = six.StringIO()
+            xm_main.longHelp()
+            texts["xm-help"] = sys.stdout.getvalue()
+            for cmd in xm_commands.COMMANDS:
+                sys.stdout = six.StringIO()
+                xm_main.cmdHelp(cmd.name)
+                texts["xm-" + cmd.name] = sys.stdout.getvalue()
+                sub = xm_commands.subparser_for(parser, cmd.target)
+                rows = xm_commands.options_for(sub) if sub is not None else ()
+                options[cmd.name] = [row[1].split("=")[0] for row in rows if row[1]]
+        finally:
+            sys.stdout = saved
+    finally:
+        six.moves.reload_module(xm_main)
+    return texts, options
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +91,12 @@ def bin_dir(tmp_path_factory):
                 f.write(u"%s" % parser.format_help())
     finally:
         del os.environ["COLUMNS"]
+    for name, text in xm_help_texts()[0].items():
+        with io.open(os.path.join(helps, name), "w", encoding="utf-8") as f:
+            f.write(u"%s" % text)
     bindir = os.path.join(base, "bin")
     os.mkdir(bindir)
-    for name, text in (("xen-remus", STUB % {"dir": helps}), ("xm", XM_STUB)):
+    for name, text in (("xen-remus", STUB % {"dir": helps}), ("xm", XM_STUB % {"dir": helps})):
         p = os.path.join(bindir, name)
         with io.open(p, "w", encoding="utf-8") as f:
             f.write(u"%s" % text)
@@ -143,8 +179,19 @@ def test_option_choices_are_offered(bin_dir):
 
 
 def test_xm_commands_domains_and_options(bin_dir):
-    got = complete(bin_dir, ["xm remus-", "xm cr", "xm remus-failback ", "xm remus-failback --d"])
+    got = complete(bin_dir, ["xm remus-", "xm mig", "xm remus-failback ", "xm remus-failback guest1 ",
+                             "xm remus-status guest1 "])
     assert got[0] == ["remus-failback", "remus-resync", "remus-status"]
-    assert got[1] == ["create"]
+    assert got[1] == ["migrate"]     # xm's own commands come from `xm help`
     assert got[2] == ["guest1"]      # Domain-0 is never a failback candidate
-    assert got[3] == ["--dry-run"]
+    assert got[4] == []              # remus-status takes one domain, no host
+
+
+def test_xm_remus_options_follow_the_registered_tables(bin_dir):
+    _texts, options = xm_help_texts()
+    names = sorted(options)
+    got = complete(bin_dir, ["xm %s --" % name for name in names])
+    for name, words in zip(names, got):
+        missing = [o for o in options[name] if o not in words]
+        assert not missing, "xm %s: %s not offered (got %s)" % (name, missing, words)
+        assert "--help" in words
