@@ -207,3 +207,36 @@ def test_journal_toward_another_host_fails_the_migration(lean_tool, tmp_path, mo
     rc = fd.close()
     assert rc and rc >> 8 == 1, out
     assert "migrates to h1, but xend migrates it to h9" in out
+
+
+def test_failback_migration_carries_the_final_delta(lean_tool, tmp_path, monkeypatch):
+    """A failback journal in its migrate step, real disk copies: xend's four
+    steps over every device; after step 2 the peer copy equals ours, and the
+    journal records the delta as sent by the hook (once)."""
+    from xen_remus_ext.failback import journal, machine
+    from xen_remus_ext.resync import meta
+    monkeypatch.setenv("XEN_REMUS_STATE_DIR", str(tmp_path / "state"))
+    src, dst = str(tmp_path / "web1.img"), str(tmp_path / "peer-web1.img")
+    data = os.urandom(1 << 20)
+    for p in (src, dst):
+        with open(p, "wb") as fh:
+            fh.write(data)
+    meta.mark_synced(dst, meta.ensure(src, 1 << 20, role="primary"))
+    meta.rotate(src)  # failover: this copy takes writes the peer does not see
+    with open(src, "r+b") as fh:
+        fh.seek(196608)
+        fh.write(b"w" * 12288)
+    rec = journal.new_record("web1", "h1", machine.FAILBACK, now=1.0)
+    rec["step"] = machine.MIGRATE
+    rec["disks"] = [{"vdev": "xvda", "src": src, "dest": dst, "path": src}]
+    journal.save(rec)
+    for step in (0, 1, 2, 3):
+        for devclass in ("vif", "tap2", "tap2"):
+            rc, lines = xend_device_migrate(lean_tool, devclass, step, "h1", "web1")
+            assert rc == 0, lines
+            if step == 2 and devclass == "tap2":
+                with open(src, "rb") as a, open(dst, "rb") as b:
+                    assert a.read() == b.read()
+    rec = journal.load("web1")
+    assert rec["delta"]["sent"] and rec["delta"]["by"] == "xend-hook"
+    assert [h[1] for h in rec["history"]].count("delta") == 1
