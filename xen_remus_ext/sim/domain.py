@@ -147,10 +147,12 @@ class SimDomain(object):
     def _run(self):
         period = 1.0 / self.rate if self.rate > 0 else 0.01
         vdev = sorted(self.disks)[0] if self.disks else None
+        due = time.time()
         while True:
             with self.cond:
                 while self.state in (PAUSED, INCOMING) or (self.state == RUNNING and self.rate <= 0):
                     self.cond.wait(0.5)
+                    due = time.time()   # no catching up on time spent paused
                 if self.state == DEAD:
                     return
                 if vdev is not None:
@@ -164,7 +166,11 @@ class SimDomain(object):
                     upto = self.memory["next"]
                     if self.remus is None:
                         self.observer.ack(self.name, upto)
-            time.sleep(period)
+            # pace by schedule, not by a fixed sleep, so ``rate`` holds
+            due = max(due + period, time.time() - 0.1)
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
 
     def _write_record(self, vdev):
         """Write the next ``batch`` records (one write, never wrapping past the
