@@ -74,12 +74,13 @@ rm -f "$lint"
 # --- install -------------------------------------------------------------------
 # Files named *remus* outside the package's own list, before and after:
 # purge must leave the same set.
-# (the log is checked on its own: any xen-remus run as root, such as one from
-# the work tree, writes it)
+# (the log and the state directory are checked on their own: any xen-remus
+# run as root, such as one from the work tree, writes them)
 scan() {
   find /usr/bin /usr/sbin /usr/lib/python3 /usr/share/man /usr/share/doc /usr/share/bash-completion \
        /etc /var/lib /var/log -xdev \( -iname '*remus*' -o -iname 'xen_remus_ext*' \) \
-       ! -path '/var/log/xen/remus-ext.log*' 2>/dev/null | sort
+       ! -path '/var/log/xen/remus-ext.log*' ! -path '/var/lib/xen-remus-ext' ! -path '/var/lib/xen-remus-ext/*' \
+       2>/dev/null | sort
 }
 # State and log left by runs from the work tree would be removed by the purge
 # and would hide what postinst creates: set them aside, put them back at exit.
@@ -150,6 +151,7 @@ for m in pkgutil.walk_packages(xen_remus_ext.__path__, \"xen_remus_ext.\"):
         importlib.import_module(m.name)
 "'
 check "/var/lib/xen-remus-ext exists, mode 700" test "$(stat -c %a /var/lib/xen-remus-ext 2>/dev/null)" = 700
+touch /var/lib/xen-remus-ext/.test-deb
 
 # The seed's HVM cfg: ASCII quotes (check passes, maybe with warnings) and
 # verbatim from the blog post (typographic quotes: error on line 3).
@@ -252,9 +254,11 @@ XEN_REMUS_STATE_DIR=$work/state XEN_REMUS_LOG=/var/log/xen/remus-ext.log \
   xen-remus verify "$work/src.img" "$work/dst.img" >/dev/null 2>&1
 check "xen-remus verify: identical copies exit 0, with /var/log/xen/remus-ext.log open" \
   sh -c "[ $? = 0 ] && [ -f /var/log/xen/remus-ext.log ]"
+echo "test-deb marker" >>/var/log/xen/remus-ext.log
 rm -rf "$work"
 
 # --- purge -------------------------------------------------------------------------
+purged_at=$(mktemp)
 dpkg --purge "$pkg" >/tmp/test-deb-dpkg.log 2>&1
 rc=$?
 installed=0
@@ -267,8 +271,21 @@ left=$(while IFS= read -r f; do
 check "no file of the package left" test -z "$left"
 [ -z "$left" ] || echo "$left" | sed 's/^/    /'
 check "no /usr/lib/python3/dist-packages/xen_remus_ext" test ! -e /usr/lib/python3/dist-packages/xen_remus_ext
-check "no /var/lib/xen-remus-ext" test ! -e /var/lib/xen-remus-ext
-check "no /var/log/xen/remus-ext.log" test ! -e /var/log/xen/remus-ext.log
+# The marker put there after the install must be gone with the directory; a
+# directory without it was made anew by another process after the purge
+# (e.g. a test run from the work tree on a shared machine).
+if [ -e /var/lib/xen-remus-ext ] && [ ! -e /var/lib/xen-remus-ext/.test-deb ]; then
+  ok "no /var/lib/xen-remus-ext of the package (one was recreated since by another process:" \
+     "$(find /var/lib/xen-remus-ext -newer "$purged_at" | head -n 3 | tr '\n' ' '))"
+else
+  check "no /var/lib/xen-remus-ext" test ! -e /var/lib/xen-remus-ext
+fi
+rm -f "$purged_at"
+if [ -e /var/log/xen/remus-ext.log ] && ! grep -q 'test-deb marker' /var/log/xen/remus-ext.log; then
+  ok "no /var/log/xen/remus-ext.log of the package (one was written since by another process)"
+else
+  check "no /var/log/xen/remus-ext.log" test ! -e /var/log/xen/remus-ext.log
+fi
 after=$(scan)
 new=$(comm -13 <(echo "$before") <(echo "$after"))
 check "no new *remus* path under /usr /etc /var" test -z "$new"
