@@ -33,7 +33,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$interp" -m venv "$venv" >&2
   fi
   quiet_pip -r "$req"
-  "$venv/bin/python" -c 'import six' || { echo "venv $kind: requirements did not install" >&2; rm -rf "$venv"; exit 1; }
+  probe='import six'; [ "$kind" = lint ] && probe='import vermin'
+  "$venv/bin/python" -c "$probe" || { echo "venv $kind: requirements did not install" >&2; rm -rf "$venv"; exit 1; }
   echo "$want" > "$stamp"
   rm -f "$pkgstamp"
 fi
