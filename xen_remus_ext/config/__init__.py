@@ -11,14 +11,15 @@ Format detection (``fmt=None``), in this order:
 * first character other than whitespace and ``#`` comment lines is ``(``:
   SXP;
 * otherwise a cfg file: xl when it reads cleanly with xl's grammar AND one
-  of its settings is xl-only (a ``disk`` entry that is not a valid xm spec,
-  or ``type =``); xm otherwise (xm is the toolstack Remus disks need).
+  of its settings is xl-only (a ``disk`` entry with ``key=value`` or a
+  format as second field, or ``type =``); xm otherwise (xm is the
+  toolstack Remus disks need).
 """
 from __future__ import absolute_import, division, print_function
 
 import io
 
-from xen_remus_ext.compat import binary_type
+from xen_remus_ext.compat import binary_type, string_types
 from xen_remus_ext.errors import ConfigError
 
 FORMATS = ("xm", "xl", "sxp", "xml")
@@ -45,9 +46,15 @@ def decode(data, path=None):
                           "expected UTF-8 text, got byte 0x%02x" % bytearray(data)[exc.start])
 
 
-def _xm_disk_ok(text):
-    fields = text.split(",")
-    return 3 <= len(fields) <= 5 and fields[2] in ("r", "w", "w!")
+_XL_FORMATS = ("", "raw", "qcow", "qcow2", "vhd", "qed")
+
+
+def _xl_only_disk(text):
+    """An xl diskspec xm could not mean: ``key=value`` or a format second."""
+    if not isinstance(text, string_types):
+        return False
+    fields = [f.strip() for f in text.split(",")]
+    return any("=" in f for f in fields) or (len(fields) > 1 and fields[1] in _XL_FORMATS)
 
 
 def detect_format(text):
@@ -78,7 +85,7 @@ def detect_format(text):
     disks = st.options.get("disk")
     if "type" in st.options:
         return "xl"
-    if isinstance(disks, list) and any(not _xm_disk_ok(d) for d in disks):
+    if isinstance(disks, list) and any(_xl_only_disk(d) for d in disks):
         return "xl"
     return "xm"
 

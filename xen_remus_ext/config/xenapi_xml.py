@@ -95,7 +95,22 @@ def _label(vm):
     return label.text if label is not None and label.text is not None else None
 
 
-def domain_config_from_tree(root, path=None, vm_name=None):
+def _attr_line(el, name, lines):
+    """libxml2 gives the line where a start tag ENDS; walk back to the line
+    that holds ``name=`` so diagnostics point at the attribute."""
+    line = el.sourceline
+    if not lines or not line:
+        return line
+    needle = u"%s=" % name
+    for i in range(min(line, len(lines)), 0, -1):
+        if needle in lines[i - 1]:
+            return i
+        if u"<%s" % el.tag in lines[i - 1]:
+            break
+    return line
+
+
+def domain_config_from_tree(root, path=None, vm_name=None, lines=None):
     """:returns: the :class:`model.DomainConfig` of the first (or the named)
     ``<vm>``.  :raises ConfigError: not an ``<xm>`` document, no such vm,
     a vbd naming an unknown vdi, a bad attribute"""
@@ -152,7 +167,7 @@ def domain_config_from_tree(root, path=None, vm_name=None):
         if vbd.get("type") == "CD" and not vdev.endswith(":cdrom"):
             vdev += ":cdrom"
         disks.append(model.DiskSpec(uname, vdev, mode, remus=disk_mod.parse_remus_uname(uname),
-                                    line=vdi.sourceline))
+                                    line=_attr_line(vdi, "src", lines)))
     vifs = []
     for vif in vm.findall("vif"):
         parts = []
@@ -176,4 +191,5 @@ def parse(data, path=None, vm_name=None):
     for line, msg in problems:
         if not msg.startswith("cannot load"):
             raise ConfigError(path, line, msg)
-    return domain_config_from_tree(root, path, vm_name)
+    text = data.decode("utf-8", "replace") if not isinstance(data, text_type) else data
+    return domain_config_from_tree(root, path, vm_name, lines=text.split(u"\n"))
