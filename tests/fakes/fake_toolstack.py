@@ -22,7 +22,7 @@ from __future__ import absolute_import, division, print_function
 import os
 
 from xen_remus_ext import model
-from xen_remus_ext.errors import ToolstackError
+from xen_remus_ext.errors import ToolstackError, XenRemusError
 from xen_remus_ext.ports import Toolstack, Tracker
 
 SECTOR = 512
@@ -94,6 +94,7 @@ class FakeWorld(object):
         self.kill_at = None
         self.hold_migrations = False
         self.on_effect = None     # called after every effect (a guest writing meanwhile)
+        self.migrate_hook = None  # xend's device-migrate step 2, for kind="xend"
         self.log = []
         self._next_domid = 1
         for h in hosts:
@@ -139,6 +140,8 @@ class FakeWorld(object):
         if len(hosts) != 1:
             raise ToolstackError("%s: expected to run on exactly one host, runs on %r" % (dom, hosts))
         host = hosts[0]
+        if getattr(self.hosts[host][dom], "awaiting_backup", False):
+            raise ToolstackError("%s: write held: block-remus waits for the backup to connect" % dom)
         disk = self.hosts[host][dom].config.remus_disks[0]
         with open(self.disk_file(host, disk.path), "r+b") as f:
             f.seek(offset)
@@ -169,11 +172,19 @@ def remus_config(name, backup, path="/img/%s.img", port=9000, memory=256, vdev="
 
 
 class FakeToolstack(Toolstack):
+    """One host's toolstack.  ``kind="xend"`` follows xend's migration: the
+    domain cannot stay paused on arrival; the device-migrate hook
+    (``world.migrate_hook(domname, dst)``, xend's external-migration-tool at
+    step 2) runs while the source is suspended; the domain then runs on the
+    destination, and block-remus holds its writes until the backup connects
+    (xen-facts.md section 5: the primary's first write blocks on connect)."""
+
     kind = "sim"
 
-    def __init__(self, world, host):
+    def __init__(self, world, host, kind="sim"):
         self.world = world
         self.host = host
+        self.kind = kind
 
     # -- helpers --------------------------------------------------------------
     def _doms(self):
@@ -228,9 +239,23 @@ class FakeToolstack(Toolstack):
         if d.name in self.world.hosts[dst]:
             raise ToolstackError("migrate %s: a domain of that name already exists on %s" % (d.name, dst))
         cfg = config if config is not None else d.config
+        if self.kind == "xend":
+            if paused:
+                raise ToolstackError("xend migrate: no way to leave %s paused on arrival" % d.name)
+            d.state = "paused"      # suspended for the last round
+            self.world.effect("suspend %s@%s" % (d.name, self.host))
         incoming = self.world.create(dst, cfg, state="paused")
         incoming.final_state = "paused" if paused else "running"
         self.world.effect("incoming %s@%s" % (d.name, dst))
+        if self.kind == "xend":
+            incoming.awaiting_backup = bool(cfg.remus_disks)
+            if self.world.migrate_hook is not None:
+                try:
+                    self.world.migrate_hook(d.name, dst)
+                except XenRemusError:   # xend: a failing hook fails the migration, source resumes
+                    self.fail_migration(d.name, dst)
+                    d.state = "running"
+                    raise
         if self.world.hold_migrations:
             return
         self.complete_migration(d.name, dst)
@@ -268,6 +293,7 @@ class FakeToolstack(Toolstack):
             raise ToolstackError("remus %s: %s already has a domain of that name" % (d.name, host))
         self.world.create(host, d.config, state="paused", remus_backup=True)
         self.world.remus[(self.host, d.name)] = host
+        d.awaiting_backup = False
         self.world.effect("remus %s %s->%s" % (d.name, self.host, host))
 
     def remus_stop(self, dom):

@@ -389,10 +389,22 @@ class Orchestrator(object):
             # xend cannot leave the domain paused: the external-migration-tool
             # hook sends the final delta at device-migrate step 2 (delta.py)
             self.ts.migrate(self.domain, self.host, live=True, port=self.opts["port"])
+            self._adopt_hook_delta()
         else:
             self.ts.migrate(self.domain, self.host, live=True, port=self.opts["port"], paused=True,
                             ssh=self.opts["ssh"] if self.opts["ssh"] != "ssh" else None)
         self.rec["migrated_at"] = self.clock.now()
+
+    def _adopt_hook_delta(self):
+        """The migration hook wrote its delta record into the journal file
+        while we waited in migrate; take it, or our next save loses it."""
+        disk_rec = journal.load(self.domain, self.base)
+        if disk_rec is not None and disk_rec.get("delta", {}).get("sent"):
+            self.rec["delta"] = disk_rec["delta"]
+            finals = dict((d["vdev"], d.get("final")) for d in disk_rec.get("disks", ()))
+            for d in self.rec["disks"]:
+                d["final"] = finals.get(d["vdev"], d.get("final"))
+            self.rec["history"] = disk_rec.get("history", self.rec["history"])
 
     def _retarget(self, ts):
         """Point the domain's remus disks at the backup (``ts`` holds the
@@ -424,6 +436,14 @@ class Orchestrator(object):
         if self.mode == machine.FAILBACK and local is not None:
             raise FailbackError("%s: expected the domain gone from here before the final delta, found it %s"
                                 % (self.domain, local), state=rec["state"], step=machine.FINAL_DELTA)
+        if self.mode == machine.FAILBACK:
+            there = preflight.domain_state(preflight.find_domain(self.peer, self.domain))
+            if there != "paused":
+                raise FailbackError(
+                    "%s: expected it paused on %s until its disk is complete, found it %s: it may "
+                    "have read a stale disk (on xend, is the migration hook installed? see xen-remus "
+                    "hook-config)" % (self.domain, self.host, there or "absent"),
+                    state=rec["state"], step=machine.FINAL_DELTA)
         if self.mode == machine.REVERSE and local != "paused":
             raise FailbackError("%s: expected the domain paused here for the final delta, found it %s"
                                 % (self.domain, local), state=rec["state"], step=machine.FINAL_DELTA)
