@@ -28,7 +28,7 @@ def test_subtract_and_normalize_match_set_semantics(a, b):
     norm = plan.normalize(a)
     assert as_set(norm) == as_set(a)
     # sorted, disjoint, non-adjacent, non-empty
-    for (s1, e1), (s2, e2) in zip(norm, norm[1:]):
+    for (_s1, e1), (s2, _e2) in zip(norm, norm[1:]):
         assert e1 < s2
     assert all(s < e for s, e in norm)
 

@@ -154,20 +154,26 @@ class StreamChannel(Channel):
 
     def send(self, mtype, *parts):
         length = sum(len(p) for p in parts)
-        buf = b"".join((HEADER.pack(mtype, 0, 0, length),) + tuple(_raw(p) for p in parts))
+        hdr = HEADER.pack(mtype, 0, 0, length)
+        if parts and len(parts[-1]) >= BIG:
+            # header and small parts in one write, the big tail without a copy
+            bufs = (b"".join((hdr,) + tuple(_raw(p) for p in parts[:-1])), parts[-1])
+        else:
+            bufs = (b"".join((hdr,) + tuple(_raw(p) for p in parts)),)
         with self._lock:
             try:
-                if self.sock is not None:
-                    self.sock.sendall(buf)
-                else:
-                    view = memoryview(buf)
-                    while len(view):
-                        n = self._w.write(view)
-                        view = view[n:]
+                for buf in bufs:
+                    if self.sock is not None:
+                        self.sock.sendall(buf)
+                    else:
+                        view = memoryview(buf)
+                        while len(view):
+                            n = self._w.write(view)
+                            view = view[n:]
             except (IOError, OSError, socket.error) as exc:
                 raise ResyncError("%s: connection lost while sending %s (%s)"
                                   % (self.peer, type_name(mtype), getattr(exc, "strerror", None) or exc))
-            self.bytes_out += len(buf)
+            self.bytes_out += HEADER.size + length
 
     def _read_exact(self, n):
         buf = bytearray(n)
@@ -210,6 +216,34 @@ class StreamChannel(Channel):
 
 _CLOSED = object()
 
+#: a payload part this long is passed on without being copied
+BIG = 64 * 1024
+
+
+class Parts(tuple):
+    """An in-process payload kept as (head bytes, data buffer): no copy."""
+
+    def __new__(cls, head, data):
+        return tuple.__new__(cls, (head, data))
+
+    def __len__(self):
+        return len(self[0]) + len(self[1])
+
+
+def split_data(payload):
+    """A DATA payload -> ``(offset, data buffer)``.
+
+    :raises ProtocolError: shorter than its 8-byte offset.
+    """
+    if isinstance(payload, Parts):
+        head, data = tuple.__getitem__(payload, 0), tuple.__getitem__(payload, 1)
+        if len(head) != U64.size:
+            raise ProtocolError("DATA record: expected an 8-byte offset, got %d bytes" % len(head))
+        return U64.unpack(head)[0], data
+    if len(payload) < U64.size:
+        raise ProtocolError("DATA record: expected 8+ bytes, got %d" % len(payload))
+    return U64.unpack_from(payload)[0], memoryview(payload)[U64.size:]
+
 
 def _raw(part):
     """bytes of a payload part (``bytes(memoryview)`` is its repr on 2.7)."""
@@ -230,7 +264,12 @@ class LocalChannel(Channel):
         self.other = None
 
     def send(self, mtype, *parts):
-        payload = _raw(parts[0]) if len(parts) == 1 else b"".join(_raw(p) for p in parts)
+        if len(parts) <= 1:
+            payload = _raw(parts[0]) if parts else b""
+        elif len(parts[-1]) >= BIG:
+            payload = Parts(b"".join(_raw(p) for p in parts[:-1]), parts[-1])   # no copy of the data
+        else:
+            payload = b"".join(_raw(p) for p in parts)
         length = len(payload)
         check_header(mtype, 0, 0, length)
         with self._lock:

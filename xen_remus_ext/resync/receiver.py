@@ -20,6 +20,8 @@ import logging
 import os
 import threading
 
+from six.moves import queue
+
 from xen_remus_ext.compat import to_bytes, to_text
 from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, XenRemusError
 from xen_remus_ext.resync import digest as dg
@@ -207,14 +209,23 @@ class Receiver(object):
             if ranges:
                 digester = _Digester(self.chan, self.path, plan.normalize(ranges), bs, hasher, rate)
                 digester.start()
+            syncer = _Syncer(out, jour) if writing else None
+            if syncer is not None:
+                syncer.start()
             try:
-                end = self._apply(out, jour, src)
+                end = self._apply(out, syncer)
             except BaseException:
                 if digester is not None:
                     digester.abandon()
+                if syncer is not None:
+                    syncer.finish()
                 raise
             if digester is not None:
                 digester.join()
+            if syncer is not None:
+                syncer.finish()
+                if syncer.error is not None:
+                    raise syncer.error
             read = digester.bytes_read if digester else 0
             if digester is not None and digester.error is not None:
                 raise digester.error
@@ -237,23 +248,18 @@ class Receiver(object):
             if out is not None:
                 out.close()
 
-    def _apply(self, out, jour, src):
+    def _apply(self, out, syncer):
         """Apply DATA/ZERO/MARK records until END; :returns: END's object."""
-        dirty = False
         while True:
             mtype, payload = self.chan.recv()
             if mtype == P.DATA:
                 if out is None:
                     raise ProtocolError("DATA record in a read-only (verify) session")
-                if len(payload) < P.U64.size:
-                    raise ProtocolError("DATA record: expected 8+ bytes, got %d" % len(payload))
-                off = P.U64.unpack_from(payload)[0]
-                n = len(payload) - P.U64.size
-                if off + n > self.size:
+                off, data = P.split_data(payload)
+                if off + len(data) > self.size:
                     raise ProtocolError("DATA record: expected to end within %d bytes, got %d+%d"
-                                        % (self.size, off, n))
-                out.write_at(off, memoryview(payload)[P.U64.size:])
-                dirty = True
+                                        % (self.size, off, len(data)))
+                out.write_at(off, data)
             elif mtype == P.ZERO:
                 if out is None:
                     raise ProtocolError("ZERO record in a read-only (verify) session")
@@ -264,17 +270,10 @@ class Receiver(object):
                     raise ProtocolError("ZERO record: expected to end within %d bytes, got %d+%d"
                                         % (self.size, off, n))
                 out.zero_range(off, n)
-                dirty = True
             elif mtype == P.MARK:
-                if jour is None:
+                if syncer is None:
                     raise ProtocolError("MARK record in a read-only (verify) session")
-                got = P.unpack_ranges(payload, self.size)
-                if dirty:
-                    out.sync()
-                    dirty = False
-                for s, e in got:
-                    jour.add(s, e)
-                jour.save()
+                syncer.mark(P.unpack_ranges(payload, self.size))
             elif mtype == P.END:
                 return P.decode_json(mtype, payload)
             elif mtype == P.ERROR:
@@ -323,3 +322,50 @@ class _Digester(threading.Thread):
     def abandon(self):
         """Stop at the next chunk without waiting (the connection is failing)."""
         self._halt = True
+
+
+class _Syncer(threading.Thread):
+    """Makes MARKed ranges durable off the receive path: fdatasync the
+    target, then record the ranges in the journal (in that order)."""
+
+    _END = object()
+
+    def __init__(self, out, jour):
+        threading.Thread.__init__(self, name="xre-sync")
+        self.daemon = True
+        self.out = out
+        self.jour = jour
+        self.q = queue.Queue()
+        self.error = None
+
+    def mark(self, ranges):
+        if self.error is not None:
+            raise self.error
+        self.q.put(ranges)
+
+    def run(self):
+        while True:
+            items = [self.q.get()]
+            try:
+                while True:
+                    items.append(self.q.get_nowait())
+            except queue.Empty:
+                pass
+            ended = any(i is self._END for i in items)
+            ranges = [r for i in items if i is not self._END for r in i]
+            if ranges and self.error is None:
+                try:
+                    self.out.sync()
+                    for s, e in ranges:
+                        self.jour.add(s, e)
+                    self.jour.save()
+                except (XenRemusError, IOError, OSError) as exc:
+                    self.error = exc if isinstance(exc, XenRemusError) else \
+                        ResyncError("%s: cannot write the resume journal: %s" % (self.out.path, exc))
+            if ended:
+                return
+
+    def finish(self):
+        """Flush pending marks and stop (call once, from the receive thread)."""
+        self.q.put(self._END)
+        self.join()

@@ -84,6 +84,32 @@ class _Reader(threading.Thread):
             pass
 
 
+class _InlineReader(object):
+    """A :class:`_Reader` run in the caller's thread."""
+
+    def __init__(self, reader):
+        self.r = reader
+
+    @property
+    def bytes_read(self):
+        return self.r.bytes_read
+
+    def __iter__(self):
+        r = self.r
+        with BlockFile(r.path) as f:
+            for off, length in r.pieces:
+                r.rate.consume(length)
+                data = f.read_at(off, length)
+                if len(data) != length:
+                    raise ResyncError("%s: short read at %d: expected %d bytes, got %d"
+                                      % (r.path, off, length, len(data)))
+                r.bytes_read += length
+                yield off, data
+
+    def abandon(self):
+        pass
+
+
 def split_zero(off, data, bs):
     """Cut ``data`` (at disk offset ``off``) at multiples of ``bs`` into runs
     of all-zero and non-zero blocks: yields ``(zero, start, end)`` relative
@@ -191,7 +217,10 @@ class SenderSession(object):
         total = plan.total(work)
         mark_every = max(MARK_MIN, min(MARK_MAX, total // 32))
         reader = _Reader(src_path, pieces, bucket)
-        reader.start()
+        if mode in ("checksum", "verify"):
+            reader.start()       # read ahead while waiting for the receiver's digests
+        else:
+            reader = _InlineReader(reader)   # the receiver writes while we read: one hop less
         state = {"extents": 0, "last_end": -1, "differing": []}
         pending = []
         pending_bytes = 0

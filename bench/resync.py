@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""Benchmark of ``xen-remus resync`` against rsync, dd and the disk floor.
+
+Makes a random image (``--size``, default 4G), a stale copy with ``--changed``
+(default 1%) of its 64 KiB blocks rewritten at random, and times, each from
+a cold page cache when root (``sync; echo 3 > /proc/sys/vm/drop_caches``):
+
+- floor: reading both images once, at the same time (what any
+  compare-both-sides tool must do);
+- ours: checksum (local; TCP on 127.0.0.1), tracked with the true dirty
+  list, full (into a stale copy);
+- rsync --inplace --no-whole-file, local and against an rsync daemon on
+  127.0.0.1 (started here, stopped by its PID); dd (conv=fdatasync, as our
+  full mode fsyncs too);
+- extra cases: identical images, 50% changed, a sparse image (full mode);
+- bdsync / blocksync-fast when they are on PATH.
+
+Every sync is checked with ``cmp`` afterwards.  Prints seconds, MB/s, wire
+bytes, ratios to rsync and to the floor, and the peak RSS of our processes.
+Usage: ``bench/resync.py [--size 256M] [--dir DIR] [--keep] [--only a,b]``.
+"""
+from __future__ import absolute_import, division, print_function
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, TOP)
+
+from xen_remus_ext.resync.plan import parse_size  # noqa: E402
+
+BS = 65536
+MiB = 1 << 20
+
+
+def log(msg):
+    sys.stderr.write("bench: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def drop_caches():
+    subprocess.call(["sync"])
+    if os.geteuid() == 0:
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            return True
+        except (IOError, OSError):
+            return False
+    return False
+
+
+def make_random(path, size):
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def pick_blocks(size, fraction, seed):
+    nblocks = size // BS
+    rng = random.Random(seed)
+    return sorted(rng.sample(range(nblocks), max(1, int(nblocks * fraction))))
+
+
+class Stale(object):
+    """A stale copy: the source with ``blocks`` holding other content.
+
+    The stale contents are kept in memory-light form (a seed per block), so
+    the copy can be put back into its stale state by rewriting only them.
+    """
+
+    def __init__(self, blocks, seed):
+        self.blocks = blocks
+        self.seed = seed
+
+    def content(self, i):
+        rng = random.Random(self.seed * 1000003 + i)
+        return bytes(bytearray(rng.getrandbits(8) for _ in range(64))) * (BS // 64)
+
+    def apply(self, path):
+        with open(path, "r+b") as f:
+            for i in self.blocks:
+                f.seek(i * BS)
+                f.write(self.content(i))
+
+    def dirty_file(self, path):
+        with open(path, "w") as f:
+            for i in self.blocks:
+                f.write("%d %d\n" % (i * BS, BS))
+
+
+def cmp_ok(a, b):
+    return subprocess.call(["cmp", "-s", a, b]) == 0
+
+
+def timed(argv, env=None):
+    """Run ``argv``; :returns: (seconds, rc, stdout, stderr, peak RSS bytes of that process)."""
+    t0 = time.time()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    outs = {}
+    readers = [threading.Thread(target=lambda n=n, f=f: outs.__setitem__(n, f.read()))
+               for n, f in (("out", p.stdout), ("err", p.stderr))]
+    for t in readers:
+        t.start()
+    rss = reap(p)
+    sec = time.time() - t0
+    for t in readers:
+        t.join()
+    return sec, p.returncode, outs.get("out", b""), outs.get("err", b""), rss
+
+
+def reap(p):
+    """Wait for ``p``; :returns: its peak RSS in bytes."""
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_maxrss * 1024
+
+
+def run_ours(src, dest, extra, env=None):
+    argv = [sys.executable, "-m", "xen_remus_ext", "resync", src, dest, "--json", "--no-progress"] + extra
+    sec, rc, out, err, rss = timed(argv, env=env)
+    if rc != 0:
+        raise SystemExit("bench: ours failed: %s" % err.decode("utf-8", "replace"))
+    res = json.loads(out.decode("utf-8").splitlines()[-1])
+    return sec, res["bytes_sent"], rss
+
+
+def floor(a, b):
+    def reader(path):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while os.read(fd, 4 * MiB):
+                pass
+        finally:
+            os.close(fd)
+    t0 = time.time()
+    ts = [threading.Thread(target=reader, args=(p,)) for p in (a, b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return time.time() - t0
+
+
+def rsync_stats(err_out):
+    sent = re.search(r"Total bytes sent: ([\d,]+)", err_out)
+    recv = re.search(r"Total bytes received: ([\d,]+)", err_out)
+    if not sent:
+        return None
+    return int(sent.group(1).replace(",", "")) + int(recv.group(1).replace(",", ""))
+
+
+class RsyncDaemon(object):
+    def __init__(self, d, module_dir):
+        self.d = d
+        self.port = None
+        self.pid = None
+        self.module_dir = module_dir
+
+    def start(self):
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        conf = os.path.join(self.d, "rsyncd.conf")
+        pidf = os.path.join(self.d, "rsyncd.pid")
+        with open(conf, "w") as f:
+            f.write("pid file=%s\nuse chroot=no\naddress=127.0.0.1\nport=%d\n[dst]\npath=%s\nread only=false\n"
+                    "uid=root\ngid=root\n" % (pidf, self.port, self.module_dir))
+        subprocess.check_call(["rsync", "--daemon", "--config=" + conf])
+        for _ in range(100):
+            if os.path.exists(pidf):
+                with open(pidf) as f:
+                    txt = f.read().strip()
+                if txt:
+                    self.pid = int(txt)
+                    break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        return self
+
+    def stop(self):
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+def ensure_rsync():
+    if shutil.which("rsync"):
+        return True
+    if os.geteuid() == 0:
+        log("installing rsync (apt-get)")
+        subprocess.call(["apt-get", "install", "-y", "-qq", "rsync"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return bool(shutil.which("rsync"))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="4G")
+    ap.add_argument("--changed", type=float, default=0.01, help="fraction of 64 KiB blocks rewritten")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temp dir under /var/tmp)")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--only", default="", help="comma list of rows to run (default all)")
+    ap.add_argument("--out", default=None, help="also write the table (markdown) to this file")
+    args = ap.parse_args(argv)
+    size = parse_size(args.size)
+    size -= size % MiB
+    only = set(x for x in args.only.split(",") if x)
+    want = lambda name: not only or name in only  # noqa: E731
+    d = args.dir or tempfile.mkdtemp(prefix="xre-bench-", dir="/var/tmp")
+    if not os.path.isdir(d):
+        os.makedirs(d)
+    env = dict(os.environ, XEN_REMUS_STATE_DIR=os.path.join(d, "state"), XEN_REMUS_LOG="",
+               PYTHONPATH=TOP + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    os.environ.update({k: env[k] for k in ("XEN_REMUS_STATE_DIR", "XEN_REMUS_LOG", "PYTHONPATH")})
+    have_rsync = ensure_rsync()
+    cold = drop_caches()
+    src, dst = os.path.join(d, "src.img"), os.path.join(d, "dst", "disk.img")
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    t0 = time.time()
+    log("making %d MiB random image in %s" % (size // MiB, d))
+    make_random(src, size)
+    subprocess.check_call(["cp", "--sparse=never", src, dst])
+    stale = Stale(pick_blocks(size, args.changed, 1), 1)
+    changed = len(stale.blocks) * BS
+    dirty = os.path.join(d, "dirty.txt")
+    stale.dirty_file(dirty)
+    log("images ready in %.1f s; %d blocks (%d MiB) changed" % (time.time() - t0, len(stale.blocks), changed // MiB))
+
+    rows = []
+
+    def reset_stale():
+        stale.apply(dst)
+        shutil.rmtree(env["XEN_REMUS_STATE_DIR"], ignore_errors=True)
+
+    def row(name, fn, check=True, setup=reset_stale):
+        if not want(name):
+            return
+        if setup:
+            setup()
+        drop_caches()
+        got = fn()
+        sec, wire, rss = got if len(got) == 3 else (got[0], got[1], None)
+        ok = cmp_ok(src, dst) if check else None
+        rows.append({"name": name, "seconds": sec, "wire": wire, "ok": ok, "rss": rss})
+        log("%-28s %7.2f s  wire %s  %s" % (name, sec, wire, "identical" if ok else ("" if ok is None else "DIFFER")))
+
+    row("floor (read both)", lambda: (floor(src, dst), None), check=False)
+    row("ours checksum local", lambda: run_ours(src, dst, ["--mode", "checksum"], env))
+
+    if want("ours checksum tcp"):
+        key = os.path.join(d, "key")
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, os.urandom(32).hex().encode())
+        os.close(fd)
+        recv = subprocess.Popen([sys.executable, "-m", "xen_remus_ext", "receive", "--listen", "127.0.0.1:0",
+                                 "--key", key, "--export", "d=" + dst], stderr=subprocess.PIPE, env=env)
+        line = recv.stderr.readline().decode()
+        port = int(line.split("receiving on ")[1].split()[0].rsplit(":", 1)[1])
+        url = "tcp://127.0.0.1:%d/d" % port
+        try:
+            row("ours checksum tcp", lambda: run_ours(src, url, ["--mode", "checksum", "--key", key], env))
+        finally:
+            recv.terminate()
+            recv_rss = reap(recv)
+            if rows and rows[-1]["name"] == "ours checksum tcp":
+                rows[-1]["rss"] = max(rows[-1]["rss"] or 0, recv_rss)
+
+    row("ours tracked local", lambda: run_ours(src, dst, ["--mode", "tracked", "--dirty", dirty], env))
+    if have_rsync:
+        def rsync_local():
+            sec, rc, out, err, _ = timed(["rsync", "--inplace", "--no-whole-file", "--stats", src, dst])
+            return sec, rsync_stats(out.decode())
+        row("rsync local", rsync_local)
+        daemon = RsyncDaemon(d, os.path.dirname(dst)).start() if want("rsync daemon") else None
+        try:
+            def rsync_daemon():
+                sec, rc, out, err, _ = timed(["rsync", "--inplace", "--no-whole-file", "--stats", src,
+                                           "rsync://127.0.0.1:%d/dst/disk.img" % daemon.port])
+                return sec, rsync_stats(out.decode())
+            row("rsync daemon", rsync_daemon)
+        finally:
+            if daemon:
+                daemon.stop()
+    for tool, argv in (("bdsync", None), ("blocksync-fast", ["blocksync-fast", "-s", src, "-d", dst])):
+        if shutil.which(tool) and argv:
+            row(tool, lambda argv=argv: (timed(argv)[0], None))
+    row("ours full local", lambda: run_ours(src, dst, ["--mode", "full"], env))
+    row("dd conv=fdatasync", lambda: (timed(["dd", "if=" + src, "of=" + dst, "bs=1M",
+                                              "conv=notrunc,fdatasync"])[0], None))
+    # other cases: identical, 50% changed, sparse
+    row("ours checksum identical", lambda: run_ours(src, dst, ["--mode", "checksum"], env), setup=None)
+    half = Stale(pick_blocks(size, 0.5, 2), 2)
+
+    def reset_half():
+        half.apply(dst)
+        shutil.rmtree(env["XEN_REMUS_STATE_DIR"], ignore_errors=True)
+    row("ours checksum 50%", lambda: run_ours(src, dst, ["--mode", "checksum"], env), setup=reset_half)
+    if want("ours full sparse"):
+        sparse = os.path.join(d, "sparse.img")
+        with open(sparse, "wb") as f:
+            f.truncate(size)
+            for i in pick_blocks(size, 0.01, 3):
+                f.seek(i * BS)
+                f.write(os.urandom(BS))
+        drop_caches()
+        sec, wire, rss = run_ours(sparse, dst, ["--mode", "full"], env)
+        rows.append({"name": "ours full sparse", "seconds": sec, "wire": wire, "ok": cmp_ok(sparse, dst),
+                     "rss": rss})
+        log("%-28s %7.2f s  wire %s" % ("ours full sparse", sec, wire))
+
+    table = format_table(rows, size, changed, cold)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+    if not args.keep and not args.dir:
+        shutil.rmtree(d, ignore_errors=True)
+    bad = [r["name"] for r in rows if r["ok"] is False]
+    if bad:
+        log("NOT IDENTICAL after: %s" % ", ".join(bad))
+        return 1
+    return 0
+
+
+def format_table(rows, size, changed, cold):
+    by = {r["name"]: r for r in rows}
+    rs = by.get("rsync local") or by.get("rsync daemon")
+    fl = by.get("floor (read both)")
+    out = ["Image %d MiB, %d MiB changed in 64 KiB blocks; page cache %s before each run."
+           % (size // MiB, changed // MiB, "dropped" if cold else "NOT dropped (not root)"), "",
+           "| run | seconds | MB/s | wire bytes | x rsync | x floor | peak RSS MiB | identical |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %.2f | %.0f | %s | %s | %s | %s | %s |" % (
+            r["name"], r["seconds"], size / r["seconds"] / 1e6, "-" if r["wire"] is None else "{:,}".format(r["wire"]),
+            "%.2f" % (r["seconds"] / rs["seconds"]) if rs else "-",
+            "%.2f" % (r["seconds"] / fl["seconds"]) if fl else "-",
+            "%.0f" % (r["rss"] / MiB) if r["rss"] else "-",
+            {True: "yes", False: "NO", None: "-"}[r["ok"]]))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
