@@ -28,8 +28,10 @@ from xen_remus_ext.config import disk as disk_mod
 from xen_remus_ext.config.util import q
 from xen_remus_ext.errors import ConfigError, ValidationError
 
-_REMUS_RE = re.compile(u"(tap2?:(?:tapdisk:)?remus:)([^|'\"\\s,()<>\\[\\];#\\\\]*)")
+_REMUS_RE = re.compile(u"(tap2?:(?:tapdisk:)?remus:)([^|'\"\\s,()<>\\[\\];#\\\\%{}]*)")
 _SXP_SEP = u"{}()<>[]!;"
+#: what may follow HOST:PORT in a literal uname
+_HP_END = (u"|", u"'", u'"', u"", u" ", u"\t", u"\n", u")", u",")
 _FIXED_UNAME = (u"Linux", u"host", u"", u"", u"x86_64")  # what os.uname() says to both evaluations
 
 
@@ -129,6 +131,8 @@ def _substitute(text, spans, backup, ports):
     for start, end in spans:
         for m in _REMUS_RE.finditer(text, start, end):
             hp_start, hp_end = m.span(2)
+            if hp_start == hp_end or text[hp_end:hp_end + 1] not in _HP_END:
+                continue  # built by the file ('%s', '+'): left for _verify to refuse
             out.append(text[last:hp_start])
             out.append(_new_hostport(m.group(2), backup, ports))
             last = hp_end
@@ -138,6 +142,8 @@ def _substitute(text, spans, backup, ports):
 
 
 def _normalize(value):
+    if isinstance(value, dict):
+        return dict((k, _normalize(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return [_normalize(v) for v in value]
     if isinstance(value, text_type) or isinstance(value, str):
@@ -209,7 +215,11 @@ def reverse_text(text, fmt, backup_host, ports=None, path="<input>"):
     except ConfigError as exc:
         raise ConfigError(path, exc.line, exc.reason)
     new_body, count = _substitute(body, spans, backup_host, ports)
-    after = _parse(new_body, fmt, path)
+    try:
+        after = _parse(new_body, fmt, path)
+    except ConfigError as exc:
+        raise ConfigError(path, exc.line, "reverse: the rewritten file no longer reads (%s); a remus uname "
+                          "is probably built by the file; edit it by hand" % exc.reason)
     _verify(before, after, backup_host, ports, path)
     result = (u"\ufeff" + new_body) if text.startswith(u"\ufeff") else new_body
     return result.encode("utf-8") if was_bytes else result
