@@ -302,3 +302,21 @@ def test_real_cli_options_reach_xm_help(xm, capsys, name):
         if action.option_strings and action.help != argparse.SUPPRESS \
                 and not isinstance(action, argparse._HelpAction):
             assert max(action.option_strings, key=len) in out, action.option_strings
+
+
+def test_registration_builds_no_parser_until_needed(xm, monkeypatch):
+    """`xm list` must not pay for our parser: it is built on first use."""
+    built = []
+
+    def counting():
+        built.append(1)
+        return cli_parser()
+    monkeypatch.setattr(xm_commands, "build_cli_parser", counting)
+    rec = Recorder()
+    xm_register.register(xm, main_fn=rec)
+    xm.commands["list"]([])
+    assert built == []
+    rows = tuple(xm.SUBCOMMAND_OPTIONS["remus-failback"])
+    assert ("-n", "--dry-run", "print the plan, change nothing") in rows
+    xm.commands["remus-status"](["web1"])
+    assert built == [1] and rec.calls == [["status", "web1"]]
