@@ -25,6 +25,7 @@ from __future__ import absolute_import, division, print_function
 
 import logging
 
+from xen_remus_ext import log as xlog
 from xen_remus_ext.compat import string_types
 from xen_remus_ext.hooks import migrate as migrate_hook
 
@@ -91,6 +92,8 @@ def install(controller_cls, delta_fn=None):
     def migrate(self, deviceConfig, network, dst, step, domName=""):
         if network and domName:
             call = migrate_hook.HookCall(self.deviceClass, step, dst, domName)
+            if migrate_hook.plan_step(call) != migrate_hook.NOTHING:
+                xlog.setup()  # /var/log/xen/remus-ext.log; xend's own log is not ours
             if step == 1 and migrate_hook.plan_step(call) != migrate_hook.NOTHING:
                 key = record_generation(getattr(self, "vm", None), deviceConfig)
                 if key:
