@@ -67,3 +67,31 @@ def test_xm_remus_status_without_xend_fails_cleanly(xm, capsys, monkeypatch, tmp
     rc, _out, err = run_xm(xm, capsys, "remus-status")
     assert rc == 1
     assert "is xend running?" in err and "Traceback" not in err
+
+
+def test_xm_remus_failback_dry_run_equals_xen_remus(xm, capsys, monkeypatch, tmp_path):
+    """Two xend doubles (here on a Unix socket, the peer on 127.0.0.1 TCP):
+    `xm remus-failback ... --dry-run` prints what `xen-remus failback
+    --toolstack xend ... --dry-run` prints, with the same exit status."""
+    d = tempfile.mkdtemp(prefix="xm", dir="/tmp")
+    img, peer_img = str(tmp_path / "guest.img"), str(tmp_path / "peer-guest.img")
+    for p in (img, peer_img):
+        with open(p, "wb") as fh:
+            fh.truncate(1 << 20)
+    here, peer = XendDouble("hostb"), XendDouble("hosta")
+    here.add_domain("guest", disks=[("tap2", "tap:remus:hostb:9000|aio:%s" % img, "xvda", "w")])
+    here.add_peer("127.0.0.1", peer)
+    srv = XendServer(os.path.join(d, "x.sock"), here).start()
+    psrv = XendServer(("127.0.0.1", 0), peer).start()
+    try:
+        monkeypatch.setenv("XM_SERVER", srv.uri)
+        args = ["guest", "127.0.0.1", "--dry-run", "--peer-uri", psrv.uri, "--dest", peer_img]
+        rc, out, err = run_xm(xm, capsys, "remus-failback", *args)
+        direct = cli.main(["failback", "--toolstack", "xend"] + args)
+        dout, derr = capsys.readouterr()
+    finally:
+        srv.stop()
+        psrv.stop()
+        os.rmdir(d)
+    assert "preflight:" in out and "domain-here" in out
+    assert (rc, out, err) == (direct, dout, derr)
