@@ -65,6 +65,8 @@ def register(subparsers):
     p.add_argument("--no-net", action="store_true", help="Remus without network buffering")
     p.add_argument("-p", "--port", type=int, default=None, help="relocation port for the migration")
     p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="the domain's config file: preflight checks it names the new backup or reverses cleanly")
     p.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD", help="command to reach HOST (default ssh)")
     p.add_argument("--key", metavar="KEYFILE", help="shared key file for tcp:// disk destinations")
     p.add_argument("--dest", metavar="TEMPLATE", default=None,
@@ -126,7 +128,8 @@ def _options(args):
             "peer_agent": getattr(args, "peer_agent", None), "peer_uri": getattr(args, "peer_uri", None)}
     if getattr(args, "dest", None):
         opts["dest_template"] = args.dest
-    for name, key in (("interval", "interval_ms"), ("port", "port"), ("local_host", "local_host")):
+    for name, key in (("interval", "interval_ms"), ("port", "port"), ("local_host", "local_host"),
+                      ("config", "config_file")):
         if getattr(args, name, None) is not None:
             opts[key] = getattr(args, name)
     if getattr(args, "no_net", False):

@@ -45,6 +45,7 @@ DEFAULTS = {
     "precopy_passes": 3,        # at most, while a tracker keeps the delta shrinking
     "precopy_target": 4 << 20,  # stop pre-copying once a pass sends less than this
     "net": True,
+    "config_file": None,        # the domain's cfg file: preflight checks it reverses cleanly
 }
 
 
@@ -217,7 +218,8 @@ class Orchestrator(object):
         checks, facts = preflight.run_checks(
             self.ts, self.peer, self.domain, self.host, self.mode, self.backup_host(),
             self.disk_pairs, self.disks, self.opts["discard_peer"], self.backup_aliases(),
-            retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts)
+            retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts,
+            config_file=self.opts.get("config_file"))
         for d in facts["disks"]:
             d["tracker"] = "available" if hasattr(self.ts, "tracker_for") else None
         return state, lines, checks, facts
@@ -330,7 +332,8 @@ class Orchestrator(object):
         checks, facts = preflight.run_checks(
             self.ts, self.peer, self.domain, self.host, self.mode, self.backup_host(),
             self.disk_pairs, self.disks, self.opts["discard_peer"], self.backup_aliases(),
-            retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts)
+            retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts,
+            config_file=self.opts.get("config_file"))
         self.rec["checks"] = [c.to_dict() for c in checks]
         preflight.raise_failed(checks, self.rec["state"])
         self.rec["local_host"] = self.backup_host() if self.mode == machine.FAILBACK else self.local_host()

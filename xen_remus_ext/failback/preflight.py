@@ -13,6 +13,7 @@ Checks, in order (each a :class:`Check` with name, ok, detail):
                     split brain (or unrelated) and refused unless the admin
                     named the peer's copy as the one to discard
 ``size:VDEV``       the peer's copy has our size (when it can be known here)
+``config-file``     (with a config file) it names the backup or reverses cleanly
 ``direction``       the config protects toward the intended backup, or can be
                     reversed to do so (:func:`plan_direction`)
 """
@@ -87,7 +88,7 @@ def _safe(fn, *args):
 
 
 def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_sync, discard_peer=False,
-               backup_aliases=(), retarget_ts=None):
+               backup_aliases=(), retarget_ts=None, config_file=None):
     """Run every check; :returns: ``(checks, facts)``.
 
     :param backup: the host Remus will protect toward afterwards (this host
@@ -96,6 +97,7 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
     :param backup_aliases: other names/addresses of the backup host.
     :param retarget_ts: the toolstack that must re-point the disks when the
         config names another backup (it needs ``retarget_disks``).
+    :param config_file: the domain's config file, checked by :func:`check_config_file`.
     """
     checks = []
     facts = {"config": None, "disks": [], "direction": []}
@@ -180,7 +182,29 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
                 "%s: disks %s replicate elsewhere than %s, and the %s toolstack cannot re-point a "
                 "domain's remus disks (retarget_disks)" % (domain, ", ".join(changed), backup,
                                                            getattr(retarget_ts, "kind", "?")))
+    if config_file:
+        add(*check_config_file(config_file, backup, backup_aliases))
     return checks, facts
+
+
+def check_config_file(path, backup, aliases=()):
+    """The domain's config file (what the next ``xm create`` reads) names
+    the backup, or reverses cleanly to name it (config/reverse.py).
+
+    :returns: ``(name, ok, detail)``
+    """
+    from xen_remus_ext import config as config_pkg
+    from xen_remus_ext.config import reverse
+    try:
+        cfg = config_pkg.load(path)
+        _cfg, changed = plan_direction(cfg, backup, aliases)
+        if not changed:
+            return "config-file", True, "%s names %s already" % (path, backup)
+        reverse.reverse_text(config_pkg.read_file(path), None, backup, path=path)
+    except (XenRemusError, IOError, OSError) as exc:
+        return "config-file", False, "%s: expected it to reverse cleanly toward %s, got: %s" % (path, backup, exc)
+    return "config-file", True, "%s reverses cleanly (%s -> %s); run `xen-remus config reverse` on it" % (
+        path, ", ".join(changed), backup)
 
 
 def raise_failed(checks, state):

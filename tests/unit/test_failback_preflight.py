@@ -1,0 +1,67 @@
+"""failback/preflight.py: direction planning and the config-file check (real files)."""
+from __future__ import absolute_import, division, print_function
+
+import pytest
+
+from tests.fakes.fake_toolstack import remus_config
+from tests.unit.test_failback_orchestrator import make_world, orch
+from xen_remus_ext.errors import FailbackError
+from xen_remus_ext.failback import machine, preflight
+
+CFG = """# web1 as xm reads it
+name = "web1"
+memory = 256
+disk = [ 'tap2:remus:hostB:9000|aio:/img/vm1.img,xvda,w' ]
+"""
+
+COMPUTED = """name = "web1"
+memory = 256
+peer = "hostB"
+disk = [ 'tap2:remus:' + peer + ':9000|aio:/img/vm1.img,xvda,w' ]
+"""
+
+
+def test_plan_direction_rewrites_only_other_hosts():
+    cfg = remus_config("vm1", backup="10.0.0.2")
+    same, changed = preflight.plan_direction(cfg, "hostB", aliases=("10.0.0.2",))
+    assert same is cfg and changed == []
+    new, changed = preflight.plan_direction(cfg, "hostA")
+    assert changed == ["xvda"]
+    assert new.disks[0].uname == "tap2:remus:hostA:9000|aio:/img/vm1.img"
+    assert new.disks[0].remus.host == "hostA" and new.disks[0].remus.port == 9000
+
+
+def test_plan_direction_refuses_a_uname_it_cannot_rewrite():
+    cfg = remus_config("vm1", backup="hostB")
+    d = cfg.disks[0]
+    odd = cfg._replace(disks=(d._replace(uname="tap2:remus:elsewhere|aio:/x"),))
+    with pytest.raises(FailbackError):
+        preflight.plan_direction(odd, "hostA")
+
+
+@pytest.mark.parametrize("text,backup,ok,words", [
+    (CFG, "hostB", True, "names hostB already"),
+    (CFG, "hostA", True, "reverses cleanly"),
+    (COMPUTED, "hostA", False, "computed by the file"),
+    ("disk = [ 'phy:/dev/sdb,xvda,w' ]\n", "hostA", True, "names hostA already"),
+])
+def test_config_file_check(tmp_path, text, backup, ok, words):
+    path = tmp_path / "web1.cfg"
+    path.write_text(u"%s" % text)
+    before = path.read_bytes()
+    name, got_ok, detail = preflight.check_config_file(str(path), backup)
+    assert name == "config-file" and got_ok is ok and words in detail, detail
+    assert path.read_bytes() == before          # a check changes nothing
+
+
+def test_reverse_only_preflight_checks_the_config_file(tmp_path):
+    world, _g = make_world(tmp_path, guest=False)
+    bad = tmp_path / "computed.cfg"
+    bad.write_text(u"%s" % COMPUTED)
+    with pytest.raises(FailbackError) as exc:
+        orch(world, mode=machine.REVERSE, config_file=str(bad)).run()
+    assert "config-file" not in str(exc.value) and "computed by the file" in str(exc.value)
+    good = tmp_path / "web1.cfg"
+    good.write_text(u"%s" % CFG)
+    state, _lines, checks, _facts = orch(world, mode=machine.REVERSE, config_file=str(good)).dry_run()
+    assert [c.ok for c in checks if c.name == "config-file"] == [True]
