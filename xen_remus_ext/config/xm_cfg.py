@@ -28,24 +28,15 @@ import ast
 import os
 import posixpath
 import re
-import sys
-import unicodedata
 
 import six
 
 from xen_remus_ext.compat import binary_type, integer_types, string_types, text_type
 from xen_remus_ext.config import settings as settings_mod
+from xen_remus_ext.config.quotes import (  # noqa: F401 - part of this module's interface
+    TYPOGRAPHIC_QUOTES, asciify_quotes, find_typographic_quotes)
 from xen_remus_ext.config.util import q
 from xen_remus_ext.errors import ConfigError
-
-#: typographic quote -> the ASCII quote to type instead
-TYPOGRAPHIC_QUOTES = {
-    u"\u2018": u"'", u"\u2019": u"'", u"\u201a": u"'", u"\u201b": u"'", u"\u2032": u"'",
-    u"\u00b4": u"'", u"\u0060": None,
-    u"\u201c": u'"', u"\u201d": u'"', u"\u201e": u'"', u"\u201f": u'"', u"\u2033": u'"',
-    u"\u00ab": u'"', u"\u00bb": u'"',
-}
-del TYPOGRAPHIC_QUOTES[u"\u0060"]  # a backquote is Python 2 syntax, not a quote
 
 #: names xm puts into the cfg's locals before running it
 SEEDED_NAMES = ("sys", "os", "xm_file", "xm_help", "xm_vars")
@@ -53,39 +44,11 @@ SEEDED_NAMES = ("sys", "os", "xm_file", "xm_help", "xm_vars")
 #: limits that keep a hostile cfg from eating the machine
 MAX_SEQUENCE = 1 << 20
 MAX_RANGE = 100000
+MAX_INT = 1 << 256
+_WIDE_FORMAT = re.compile(u"%[-#0 +]*(?:\\*|[0-9]{7,}|[0-9]*\\.(?:\\*|[0-9]{7,}))")
 
 _Constant = getattr(ast, "Constant", None)
 _NameConstant = getattr(ast, "NameConstant", None)
-
-
-def _char_name(ch):
-    return unicodedata.name(ch, "U+%04X" % ord(ch))
-
-
-def find_typographic_quotes(text, path=None):
-    """:returns: a list of :class:`ConfigError`, one per line holding a
-    typographic quote (the first on the line; later ones are counted)."""
-    errors = []
-    for lineno, line in enumerate(text.split(u"\n"), 1):
-        hits = [(col, ch) for col, ch in enumerate(line, 1) if ch in TYPOGRAPHIC_QUOTES]
-        if not hits:
-            continue
-        col, ch = hits[0]
-        more = ""
-        if len(hits) > 1:
-            more = " (and %d more on this line)" % (len(hits) - 1)
-        ascii_q = TYPOGRAPHIC_QUOTES[ch]
-        errors.append(ConfigError(
-            path, lineno, u"typographic quote %s (U+%04X %s) at column %d%s: Python needs the ASCII "
-            u"quote %s instead (pasted from a web page?)"
-            % (ch, ord(ch), _char_name(ch), col, more, ascii_q)))
-    return errors
-
-
-def asciify_quotes(text):
-    """``text`` with every typographic quote replaced by its ASCII quote
-    (same length, so lines and columns stay put)."""
-    return u"".join(TYPOGRAPHIC_QUOTES.get(ch, ch) for ch in text)
 
 
 # -- the evaluator ---------------------------------------------------------
@@ -189,7 +152,7 @@ _BUILTINS = {"str": _to_str, "int": int, "float": float, "len": len, "list": lis
 
 _STR_METHODS = frozenset(("join", "split", "rsplit", "strip", "lstrip", "rstrip", "replace", "lower",
                           "upper", "startswith", "endswith", "find", "rfind", "count", "splitlines",
-                          "isdigit", "isalpha", "isalnum", "format", "zfill", "partition", "rpartition"))
+                          "isdigit", "isalpha", "isalnum", "partition", "rpartition"))
 _LIST_METHODS = frozenset(("append", "extend", "index", "count", "insert"))
 _DICT_METHODS = frozenset(("get", "keys", "values", "items"))
 _MATCH_METHODS = frozenset(("group", "groups", "start", "end", "span", "groupdict"))
@@ -456,6 +419,7 @@ class _Evaluator(object):
             kwargs[str(kw.arg)] = self.expr(kw.value)
         if not callable(fn):
             raise TypeError("%s is not callable" % q(fn))
+        self.guard_call(fn, args)
         result = fn(*args, **kwargs)
         self.check_size(result)
         return result
@@ -463,6 +427,24 @@ class _Evaluator(object):
     def check_size(self, value):
         if isinstance(value, (list, tuple) + string_types) and len(value) > MAX_SEQUENCE:
             raise ValueError("a value of %d items: more than %d" % (len(value), MAX_SEQUENCE))
+        if isinstance(value, integer_types) and abs(value) > MAX_INT:
+            raise ValueError("an integer of more than %d bits" % MAX_INT.bit_length())
+
+    def guard_call(self, fn, args):
+        """Refuse string calls whose result would be too large to build."""
+        owner = getattr(fn, "__self__", None)
+        if not isinstance(owner, string_types):
+            return
+        name = getattr(fn, "__name__", "")
+        if name == "join" and args and isinstance(args[0], (list, tuple)):
+            total = sum(len(x) for x in args[0] if isinstance(x, string_types))
+            total += len(owner) * max(len(args[0]) - 1, 0)
+            if total > MAX_SEQUENCE:
+                raise ValueError("join() of %d characters: more than %d" % (total, MAX_SEQUENCE))
+        if name == "replace" and len(args) >= 2 and all(isinstance(a, string_types) for a in args[:2]):
+            worst = (len(owner) + 1) * len(args[1]) if not args[0] else (len(owner) // len(args[0])) * len(args[1])
+            if worst > MAX_SEQUENCE:
+                raise ValueError("replace() could build more than %d characters" % MAX_SEQUENCE)
 
     def binop(self, op, left, right, node):
         num = (float,) + integer_types
@@ -476,6 +458,8 @@ class _Evaluator(object):
             result = left + right
         elif isinstance(op, ast.Mod):
             if isinstance(left, string_types):
+                if _WIDE_FORMAT.search(left):
+                    raise ValueError("a %% format with a '*' or huge width: %s" % q(left[:40]))
                 result = left % right
             elif isinstance(left, num) and isinstance(right, num):
                 result = left % right
@@ -574,7 +558,8 @@ def evaluate(text, path=None, allow_exec=False, uname=None, extra_vars=None):
         raise quotes[0]
     tree = _parse_ast(text, path)
     if allow_exec:
-        return _execute(text, path, extra_vars)
+        from xen_remus_ext.config import xm_exec
+        return xm_exec.execute(text, path, extra_vars, tree)
     modules = _make_modules(uname or _default_uname())
     env = dict((k, v) for k, v in (extra_vars or {}).items())
     env.update({"sys": modules["sys"], "os": modules["os"], "xm_file": text_type(path or ""), "xm_help": 0})
@@ -602,60 +587,6 @@ def _settings_from_env(env, lines, item_lines, extra_vars):
         if _xm_option_value(v):
             options[k] = v
     return settings_mod.Settings(options, dict(lines), dict(item_lines), "xm")
-
-
-def _execute(text, path, extra_vars):
-    """Run the cfg as xm's ``Opts.load`` does (explicit opt-in)."""
-    class Vars(object):
-        def __init__(self, name, help, env):
-            self.name, self.help, self.env = name, help, env
-
-        def var(self, name, use=None, check=None):
-            return None
-
-        def check(self):
-            return None
-
-    globs = {}
-    locs = dict(extra_vars or {})
-    locs.update({"sys": sys, "os": os, "xm_file": path or "", "xm_help": 0})
-    locs["xm_vars"] = Vars(locs["xm_file"], 0, locs)
-    try:
-        code = compile(text.encode("utf-8") if six.PY2 else text, path or "<input>", "exec")
-        exec(code, globs, locs)
-    except Exception as exc:  # noqa: BLE001 - user code boundary, like xm's own execfile
-        line = None
-        tb = sys.exc_info()[2]
-        while tb is not None:
-            if tb.tb_frame.f_code.co_filename == (path or "<input>"):
-                line = tb.tb_lineno
-            tb = tb.tb_next
-        raise ConfigError(path, line, "executing the cfg (--exec): %s: %s" % (type(exc).__name__, exc))
-    lines = {}
-    tree = _parse_ast(text, path)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign):
-            for t in node.targets:
-                if isinstance(t, ast.Name):
-                    lines[t.id] = max(lines.get(t.id, 0), node.lineno)
-    options = {}
-    for k, v in locs.items():
-        if k in SEEDED_NAMES or (extra_vars and k in extra_vars):
-            continue
-        if type(v) in (str, list, int, float):
-            options[k] = v.decode("utf-8") if isinstance(v, binary_type) else v
-    item_lines = _literal_item_lines(tree, options)
-    return settings_mod.Settings(options, lines, item_lines, "xm")
-
-
-def _literal_item_lines(tree, options):
-    out = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.List):
-            for t in node.targets:
-                if isinstance(t, ast.Name) and t.id in options:
-                    out[t.id] = [getattr(e, "lineno", node.lineno) for e in node.value.elts]
-    return out
 
 
 def parse(text, path=None, allow_exec=False, uname=None, extra_vars=None):
