@@ -319,6 +319,7 @@ def main(argv=None):
             for i in pick_blocks(size, 0.01, 3):
                 f.seek(i * BS)
                 f.write(os.urandom(BS))
+        shutil.rmtree(env["XEN_REMUS_STATE_DIR"], ignore_errors=True)
         drop_caches()
         sec, wire, rss = run_ours(sparse, dst, ["--mode", "full"], env)
         rows.append({"name": "ours full sparse", "seconds": sec, "wire": wire, "ok": cmp_ok(sparse, dst),

@@ -165,3 +165,26 @@ def test_data_beyond_the_end_rejected_before_writing(server):
     conn.close()
     assert open(dst, "rb").read() == before
     assert meta.load(dst).consistent is False      # marked before any write; never marked synced
+
+
+def test_idle_stranger_is_dropped(server, monkeypatch):
+    from xen_remus_ext.resync import transport
+    srv, src, dst, key = server
+    monkeypatch.setattr(transport, "HANDSHAKE_SECONDS", 0.3)
+    s = raw(srv)
+    s.settimeout(5)
+    t, _ = read_record(s)          # nothing sent: the receiver gives up and closes
+    assert t in (None, P.ERROR)
+    s.close()
+
+
+def test_dead_peer_detection_is_set():
+    from xen_remus_ext.resync.transport import DEAD_PEER_SECONDS, tune_socket
+    s = socket.socket()
+    try:
+        tune_socket(s)
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert s.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", 18)) == DEAD_PEER_SECONDS * 1000
+    finally:
+        s.close()

@@ -84,9 +84,11 @@ class Receiver(object):
     :param chan: a :class:`protocol.Channel`.
     :param exports: dict ``name -> path`` this receiver may write.
     :param key: bytes; when set, the peer must prove it holds the key.
+    :param after_handshake: called once the peer is authenticated.
     """
 
-    def __init__(self, chan, exports, key=None):
+    def __init__(self, chan, exports, key=None, after_handshake=None):
+        self.after_handshake = after_handshake
         self.chan = chan
         self.exports = dict(exports)
         self.key = key
@@ -121,9 +123,10 @@ class Receiver(object):
         if export not in self.exports:
             raise ResyncError("export %r: expected one of this receiver's exports, got an unknown name" % export)
         self.path = self.exports[export]
-        size = BlockFile(self.path).size if os.path.exists(self.path) else None
-        if size is None:
+        if not os.path.exists(self.path):
             raise ResyncError("%s: target does not exist" % self.path)
+        with BlockFile(self.path) as f:
+            size = f.size
         m = meta.load(self.path)
         j = jn.Journal.load(self.path)
         self.size = size
@@ -139,6 +142,8 @@ class Receiver(object):
         """
         try:
             self.handshake()
+            if self.after_handshake is not None:
+                self.after_handshake()
             while True:
                 try:
                     mtype, payload = self.chan.recv()

@@ -46,6 +46,27 @@ def parse_dest(dest):
     return ("local", dest)
 
 
+#: a TCP peer that acknowledges nothing for this long is dead (link cut,
+#: host gone): keepalive probes while idle, TCP_USER_TIMEOUT while sending
+DEAD_PEER_SECONDS = 30
+HANDSHAKE_SECONDS = 30
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+
+
+def tune_socket(sock):
+    """TCP_NODELAY, and give up on a silent peer after :data:`DEAD_PEER_SECONDS`
+    instead of blocking forever (and holding the target's lock)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, DEAD_PEER_SECONDS * 1000)
+    except (IOError, OSError, socket.error):
+        pass
+
+
 def parse_listen(listen):
     if isinstance(listen, tuple):
         return listen
@@ -105,7 +126,7 @@ def connect(dest, ssh="ssh", key_file=None):
     except (IOError, OSError, socket.error) as exc:
         raise ResyncError("destination %s: cannot connect: %s" % (dest, getattr(exc, "strerror", None) or exc))
     sock.settimeout(None)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    tune_socket(sock)
     return Connection(P.StreamChannel(sock=sock, peer="receiver %s:%d" % (host, port)), export, dest, key=key)
 
 
@@ -208,7 +229,8 @@ class ResyncServer(object):
                     conn, peer = self.sock.accept()
                 except (IOError, OSError, socket.error):
                     continue
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.settimeout(None)
+                tune_socket(conn)
                 t = threading.Thread(target=self._handle, args=(conn, peer), name="xre-recv-%s" % (peer[1],))
                 t.daemon = True
                 t.start()
@@ -219,8 +241,9 @@ class ResyncServer(object):
     def _handle(self, conn, peer):
         self.sessions += 1
         chan = P.StreamChannel(sock=conn, peer="sender %s:%d" % peer[:2])
+        conn.settimeout(HANDSHAKE_SECONDS)      # an idle stranger does not keep a thread
         try:
-            Receiver(chan, self.exports, key=self.key).run()
+            Receiver(chan, self.exports, key=self.key, after_handshake=lambda: conn.settimeout(None)).run()
         except XenRemusError as exc:
             LOG.warning("receiver: connection from %s:%d: %s", peer[0], peer[1], exc)
 
