@@ -139,7 +139,7 @@ def _options(args):
     return opts
 
 
-def _peer_and_disks(args, ts):
+def peer_and_disks(args, ts):
     """The peer's toolstack and the disk port: the resync engine, or for the
     simulator the resync run by the source host's agent over TCP."""
     from xen_remus_ext.failback import api
@@ -151,7 +151,7 @@ def _peer_and_disks(args, ts):
     return peer, ResyncDiskSync(ssh=args.ssh, key_file=args.key)
 
 
-def _peer_and_disks_real(args):
+def peer_and_disks_real(args):
     from xen_remus_ext.failback.disks import ResyncDiskSync
     return ResyncDiskSync(ssh=args.ssh, key_file=args.key)
 
@@ -172,7 +172,7 @@ def cmd_failback(args):
     from xen_remus_ext.failback import api
     ts = local_toolstack(args)
     try:
-        peer, disks = _peer_and_disks(args, ts)
+        peer, disks = peer_and_disks(args, ts)
         res = api.run_failback(ts, args.domain, args.host, peer_toolstack=peer, reverse_only=args.reverse_only,
                                dry_run=args.dry_run, resume=args.resume, abort=args.abort,
                                options=_options(args), disk_sync=disks, progress=_progress(args))
@@ -204,8 +204,8 @@ def cmd_resync_domain(args):
     from xen_remus_ext.failback import api
     ts = local_toolstack(args)
     try:
-        peer, disks = (_peer_and_disks(args, ts) if getattr(ts, "kind", None) == "sim"
-                       else (None, _peer_and_disks_real(args)))
+        peer, disks = (peer_and_disks(args, ts) if getattr(ts, "kind", None) == "sim"
+                       else (None, peer_and_disks_real(args)))
         res = api.resync_domain(ts, args.domain, args.host, peer_toolstack=peer, options=_options(args),
                                 disk_sync=disks, progress=_progress(args))
     except XenRemusError as exc:

@@ -312,8 +312,10 @@ class Orchestrator(object):
             rec["step"] = None
             journal.note(rec, self.clock.now(), "failed", step, str(exc))
             self._save()
-            LOG.error("%s: step %s failed in state %s: %s", self.domain, step, before, exc,
-                      exc_info=not isinstance(exc, XenRemusError))
+            if isinstance(exc, XenRemusError):   # the CLI prints it; the log file keeps it
+                LOG.info("%s: step %s failed in state %s: %s", self.domain, step, before, exc)
+            else:
+                LOG.error("%s: step %s failed in state %s: %s", self.domain, step, before, exc, exc_info=True)
             if isinstance(exc, FailbackError):
                 exc.state = exc.state or before
                 exc.step = exc.step or step

@@ -104,7 +104,7 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
 
     def add(name, ok, detail):
         checks.append(Check(name, bool(ok), detail))
-        (LOG.debug if ok else LOG.warning)("preflight %s %s: %s", domain, name, detail)
+        (LOG.debug if ok else LOG.info)("preflight %s %s: %s", domain, name, detail)
         return ok
 
     info = find_domain(toolstack, domain)
