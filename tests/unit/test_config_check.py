@@ -49,6 +49,12 @@ def test_good_files_have_no_errors(parts):
     assert not check.has_errors(diags), lines_of(diags)
 
 
+def test_xl_cfg_with_remus_uname_warns_xend_only():
+    diags = check.check_file(data("xlcfg", "hvm-remus.cfg"))
+    assert [(d.line, d.severity) for d in diags] == [(8, "warning")]
+    assert "xl has no remus: disks" in diags[0].message
+
+
 def test_seed_fixed_only_warns_about_host_name():
     diags = check.check_file(data("cfg", "remus-fu-hvm.cfg"))
     assert [(d.line, d.severity) for d in diags] == [(14, "warning")]
@@ -102,7 +108,7 @@ def test_xl_disk_error_does_not_hide_others():
     text = (u'name = "a"\ndisk = [ "vdev=x, vdev=y, target=/a",\n'
             u'         "tap:remus:10.0.0.1:9000|aio:/b,hda,r" ]\n')
     diags = check.check_text(text, path="x.cfg", fmt="xl")
-    assert [(d.line, d.severity) for d in diags] == [(2, "error"), (3, "error")]
+    assert [(d.line, d.severity) for d in diags] == [(2, "error"), (3, "error"), (3, "warning")]
     assert "vdev given twice" in diags[0].message and "must be writable" in diags[1].message
 
 

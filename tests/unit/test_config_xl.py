@@ -81,6 +81,12 @@ def test_builder_and_type(text, builder):
     assert xl_cfg.parse(text).builder == builder
 
 
+@pytest.mark.parametrize("text,memory", [(u"memory = 0x200\n", 512), (u"memory = 0400\n", 256),
+                                         (u"memory = 256\n", 256), (u'memory = "1024"\n', 1024)])
+def test_numbers_read_like_strtoul_base_0(text, memory):
+    assert xl_cfg.parse(text).memory == memory
+
+
 def test_bad_type():
     with pytest.raises(ConfigError) as exc:
         xl_cfg.parse(u'type = "pvm"\n', path="t.cfg")

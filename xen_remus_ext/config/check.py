@@ -233,6 +233,11 @@ def check_text(text, path="<input>", fmt=None, uname=None):
             return [_from_error(exc, path)]
     if cfg is not None:
         out.extend(check_config(cfg, path))
+        if fmt == "xl":
+            for d in cfg.remus_disks:
+                out.append(Diagnostic(path, d.line, WARNING, u"remus disk %s: xl has no remus: disks (xl remus "
+                                      u"replicates disks only through DRBD); this uname works under xend/xm "
+                                      u"only" % q(d.vdev)))
     return sorted(out, key=lambda d: (d.line or 0, d.severity != ERROR))
 
 

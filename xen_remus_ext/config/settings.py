@@ -49,7 +49,11 @@ def _int_setting(settings, key, path, default):
     if isinstance(val, string_types):
         text = val.strip()
         try:
-            return int(text, 0) if settings.fmt == "xl" else int(text)
+            if settings.fmt != "xl":
+                return int(text)
+            if len(text) > 1 and text.startswith("0") and text.isdigit():
+                return int(text, 8)  # xl reads numbers with strtoul(..., 0)
+            return int(text, 0)
         except ValueError:
             pass
     raise ConfigError(path, line, "%s: expected an integer, got %s" % (key, q(val)))
