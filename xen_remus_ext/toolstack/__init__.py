@@ -112,14 +112,15 @@ class RemusProcesses(object):
         full_env = dict(os.environ)
         full_env.update(env or {})
         logf = open(self.log_path(dom), "ab")
+        null = open(os.devnull, "rb")
         try:
-            proc = subprocess.Popen(list(argv), stdin=open(os.devnull, "rb"), stdout=logf,
-                                    stderr=subprocess.STDOUT, env=full_env, preexec_fn=os.setsid,
-                                    close_fds=True)
+            proc = subprocess.Popen(list(argv), stdin=null, stdout=logf, stderr=subprocess.STDOUT,
+                                    env=full_env, preexec_fn=os.setsid, close_fds=True)
         except (IOError, OSError) as exc:
             raise ToolstackError("remus for %s: cannot run %s: %s" % (dom, argv[0], exc))
         finally:
             logf.close()
+            null.close()
         self._proc = proc  # keep the Popen so that the child is reaped in this process
         match = list(argv[1:] if match is None else match)
         atomic_write(self._pidfile(dom), to_bytes(json.dumps({"pid": proc.pid, "argv": list(argv),
