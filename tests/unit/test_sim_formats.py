@@ -8,7 +8,8 @@ import pytest
 
 from xen_remus_ext.errors import ProtocolError
 from xen_remus_ext.sim import wire, workload
-from xen_remus_ext.sim.disk import DirtyMap, coalesce
+from xen_remus_ext.sim.disk import DirtyMap
+from xen_remus_ext.sim.remus import in_order_runs
 
 
 def test_wreq_is_op_header_data_in_host_order():
@@ -93,6 +94,11 @@ def test_dirty_map_merges_and_clear_keeps_later_writes():
     assert m.extents(3 * 4096 + 100, 7) == [(3 * 4096, 100)]   # clipped to the disk
 
 
-def test_coalesce_sorts_and_merges_contiguous_runs():
-    runs = [(1024, b"c" * 512), (0, b"a" * 512), (512, b"b" * 512), (4096, b"d" * 512)]
-    assert coalesce(runs) == [(0, b"a" * 512 + b"b" * 512 + b"c" * 512), (4096, b"d" * 512)]
+def test_backup_flush_keeps_arrival_order_and_merges_continuations():
+    w = [(0, b"a" * 512), (1, b"b" * 512), (8, b"c" * 1024), (0, b"z" * 512)]
+    runs = in_order_runs(w)
+    assert runs == [(0, b"a" * 512 + b"b" * 512), (4096, b"c" * 1024), (0, b"z" * 512)]
+    disk = bytearray(8192)
+    for off, data in runs:
+        disk[off:off + len(data)] = data
+    assert bytes(disk[:512]) == b"z" * 512          # the later write to sector 0 wins

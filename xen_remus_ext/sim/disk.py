@@ -82,8 +82,8 @@ class DiskFile(object):
                 dmap.note(offset, len(data), seq)
 
     def write_runs(self, runs):
-        """Write ``[(offset, data)]`` sorted and coalesced (block-remus flush)."""
-        for off, data in coalesce(runs):
+        """Write ``[(offset, data)]`` in the order given."""
+        for off, data in runs:
             self.write(off, data)
 
     def read(self, offset, length):
@@ -120,17 +120,6 @@ class DiskFile(object):
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None
-
-
-def coalesce(runs):
-    """Merge ``[(offset, data)]`` into sorted contiguous runs (later wins)."""
-    out = []
-    for off, data in sorted(runs, key=lambda r: r[0]):
-        if out and out[-1][0] + len(out[-1][1]) == off:
-            out[-1] = (out[-1][0], out[-1][1] + data)
-        else:
-            out.append((off, data))
-    return out
 
 
 def file_digest(path, chunk=1 << 20):

@@ -11,11 +11,14 @@ Follows xen-facts.md sections 4 and 5:
   or 1000 ms without ``done`` drops the domain to unprotected passthrough
   (its held acks go out, as the plug is removed) and rotates the primary
   copy's generation: it now holds writes the backup will never see.
-* backup (:class:`RemusReceiver`): ``wreq`` data goes into a RAM map keyed
-  by sector (later writes win); ``creq`` writes the map to the disk sorted
-  and coalesced, makes the buffered memory the committed checkpoint and
-  answers ``done``.  EOF, an error or 1000 ms of silence is a failover: the
-  uncommitted map and memory are dropped, the disk's generation rotated,
+* backup (:class:`RemusReceiver`): ``wreq`` data is buffered in RAM;
+  ``creq`` writes the epoch's buffer to the disk, makes the buffered memory
+  the committed checkpoint and answers ``done``.  block-remus keys its
+  buffer by sector and writes it sorted; the sim keeps arrival order and
+  merges writes that continue each other, which leaves the same bytes on
+  disk (a later write to a sector still wins) for less work per write.
+  EOF, an error or 1000 ms of silence is a failover: the uncommitted
+  buffer and memory are dropped, the disk's generation rotated,
   and the domain resumed from the last committed checkpoint.
 
 The sim's backup writes a commit to its disk before answering ``done``;
@@ -200,6 +203,22 @@ class RemusSender(object):
                 "lag": (time.time() - self.last_commit) if self.last_commit else None}
 
 
+def in_order_runs(writes):
+    """``[(sector, data)]`` in arrival order -> ``[(offset, data)]`` with
+    each write that continues the previous one merged into it.  Applied in
+    this order, a later write to a sector wins, as in block-remus' per-sector
+    hash; merging keeps the number of disk writes low."""
+    out = []
+    for sector, data in writes:
+        off = sector * wire.SECTOR
+        if out and out[-1][0] + out[-1][2] == off:
+            out[-1][1].append(data)
+            out[-1][2] += len(data)
+        else:
+            out.append([off, [data], len(data)])
+    return [(o, b"".join(parts)) for o, parts, _ in out]
+
+
 class RemusReceiver(object):
     """The backup's half for one incoming stream (runs in its own thread).
 
@@ -213,7 +232,7 @@ class RemusReceiver(object):
         self.sock = sock
         self.peer = peer
         self.domain = None
-        self.current = {}        # sector -> 512 bytes, this epoch
+        self.current = []        # (sector, data) of this epoch, in arrival order
         self.pending = None      # memory sent for the epoch being committed
         self.committed = None
         self.epoch = -1
@@ -235,12 +254,11 @@ class RemusReceiver(object):
                 pass
 
     def _serve(self):
+        reader = wire.SockReader(self.sock)
         while True:
-            op, payload = wire.read_message(self.sock)
+            op, payload = wire.read_message(reader)
             if op == wire.OP_WREQ:
-                sector, data = payload
-                for i in range(len(data) // wire.SECTOR):
-                    self.current[sector + i] = data[i * wire.SECTOR:(i + 1) * wire.SECTOR]
+                self.current.append(payload)
             elif op == wire.OP_MCHK:
                 if self.domain is None:
                     if "config" not in payload:
@@ -264,9 +282,8 @@ class RemusReceiver(object):
         if self.domain is None or self.pending is None:
             raise ProtocolError("remus: creq before any memory checkpoint")
         disk = self.domain.disks[sorted(self.domain.disks)[0]]
-        runs = [(sector * wire.SECTOR, data) for sector, data in self.current.items()]
-        disk.write_runs(runs)
-        self.current = {}
+        disk.write_runs(in_order_runs(self.current))
+        self.current = []
         self.committed = self.pending
         self.pending = None
         self.epoch = self.committed.get("epoch", self.epoch + 1)
@@ -283,10 +300,13 @@ class RemusReceiver(object):
             LOG.warning("remus backup of %s: no committed checkpoint; discarding", dom.name)
             self.host.destroy_domain(dom)
             return
-        dropped = len(self.current)
+        sectors = set()
+        for sector, data in self.current:
+            sectors.update(range(sector, sector + len(data) // wire.SECTOR))
+        dropped = len(sectors)
         vdev = sorted(dom.disks)[0]
-        self.host.failover_tracker(dom, {vdev: sorted(self.current)})
-        self.current = {}
+        self.host.failover_tracker(dom, {vdev: sorted(sectors)})
+        self.current = []
         self.pending = None
         LOG.warning("remus backup of %s: primary silent (%s); failover to epoch %d,"
                     " %d uncommitted sectors dropped", dom.name, why, self.epoch, dropped)

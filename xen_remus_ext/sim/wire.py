@@ -69,24 +69,52 @@ def recv_exact(sock, n):
     return b"".join(chunks)
 
 
-def read_message(sock):
-    """Read one block-remus (or ``mchk``/``stop``) message.
+class SockReader(object):
+    """Buffered reads from a socket (few recv calls for many small
+    messages); a timeout or EOF propagates as from the socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(max(65536, n - len(self.buf)))
+            if not chunk:
+                raise EOFError("peer closed with %d bytes outstanding" % (n - len(self.buf)))
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+class _Unbuffered(object):
+    def __init__(self, sock):
+        self.sock = sock
+
+    def read_exact(self, n):
+        return recv_exact(self.sock, n)
+
+
+def read_message(src):
+    """Read one block-remus (or ``mchk``/``stop``) message from a socket or
+    a :class:`SockReader`.
 
     :returns: ``(op, payload)``: for ``wreq`` payload is ``(sector, data)``,
         for ``mchk`` the decoded dict, else None.
     :raises EOFError: peer closed; :raises socket.timeout: silence;
     :raises ProtocolError: unknown op or oversized write.
     """
-    op = recv_exact(sock, 4)
+    rd = src if hasattr(src, "read_exact") else _Unbuffered(src)
+    op = rd.read_exact(4)
     if op == OP_WREQ:
-        count, sector = WREQ_HEADER.unpack(recv_exact(sock, WREQ_HEADER.size))
+        count, sector = WREQ_HEADER.unpack(rd.read_exact(WREQ_HEADER.size))
         if count * SECTOR > MAX_WRITE:
             raise ProtocolError("wreq: expected at most %d bytes, got %d sectors"
                                 % (MAX_WRITE, count))
-        return op, (sector, recv_exact(sock, count * SECTOR))
+        return op, (sector, rd.read_exact(count * SECTOR))
     if op == OP_MCHK:
-        (size,) = LEN.unpack(recv_exact(sock, LEN.size))
-        return op, json.loads(to_text(recv_exact(sock, size)))
+        (size,) = LEN.unpack(rd.read_exact(LEN.size))
+        return op, json.loads(to_text(rd.read_exact(size)))
     if op in (OP_CREQ, OP_DONE, OP_STOP):
         return op, None
     raise ProtocolError("remus stream: expected one of %s, got %r"
