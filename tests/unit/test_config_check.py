@@ -10,6 +10,8 @@ import io
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xen_remus_ext.config import check
 from xen_remus_ext.model import DiskSpec
@@ -114,3 +116,12 @@ def test_xl_disk_error_does_not_hide_others():
 
 def test_format_diagnostic():
     assert check.format_diagnostic(check.Diagnostic("f.cfg", 7, "warning", "x")) == "f.cfg:7: warning: x"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.binary(max_size=60),
+                 st.text(alphabet=u"disk=[]'\",:|tap remus 10.0.0.1 9000 aio /x hda w \n#()<>", max_size=90)))
+def test_check_never_raises(text):
+    diags = check.check_text(text, path="p.cfg", uname=(u"Linux", u"h", u"", u"", u"x86_64"))
+    for d in diags:
+        assert d.severity in ("error", "warning") and d.path

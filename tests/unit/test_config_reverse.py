@@ -182,3 +182,13 @@ def test_reverse_twice_identity_property(host, port):
         assert back == old.replace(u"192.168.10.2:9000", u"192.168.10.2:9001")
     else:
         assert back == old
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.text(max_size=80),
+                 st.text(alphabet=u"disk=[]'\",:|tap2 remus 10.0.0.1 9000 aio /x hda w \n#()%+", max_size=90)))
+def test_reverse_raises_only_config_errors(text):
+    try:
+        reverse.reverse_text(text, None, u"10.0.0.9")
+    except (ConfigError, ValidationError):
+        pass

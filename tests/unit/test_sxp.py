@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from xen_remus_ext import model
 from xen_remus_ext.config import sxp
+from xen_remus_ext.config.disk import parse_remus_uname
 from xen_remus_ext.errors import ConfigError
 
 DATA = os.path.join(os.path.dirname(__file__), os.pardir, "data", "sxp")
@@ -211,3 +212,28 @@ def test_domain_config_errors(text, needle):
         sxp.domain_config_from_sxp(text, path="x.sxp")
     assert needle in str(exc.value)
     assert str(exc.value).startswith("x.sxp:")
+
+
+_words = st.text(alphabet=u"abcxyz019:/|-. '\"", min_size=1, max_size=12)
+_disks = st.builds(
+    lambda host, port, path, vdev, mode: model.DiskSpec(
+        u"tap:remus:%s:%d|aio:%s" % (host, port, path), vdev, mode),
+    st.sampled_from([u"10.0.0.2", u"backup"]), st.integers(1, 65535),
+    st.text(alphabet=u"/abc ,'", min_size=1, max_size=10), st.sampled_from([u"hda", u"xvda1", u"hdc:cdrom"]),
+    st.sampled_from([u"r", u"w", u"w!"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(_words, st.integers(1, 1 << 20), st.sampled_from(["linux", "hvm"]), st.one_of(st.none(), _words),
+       st.integers(1, 64), st.lists(st.sampled_from([u"", u"mac=00:16:3e:00:00:01,bridge=xenbr0"]), max_size=3),
+       st.lists(_disks, max_size=3))
+def test_format_domain_sxp_then_read_keeps_the_model(name, memory, builder, kernel, vcpus, vifs, disks):
+    cfg = model.DomainConfig(name=name, memory=memory, builder=builder, kernel=kernel, vcpus=vcpus,
+                             vifs=vifs, disks=disks)
+    again = sxp.domain_config_from_sxp(sxp.format_domain_sxp(cfg))
+    assert (again.name, again.memory, again.builder, again.kernel, again.vcpus) == (
+        name, memory, builder, kernel, vcpus)
+    assert list(again.vifs) == vifs
+    assert [(d.uname, d.vdev, d.mode, d.remus) for d in again.disks] == [
+        (d.uname, d.vdev, d.mode, parse_remus_uname(d.uname)) for d in disks]
+    assert all(d.remus is not None for d in again.disks)
