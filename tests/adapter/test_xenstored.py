@@ -324,3 +324,42 @@ def test_foreground_main_stops_on_sigterm(sock_path, argv):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_directory_part_pages_long_lists(server, client):
+    names = [b"child-%04d-%s" % (i, b"x" * 40) for i in range(200)]   # ~10 KB of names
+    for n in names:
+        client.write(b"/big/" + n, b"1")
+    got, off, gens = [], 0, set()
+    while True:
+        op, _, _, payload = raw_call(server.socket_path, xsd.XS_DIRECTORY_PART, b"/big\0%d\0" % off)
+        assert op == xsd.XS_DIRECTORY_PART and len(payload) <= 4096
+        gen, _, rest = payload.partition(b"\0")
+        gens.add(gen)
+        parts = rest.split(b"\0")
+        if rest.endswith(b"\0\0") or rest == b"\0":
+            got.extend(p for p in parts if p)
+            break
+        got.extend(p for p in parts if p)
+        off += len(rest)
+    assert got == names and len(gens) == 1
+    assert raw_call(server.socket_path, xsd.XS_DIRECTORY, b"/big\0")[3] == b"E2BIG\0"
+    if XS_UTILS is not None:   # libxenstore falls back to DIRECTORY_PART on E2BIG
+        env = dict(os.environ, XENSTORED_PATH=server.socket_path)
+        out = subprocess.check_output(["xenstore-list", "/big"], env=env)
+        assert out.split() == names
+    payload = raw_call(server.socket_path, xsd.XS_DIRECTORY_PART, b"/big\0999999\0")[3]
+    assert payload == gens.pop() + b"\0\0"
+
+
+def test_reset_watches(server):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(server.socket_path)
+    try:
+        raw_call(None, xsd.XS_WATCH, b"/rw\0t\0", sock=s)
+        assert raw_recv(s)[0] == xsd.XS_WATCH_EVENT
+        assert raw_call(None, xsd.XS_RESET_WATCHES, b"", sock=s)[3] == b"OK\0"
+        assert raw_call(None, xsd.XS_UNWATCH, b"/rw\0t\0", sock=s)[3] == b"ENOENT\0"
+    finally:
+        s.close()

@@ -22,6 +22,8 @@ where clients can observe it:
 * a WATCH fires once at registration, then on every change of the watched
   node or a descendant, and for RM also for watches below the removed node;
   ``@introduceDomain``/``@releaseDomain`` fire on INTRODUCE/RELEASE;
+* DIRECTORY_PART (4.9+) pages long child lists; RESET_WATCHES (4.6+)
+  drops the caller's watches and transactions;
 * permissions (``[wrbn]<domid>``, owner first) are stored and returned; a
   Unix-socket client is privileged (dom0), so they are not enforced.
 
@@ -74,6 +76,8 @@ XS_ERROR = 16
 XS_IS_DOMAIN_INTRODUCED = 17
 XS_RESUME = 18
 XS_SET_TARGET = 19
+XS_RESET_WATCHES = 21    # Xen 4.6+ (20 was XS_RESTRICT, removed)
+XS_DIRECTORY_PART = 22   # Xen 4.9+
 
 op_to_str = {
     XS_DEBUG: "DEBUG", XS_DIRECTORY: "DIRECTORY", XS_READ: "READ", XS_GET_PERMS: "GET_PERMS",
@@ -82,6 +86,7 @@ op_to_str = {
     XS_GET_DOMAIN_PATH: "GET_DOMAIN_PATH", XS_WRITE: "WRITE", XS_MKDIR: "MKDIR", XS_RM: "RM",
     XS_SET_PERMS: "SET_PERMS", XS_WATCH_EVENT: "WATCH_EVENT", XS_ERROR: "ERROR",
     XS_IS_DOMAIN_INTRODUCED: "IS_DOMAIN_INTRODUCED", XS_RESUME: "RESUME", XS_SET_TARGET: "SET_TARGET",
+    XS_DIRECTORY_PART: "DIRECTORY_PART", XS_RESET_WATCHES: "RESET_WATCHES",
 }
 
 #: the errno names xs_wire.h's xsd_errors table carries
@@ -489,6 +494,9 @@ class XenstoredServer(object):
             LOG.debug("xenstored: %s -> %s", op_to_str.get(op, op), exc.name)
             conn.queue(XS_ERROR, req_id, tx_id, exc.name.encode("ascii") + b"\0")
             return
+        if len(reply) > PAYLOAD_MAX:   # xenstored's send_reply: E2BIG (clients page with DIRECTORY_PART)
+            conn.queue(XS_ERROR, req_id, tx_id, b"E2BIG\0")
+            return
         conn.queue(op, req_id, tx_id, reply)
         for watch, path in self._after_reply:
             self._event(watch, path)
@@ -540,6 +548,30 @@ class XenstoredServer(object):
         path = self._abs(conn, self._args(payload, 1)[0])
         node = _get_or_enoent(self._view(conn, tx_id), path)
         return b"".join(c + b"\0" for c in node.children)
+
+    def _op_directory_part(self, conn, tx_id, payload):
+        """``path|offset|`` -> ``gencnt|`` + children from byte ``offset`` of the
+        NUL-separated list; an empty string ends the list once it is complete."""
+        path_b, off_b = self._args(payload, 2)
+        node = _get_or_enoent(self._view(conn, tx_id), self._abs(conn, path_b))
+        if not off_b.isdigit():
+            raise XsdError("EINVAL")
+        listing = b"".join(c + b"\0" for c in node.children)
+        off = int(off_b)
+        gen = str(node.gen).encode("ascii") + b"\0"
+        if off >= len(listing):      # behind the list: just the empty string
+            return gen + b"\0"
+        room = PAYLOAD_MAX - len(gen) - 1
+        rest = listing[off:]
+        if len(rest) <= room:
+            return gen + rest + b"\0"
+        cut = rest.rfind(b"\0", 0, room) + 1
+        return gen + rest[:cut]
+
+    def _op_reset_watches(self, conn, tx_id, payload):
+        self.watches = [w for w in self.watches if w.conn is not conn]
+        conn.transactions.clear()
+        return b"OK\0"
 
     def _op_get_perms(self, conn, tx_id, payload):
         path = self._abs(conn, self._args(payload, 1)[0])
@@ -697,7 +729,8 @@ class XenstoredServer(object):
         XS_INTRODUCE: _op_introduce, XS_RELEASE: _op_release, XS_GET_DOMAIN_PATH: _op_get_domain_path,
         XS_WRITE: _op_write, XS_MKDIR: _op_mkdir, XS_RM: _op_rm, XS_SET_PERMS: _op_set_perms,
         XS_IS_DOMAIN_INTRODUCED: _op_is_domain_introduced, XS_RESUME: _op_resume,
-        XS_SET_TARGET: _op_set_target,
+        XS_SET_TARGET: _op_set_target, XS_DIRECTORY_PART: _op_directory_part,
+        XS_RESET_WATCHES: _op_reset_watches,
     }
 
     # -- watches -----------------------------------------------------------------
