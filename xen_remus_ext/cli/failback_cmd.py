@@ -63,6 +63,9 @@ def register(subparsers):
     p.add_argument("-i", "--interval", type=int, default=200, metavar="MS",
                    help="Remus checkpoint interval once protected (default 200)")
     p.add_argument("--no-net", action="store_true", help="Remus without network buffering")
+    p.add_argument("--no-disk", action="store_true",
+                   help="xl: memory-only Remus (xl remus -d; e.g. DRBD without protocol D): the domain's "
+                        "writable disks are the ones failback resyncs")
     p.add_argument("-p", "--port", type=int, default=None, help="relocation port for the migration")
     p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
     p.add_argument("-c", "--config", metavar="FILE",
@@ -117,7 +120,7 @@ def local_toolstack(args):
     if kind == "xl":
         from xen_remus_ext.toolstack.xl import XlToolstack
         from xen_remus_ext.wiring import SubprocessRunner
-        return XlToolstack(SubprocessRunner())
+        return XlToolstack(SubprocessRunner(), memory_only=bool(getattr(args, "no_disk", False)))
     from xen_remus_ext.toolstack.xend import XendToolstack
     return XendToolstack()
 
@@ -134,6 +137,8 @@ def _options(args):
             opts[key] = getattr(args, name)
     if getattr(args, "no_net", False):
         opts["net"] = False
+    if getattr(args, "no_disk", False):
+        opts["disk"] = False
     if getattr(args, "discard_peer", False) or getattr(args, "discard_target", False):
         opts["discard_peer"] = True
     return opts

@@ -45,6 +45,7 @@ DEFAULTS = {
     "precopy_passes": 3,        # at most, while a tracker keeps the delta shrinking
     "precopy_target": 4 << 20,  # stop pre-copying once a pass sends less than this
     "net": True,
+    "disk": True,               # False: memory-only Remus (xl remus -d); failback resyncs the disks
     "config_file": None,        # the domain's cfg file: preflight checks it reverses cleanly
 }
 
@@ -485,7 +486,8 @@ class Orchestrator(object):
         if ts.remus_running(self.domain):
             return
         self._retarget(ts)
-        ts.remus_start(self.domain, backup, interval_ms=self.opts["interval_ms"], net=self.opts["net"])
+        extra = {} if self.opts["disk"] else {"disk": False}
+        ts.remus_start(self.domain, backup, interval_ms=self.opts["interval_ms"], net=self.opts["net"], **extra)
         self.progress("%s: Remus protects it again toward %s" % (self.domain, backup))
 
 

@@ -64,7 +64,8 @@ def plan_direction(config, backup, aliases=()):
     disks = []
     changed = []
     for d in config.disks:
-        if d.remus is not None and d.remus.host not in names:
+        # a host-less spec (xl memory-only Remus) replicates to whichever host Remus is given
+        if d.remus is not None and d.remus.host and d.remus.host not in names:
             old = "remus:%s:%s" % (d.remus.host, d.remus.port)
             if old not in d.uname:
                 raise FailbackError("disk %s: expected %r in its uname to reverse it, got %r"

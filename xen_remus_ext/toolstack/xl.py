@@ -17,7 +17,16 @@ Commands sent: ``pause``, ``unpause``, ``destroy``, ``save [-c] DOM FILE``,
 leave paused on arrival, exists from 4.13), and ``remus [-i MS] [-n] [-d]
 [-b] [-F] [-s SSHCMD] DOM HOST``, which runs for as long as protection
 lasts: it is started in the background by :class:`RemusProcesses` and
-stopped with SIGINT to the PID we started.
+stopped with SIGINT to the PID we started.  libxl refuses ``-n``, ``-d``
+and ``-b`` unless ``-F`` (allow unsafe) is given too
+(``libxl_domain_remus_start``), so those add ``-F``.
+
+Disks under xl Remus: xl has no ``remus:`` uname; it replicates disks with
+DRBD only, or not at all with ``-d`` (memory-only Remus, e.g. where DRBD
+lacks protocol D).  With ``memory_only=True`` every writable, non-cdrom
+disk counts as a replicated disk whose peer copy failback must resync:
+its :class:`model.RemusSpec` names no host (``""``: the backup is the host
+``xl remus`` is given, not part of the uname).
 
 xl has no non-live migration and no relocation port (it tunnels through
 ``ssh``), so ``live=False`` and ``port`` are refused, not ignored.
@@ -83,12 +92,14 @@ def _disk_uname(d):
     return ("phy:%s" if path.startswith("/dev/") else "file:%s") % path
 
 
-def domain_config_from_xl_json(obj, source="xl list -l"):
+def domain_config_from_xl_json(obj, source="xl list -l", memory_only=False):
     """One element of ``xl list -l``'s array -> :class:`model.DomainConfig` (format ``xl``).
 
     Memory is ``target_memkb`` (else ``max_memkb``) in MiB; each disk's
     uname is rebuilt from backend/format/script the way an xl disk spec
     names them (``phy:``, ``file:``, ``tap:qcow2:``, ``drbd:``).
+    ``memory_only``: writable disks get a host-less :class:`model.RemusSpec`
+    (see the module docstring).
     """
     cfg = obj.get("config", obj) if isinstance(obj, dict) else None
     if not isinstance(cfg, dict) or "c_info" not in cfg:
@@ -103,7 +114,11 @@ def domain_config_from_xl_json(obj, source="xl list -l"):
         vdev = d.get("vdev")
         if d.get("is_cdrom") and vdev:
             vdev += ":cdrom"
-        disks.append(model.DiskSpec(_disk_uname(d), vdev, "w" if d.get("readwrite", 1) else "r"))
+        writable = bool(d.get("readwrite", 1))
+        remus = None
+        if memory_only and writable and not d.get("is_cdrom") and d.get("pdev_path"):
+            remus = model.RemusSpec("", None, d.get("format") or "raw", d["pdev_path"])
+        disks.append(model.DiskSpec(_disk_uname(d), vdev, "w" if writable else "r", remus=remus))
     vifs = []
     for n in cfg.get("nics") or []:
         vifs.append(",".join("%s=%s" % (k, n[k]) for k in ("mac", "bridge", "ip", "script") if n.get(k)))
@@ -132,17 +147,21 @@ class XlToolstack(Toolstack):
     :param xl: the xl command: a path or an argv prefix (default ``"xl"``)
     :param processes: :class:`RemusProcesses` for ``xl remus``
     :param remus_ssh: default ``-s`` for ``xl remus`` (None: xl's own ``ssh``)
+    :param memory_only: Remus runs with ``-d``; writable disks are resynced
+        by failback (see the module docstring)
     """
 
     kind = "xl"
 
-    def __init__(self, runner, xl="xl", processes=None, host=None, remus_ssh=None, timeout=None):
+    def __init__(self, runner, xl="xl", processes=None, host=None, remus_ssh=None, timeout=None,
+                 memory_only=False):
         self.runner = runner
         self.xl = [xl] if isinstance(xl, string_types) else list(xl)
         self.processes = processes or RemusProcesses()
         self.host = host
         self.remus_ssh = remus_ssh
         self.timeout = timeout
+        self.memory_only = memory_only
 
     def run(self, args):
         """Run ``xl ARGS``; :returns: stdout (text); :raises ToolstackError: non-zero exit."""
@@ -179,7 +198,7 @@ class XlToolstack(Toolstack):
                                  % (dom, text[:60], exc))
         if not isinstance(doms, list) or len(doms) != 1:
             raise ToolstackError("xl list -l %s: expected a one-element JSON array, got %s" % (dom, text[:60]))
-        return domain_config_from_xl_json(doms[0], source="xl list -l %s" % (dom,))
+        return domain_config_from_xl_json(doms[0], source="xl list -l %s" % (dom,), memory_only=self.memory_only)
 
     def host_info(self):
         return parse_xl_info(self.run(["info"]))
@@ -233,7 +252,7 @@ class XlToolstack(Toolstack):
             args.append("-d")
         if blackhole:
             args.append("-b")
-        if unsafe:
+        if unsafe or blackhole or not net or not disk:
             args.append("-F")
         ssh = ssh if ssh is not None else self.remus_ssh
         if ssh is not None:
