@@ -237,3 +237,21 @@ def test_format_domain_sxp_then_read_keeps_the_model(name, memory, builder, kern
     assert [(d.uname, d.vdev, d.mode, d.remus) for d in again.disks] == [
         (d.uname, d.vdev, d.mode, parse_remus_uname(d.uname)) for d in disks]
     assert all(d.remus is not None for d in again.disks)
+
+
+_leaf = st.one_of(st.sampled_from([u"vm", u"domain", u"device", u"vbd", u"tap2", u"uname", u"dev", u"mode",
+                                   u"image", u"hvm", u"linux", u"memory", u"vcpus", u"name", u"kernel", u"vif",
+                                   u"256", u"w", u"tap:remus:h:1|aio:/x"]),
+                  st.text(max_size=5), st.integers(-3, 300))
+_any_tree = st.recursive(_leaf, lambda kids: st.lists(kids, max_size=5), max_leaves=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([u"vm", u"domain"]), st.lists(_any_tree, max_size=6))
+def test_domain_config_from_any_tree_raises_only_config_error(head, kids):
+    """Stands in for whatever xend returns over XML-RPC (ints included)."""
+    try:
+        cfg = sxp.domain_config_from_sxp([head] + kids)
+    except ConfigError:
+        return
+    assert cfg.format == "sxp"

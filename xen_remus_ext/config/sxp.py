@@ -350,10 +350,16 @@ def _int_value(sxpr, key, path, line, default=None):
         raise ConfigError(path, line, "(%s ...): expected an integer, got %s" % (key, q(val)))
 
 
+def _is_pair(kid):
+    """``(key value)`` with a text key and an atom value."""
+    return (isinstance(kid, list) and len(kid) == 2 and isinstance(kid[0], string_types)
+            and not isinstance(kid[1], list))
+
+
 def _vif_to_text(vif):
     parts = []
     for kid in children(vif):
-        if isinstance(kid, list) and len(kid) == 2 and not isinstance(kid[1], list):
+        if _is_pair(kid):
             parts.append(u"%s=%s" % (kid[0], kid[1]))
     return u",".join(parts)
 
@@ -364,8 +370,8 @@ def _disk_from_device(dev, path, line):
     vdev = child_value(dev, "dev")
     mode = child_value(dev, "mode")
     for key, val in (("uname", uname), ("dev", vdev), ("mode", mode)):
-        if isinstance(val, list):
-            raise ConfigError(path, line, "(device (%s (%s ...))): expected text, got a list" % (cls, key))
+        if val is not None and not isinstance(val, string_types):
+            raise ConfigError(path, line, "(device (%s (%s ...))): expected text, got %s" % (cls, key, q(val)))
     if uname is None:
         raise ConfigError(path, line, "(device (%s ...)): expected a (uname ...), found none" % cls)
     if vdev is not None and vdev.endswith(u":disk"):
@@ -404,8 +410,8 @@ def domain_config_from_sxp(sxpr, path=None, lines=None):
         raise ConfigError(path, top_line or 1, "SXP: expected a (vm ...) or (domain ...) form, got %s"
                           % ("(%s ...)" % head if head is not None else repr(sxpr)[:40]))
     cfg_name = child_value(sxpr, "name")
-    if isinstance(cfg_name, list):
-        raise ConfigError(path, top_line, "(name ...): expected text, got a list")
+    if cfg_name is not None and not isinstance(cfg_name, string_types):
+        raise ConfigError(path, top_line, "(name ...): expected text, got %s" % q(cfg_name))
     memory = _int_value(sxpr, "memory", path, top_line)
     vcpus = _int_value(sxpr, "vcpus", path, top_line, default=1)
     builder = "linux"
@@ -423,7 +429,7 @@ def domain_config_from_sxp(sxpr, path=None, lines=None):
         builder = img[0]
         kernel = child_value(img, "kernel") or None
         for kid in children(img):
-            if isinstance(kid, list) and len(kid) == 2 and not isinstance(kid[1], list):
+            if _is_pair(kid):
                 options[kid[0]] = kid[1]
     vifs = []
     disks = []
@@ -435,10 +441,13 @@ def domain_config_from_sxp(sxpr, path=None, lines=None):
             line = lines.get(id(dev), lines.get(id(kid), top_line))
             if dev[0] in DISK_CLASSES:
                 line = lines.get(id(child(dev, "uname")), line)
-                disks.append(_disk_from_device(dev, path, line))
+                try:
+                    disks.append(_disk_from_device(dev, path, line))
+                except ValidationError as exc:
+                    raise ConfigError(path, line, "(device (%s ...)): %s" % (dev[0], exc))
             elif dev[0] == "vif":
                 vifs.append(_vif_to_text(dev))
-        elif len(kid) == 2 and not isinstance(kid[1], list) and kid[0] not in _MODEL_KEYS:
+        elif _is_pair(kid) and kid[0] not in _MODEL_KEYS:
             options[kid[0]] = kid[1]
     try:
         return model.DomainConfig(name=cfg_name, memory=memory, builder=builder, kernel=kernel,
