@@ -66,20 +66,24 @@ class _Progress(object):
         self.last = 0.0
         self.t0 = time.time()
         self.shown = 0
-        if bar and stderr_isatty():
-            try:
-                from tqdm import tqdm
-                self.bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024,
-                                desc=phase, file=sys.stderr, leave=False)
-            except ImportError:  # pragma: no cover - tqdm is a dependency
-                self.bar = None
+        self.want_bar = bool(bar) and stderr_isatty()
+
+    def _make_bar(self, total):
+        try:
+            from tqdm import tqdm
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            self.want_bar = False
+            return
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=self.phase, file=sys.stderr, leave=False)
 
     def __call__(self, done, total, wire):
-        if self.bar is not None:
-            if self.bar.total != total:
-                self.bar.total = total
-            self.bar.update(done - self.shown)
-            self.shown = done
+        if self.want_bar:
+            if self.bar is None:
+                self._make_bar(total)
+            if self.bar is not None:
+                self.bar.update(done - self.shown)
+                self.shown = done
         now = time.time()
         if self.events is not None and (now - self.last >= 0.5 or done == total):
             self.last = now

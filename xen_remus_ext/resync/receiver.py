@@ -22,8 +22,8 @@ import threading
 
 from six.moves import queue
 
-from xen_remus_ext.compat import to_bytes, to_text
-from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, XenRemusError
+from xen_remus_ext.compat import integer_types, string_types, to_bytes, to_text
+from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, ValidationError, XenRemusError
 from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import journal as jn
 from xen_remus_ext.resync import meta, plan
@@ -45,7 +45,27 @@ def hexb(b):
     return to_text(binascii.hexlify(b))
 
 
+def is_int(v):
+    return isinstance(v, integer_types) and not isinstance(v, bool)
+
+
+def field(obj, record, name, types, default):
+    """``obj[name]`` of a peer's JSON record, type-checked.
+
+    :raises ProtocolError: present with another type (None counts as absent).
+    """
+    v = obj.get(name)
+    if v is None:
+        return default
+    if types is integer_types and not is_int(v) or not isinstance(v, types):
+        raise ProtocolError("%s record: expected %s of type %s, got %s"
+                            % (record, name, getattr(types, "__name__", "number"), type(v).__name__))
+    return v
+
+
 def unhexb(name, s):
+    if not isinstance(s, string_types):
+        raise ProtocolError("%s: expected hex digits, got %s" % (name, type(s).__name__))
     try:
         return binascii.unhexlify(to_bytes(s))
     except (TypeError, ValueError, binascii.Error):
@@ -53,7 +73,7 @@ def unhexb(name, s):
 
 
 def check_block_size(bs):
-    if not isinstance(bs, int) or bs < 4096 or bs > P.MAX_DATA or bs & (bs - 1):
+    if not is_int(bs) or bs < 4096 or bs > P.MAX_DATA or bs & (bs - 1):
         raise ProtocolError("block size: expected a power of two from 4096 to %d, got %r" % (P.MAX_DATA, bs))
 
 
@@ -101,21 +121,21 @@ class Receiver(object):
         _, hello = self.chan.recv_json(P.HELLO)
         if hello.get("magic") != P.MAGIC:
             raise ProtocolError("HELLO: expected magic %r, got %r" % (P.MAGIC, hello.get("magic")))
-        versions = [v for v in hello.get("versions") or [] if v in P.VERSIONS]
+        versions = [v for v in field(hello, "HELLO", "versions", list, []) if is_int(v) and v in P.VERSIONS]
         if not versions:
             raise ProtocolError("HELLO: expected a version in %s, got %r" % (list(P.VERSIONS), hello.get("versions")))
-        digests = [d for d in hello.get("digests") or [] if d in dg.available()]
-        nonce_c = unhexb("HELLO nonce", hello.get("nonce", ""))
+        digests = [d for d in field(hello, "HELLO", "digests", list, []) if d in dg.available()]
+        nonce_c = unhexb("HELLO nonce", field(hello, "HELLO", "nonce", string_types, ""))
         if len(nonce_c) < 16:
             raise ProtocolError("HELLO: expected a nonce of 16+ bytes, got %d" % len(nonce_c))
         nonce_s = os.urandom(16)
-        export = to_text(hello.get("export", ""))
+        export = to_text(field(hello, "HELLO", "export", string_types, ""))
         self.chan.send_json(P.HELLO, {"magic": P.MAGIC, "version": max(versions), "digests": digests,
                                       "nonce": hexb(nonce_s), "auth": "hmac-sha256" if self.key else None})
         if self.key:
             _, auth = self.chan.recv_json(P.AUTH)
             want = mac(self.key, "client", nonce_s, nonce_c, to_bytes(export))
-            got = unhexb("AUTH mac", auth.get("mac", ""))
+            got = unhexb("AUTH mac", field(auth, "AUTH", "mac", string_types, ""))
             if not hmac.compare_digest(want, got):
                 raise ProtocolError("authentication failed: the sender does not hold this receiver's key")
             self.chan.send_json(P.AUTH, {"mac": hexb(mac(self.key, "server", nonce_c, nonce_s))})
@@ -141,22 +161,11 @@ class Receiver(object):
         :returns: None; :raises XenRemusError: after reporting it to the peer.
         """
         try:
-            self.handshake()
-            if self.after_handshake is not None:
-                self.after_handshake()
-            while True:
-                try:
-                    mtype, payload = self.chan.recv()
-                except ProtocolError:
-                    LOG.info("receiver %s: sender went away", self.path)
-                    return
-                if mtype == P.BYE:
-                    return
-                if mtype == P.ERROR:
-                    P.raise_peer_error(payload)
-                if mtype != P.START:
-                    raise ProtocolError("expected START or BYE record, got %s" % P.type_name(mtype))
-                self.session(P.decode_json(mtype, payload))
+            try:
+                self._serve()
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+                # a field of a shape no check above foresaw: still the peer's fault
+                raise ProtocolError("malformed record from the sender: %s: %s" % (type(exc).__name__, exc))
         except XenRemusError as exc:
             LOG.warning("receiver %s: %s", self.path or "(handshake)", exc)
             self.chan.send_error(str(exc))
@@ -164,25 +173,51 @@ class Receiver(object):
         finally:
             self.chan.close()
 
+    def _serve(self):
+        self.handshake()
+        if self.after_handshake is not None:
+            self.after_handshake()
+        while True:
+            try:
+                mtype, payload = self.chan.recv()
+            except ProtocolError:
+                LOG.info("receiver %s: sender went away", self.path)
+                return
+            if mtype == P.BYE:
+                return
+            if mtype == P.ERROR:
+                P.raise_peer_error(payload)
+            if mtype != P.START:
+                raise ProtocolError("expected START or BYE record, got %s" % P.type_name(mtype))
+            self.session(P.decode_json(mtype, payload))
+
     def session(self, start):
-        mode = start.get("mode")
+        mode = field(start, "START", "mode", string_types, None)
         if mode not in MODES:
             raise ProtocolError("START: expected mode in %s, got %r" % (", ".join(MODES), mode))
-        bs = start.get("block_size")
+        bs = field(start, "START", "block_size", integer_types, None)
         check_block_size(bs)
-        src = meta.DiskMeta.from_dict(start.get("source") or {})
+        try:
+            src = meta.DiskMeta.from_dict(field(start, "START", "source", dict, {}))
+        except ValidationError as exc:
+            raise ProtocolError("START source: %s" % exc)
         if src.size != self.size:
             raise ResyncError("%s: sizes differ: source has %d bytes, target %d" % (self.path, src.size, self.size))
-        salt = unhexb("START salt", start.get("salt", ""))
-        dname = start.get("digest")
+        salt = unhexb("START salt", field(start, "START", "salt", string_types, ""))
+        dname = field(start, "START", "digest", string_types, None)
         hasher = dg.make(dname, hmac.new(self.base_key, b"digest|" + salt, hashlib.sha256).digest()) \
             if mode in ("checksum", "verify") else None
-        rate = TokenBucket(start.get("rate") or 0)
+        rate = field(start, "START", "rate", integer_types + (float,), 0)
+        if rate < 0:
+            raise ProtocolError("START record: expected rate >= 0, got %r" % (rate,))
+        rate = TokenBucket(rate)
+        discard = field(start, "START", "discard_target", bool, False)
+        resume = field(start, "START", "resume", bool, False)
         writing = mode in WRITE_MODES
         mine = meta.load(self.path)
         if writing:
             rel = meta.compare(src, mine)
-            if rel not in meta.SAFE and not start.get("discard_target"):
+            if rel not in meta.SAFE and not discard:
                 cls = SplitBrainError if rel == meta.SPLIT_BRAIN else ResyncError
                 raise cls("%s: target is %s relative to the source; refusing without --discard-target"
                           % (self.path, rel))
@@ -193,7 +228,7 @@ class Receiver(object):
             if writing:
                 old = jn.Journal.load(self.path)
                 jour = jn.Journal(self.path, self.size, src.current, mode, bs)
-                if start.get("resume") and old is not None and old.key() == jour.key():
+                if resume and old is not None and old.key() == jour.key():
                     jour.done = old.done
                     done = old.done
                 meta.mark_inconsistent(self.path, self.size)
@@ -236,7 +271,7 @@ class Receiver(object):
                 raise digester.error
             if out is not None:
                 out.sync()
-            commit = end.get("commit")
+            commit = field(end, "END", "commit", bool, None)
             if writing:
                 self.wrote_phase = src
             if commit is True and self.wrote_phase is not None:
