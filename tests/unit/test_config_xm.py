@@ -63,7 +63,8 @@ def test_seed_verbatim_load_names_line_3_and_the_quote():
     with pytest.raises(ConfigError) as exc:
         config.load(data("remus-fu-hvm-verbatim.cfg"))
     err = exc.value
-    assert err.line == 3
+    assert (err.line, err.column) == (3, 14)
+    assert str(err).startswith(data("remus-fu-hvm-verbatim.cfg") + ":3:14: error: typographic quote")
     assert u"\u2019" in err.reason and u"U+2019 RIGHT SINGLE QUOTATION MARK" in err.reason
     assert u"column 14" in err.reason and u"ASCII quote '" in err.reason
 

@@ -47,7 +47,7 @@ def format_diagnostic(d):
 
 def _from_error(exc, path):
     reason = exc.reason
-    if exc.column:
+    if exc.column and u"column" not in reason:
         reason = u"%s (column %d)" % (reason, exc.column)
     return Diagnostic(exc.path or path, exc.line, exc.severity or ERROR, reason)
 

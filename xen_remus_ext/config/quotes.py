@@ -41,7 +41,7 @@ def find_typographic_quotes(text, path=None):
         errors.append(ConfigError(
             path, lineno, u"typographic quote %s (U+%04X %s) at column %d%s: Python needs the ASCII "
             u"quote %s instead (pasted from a web page?)"
-            % (ch, ord(ch), _char_name(ch), col, more, ascii_q)))
+            % (ch, ord(ch), _char_name(ch), col, more, ascii_q), column=col))
     return errors
 
 
