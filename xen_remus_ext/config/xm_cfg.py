@@ -48,7 +48,6 @@ MAX_INT = 1 << 256
 _WIDE_FORMAT = re.compile(u"%[-#0 +]*(?:\\*|[0-9]{7,}|[0-9]*\\.(?:\\*|[0-9]{7,}))")
 
 _Constant = getattr(ast, "Constant", None)
-_NameConstant = getattr(ast, "NameConstant", None)
 
 
 # -- the evaluator ---------------------------------------------------------
