@@ -32,12 +32,13 @@ that crossed the transport, both directions, headers included.
 from __future__ import absolute_import, division, print_function
 
 import collections
+import contextlib
 import logging
 import sys
 import time
 
 from xen_remus_ext.compat import stderr_isatty
-from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, ValidationError
+from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, ValidationError, XenRemusError
 from xen_remus_ext.model import Extent
 from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import meta, plan
@@ -145,59 +146,10 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
     size, src_meta = _source(src)
     conn = connect(dest, ssh=ssh, key_file=key_file)
     try:
-        sess = SenderSession(conn, events=events)
-        info = _handshake(sess, conn)
-        if info.get("size") != size:
-            raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s"
-                              % (dest, src, size, info.get("size")))
-        dst_meta = meta.DiskMeta.from_dict(info["meta"]) if info.get("meta") else None
-        relation = meta.compare(src_meta, dst_meta)
-        if relation not in meta.SAFE:
-            if not discard_target:
-                cls = SplitBrainError if relation == meta.SPLIT_BRAIN else ResyncError
-                raise cls("%s: target is %s relative to source %s (target generation %s, source %s); "
-                          "refusing: name the loser with --discard-target to overwrite it"
-                          % (dest, relation, src, dst_meta.current if dst_meta else None, src_meta.current))
-            LOG.warning("%s: target is %s; discarding its writes as asked", dest, relation)
-        chosen = _choose_mode(mode, extents, tracker, relation, src_meta, dst_meta)
-        if chosen == "tracked":
-            if extents is None:
-                if tracker is None:
-                    raise ResyncError("tracked mode: expected dirty extents or a tracker, got neither")
-                extents = tracker.dirty_extents()
-            work = plan.extents_to_intervals(extents, size)
-        else:
-            work = [(0, size)] if size else []
-        _emit(events, {"event": "start", "src": src, "dest": dest, "mode": chosen, "size": size,
-                       "relation": relation, "work": plan.total(work), "source_generation": src_meta.current})
-        digest = sess.pick_digest(strong) if chosen == "checksum" else None
-        bar = _Progress(events, progress, chosen)
-        sess.report = bar
-        try:
-            res = sess.run_phase(chosen, src, src_meta, work, bs=block_size, rate=rate, digest=digest,
-                                 discard_target=discard_target, resume=resume, commit=None if verify else True)
-        finally:
-            bar.close()
-        bytes_read = res["bytes_read"]
-        verified = False
-        if verify:
-            _emit(events, {"event": "phase", "phase": "verify"})
-            bar = _Progress(events, progress, "verify")
-            sess.report = bar
-            try:
-                vres = sess.run_phase("verify", src, src_meta, [(0, size)] if size else [], bs=block_size,
-                                      rate=rate, digest=sess.pick_digest(strong),
-                                      commit=lambda state: not state["differing"])
-            finally:
-                bar.close()
-            bytes_read += vres["bytes_read"]
-            if vres["differing"]:
-                raise ResyncError("%s: verify after resync found %d differing extent(s), first at %d; "
-                                  "target left inconsistent" % (dest, len(vres["differing"]),
-                                                                vres["differing"][0].offset))
-            verified = True
-        sess.bye()
-        wire = conn.chan.bytes_out + conn.chan.bytes_in
+        with _receiver_faults(dest):
+            res, bytes_read, wire, chosen, verified = _run_resync(
+                conn, src, dest, size, src_meta, mode, extents, tracker, rate, verify, discard_target,
+                events, block_size, progress, resume, strong)
     finally:
         conn.close()
     result = ResyncResult(chosen, bytes_read, wire, res["extents"], round(time.time() - t0, 3), verified)
@@ -205,6 +157,75 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
                    "bytes_sent": result.bytes_sent, "extents": result.extents,
                    "seconds": result.seconds, "verified": result.verified})
     return result
+
+
+@contextlib.contextmanager
+def _receiver_faults(dest):
+    """A reply of a shape no check foresaw is the receiver's fault: say so."""
+    try:
+        yield
+    except XenRemusError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        raise ProtocolError("%s: malformed record from the receiver: %s: %s" % (dest, type(exc).__name__, exc))
+
+
+def _run_resync(conn, src, dest, size, src_meta, mode, extents, tracker, rate, verify, discard_target,
+                events, block_size, progress, resume, strong):
+    sess = SenderSession(conn, events=events)
+    info = _handshake(sess, conn)
+    if info.get("size") != size:
+        raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s"
+                          % (dest, src, size, info.get("size")))
+    dst_meta = meta.DiskMeta.from_dict(info["meta"]) if info.get("meta") else None
+    relation = meta.compare(src_meta, dst_meta)
+    if relation not in meta.SAFE:
+        if not discard_target:
+            cls = SplitBrainError if relation == meta.SPLIT_BRAIN else ResyncError
+            raise cls("%s: target is %s relative to source %s (target generation %s, source %s); "
+                      "refusing: name the loser with --discard-target to overwrite it"
+                      % (dest, relation, src, dst_meta.current if dst_meta else None, src_meta.current))
+        LOG.warning("%s: target is %s; discarding its writes as asked", dest, relation)
+    chosen = _choose_mode(mode, extents, tracker, relation, src_meta, dst_meta)
+    if chosen == "tracked":
+        if extents is None:
+            if tracker is None:
+                raise ResyncError("tracked mode: expected dirty extents or a tracker, got neither")
+            extents = tracker.dirty_extents()
+        work = plan.extents_to_intervals(extents, size)
+    else:
+        work = [(0, size)] if size else []
+    _emit(events, {"event": "start", "src": src, "dest": dest, "mode": chosen, "size": size,
+                   "relation": relation, "work": plan.total(work), "source_generation": src_meta.current})
+    digest = sess.pick_digest(strong) if chosen == "checksum" else None
+    bar = _Progress(events, progress, chosen)
+    sess.report = bar
+    try:
+        res = sess.run_phase(chosen, src, src_meta, work, bs=block_size, rate=rate, digest=digest,
+                             discard_target=discard_target, resume=resume, commit=None if verify else True)
+    finally:
+        bar.close()
+    bytes_read = res["bytes_read"]
+    verified = False
+    if verify:
+        _emit(events, {"event": "phase", "phase": "verify"})
+        bar = _Progress(events, progress, "verify")
+        sess.report = bar
+        try:
+            vres = sess.run_phase("verify", src, src_meta, [(0, size)] if size else [], bs=block_size,
+                                  rate=rate, digest=sess.pick_digest(strong),
+                                  commit=lambda state: not state["differing"])
+        finally:
+            bar.close()
+        bytes_read += vres["bytes_read"]
+        if vres["differing"]:
+            raise ResyncError("%s: verify after resync found %d differing extent(s), first at %d; "
+                              "target left inconsistent" % (dest, len(vres["differing"]),
+                                                            vres["differing"][0].offset))
+        verified = True
+    sess.bye()
+    wire = conn.chan.bytes_out + conn.chan.bytes_in
+    return res, bytes_read, wire, chosen, verified
 
 
 def verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None, block_size=65536,
@@ -217,21 +238,8 @@ def verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None, block_si
     src_meta = meta.load(src) or meta.DiskMeta(src, size, True)
     conn = connect(dest, ssh=ssh, key_file=key_file)
     try:
-        sess = SenderSession(conn)
-        info = _handshake(sess, conn)
-        if info.get("size") != size:
-            raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s"
-                              % (dest, src, size, info.get("size")))
-        _emit(events, {"event": "start", "src": src, "dest": dest, "mode": "verify", "size": size,
-                       "work": size})
-        bar = _Progress(events, progress, "verify")
-        sess.report = bar
-        try:
-            res = sess.run_phase("verify", src, src_meta._replace(size=size), [(0, size)] if size else [],
-                                 bs=block_size, rate=rate, digest=sess.pick_digest(strong), commit=None)
-        finally:
-            bar.close()
-        sess.bye()
+        with _receiver_faults(dest):
+            res = _run_verify(conn, src, dest, size, src_meta, rate, events, block_size, strong, progress)
     finally:
         conn.close()
     result = VerifyResult(not res["differing"], res["differing"], res["bytes_read"], round(time.time() - t0, 3))
@@ -239,6 +247,25 @@ def verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None, block_si
                    "differing": [[e.offset, e.length] for e in result.differing],
                    "bytes_read": result.bytes_read, "seconds": result.seconds})
     return result
+
+
+def _run_verify(conn, src, dest, size, src_meta, rate, events, block_size, strong, progress):
+    sess = SenderSession(conn)
+    info = _handshake(sess, conn)
+    if info.get("size") != size:
+        raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s"
+                          % (dest, src, size, info.get("size")))
+    _emit(events, {"event": "start", "src": src, "dest": dest, "mode": "verify", "size": size,
+                   "work": size})
+    bar = _Progress(events, progress, "verify")
+    sess.report = bar
+    try:
+        res = sess.run_phase("verify", src, src_meta._replace(size=size), [(0, size)] if size else [],
+                             bs=block_size, rate=rate, digest=sess.pick_digest(strong), commit=None)
+    finally:
+        bar.close()
+    sess.bye()
+    return res
 
 
 def serve(listen, key_file, exports, ready=None):
