@@ -1,0 +1,1 @@
+"""Fault injection for the chaos campaign (``make chaos``, tests/chaos/)."""

@@ -1,0 +1,194 @@
+"""Faults on the two-host Remus simulator, and the whole-cycle check.
+
+- ``kill-host``: a domain protected A -> B writes checksummed records; A is
+  SIGKILLed (or powered off: its link cut first) at a random moment; B must
+  take over with every acknowledged record; A comes back stale and the
+  failback brings the domain home and protects it again.
+- ``kill-orchestrator``: the same failover, then ``xen-remus failback`` runs
+  as a process and is SIGKILLed at a random moment; the same command
+  (``--resume`` when it left an unfinished journal) must converge.
+
+Check: every record the guest's observer was told about is on both copies,
+and the copies are byte-identical (digests), Remus running A -> B again.
+"""
+from __future__ import absolute_import, division, print_function
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from xen_remus_ext.chaos.registry import kill_proc
+from xen_remus_ext.chaos.resync_faults import REPO, _env
+
+KINDS = ("kill-host", "kill-orchestrator")
+NEEDS_NETNS = ()
+SIZES = (8 << 20, 16 << 20)
+
+
+def _wait(pred, timeout, what):
+    deadline = time.time() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.01)
+
+
+class SimBench(object):
+    """One cluster (hosts A and B) kept for the whole campaign."""
+
+    def __init__(self, reg, root):
+        from xen_remus_ext.sim.cluster import Cluster
+        self.state = os.path.join(root, "state")
+        os.makedirs(self.state)
+        os.environ["XEN_REMUS_STATE_DIR"] = self.state
+        self.cluster = Cluster(root=os.path.join(root, "hosts")).start()
+        self._tok = reg.add("sim cluster", self.cluster.close)
+
+    def close(self):
+        self.cluster.close()
+
+
+class SimRun(object):
+
+    def __init__(self, ctx, kind, rng, index):
+        self.ctx = ctx
+        self.kind = kind
+        self.rng = rng
+        self.bench = ctx.cluster()
+        self.cl = self.bench.cluster
+        self.name = "c%03d" % index
+        self.image = "/var/lib/xen/images/%s.img" % self.name
+        self.notes = []
+        self.wseed = rng.randint(1, 1 << 30)
+
+    def protect_and_fail_over(self):
+        from xen_remus_ext.resync import meta
+        A, B = self.cl["A"], self.cl["B"]
+        if not A.alive() or A.frozen:
+            A.start()
+        size = self.rng.choice(SIZES)
+        for h in (A, B):
+            h.toolstack.disk_create(self.image, size)
+        m = meta.ensure(A.disk_path(self.image), size, role="primary")
+        meta.mark_synced(B.disk_path(self.image), m, role="backup")
+        uname = "tap2:remus:%s:%d|aio:%s" % (B.addr, B.cfg["remus_port"], self.image)
+        A.toolstack.create({"name": self.name, "memory": 32,
+                            "disks": [{"uname": uname, "vdev": "xvda", "mode": "w"}],
+                            "workload": {"rate": self.rng.randint(100, 400), "seed": self.wseed,
+                                         "observer": self.cl.observer.path}}, paused=True)
+        A.toolstack.remus_start(self.name, "B", interval_ms=self.rng.randint(20, 100))
+        A.toolstack.unpause(self.name)
+        time.sleep(self.rng.uniform(0.05, 0.6))
+        power_off = self.rng.random() < 0.5
+        fault_at = time.time()
+        A.kill(power_off=power_off)
+        self.notes.append("A %s" % ("powered off" if power_off else "SIGKILLed"))
+        acked_at_kill = self.cl.observer.acked(self.name)
+        _wait(lambda: B.toolstack.sim_info(self.name)["sim_state"] == "running", 10.0, "failover on B")
+        res = B.toolstack.disk_check(self.image, self.wseed, acked_at_kill)
+        lost = res["missing"]
+        A.start()
+        return fault_at, lost
+
+    def execute(self):
+        os.environ["XEN_REMUS_STATE_DIR"] = self.bench.state
+        out = {"kind": self.kind, "recovered": False, "bytes_differing": None, "writes_lost": 0,
+               "false_consistent": 0, "notes": self.notes}
+        A, B = self.cl["A"], self.cl["B"]
+        try:
+            fault_at, lost_at_failover = self.protect_and_fail_over()
+            out["writes_lost"] += lost_at_failover
+            if self.kind == "kill-host":
+                ok = self.failback_in_process()
+            else:
+                fault_at, ok = self.failback_killed()
+            out["recovery_s"] = round(time.time() - fault_at, 3)
+            acked, res_a, res_b, differing = self.judge()
+            out["writes_lost"] += max(res_a["missing"], res_b["missing"])
+            out["bytes_differing"] = differing
+            out["acked"] = acked
+            out["recovered"] = bool(ok and differing == 0 and res_a["missing"] == 0 and res_b["missing"] == 0
+                                    and lost_at_failover == 0)
+        finally:
+            for h in (A, B):
+                try:
+                    if h.alive() and not h.frozen:
+                        h.toolstack.destroy(self.name)
+                except Exception as exc:  # the domain may not exist there
+                    self.notes.append("destroy on %s: %s" % (h.name, str(exc)[:80]))
+        return out
+
+    def failback_in_process(self):
+        from xen_remus_ext.failback import api, machine
+        from xen_remus_ext.sim.disksync import SimDiskSync
+        A, B = self.cl["A"], self.cl["B"]
+        res = api.run_failback(B.toolstack, self.name, "A", peer_toolstack=A.toolstack,
+                               options={"local_host": "B", "interval_ms": 50},
+                               disk_sync=SimDiskSync([A.toolstack, B.toolstack]))
+        return res["state"] == machine.DONE
+
+    def _cli(self, *extra):
+        A, B = self.cl["A"], self.cl["B"]
+        argv = [sys.executable, "-m", "xen_remus_ext", "failback", self.name, "A", "--json",
+                "--toolstack", "sim", "--agent", B.cfg["agent"], "--peer-agent", A.cfg["agent"],
+                "--local-host", "B", "-i", "50"] + list(extra)
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=_env(self.bench.state), cwd=REPO, close_fds=True)
+
+    def failback_killed(self):
+        from xen_remus_ext.failback import journal, machine
+        proc = self._cli()
+        tok = self.ctx.reg.process(proc)
+        delay = self.rng.uniform(0.3, 3.0)
+        deadline = time.time() + delay
+        while proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        fault_at = time.time()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            self.ctx.reg.undo(tok)
+            rec = journal.load(self.name)
+            self.notes.append("orchestrator killed at %.2f s, journal state %s"
+                              % (delay, rec["state"] if rec else None))
+        else:
+            self.ctx.reg.undo(tok)
+            self.notes.append("orchestrator finished before the kill (%.2f s)" % delay)
+        for attempt in range(1, 6):
+            rec = journal.load(self.name)
+            resume = rec is not None and rec["state"] not in machine.TERMINAL
+            proc = self._cli(*(["--resume"] if resume else []))
+            tok = self.ctx.reg.process(proc)
+            try:
+                out, err = proc.communicate()
+            finally:
+                self.ctx.reg.forget(tok)
+                kill_proc(proc)
+            lines = out.decode("utf-8", "replace").strip().splitlines()
+            res = json.loads(lines[-1]) if lines else {}
+            if proc.returncode == 0 and res.get("state") == machine.DONE:
+                return fault_at, True
+            self.notes.append("rerun %d: rc %s %s" % (attempt, proc.returncode,
+                                                      (res.get("error") or err.decode("utf-8", "replace"))[-200:]))
+            time.sleep(0.5)
+        return fault_at, False
+
+    def judge(self):
+        A, B = self.cl["A"], self.cl["B"]
+        name = self.name
+        first = A.toolstack.sim_info(name)["remus"]["commits"]
+        _wait(lambda: A.toolstack.sim_info(name)["remus"]["commits"] >= first + 3, 10.0, "checkpoints")
+        A.toolstack.pause(name)
+        c = A.toolstack.sim_info(name)["remus"]["commits"]
+        _wait(lambda: A.toolstack.sim_info(name)["remus"]["commits"] >= c + 1, 10.0, "a last checkpoint")
+        acked = self.cl.observer.acked(name)
+        res_a = A.toolstack.disk_check(self.image, self.wseed, acked)
+        res_b = B.toolstack.disk_check(self.image, self.wseed, acked)
+        from xen_remus_ext.chaos.resync_faults import bytes_differing
+        differing = bytes_differing(A.disk_path(self.image), B.disk_path(self.image))
+        return acked, res_a, res_b, differing
