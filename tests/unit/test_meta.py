@@ -103,3 +103,9 @@ def test_rotate_twice_keeps_bitmap_ancestor(tmp_path):
     m2 = meta.rotate(a)
     assert m2.bitmap == m0.current and m2.history[0] == m1.current
     assert len(set([m0.current, m1.current, m2.current])) == 3
+
+
+def test_clear_bitmap_without_metadata_creates_it(tmp_path):
+    a = disk(tmp_path, "a.img", 8192)
+    m = meta.clear_bitmap(a)
+    assert m.consistent and m.bitmap is None and m.size == 8192 and meta.load(a) == m

@@ -12,7 +12,9 @@ block_size=65536, progress=False, resume=True, strong=False)``
     ``tracker.trustworthy()`` and the target's generation is the one the
     tracking started from; checksum otherwise).  ``rate``: bytes/s cap.
     ``events``: callable receiving dicts (the ``--json`` stream; the last
-    one is the result object).  :returns: :class:`ResyncResult`.
+    one is the result object).  The engine reads ``tracker`` (``trustworthy``,
+    ``dirty_extents``) and never calls its ``mark``/``clear``: the caller
+    decides when synced extents are forgotten.  :returns: :class:`ResyncResult`.
     :raises SplitBrainError: the target holds writes the source never saw
     (unless ``discard_target``); :raises ResyncError: anything else.
 

@@ -151,13 +151,6 @@ def ensure(disk, size, role=None):
     return m
 
 
-def _require(disk):
-    m = load(disk)
-    if m is None:
-        raise JournalError("disk meta %s: expected metadata under %s, found none" % (disk, state_dir()))
-    return m
-
-
 def _size_of(disk):
     try:
         fd = os.open(disk, os.O_RDONLY)
@@ -204,8 +197,10 @@ def mark_synced(disk, source_meta, role="backup"):
 
 def clear_bitmap(disk):
     """Protection is established with both copies in sync: the bitmap
-    generation moves to history."""
-    m = _require(disk)
+    generation moves to history (a disk without metadata gets a fresh one)."""
+    m = load(disk)
+    if m is None:
+        return ensure(disk, _size_of(disk))
     if m.bitmap is None:
         return m
     return save(m._replace(bitmap=None, history=((m.bitmap,) + m.history)[:HISTORY]))
