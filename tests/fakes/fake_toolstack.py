@@ -292,6 +292,7 @@ class FakeToolstack(Toolstack):
         if d.name in self.world.hosts[host]:
             raise ToolstackError("remus %s: %s already has a domain of that name" % (d.name, host))
         self.world.create(host, d.config, state="paused", remus_backup=True)
+        self.world.effect("remus backup copy %s@%s" % (d.name, host))   # checkpoint 0 not yet done
         self.world.remus[(self.host, d.name)] = host
         d.awaiting_backup = False
         self.world.effect("remus %s %s->%s" % (d.name, self.host, host))

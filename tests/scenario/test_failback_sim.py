@@ -188,3 +188,43 @@ def test_downtime_1gib_disk_under_10mbps_write_load(cluster):
     assert silence < 1.0, RESULTS
     assert res["downtime_max"] < 1.0, RESULTS
     A.toolstack.destroy(name)
+
+
+def test_sigkill_of_the_real_command_in_every_step_then_rerun_converges(cluster):
+    """The command runs as its own process; it is SIGKILLed as soon as its
+    journal names a given step as running, then run again to the end."""
+    import signal
+    import subprocess
+    import sys
+    from xen_remus_ext.failback import journal
+    interrupted = []
+    for i, step in enumerate([machine.PRECOPY, machine.MIGRATE, machine.FINAL_DELTA, machine.PROTECT,
+                              machine.UNPAUSE]):
+        name = "fk%d" % i
+        A, B, image = failed_over(cluster, name, 16 << 20, rate=400, run_s=0.3, after_s=0.2)
+        argv = [sys.executable, "-m", "xen_remus_ext", "-q", "failback", name, "A", "--toolstack", "sim",
+                "--agent", B.cfg["agent"], "--peer-agent", A.cfg["agent"], "--local-host", "B", "-i", "50"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 30
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                rec = journal.load(name)
+            except Exception:   # a torn read is impossible (rename); anything else: look again
+                rec = None
+            if rec is not None and rec.get("step") == step:
+                os.kill(proc.pid, signal.SIGKILL)
+                interrupted.append(step)
+                break
+            time.sleep(0.001)
+        proc.communicate()
+        assert proc.returncode in (0, -signal.SIGKILL)
+        res = api.run_failback(B.toolstack, name, "A", peer_toolstack=A.toolstack,
+                               options={"local_host": "B", "interval_ms": 50},
+                               disk_sync=SimDiskSync([A.toolstack, B.toolstack]))
+        assert res["state"] == machine.DONE, (step, res)
+        assert A.toolstack.remus_running(name)
+        acked, res_a, res_b, identical = judge(cluster, A, B, name, image)
+        assert res_a["missing"] == 0 and res_b["missing"] == 0, (step, res_a, res_b)
+        assert identical, step
+        A.toolstack.destroy(name)
+    assert len(set(interrupted)) >= 3, interrupted

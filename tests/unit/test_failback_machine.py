@@ -64,6 +64,8 @@ FAILBACK_RECONCILE = [
     (m.PROTECTED, O(None, "paused", peer_remus=True), m.PROTECTED, []),
     (m.PROTECTED, O(None, "running", peer_remus=True), m.DONE, []),         # killed after unpause
     (m.PROTECTED, O(None, "paused"), m.DELTA_SENT, []),                     # protection fell over
+    (m.DELTA_SENT, O("paused", "paused"), m.DELTA_SENT, []),                # here: a backup copy forming
+    (m.PROTECTED, O("paused", "paused"), m.DELTA_SENT, []),
     (m.DONE, O(None, "running"), m.DONE, []),
 ]
 
@@ -136,6 +138,8 @@ ABORTS = [
     (m.REVERSE, m.QUIESCED, O("paused"), [m.UNPAUSE_LOCAL], m.ABORTED),
     (m.REVERSE, m.PROTECTED, O("paused", local_remus=True), [m.UNPAUSE_LOCAL], m.DONE),
     (m.FAILBACK, m.ABORTED, O("running"), [], m.ABORTED),
+    (m.FAILBACK, m.DELTA_SENT, O("paused", "paused"), [m.DESTROY_LOCAL_BACKUP, m.UNPAUSE_PEER], m.ABORTED),
+    (m.REVERSE, m.DELTA_SENT, O("paused", "paused"), [m.DESTROY_PEER, m.UNPAUSE_LOCAL], m.ABORTED),
 ]
 
 

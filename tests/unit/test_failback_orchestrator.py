@@ -78,12 +78,28 @@ def counted_journal(monkeypatch):
     return holder
 
 
+class FakeClock(object):
+    """Time that moves only when slept through (the settle wait after a
+    migration that died with the run must not cost real seconds)."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def now(self):
+        self.t += 0.001
+        return self.t
+
+    def sleep(self, seconds):
+        self.t += seconds
+
+
 def orch(world, mode=machine.FAILBACK, sync=None, **opts):
     options = {"local_host": "hostB"}
     options.update(opts)
     lines = []
     o = Orchestrator(FakeToolstack(world, "hostB"), FakeToolstack(world, "hostA"), "vm1", "hostA",
-                     mode=mode, options=options, disk_sync=sync or FileDiskSync(world), progress=lines.append)
+                     mode=mode, options=options, disk_sync=sync or FileDiskSync(world), progress=lines.append,
+                     clock=FakeClock())
     o.lines = lines
     return o
 
@@ -373,4 +389,62 @@ def test_step_failure_is_journaled_and_rerun_succeeds(tmp_path):
         assert orch(world).run()["state"] == machine.DONE
     finally:
         FakeToolstack.remus_start = real
+    assert_home_and_protected(world, guest)
+
+
+@pytest.mark.parametrize("outcome", ["complete", "fail"])
+def test_resume_waits_for_a_migration_still_running_in_the_toolstack(tmp_path, counted_journal, outcome):
+    """Killed inside migrate while the toolstack (xend, the xl child, the sim
+    agent) carries on: the rerun must wait for it to end, not destroy the
+    incoming copy under its feet."""
+    world, guest = make_world(tmp_path)
+    counted_journal["world"] = world
+    world.hold_migrations = True
+    real = world.effect
+
+    def effect(what):
+        real(what)
+        if what.startswith("incoming"):
+            raise Killed(what)
+    world.effect = effect
+    with pytest.raises(Killed):
+        orch(world).run()
+    world.effect = real
+    world.hold_migrations = False
+    assert journal.load("vm1")["step"] == machine.MIGRATE
+    o = orch(world)
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        o.clock.t += seconds
+        if len(sleeps) == 3:      # the toolstack finishes on its own
+            src = FakeToolstack(world, "hostB")
+            (src.complete_migration if outcome == "complete" else src.fail_migration)("vm1", "hostA")
+    o.clock.sleep = sleep
+    assert o.run()["state"] == machine.DONE
+    counted_journal["world"] = None
+    assert len(sleeps) == 3
+    assert not any(w.startswith("destroy") for w in world.log)
+    assert_home_and_protected(world, guest)
+
+
+def test_resume_gives_up_waiting_on_a_dead_migration(tmp_path):
+    world, guest = make_world(tmp_path)
+    world.hold_migrations = True
+    real = world.effect
+
+    def effect(what):
+        real(what)
+        if what.startswith("incoming"):
+            raise Killed(what)
+    world.effect = effect
+    with pytest.raises(Killed):
+        orch(world).run()
+    world.effect = real
+    world.hold_migrations = False
+    o = orch(world, settle_timeout=5.0)
+    assert o.run()["state"] == machine.DONE
+    assert o.clock.t >= 1005.0                          # it waited the whole settle time
+    assert "destroy vm1@hostA" in world.log             # then dropped the copy that never ran
     assert_home_and_protected(world, guest)

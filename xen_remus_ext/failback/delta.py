@@ -27,6 +27,9 @@ class _Clock(object):
     def now(self):
         return time.time()
 
+    def sleep(self, seconds):
+        time.sleep(seconds)
+
 
 def _tracker_fn(domname):
     """The host's dirty-block tracker source, when the trackers layer offers one."""

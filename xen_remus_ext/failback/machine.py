@@ -166,6 +166,7 @@ class Observation(collections.namedtuple(
 DESTROY_PEER = "destroy-peer"      # an incoming copy on the peer that never ran
 UNPAUSE_LOCAL = "unpause-local"
 UNPAUSE_PEER = "unpause-peer"
+DESTROY_LOCAL_BACKUP = "destroy-local-backup"   # a Remus backup copy here, its sender never started
 SEND_DELTA = "send-delta"
 
 
@@ -192,6 +193,10 @@ def reconcile(mode, state, obs):
 def _reconcile_failback(state, pos, obs):
     order = states_in_order(FAILBACK)
     at = order.index
+    if obs.local is not None and obs.peer is not None and pos >= at(MIGRATED):
+        # the journal saw the domain leave: what is here now is the Remus
+        # backup's copy of an interrupted protect step, not the domain
+        obs = obs._replace(local=None)
     if obs.local is None and obs.peer is None:
         _refuse("domain: expected it here or on the peer, found it on neither "
                 "(a migration may still be under way; check both hosts)", state)
@@ -248,6 +253,8 @@ def _reconcile_reverse(state, pos, obs):
         return (PROTECTED if obs.local == "paused" else DONE), []
     if obs.peer is not None and pos < at(DELTA_SENT):
         _refuse("domain: also present on the peer (%s) before protection started" % obs.peer, state)
+    # from delta-sent on, a copy on the peer is the Remus backup's (an
+    # interrupted protect step); the protect step replaces it
     if obs.local == "paused":
         if pos == at(PRECOPIED):
             return QUIESCED, []
@@ -276,10 +283,16 @@ def plan_abort(mode, state, obs):
         _refuse("failback: already done; nothing to abort", state)
     if state == ABORTED:
         return [], ABORTED
+    pos = index_of(mode, state)
+    stale = []
+    if mode == FAILBACK and obs.local is not None and obs.peer is not None and pos >= index_of(mode, MIGRATED):
+        stale = [DESTROY_LOCAL_BACKUP]
+    elif mode == REVERSE and obs.peer is not None and not obs.local_remus and pos >= index_of(mode, DELTA_SENT):
+        stale = [DESTROY_PEER]
     state, actions = reconcile(mode, state, obs)
+    actions = stale + list(actions)
     if state == DONE:
         _refuse("failback: already done; nothing to abort", state)
-    actions = list(actions)
     if state == PROTECTED:   # protection already runs: finishing is the safe way out
         where = UNPAUSE_PEER if mode == FAILBACK else UNPAUSE_LOCAL
         return [a for a in actions if a != where] + [where], DONE

@@ -26,7 +26,7 @@ import logging
 
 import six
 
-from xen_remus_ext.errors import FailbackError, ToolstackError, XenRemusError
+from xen_remus_ext.errors import FailbackError, ResyncError, ToolstackError, XenRemusError
 from xen_remus_ext.failback import journal, machine, preflight
 from xen_remus_ext.failback.disks import ResyncDiskSync
 
@@ -47,6 +47,8 @@ DEFAULTS = {
     "net": True,
     "disk": True,               # False: memory-only Remus (xl remus -d); failback resyncs the disks
     "config_file": None,        # the domain's cfg file: preflight checks it reverses cleanly
+    "settle_timeout": 120.0,    # a killed run's migration may still be running in the toolstack
+    "settle_poll": 0.1,
 }
 
 
@@ -54,6 +56,10 @@ class _WallClock(object):
     def now(self):
         import time
         return time.time()
+
+    def sleep(self, seconds):
+        import time
+        time.sleep(seconds)
 
 
 class Orchestrator(object):
@@ -255,7 +261,7 @@ class Orchestrator(object):
                                 % (self.domain, "none" if rec is None else "it " + rec["state"]))
         self.rec = rec
         self.mode = rec["mode"]
-        obs = self.observe()
+        obs = self._settle()
         actions, final = machine.plan_abort(self.mode, rec["state"], obs)
         journal.note(rec, self.clock.now(), "abort", rec["state"], actions)
         self._save()
@@ -267,9 +273,40 @@ class Orchestrator(object):
         return rec
 
     # -- internals --------------------------------------------------------
+    def _settle(self):
+        """A run killed inside ``migrate`` (or ``protect``) leaves the
+        operation itself running (xend's thread, the ``xl`` child, the sim
+        agent): a migration will either destroy the source or resume it, a
+        Remus start will connect or give up.  Wait until the world stops
+        looking half-done (the domain on both hosts, or paused here with no
+        copy there; a backup copy without a sender) before judging it, at
+        most ``settle_timeout`` seconds.  :returns: the last observation."""
+        obs = self.observe()
+        step = self.rec.get("step")
+        if step == machine.MIGRATE and self.mode == machine.FAILBACK:
+            def in_flux(o):
+                return (o.local is not None and o.peer is not None) or (o.local == "paused" and o.peer is None)
+        elif step == machine.PROTECT:
+            # Remus still starting: a backup copy forms before the sender runs
+            def in_flux(o):
+                if self.mode == machine.FAILBACK:
+                    return o.local is not None and not o.peer_remus
+                return o.peer is not None and not o.local_remus
+        else:
+            return obs
+        deadline = self.clock.now() + float(self.opts["settle_timeout"])
+        while in_flux(obs):
+            if self.clock.now() >= deadline:
+                LOG.warning("%s: still half-migrated after %.0f s (%s); taking it as dead",
+                            self.domain, float(self.opts["settle_timeout"]), _obs_text(obs))
+                break
+            self.clock.sleep(float(self.opts["settle_poll"]))
+            obs = self.observe()
+        return obs
+
     def _reconcile(self):
         rec = self.rec
-        obs = self.observe()
+        obs = self._settle()
         state, actions = machine.reconcile(self.mode, rec["state"], obs)
         if state != rec["state"] or actions:
             self.progress("%s: journal said %s; observed %s; continuing from %s%s"
@@ -287,6 +324,8 @@ class Orchestrator(object):
                 self.peer.destroy(self.domain)
             elif act == machine.UNPAUSE_LOCAL:
                 self.ts.unpause(self.domain)
+            elif act == machine.DESTROY_LOCAL_BACKUP:
+                self.ts.destroy(self.domain)
             elif act == machine.UNPAUSE_PEER:
                 self.peer.unpause(self.domain)
             elif act == machine.SEND_DELTA:
@@ -362,8 +401,9 @@ class Orchestrator(object):
             d["tracker"] = getattr(tr, "name", None) if tr is not None else None
             passes = self.opts["precopy_passes"] if tr is not None else 1
             for n in range(max(1, passes)):
-                res = self.disks.sync(d["src"], d["dest"], tracker=tr if n else None, rate=self.opts["rate"],
-                                      verify=False, discard_target=discard)
+                res = sync_waiting(self.disks, self.clock, self.opts, d["src"], d["dest"],
+                                   tracker=tr if n else None, rate=self.opts["rate"], verify=False,
+                                   discard_target=discard)
                 if tr is not None and n and res.get("mode") == "tracked":
                     tr.clear()  # forgets only what this pass was given
                 d["precopy"].append(res)
@@ -453,7 +493,7 @@ class Orchestrator(object):
         if self.mode == machine.REVERSE and local != "paused":
             raise FailbackError("%s: expected the domain paused here for the final delta, found it %s"
                                 % (self.domain, local), state=rec["state"], step=machine.FINAL_DELTA)
-        send_final_delta(rec, self.disks, self.tracker, self.clock, "orchestrator")
+        send_final_delta(rec, self.disks, self.tracker, self.clock, "orchestrator", self.opts)
         self._save()
 
     def step_unpause(self):
@@ -485,13 +525,42 @@ class Orchestrator(object):
             ts, backup = self.ts, self.host
         if ts.remus_running(self.domain):
             return
+        other = self.ts if self.mode == machine.FAILBACK else self.peer
+        if preflight.find_domain(other, self.domain) is not None:
+            # a backup copy left by an interrupted protect step (the domain
+            # itself is paused on the primary): Remus starts a new one
+            LOG.warning("%s: removing the stale Remus backup copy on %s", self.domain, backup)
+            other.destroy(self.domain)
         self._retarget(ts)
         extra = {} if self.opts["disk"] else {"disk": False}
         ts.remus_start(self.domain, backup, interval_ms=self.opts["interval_ms"], net=self.opts["net"], **extra)
         self.progress("%s: Remus protects it again toward %s" % (self.domain, backup))
 
 
-def send_final_delta(rec, disk_sync, tracker_fn, clock, by):
+#: how the resync engine says a target is held by another resync (a killed
+#: run's pass may still be finishing on the host that ran it)
+_BUSY = "another resync is writing"
+
+
+def sync_waiting(disk_sync, clock, opts, src, dest, **kw):
+    """``disk_sync.sync`` that waits (up to ``settle_timeout``) while the
+    target is still held by a resync of an earlier, killed run."""
+    deadline = None
+    while True:
+        try:
+            return disk_sync.sync(src, dest, **kw)
+        except ResyncError as exc:
+            if _BUSY not in str(exc) or getattr(clock, "sleep", None) is None:
+                raise
+            now = clock.now()
+            deadline = deadline if deadline is not None else now + float(opts.get("settle_timeout", 0))
+            if now >= deadline:
+                raise
+            LOG.info("%s: target busy (an earlier pass still running); waiting", dest)
+            clock.sleep(float(opts.get("settle_poll", 0.1)))
+
+
+def send_final_delta(rec, disk_sync, tracker_fn, clock, by, opts=None):
     """Send every journaled disk's final pass; mark ``rec['delta']`` sent.
 
     Shared by the runner and the xend migration hook (delta.py).  The caller
@@ -502,9 +571,9 @@ def send_final_delta(rec, disk_sync, tracker_fn, clock, by):
         tr = tracker_fn(d["vdev"]) if tracker_fn is not None else None
         if tr is not None and not tr.trustworthy():
             tr = None
-        d["final"] = disk_sync.sync(d["src"], d["dest"], tracker=tr, rate=None,
-                                    verify=bool(rec.get("options", {}).get("verify")),
-                                    discard_target=bool(rec.get("options", {}).get("discard_peer")), final=True)
+        d["final"] = sync_waiting(disk_sync, clock, opts or DEFAULTS, d["src"], d["dest"], tracker=tr,
+                                  rate=None, verify=bool(rec.get("options", {}).get("verify")),
+                                  discard_target=bool(rec.get("options", {}).get("discard_peer")), final=True)
     rec["delta"] = {"sent": True, "by": by, "at": clock.now(), "seconds": clock.now() - start}
     return rec
 
