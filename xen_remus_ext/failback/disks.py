@@ -110,6 +110,13 @@ class ResyncDiskSync(DiskSync):
         info = self._probe(dest)
         return meta.compare(smeta, meta.DiskMeta.from_dict(info["meta"]) if info.get("meta") else None)
 
+    def mark_protected(self, path):
+        """Remus protects ``path``'s domain again with both copies in sync:
+        the copy's bitmap generation becomes history (resync/meta.py)."""
+        from xen_remus_ext.resync import meta
+        if meta.load(path) is not None:
+            meta.clear_bitmap(path)
+
     def sync(self, src, dest, tracker=None, rate=None, verify=False, discard_target=False,
              final=False, events=None):
         from xen_remus_ext.resync import api

@@ -535,6 +535,10 @@ class Orchestrator(object):
         extra = {} if self.opts["disk"] else {"disk": False}
         ts.remus_start(self.domain, backup, interval_ms=self.opts["interval_ms"], net=self.opts["net"], **extra)
         self.progress("%s: Remus protects it again toward %s" % (self.domain, backup))
+        mark = getattr(self.disks, "mark_protected", None)
+        if mark is not None:
+            for d in self.rec["disks"]:
+                mark(d["src"])   # this host's copy is in step with the primary again
 
 
 #: how the resync engine says a target is held by another resync (a killed
