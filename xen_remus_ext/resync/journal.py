@@ -4,15 +4,28 @@ One JSON file per target under ``state_dir()/journal/``, rewritten
 atomically after the target was fdatasync'd (so every range it names is on
 disk).  A rerun of the same resync (same source generation, size, mode and
 block size) skips those ranges; anything else starts from zero.
+
+Each record carries ``sum``, the SHA-256 of its other fields (canonical
+JSON): a record that was torn or corrupted on disk, even into valid JSON
+naming ranges never written, fails the check and is ignored (the resync
+starts from zero) instead of being trusted.
 """
 from __future__ import absolute_import, division, print_function
 
 import hashlib
 import json
+import logging
 import os
 
 from xen_remus_ext.compat import atomic_write, to_bytes, to_text
 from xen_remus_ext.resync import meta, plan
+
+LOG = logging.getLogger(__name__)
+
+
+def _checksum(d):
+    body = dict((k, v) for k, v in d.items() if k != "sum")
+    return hashlib.sha256(to_bytes(json.dumps(body, sort_keys=True))).hexdigest()
 
 
 def journal_path(target):
@@ -49,7 +62,9 @@ class Journal(object):
         d = os.path.dirname(path)
         if not os.path.isdir(d):
             os.makedirs(d, 0o700)
-        atomic_write(path, to_bytes(json.dumps(self.to_dict(), sort_keys=True) + "\n"))
+        d = self.to_dict()
+        d["sum"] = _checksum(d)
+        atomic_write(path, to_bytes(json.dumps(d, sort_keys=True) + "\n"))
 
     @classmethod
     def load(cls, target):
@@ -58,9 +73,13 @@ class Journal(object):
         try:
             with open(journal_path(target), "rb") as f:
                 d = json.loads(to_text(f.read()))
+            if d.get("sum") != _checksum(d):
+                LOG.warning("resume journal of %s: checksum mismatch (torn or corrupted record); "
+                            "ignoring it, the resync starts from zero", target)
+                return None
             return cls(target, int(d["size"]), d["source_gen"], d["mode"], int(d["block_size"]),
                        [(int(a), int(b)) for a, b in d["done"]])
-        except (IOError, OSError, ValueError, KeyError, TypeError):
+        except (IOError, OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
