@@ -61,3 +61,16 @@ def test_split_brain_with_the_loser_named(tmp_path):
     generations(world, split=True)
     assert orch(world, discard_peer=True).run()["state"] == machine.DONE
     assert_home_and_protected(world, guest)
+
+
+def test_status_shows_generations(tmp_path, capsys):
+    from xen_remus_ext.failback import api
+    from xen_remus_ext.cli import failback_cmd
+    world, _guest = make_world(tmp_path, guest=False)
+    _a, b = generations(world)
+    rows = api.status(FakeToolstack(world, "hostB"))
+    mb = meta.load(b)
+    assert rows[0]["disks"] == [{"vdev": "xvda", "path": PATH, "backup": "hostB", "generation": mb.current,
+                                 "bitmap": mb.bitmap, "consistent": True}]
+    text = failback_cmd.format_status(rows)
+    assert "xvda -> hostB: generation %s, writes since %s" % (mb.current, mb.bitmap) in text

@@ -251,4 +251,12 @@ def format_status(rows):
         prot = {True: "yes", False: "no", None: "?"}[r.get("protected")]
         out.append("%-20s %5s %-8s %-11s %s" % (r["name"], "-" if r["domid"] is None else r["domid"],
                                                 r["state"] or "(gone)", prot, fbt))
+        for d in r.get("disks") or ():
+            if d.get("error"):
+                out.append("    %s: generation unreadable: %s" % (d["vdev"], d["error"]))
+            else:
+                out.append("    %s -> %s: generation %s%s%s" % (
+                    d["vdev"], d["backup"], d["generation"] or "(none)",
+                    ", writes since %s" % d["bitmap"] if d["bitmap"] else "",
+                    "" if d["consistent"] in (True, None) else ", INCONSISTENT (interrupted resync target)"))
     return "\n".join(out)

@@ -135,7 +135,8 @@ def status(toolstack, domain=None, state_dir=None):
             LOG.debug("%s: remus state unknown: %s", info.name, exc)
             protected = None
         row = {"name": info.name, "domid": info.domid, "state": preflight.domain_state(info),
-               "here": True, "protected": protected, "failback": _journal_summary(info.name, state_dir)}
+               "here": True, "protected": protected, "failback": _journal_summary(info.name, state_dir),
+               "disks": _disk_generations(toolstack, info.name)}
         rows.append(row)
         seen.add(info.name)
     for name in journal.list_domains(state_dir):
@@ -147,6 +148,28 @@ def status(toolstack, domain=None, state_dir=None):
     if domain is not None and not rows:
         raise FailbackError("%s: expected a domain here or a failback journal, found neither" % domain)
     return rows
+
+
+def _disk_generations(toolstack, name):
+    """Each remus disk's generation record on this host (resync/meta.py)."""
+    from xen_remus_ext.resync import meta
+    out = []
+    try:
+        config = toolstack.domain_config(name)
+    except XenRemusError as exc:
+        LOG.debug("%s: config unreadable for status: %s", name, exc)
+        return out
+    for d in config.remus_disks:
+        path = toolstack.disk_path(d.path) if hasattr(toolstack, "disk_path") else d.path
+        try:
+            m = meta.load(path)
+        except XenRemusError as exc:
+            out.append({"vdev": d.vdev, "path": d.path, "error": str(exc)})
+            continue
+        out.append({"vdev": d.vdev, "path": d.path, "backup": d.remus.host,
+                    "generation": m.current if m else None, "bitmap": m.bitmap if m else None,
+                    "consistent": m.consistent if m else None})
+    return out
 
 
 def _journal_summary(name, state_dir):

@@ -181,8 +181,9 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
             add("direction", able, "remus disks replicate to %s%s" % (
                 backup, "; reversing %s" % ", ".join(changed) if changed else "") if able else
                 "%s: disks %s replicate elsewhere than %s, and the %s toolstack cannot re-point a "
-                "domain's remus disks (retarget_disks)" % (domain, ", ".join(changed), backup,
-                                                           getattr(retarget_ts, "kind", "?")))
+                "domain's remus disks (retarget_disks); if their uname names %s by another address, "
+                "give it with --local-host" % (domain, ", ".join(changed), backup,
+                                               getattr(retarget_ts, "kind", "?"), backup))
     if config_file:
         add(*check_config_file(config_file, backup, backup_aliases))
     return checks, facts
