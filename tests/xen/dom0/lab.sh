@@ -1,0 +1,191 @@
+#!/bin/bash
+# tests/xen/dom0/lab.sh ROLE PHASE -- the scenarios, run inside dom0 by init.sh.
+#
+#   a 1   host A, first boot: scenario a (contract checks on real xl and
+#         xenstored), then scenario b's primary side: create the guest,
+#         `xen-remus failback --reverse-only` protects it toward B; once
+#         checkpoints flow it prints XRL-KILL-ME and waits to be killed.
+#   a 2   host A, booted again on its stale data disk: waits (ready flag)
+#         until B has run scenario c and says it is done.
+#   b 1   host B: scenario b's backup side (takeover), then scenario c
+#         (`xen-remus failback guest hosta` from here) and its checks.
+#
+# Output for the host (serial console): "XRL-RESULT PASS|FAIL <name> <s> <detail>",
+# "XRL-TIMELINE ...", "XRL-KILL-ME", "XRL-TAKEOVER", "XRL-ABORT <why>".
+# Remus here is memory only (xl remus -d): Debian's DRBD has no protocol D,
+# so the backup's disk copy is NOT replicated; failback's resync (the
+# product under test) is what brings the disk home.
+ROLE=$1; PHASE=${2:-1}
+ME=host$ROLE; PEER=$([ "$ROLE" = a ] && echo hostb || echo hosta)
+DIR=/opt/xrl/tests/xen/dom0
+DISKS=/var/lib/xrl/disks
+GIMG=$DISKS/guest.img; CIMG=$DISKS/ctest.img
+CON=/var/log/xen/console
+XR=xen-remus
+FBOPTS="--no-net --no-disk --toolstack xl"
+export PYTHONPATH=/opt/xrl XRL_ME=$ME XRL_PEER=$PEER PYTHONDONTWRITEBYTECODE=1
+
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "XRL: [$ME $(up)] $*"; }
+since() { awk -v a="$1" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}'; }
+result() { # result NAME RC T0 DETAIL...
+  local n=$1 rc=$2 t0=$3; shift 3
+  echo "XRL-RESULT $([ "$rc" = 0 ] && echo PASS || echo FAIL) $n $(since "$t0") $*"; }
+pssh() { ssh -o BatchMode=yes "$PEER" "$@"; }
+waitfor() { # waitfor SECONDS CMD...: poll once a second
+  local n=$1; shift; local i
+  for ((i = 0; i < n; i++)); do "$@" && return 0; sleep 1; done; return 1; }
+xlstate() { xl list "$1" 2>/dev/null | awk 'NR==2{print $5}'; }   # r/b/p... letters of DOM
+running() { local s; s=$(xlstate "$1"); [ -n "$s" ] && [ "${s#*p}" = "$s" ]; }
+lastrec() { cat "$CON/guest-guest.log" 2>/dev/null | tr -d '\r' | sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p' | tail -1; }
+maxrec() { python3 $DIR/records.py max "${1:-$GIMG}"; }
+ckpts() { grep -c 'Checkpointed save' /var/lib/xen-remus-ext/remus/guest.log 2>/dev/null || echo 0; }
+
+guest_cfg() { # guest_cfg NAME MEMORY IMAGE
+  cat > /etc/xen/$1.cfg <<CFG
+name = "$1"
+type = "pv"
+kernel = "/opt/xrl/guest-vmlinuz"
+ramdisk = "/opt/xrl/guest-initrd.gz"
+extra = "console=hvc0 quiet"
+memory = $2
+vcpus = 1
+disk = [ 'format=raw,vdev=xvda,access=rw,script=block,target=$3' ]
+on_crash = "preserve"
+CFG
+}
+guest_cfg guest 96 "$GIMG"
+guest_cfg ctest 64 "$CIMG"
+# both hosts hold a copy of each disk at the same path (xl migrate and
+# remus send memory only); a fresh data disk starts with zeroed copies
+[ -e "$GIMG" ] || truncate -s 32M "$GIMG"
+[ -e "$CIMG" ] || truncate -s 8M "$CIMG"
+say "role $ROLE phase $PHASE; disks: $(ls -s $DISKS | tr '\n' ' '); $(pgrep -a xenstored | head -1); $(xl info | grep -E '^(xen_version|free_memory)' | tr -s ' ' | tr '\n' ' ')"
+
+abort() { echo "XRL-ABORT $*"; pssh "touch /run/xrl-abort" 2>/dev/null; }
+
+# ---------------------------------------------------------------------------
+scenario_a() {
+  local t0 rc
+  t0=$(up)
+  (cd /opt/xrl && python3 -m pytest -q -p no:cacheprovider -rf $DIR/test_real_xenstore.py) \
+    > /tmp/a-xenstore.log 2>&1; rc=$?
+  tail -15 /tmp/a-xenstore.log | sed 's/^/  a-xenstore| /'
+  result a-xenstore $rc "$t0" "$(tail -1 /tmp/a-xenstore.log | tr -d '=')"
+  t0=$(up)
+  (cd /opt/xrl && python3 -m pytest -q -p no:cacheprovider -rf --durations=0 $DIR/test_real_xl.py) \
+    > /tmp/a-xl.log 2>&1; rc=$?
+  grep -aE '^E |FAILED|ERROR|passed|failed|s call' /tmp/a-xl.log | tail -40 | sed 's/^/  a-xl| /'
+  result a-xl $rc "$t0" "$(tail -1 /tmp/a-xl.log | tr -d '=')"
+  xl destroy ctest 2>/dev/null; pssh xl destroy ctest 2>/dev/null
+}
+
+primary_b() {  # host A: protect the guest toward B with xen-remus, then get killed
+  local t0 rc n
+  t0=$(up)
+  xl create /etc/xen/guest.cfg > /tmp/create.log 2>&1 \
+    || { sed 's/^/  create| /' /tmp/create.log; result b-protect 1 "$t0" "xl create failed"; abort create; return 1; }
+  waitfor 120 sh -c "[ \"\$(sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p' $CON/guest-guest.log | tail -1)\" -ge 3 ]" \
+    || { result b-protect 1 "$t0" "guest wrote no records"; abort guest; return 1; }
+  say "guest alive: rec $(lastrec), disk max $(maxrec)"
+  $XR failback guest $PEER --reverse-only $FBOPTS --local-host $ME --json > /tmp/protect.json 2> /tmp/protect.err
+  rc=$?
+  sed 's/^/  protect| /' /tmp/protect.err | tail -20; sed 's/^/  protect| /' /tmp/protect.json
+  if [ $rc != 0 ]; then result b-protect $rc "$t0" "xen-remus failback --reverse-only exit $rc"; abort protect; return 1; fi
+  # first full copy, then checkpoints every 200 ms
+  waitfor 400 sh -c "[ \$(grep -c 'Checkpointed save' /var/lib/xen-remus-ext/remus/guest.log) -ge 5 ]"; rc=$?
+  n=$(ckpts); sleep 10
+  say "remus: $n -> $(ckpts) checkpoints in 10 s; guest rec $(lastrec); $(xl list | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
+  grep -v 'Frames\|Checkpointed' /var/lib/xen-remus-ext/remus/guest.log | tail -5 | sed 's/^/  remus| /'
+  [ $rc = 0 ] && [ "$(ckpts)" -gt "$n" ] || rc=1
+  result b-protect $rc "$t0" "xl remus -n -d -F started by xen-remus; checkpoints $(ckpts); guest rec $(lastrec)"
+  [ $rc = 0 ] || { abort checkpoints; return 1; }
+  say "last record before the kill: console $(lastrec), A's disk $(maxrec)"
+  echo "XRL-KILL-ME"
+  sleep 900
+}
+
+backup_b() {  # host B: wait for the remus stream, then for the takeover
+  local t0 k=0 seen="" before after i
+  t0=$(up)
+  for ((i = 0; i < 1500; i++)); do
+    [ -e /run/xrl-abort ] && { result b-failover 1 "$t0" "primary aborted"; return 1; }
+    if [ -z "$seen" ] && xl list guest--incoming >/dev/null 2>&1; then
+      seen=$(up); k=$(maxrec); echo "$k" > /var/lib/xrl/k
+      say "remus receiver up (guest--incoming); B's disk holds records 1..$k"
+    fi
+    running guest && break
+    sleep 1
+  done
+  running guest || { result b-failover 1 "$t0" "no takeover in time"; return 1; }
+  echo "XRL-TAKEOVER"
+  say "guest runs here: $(xl list | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
+  before=$(maxrec)
+  waitfor 60 sh -c "[ \$(python3 $DIR/records.py max $GIMG) -gt $before ]"
+  after=$(maxrec)
+  tail -3 $CON/guest-guest*.log | tr -d '\r' | sed 's/^/  guest| /'
+  result b-failover $([ "$after" -gt "$before" ] && running guest && echo 0 || echo 1) "$t0" \
+    "guest runs on B, records $before -> $after on B's disk (B had 1..$k before)"
+}
+
+scenario_c() {  # on B: fail back home to A, then check A's disk and the protection
+  local t0 rc k ok=0 detail
+  k=$(cat /var/lib/xrl/k 2>/dev/null || echo 0)
+  say "waiting for host A to come back"
+  waitfor 600 pssh test -e /run/xrl-ready || { result c-failback 1 "$(up)" "host A never came back"; return 1; }
+  pssh xl list | sed 's/^/  A| /'
+  python3 $DIR/records.py dump $GIMG > /tmp/b-before.json
+  say "failback: B's disk records up to $(maxrec) (written here after the failover: $k..); A's stale disk max $(pssh python3 $DIR/records.py max $GIMG)"
+  t0=$(up)
+  $XR -v failback guest $PEER $FBOPTS --local-host $ME --json > /tmp/failback.json 2> /tmp/failback.err
+  rc=$?
+  local total; total=$(since "$t0")
+  tail -25 /tmp/failback.err | sed 's/^/  failback| /'; sed 's/^/  failback| /' /tmp/failback.json
+  [ $rc = 0 ] || { result c-failback 1 "$t0" "xen-remus failback exit $rc: $(tail -1 /tmp/failback.err)"; return 1; }
+  # the domain runs on A
+  waitfor 20 sh -c "ssh $PEER xl list guest | awk 'NR==2{print \$5}' | grep -qv p" || { ok=1; say "FAIL: guest not running on A"; }
+  pssh xl list | sed 's/^/  A| /'
+  # every record on B's final disk written after the failover is on A's disk
+  python3 $DIR/records.py dump $GIMG > /tmp/b-final.json
+  pssh python3 $DIR/records.py dump $GIMG > /tmp/a-after.json
+  detail=$(python3 $DIR/records.py check /tmp/b-final.json /tmp/a-after.json "$k") || { ok=1; say "FAIL: $detail"; }
+  say "records: $detail"
+  # the guest goes on writing on A
+  local amax; amax=$(pssh python3 $DIR/records.py max $GIMG); sleep 8
+  local amax2; amax2=$(pssh python3 $DIR/records.py max $GIMG)
+  [ "$amax2" -gt "$amax" ] || { ok=1; say "FAIL: A's disk records stuck at $amax"; }
+  # checkpoints flow A -> B (the sender's log is here: xen-remus started it over ssh)
+  local c1 c2; c1=$(ckpts); sleep 10; c2=$(ckpts)
+  xl list guest--incoming >/dev/null 2>&1 && [ "$c2" -gt "$c1" ] || { ok=1; say "FAIL: no checkpoints A->B ($c1 -> $c2)"; }
+  say "checkpoints A->B: $c1 -> $c2 in 10 s; here: $(xl list | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
+  python3 - /tmp/failback.json "$total" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r.get("timing") or {}
+steps = " ".join("%s=%.1fs" % (k, v[1] - v[0]) for k, v in sorted(t.items(), key=lambda kv: kv[1][0]) if v and v[1])
+pre = sum((p.get("bytes_sent") or 0) for d in r.get("disks") or [] for p in d.get("precopy") or [])
+fin = sum(((d.get("final") or {}).get("bytes_sent") or 0) for d in r.get("disks") or [])
+print("XRL-TIMELINE c-failback total=%ss downtime=%.2fs downtime_max=%.2fs precopy_bytes=%d delta_bytes=%d steps: %s"
+      % (sys.argv[2], r.get("downtime") or -1, r.get("downtime_max") or -1, pre, fin, steps))
+PY
+  result c-failback $ok "$t0" "guest on A; $detail; A records $amax -> $amax2; checkpoints $c1 -> $c2"
+}
+
+case "$ROLE/$PHASE" in
+a/1)
+  waitfor 300 pssh true || { echo "XRL-ABORT peer unreachable"; exit 1; }
+  say "peer reachable"
+  scenario_a
+  primary_b
+  ;;
+a/2)
+  touch /run/xrl-ready; say "back up; stale disk max record $(maxrec); waiting for B"
+  waitfor 1500 test -e /run/xrl-done
+  ;;
+b/1)
+  backup_b && scenario_c
+  pssh "touch /run/xrl-done" 2>/dev/null
+  sleep 2
+  ;;
+*) echo "XRL-ABORT unknown role/phase $ROLE/$PHASE"; exit 2 ;;
+esac
