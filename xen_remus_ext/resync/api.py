@@ -40,14 +40,15 @@ import sys
 import time
 
 from xen_remus_ext.compat import stderr_isatty
-from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, ValidationError, XenRemusError
+from xen_remus_ext.errors import (JournalError, ProtocolError, ResyncError, SplitBrainError, ValidationError,
+                                  XenRemusError)
 from xen_remus_ext.model import Extent
 from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import meta, plan
 from xen_remus_ext.resync.blockio import BlockFile
 from xen_remus_ext.resync.receiver import check_block_size
 from xen_remus_ext.resync.sender import SenderSession
-from xen_remus_ext.resync.transport import ResyncServer, connect
+from xen_remus_ext.resync.transport import ResyncServer, connect, parse_dest
 
 LOG = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
         raise ValidationError("resync mode: expected one of %s, got %r" % (", ".join(MODES), mode))
     check_block_size(block_size)
     size, src_meta = _source(src)
-    conn = connect(dest, ssh=ssh, key_file=key_file)
+    conn = connect(dest, ssh=ssh, key_file=key_file,
+                   local_process=_local_mode(dest, mode, extents, tracker, src_meta) == "checksum")
     try:
         with _receiver_faults(dest):
             res, bytes_read, wire, chosen, verified = _run_resync(
@@ -159,6 +161,18 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
                    "bytes_sent": result.bytes_sent, "extents": result.extents,
                    "seconds": result.seconds, "verified": result.verified})
     return result
+
+
+def _local_mode(dest, mode, extents, tracker, src_meta):
+    """The mode a local ``dest`` will get (its metadata is on this host), so
+    that the receiver can be started the way that mode runs fastest."""
+    if parse_dest(dest)[0] != "local":
+        return None
+    try:
+        dst_meta = meta.load(dest)
+    except JournalError:
+        dst_meta = None
+    return _choose_mode(mode, extents, tracker, None, src_meta, dst_meta)
 
 
 @contextlib.contextmanager
@@ -238,7 +252,7 @@ def verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None, block_si
     with BlockFile(src) as f:
         size = f.size
     src_meta = meta.load(src) or meta.DiskMeta(src, size, True)
-    conn = connect(dest, ssh=ssh, key_file=key_file)
+    conn = connect(dest, ssh=ssh, key_file=key_file, local_process=True)
     try:
         with _receiver_faults(dest):
             res = _run_verify(conn, src, dest, size, src_meta, rate, events, block_size, strong, progress)

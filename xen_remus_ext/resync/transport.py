@@ -19,6 +19,7 @@ import select
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 
 from six.moves import shlex_quote
@@ -110,10 +111,20 @@ class Connection(object):
             self._cleanup = None
 
 
-def connect(dest, ssh="ssh", key_file=None):
-    """Open a :class:`Connection` to the receiver of ``dest`` (no handshake yet)."""
+def connect(dest, ssh="ssh", key_file=None, local_process=False):
+    """Open a :class:`Connection` to the receiver of ``dest`` (no handshake yet).
+
+    :param local_process: for a local ``dest``, run the receiver as a child
+        process (``python -m xen_remus_ext receive --stdio``) instead of a
+        thread: both ends then hash on their own core, which is what
+        checksum and verify want; full and tracked prefer the thread, whose
+        channel hands the data over without copying it.
+    """
     kind = parse_dest(dest)
     if kind[0] == "local":
+        if local_process:
+            argv = [sys.executable, "-m", "xen_remus_ext", "receive", "--stdio", kind[1]]
+            return _connect_pipe(argv, kind[1], "local receiver")
         return _connect_local(kind[1])
     if kind[0] == "ssh":
         return _connect_ssh(kind[1], kind[2], ssh)
@@ -165,13 +176,16 @@ def ssh_argv(ssh, host, path):
 
 
 def _connect_ssh(host, path, ssh):
-    argv = ssh_argv(ssh, host, path)
+    return _connect_pipe(ssh_argv(ssh, host, path), "%s:%s" % (host, path), "receiver %s" % host)
+
+
+def _connect_pipe(argv, describe, peer):
     LOG.debug("starting receiver: %s", argv)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True)
     except (IOError, OSError) as exc:
-        raise ResyncError("ssh %s: cannot start %r: %s" % (host, argv[0], getattr(exc, "strerror", None) or exc))
-    chan = P.StreamChannel(rfd=proc.stdout.fileno(), wfd=proc.stdin.fileno(), peer="receiver %s" % host)
+        raise ResyncError("%s: cannot start %r: %s" % (describe, argv[0], getattr(exc, "strerror", None) or exc))
+    chan = P.StreamChannel(rfd=proc.stdout.fileno(), wfd=proc.stdin.fileno(), peer=peer)
 
     def cleanup():
         for f in (proc.stdin, proc.stdout):
@@ -181,7 +195,7 @@ def _connect_ssh(host, path, ssh):
                 pass
         proc.wait()
     proc.args_shown = argv
-    return Connection(chan, "", "%s:%s" % (host, path), cleanup, proc=proc)
+    return Connection(chan, "", describe, cleanup, proc=proc)
 
 
 class ResyncServer(object):
