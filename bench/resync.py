@@ -312,8 +312,12 @@ def main(argv=None):
         finally:
             if daemon:
                 daemon.stop()
-    for tool, argv in (("bdsync", None), ("blocksync-fast", ["blocksync-fast", "-s", src, "-d", dst])):
-        if shutil.which(tool) and argv:
+    patch = os.path.join(d, "bdsync.patch")
+    for tool, argv in (
+            ("bdsync", ["sh", "-c", 'bdsync --hash=sha1 --blocksize=65536 "bdsync --server" "$1" "$2" > "$3" '
+                        '&& bdsync --patch="$2" < "$3"', "bdsync", src, dst, patch]),
+            ("blocksync-fast", ["blocksync-fast", "-s", src, "-d", dst, "-a", "XXH128", "-b", "64K"])):
+        if shutil.which(tool):
             row(tool, lambda argv=argv: (timed(argv)[0], None))
     row("ours full local", lambda: run_ours(src, dst, ["--mode", "full"], env))
     row("dd conv=fdatasync", lambda: (timed(["dd", "if=" + src, "of=" + dst, "bs=1M",

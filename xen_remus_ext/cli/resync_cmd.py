@@ -51,7 +51,10 @@ def register(subparsers):
                               description="Bring DEST up to date from SRC, the authoritative copy.")
     p.add_argument("src", metavar="SRC", help="authoritative image file or block device")
     p.add_argument("dest", metavar="DEST", help="stale copy: PATH, HOST:PATH or tcp://HOST:PORT/EXPORT")
-    p.add_argument("--mode", choices=("auto", "tracked", "checksum", "full"), default="auto")
+    p.add_argument("--mode", choices=("auto", "tracked", "checksum", "full"), default="auto",
+                   help="tracked: send the --dirty extents; checksum: send blocks whose keyed digests differ; "
+                        "full: send everything (zeros as holes); auto (default): tracked with --dirty, "
+                        "else checksum")
     p.add_argument("--dirty", metavar="FILE",
                    help="dirty extents for tracked mode: 'OFFSET LENGTH' per line (see docs/protocol.md)")
     p.add_argument("--verify", action="store_true", help="compare every block after the sync")
