@@ -131,6 +131,8 @@ def test_cli_failback_brings_it_home_and_protects_again(cluster, capsys):
     rows = json.loads(out)["domains"]
     assert [(r["name"], r["protected"], r["state"]) for r in rows if r["name"] == name] == \
         [(name, True, "running")]
+    # the remus-ext keys in A's xenstored (the sim host's xenstored double, over pyxs)
+    assert [r["xenstore"] for r in rows if r["name"] == name][0]["state"] == "protected"
 
     # a rerun after success is a no-op, not a second failback
     rc, out, err = xen_remus(capsys, "failback", name, "A", "--json", *common)

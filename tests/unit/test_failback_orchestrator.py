@@ -448,3 +448,31 @@ def test_resume_gives_up_waiting_on_a_dead_migration(tmp_path):
     assert o.clock.t >= 1005.0                          # it waited the whole settle time
     assert "destroy vm1@hostA" in world.log             # then dropped the copy that never ran
     assert_home_and_protected(world, guest)
+
+
+def test_remus_ext_status_keys_follow_the_run(tmp_path):
+    """The keys go where the domain runs: here while failing back, on the
+    peer once home and protected (FakeXenStore: the in-memory double)."""
+    from tests.fakes.fake_xenstore import FakeXenStore
+    from xen_remus_ext.toolstack import status as xs_status
+    world, guest = make_world(tmp_path)
+    xs_b, xs_a = FakeXenStore(), FakeXenStore()
+    seen = []
+    real = xs_status.write_status
+
+    def spy(store, domid, **fields):
+        seen.append(("B" if store is xs_b else "A", fields["role"], fields["state"]))
+        return real(store, domid, **fields)
+    xs_status.write_status = spy
+    try:
+        o = Orchestrator(FakeToolstack(world, "hostB"), FakeToolstack(world, "hostA"), "vm1", "hostA",
+                         options={"local_host": "hostB"}, disk_sync=FileDiskSync(world), clock=FakeClock(),
+                         xenstore=xs_b, peer_xenstore=xs_a)
+        assert o.run()["state"] == machine.DONE
+    finally:
+        xs_status.write_status = real
+    assert seen[0] == ("B", "unprotected", "failing-back")
+    assert ("A", "unprotected", "failing-back") in seen and seen[-1] == ("A", "primary", "protected")
+    domid = world.hosts["hostA"]["vm1"].domid
+    st = xs_status.read_status(xs_a, domid)
+    assert (st.role, st.state) == ("primary", "protected")

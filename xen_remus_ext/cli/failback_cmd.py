@@ -156,6 +156,38 @@ def peer_and_disks(args, ts):
     return peer, ResyncDiskSync(ssh=args.ssh, key_file=args.key)
 
 
+def xenstores(ts, peer):
+    """This host's and the peer's xenstore, where we can reach them (the
+    remus-ext status keys are informational: None when unreachable)."""
+    from xen_remus_ext.errors import XenStoreError
+    try:
+        from xen_remus_ext.toolstack.xenstore import PyxsXenStore
+    except ImportError:
+        return None, None
+
+    def one(t, local):
+        try:
+            if getattr(t, "kind", None) == "sim":
+                path = t.host_info().get("xenstored")
+                return PyxsXenStore(path) if path else None
+            if local:
+                xs = PyxsXenStore()
+                return xs if os.path.exists(xs.where) else None
+        except XenRemusError:
+            return None
+        return None
+    try:
+        return one(ts, True), (one(peer, False) if peer is not None else None)
+    except XenStoreError:
+        return None, None
+
+
+def _close(*stores):
+    for xs in stores:
+        if xs is not None and hasattr(xs, "close"):
+            xs.close()
+
+
 def peer_and_disks_real(args):
     from xen_remus_ext.failback.disks import ResyncDiskSync
     return ResyncDiskSync(ssh=args.ssh, key_file=args.key)
@@ -178,9 +210,14 @@ def cmd_failback(args):
     ts = local_toolstack(args)
     try:
         peer, disks = peer_and_disks(args, ts)
-        res = api.run_failback(ts, args.domain, args.host, peer_toolstack=peer, reverse_only=args.reverse_only,
-                               dry_run=args.dry_run, resume=args.resume, abort=args.abort,
-                               options=_options(args), disk_sync=disks, progress=_progress(args))
+        xs, peer_xs = xenstores(ts, peer)
+        try:
+            res = api.run_failback(ts, args.domain, args.host, peer_toolstack=peer,
+                                   reverse_only=args.reverse_only, dry_run=args.dry_run, resume=args.resume,
+                                   abort=args.abort, options=_options(args), disk_sync=disks,
+                                   progress=_progress(args), xenstore=xs, peer_xenstore=peer_xs)
+        finally:
+            _close(xs, peer_xs)
     except XenRemusError as exc:
         _emit_error(args, exc)
         raise
@@ -225,7 +262,11 @@ def cmd_status(args):
     from xen_remus_ext.failback import api
     ts = local_toolstack(args)
     try:
-        rows = api.status(ts, args.domain)
+        xs = xenstores(ts, None)[0]
+        try:
+            rows = api.status(ts, args.domain, xenstore=xs)
+        finally:
+            _close(xs)
     except XenRemusError as exc:
         _emit_error(args, exc)
         raise
@@ -249,6 +290,9 @@ def format_status(rows):
                                         " (in %s)" % fb["step"] if fb.get("step") else "",
                                         "; error: %s" % fb["error"] if fb.get("error") else "")
         prot = {True: "yes", False: "no", None: "?"}[r.get("protected")]
+        keys = r.get("xenstore") or {}
+        if keys.get("state"):
+            fbt += "  [xenstore: %s, %s]" % (keys.get("role"), keys.get("state"))
         out.append("%-20s %5s %-8s %-11s %s" % (r["name"], "-" if r["domid"] is None else r["domid"],
                                                 r["state"] or "(gone)", prot, fbt))
         for d in r.get("disks") or ():

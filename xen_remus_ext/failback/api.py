@@ -48,7 +48,7 @@ def build_peer(toolstack, host, options=None):
 
 def run_failback(toolstack, domain, host, peer_toolstack=None, reverse_only=False, dry_run=False,
                  resume=False, abort=False, options=None, disk_sync=None, progress=None, state_dir=None,
-                 clock=None):
+                 clock=None, xenstore=None, peer_xenstore=None):
     """Fail ``domain`` back from this host to ``host`` (or, ``reverse_only``,
     protect it from here toward ``host``).
 
@@ -64,7 +64,8 @@ def run_failback(toolstack, domain, host, peer_toolstack=None, reverse_only=Fals
     peer = peer_toolstack or build_peer(toolstack, host, options)
     mode = machine.REVERSE if reverse_only else machine.FAILBACK
     orch = Orchestrator(toolstack, peer, domain, host, mode=mode, options=options, disk_sync=disk_sync,
-                        clock=clock, state_base=state_dir, progress=progress)
+                        clock=clock, state_base=state_dir, progress=progress, xenstore=xenstore,
+                        peer_xenstore=peer_xenstore)
     out = {"domain": domain, "host": host, "mode": mode,
            "journal": journal.journal_path(domain, state_dir)}
     if dry_run:
@@ -118,7 +119,7 @@ def resync_domain(toolstack, domain, host, peer_toolstack=None, options=None, di
     return out
 
 
-def status(toolstack, domain=None, state_dir=None):
+def status(toolstack, domain=None, state_dir=None, xenstore=None):
     """:returns: list of dicts, one per domain (``domain`` only, if given):
     ``name, domid, state, protected, failback {mode, host, state, step,
     error, downtime, updated}`` and the journals of domains not running here."""
@@ -136,7 +137,8 @@ def status(toolstack, domain=None, state_dir=None):
             protected = None
         row = {"name": info.name, "domid": info.domid, "state": preflight.domain_state(info),
                "here": True, "protected": protected, "failback": _journal_summary(info.name, state_dir),
-               "disks": _disk_generations(toolstack, info.name)}
+               "disks": _disk_generations(toolstack, info.name),
+               "xenstore": _xs_status(xenstore, info.domid)}
         rows.append(row)
         seen.add(info.name)
     for name in journal.list_domains(state_dir):
@@ -148,6 +150,17 @@ def status(toolstack, domain=None, state_dir=None):
     if domain is not None and not rows:
         raise FailbackError("%s: expected a domain here or a failback journal, found neither" % domain)
     return rows
+
+
+def _xs_status(xs, domid):
+    if xs is None:
+        return None
+    from xen_remus_ext.toolstack import status as xs_status
+    try:
+        st = xs_status.read_status(xs, domid)
+    except XenRemusError as exc:
+        return {"error": str(exc)}
+    return st.to_dict() if st is not None else None
 
 
 def _disk_generations(toolstack, name):

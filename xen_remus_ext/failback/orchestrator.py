@@ -70,10 +70,13 @@ class Orchestrator(object):
     :param mode: ``machine.FAILBACK`` or ``machine.REVERSE``.
     :param disk_sync: a :class:`disks.DiskSync` (default: the resync engine).
     :param progress: callable taking one line of text for the user.
+    :param xenstore: this host's :class:`ports.XenStore` (optional), and
+        ``peer_xenstore`` the peer's: the run keeps the domain's remus-ext
+        status keys (toolstack/status.py) up to date there, for remus-status.
     """
 
     def __init__(self, toolstack, peer_toolstack, domain, host, mode=machine.FAILBACK, options=None,
-                 disk_sync=None, clock=None, state_base=None, progress=None):
+                 disk_sync=None, clock=None, state_base=None, progress=None, xenstore=None, peer_xenstore=None):
         machine.check_mode(mode)
         self.ts = toolstack
         self.peer = peer_toolstack
@@ -88,6 +91,8 @@ class Orchestrator(object):
         self.progress = progress or (lambda line: LOG.info("%s", line))
         self.rec = None
         self._trackers = {}
+        self.xs = xenstore
+        self.peer_xs = peer_xenstore
 
     # -- world --------------------------------------------------------------
     def local_host(self):
@@ -307,6 +312,9 @@ class Orchestrator(object):
     def _reconcile(self):
         rec = self.rec
         obs = self._settle()
+        said = self.xenstore_says()
+        if said is not None:
+            LOG.info("%s: xenstore remus-ext here: role %s, state %s", self.domain, said.role, said.state)
         state, actions = machine.reconcile(self.mode, rec["state"], obs)
         if state != rec["state"] or actions:
             self.progress("%s: journal said %s; observed %s; continuing from %s%s"
@@ -316,6 +324,57 @@ class Orchestrator(object):
             self._perform(actions)
             rec["state"] = state
             self._save()
+
+    #: state -> (where the domain is, role, remus-ext state word)
+    _PUBLISH = {
+        machine.FAILBACK: dict([(st, ("here", "unprotected", "failing-back"))
+                                for st in (machine.NEW, machine.CHECKED, machine.PRECOPIED)]
+                               + [(st, ("peer", "unprotected", "failing-back"))
+                                  for st in (machine.MIGRATED, machine.DELTA_SENT)]
+                               + [(machine.PROTECTED, ("peer", "primary", "protected")),
+                                  (machine.DONE, ("peer", "primary", "protected"))]),
+        machine.REVERSE: dict([(st, ("here", "unprotected", "reverse-syncing"))
+                               for st in (machine.NEW, machine.CHECKED, machine.PRECOPIED,
+                                          machine.QUIESCED, machine.DELTA_SENT)]
+                              + [(machine.PROTECTED, ("here", "primary", "protected")),
+                                 (machine.DONE, ("here", "primary", "protected"))]),
+    }
+
+    def _publish(self):
+        """Write the domain's remus-ext keys where it runs (informational:
+        a xenstore error is logged, never fatal)."""
+        from xen_remus_ext.toolstack import status as xs_status
+        where = self._PUBLISH[self.mode].get(self.rec["state"])
+        if where is None:
+            return
+        ts, xs = (self.ts, self.xs) if where[0] == "here" else (self.peer, self.peer_xs)
+        if xs is None:
+            return
+        try:
+            info = preflight.find_domain(ts, self.domain)
+            if info is None:
+                return
+            gen = None
+            disks = self.rec.get("disks") or ()
+            if disks and where[0] == "here":
+                from xen_remus_ext.resync import meta
+                m = meta.load(disks[0]["src"])
+                gen = m.current if m is not None else None
+            xs_status.write_status(xs, info.domid, role=where[1], state=where[2], generation=gen)
+        except XenRemusError as exc:
+            LOG.warning("%s: remus-ext status keys not updated: %s", self.domain, exc)
+
+    def xenstore_says(self):
+        """What our keys on this host say about the domain (for the log)."""
+        if self.xs is None:
+            return None
+        from xen_remus_ext.toolstack import status as xs_status
+        try:
+            info = preflight.find_domain(self.ts, self.domain)
+            return xs_status.read_status(self.xs, info.domid) if info is not None else None
+        except XenRemusError as exc:
+            LOG.debug("%s: remus-ext keys unreadable: %s", self.domain, exc)
+            return None
 
     def _perform(self, actions):
         for act in actions:
@@ -368,6 +427,7 @@ class Orchestrator(object):
         rec["step"] = None
         journal.note(rec, end, "state", after)
         self._save()
+        self._publish()
 
     # -- steps (each idempotent) ------------------------------------------------
     def step_preflight(self):
