@@ -172,7 +172,10 @@ def cmd_receive(args):
         wfd = os.dup(1)
         os.dup2(2, 1)
         chan = protocol.StreamChannel(rfd=0, wfd=wfd, peer="sender (stdio)")
-        Receiver(chan, {"": args.stdio}).run()
+        try:
+            Receiver(chan, {"": args.stdio}).run()
+        except XenRemusError:
+            return 1     # already logged, and sent to the sender, which reports it
         return 0
     if not args.key:
         raise ResyncError("receive --listen: expected --key KEYFILE, got none")

@@ -123,7 +123,8 @@ def connect(dest, ssh="ssh", key_file=None, local_process=False):
     kind = parse_dest(dest)
     if kind[0] == "local":
         if local_process:
-            argv = [sys.executable, "-m", "xen_remus_ext", "receive", "--stdio", kind[1]]
+            # -q: the sender reports the receiver's errors; no second copy on stderr
+            argv = [sys.executable, "-m", "xen_remus_ext", "-q", "receive", "--stdio", kind[1]]
             return _connect_pipe(argv, kind[1], "local receiver")
         return _connect_local(kind[1])
     if kind[0] == "ssh":
