@@ -476,3 +476,20 @@ def test_remus_ext_status_keys_follow_the_run(tmp_path):
     domid = world.hosts["hostA"]["vm1"].domid
     st = xs_status.read_status(xs_a, domid)
     assert (st.role, st.state) == ("primary", "protected")
+
+
+def test_without_a_tracker_the_final_pass_compares_and_downtime_is_estimated(tmp_path):
+    class Untracked(FakeToolstack):
+        tracker_for = None   # a host with no dirty-block tracking
+
+    world, guest = make_world(tmp_path)
+    lines = []
+    o = Orchestrator(Untracked(world, "hostB"), FakeToolstack(world, "hostA"), "vm1", "hostA",
+                     options={"local_host": "hostB"}, disk_sync=FileDiskSync(world), clock=FakeClock(),
+                     progress=lines.append)
+    rec = o.run()
+    assert rec["state"] == machine.DONE
+    assert [c[2] for c in o.disks.calls] == ["checksum", "checksum"]      # one pre-copy pass, then final
+    assert any("estimated downtime" in ln for ln in lines), lines
+    assert rec["disks"][0]["estimate"] >= 0
+    assert_home_and_protected(world, guest)
