@@ -38,7 +38,7 @@ def changed_blocks(changes, bs, size):
     return len(blocks)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(changes=st.integers(0, 12), seed=st.integers(0, 10 ** 6), bs=st.sampled_from([4096, 65536]),
        mode=st.sampled_from(["checksum", "full"]))
 def test_property_identical_after_sync(tmp_path_factory, changes, seed, bs, mode):
