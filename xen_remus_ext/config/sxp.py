@@ -345,9 +345,24 @@ def _int_value(sxpr, key, path, line, default=None):
             f = float(val)
         except ValueError:
             f = None
-        if f is not None and f == int(f):
+        if f is not None and f.is_integer():   # False for inf and nan
             return int(f)
         raise ConfigError(path, line, "(%s ...): expected an integer, got %s" % (key, q(val)))
+
+
+#: Xen-API dict fields: XendConfig.to_sxp writes ``dict.items()``, which
+#: sxp shows as ``(other_config ((key value) ...))``; stock xend ignores
+#: keys it does not know there, so small metadata (disk generations) rides in it.
+_DICT_KEYS = ("other_config", "platform")
+
+
+def _dict_value(items):
+    """``((key value) ...)`` -> dict of text; malformed items are skipped."""
+    out = {}
+    for item in items:
+        if _is_pair(item):
+            out[item[0]] = item[1]
+    return out
 
 
 def _is_pair(kid):
@@ -382,6 +397,14 @@ def _disk_from_device(dev, path, line):
                           remus=disk_mod.parse_remus_uname(uname), line=line)
 
 
+def _brief(sxpr):
+    """A short description of a form that is not ``(vm ...)``: never the
+    repr of the whole (a deeply nested list overflows the stack)."""
+    if isinstance(sxpr, list):
+        return "a list starting with a list" if sxpr and isinstance(sxpr[0], list) else "an empty list"
+    return q(sxpr)[:40] if isinstance(sxpr, string_types) else type(sxpr).__name__
+
+
 def domain_config_from_sxp(sxpr, path=None, lines=None):
     """Turn a ``(vm ...)`` or ``(domain ...)`` s-expression into a DomainConfig.
 
@@ -408,7 +431,7 @@ def domain_config_from_sxp(sxpr, path=None, lines=None):
     head = name(sxpr)
     if head not in ("vm", "domain"):
         raise ConfigError(path, top_line or 1, "SXP: expected a (vm ...) or (domain ...) form, got %s"
-                          % ("(%s ...)" % head if head is not None else repr(sxpr)[:40]))
+                          % ("(%s ...)" % head if head is not None else _brief(sxpr)))
     cfg_name = child_value(sxpr, "name")
     if cfg_name is not None and not isinstance(cfg_name, string_types):
         raise ConfigError(path, top_line, "(name ...): expected text, got %s" % q(cfg_name))
@@ -447,6 +470,8 @@ def domain_config_from_sxp(sxpr, path=None, lines=None):
                     raise ConfigError(path, line, "(device (%s ...)): %s" % (dev[0], exc))
             elif dev[0] == "vif":
                 vifs.append(_vif_to_text(dev))
+        elif kid[0] in _DICT_KEYS and len(kid) == 2 and isinstance(kid[1], list):
+            options[kid[0]] = _dict_value(kid[1])
         elif _is_pair(kid) and kid[0] not in _MODEL_KEYS:
             options[kid[0]] = kid[1]
     try:
