@@ -17,10 +17,10 @@ test: deps
 	@tests/run.sh
 
 test-py3: deps
-	@$(PY3) -m pytest -q -p no:cacheprovider tests
+	@$(PY3) -m pytest -q -p no:cacheprovider tests --ignore=tests/xen
 
 test-py27: deps
-	@venv=$$(tools/venv.sh py27) && $$venv/bin/python -m pytest -q -p no:cacheprovider tests
+	@venv=$$(tools/venv.sh py27) && $$venv/bin/python -m pytest -q -p no:cacheprovider tests --ignore=tests/xen
 
 lint:
 	@venv=$$(tools/venv.sh lint) && $$venv/bin/ruff check xen_remus_ext tests bench setup.py \
@@ -45,3 +45,7 @@ deb:
 
 test-deb:
 	@tools/test-deb.sh
+
+# real Xen 4.17 (Debian) on two QEMU/TCG hosts: tests/xen/README.md
+test-xen:
+	@tests/xen/run.sh
