@@ -44,7 +44,7 @@ def _int_setting(settings, key, path, default):
         raise ConfigError(path, line, "%s: expected an integer, got %s" % (key, q(val)))
     if isinstance(val, integer_types):
         return int(val)
-    if isinstance(val, float) and val == int(val):
+    if isinstance(val, float) and val.is_integer():   # False for inf and nan
         return int(val)
     if isinstance(val, string_types):
         text = val.strip()
