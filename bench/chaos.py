@@ -45,7 +45,7 @@ def main(argv=None):
         if not args.quiet:
             print("%3d %-18s %-9s %6.2fs  %s" % (res["index"], res["kind"],
                                                 "ok" if res["recovered"] else "FAILED", res["seconds"],
-                                                "; ".join(res.get("notes") or [])[:150]))
+                                                "; ".join(res.get("notes") or [])[:1500]))
             if not res["recovered"] and res.get("trace"):
                 print(res["trace"])
             sys.stdout.flush()

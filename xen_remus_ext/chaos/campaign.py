@@ -77,14 +77,15 @@ def run_campaign(runs, seed, kinds=None, work=None, netns=None, log=None):
             for i, kind in enumerate(plan):
                 run_rng = random.Random(rng.getrandbits(64))
                 t0 = time.time()
+                runner = None
                 try:
-                    if kind in sim_faults.KINDS:
-                        res = sim_faults.SimRun(ctx, kind, run_rng, i).execute()
-                    else:
-                        res = resync_faults.ResyncRun(ctx, kind, run_rng, i).execute()
+                    cls = sim_faults.SimRun if kind in sim_faults.KINDS else resync_faults.ResyncRun
+                    runner = cls(ctx, kind, run_rng, i)
+                    res = runner.execute()
                 except Exception as exc:   # a run that blows up is reported, not fatal
+                    notes = list(getattr(runner, "notes", None) or [])
                     res = {"kind": kind, "recovered": False, "bytes_differing": None, "writes_lost": 0,
-                           "false_consistent": 0, "notes": ["run failed: %s" % exc],
+                           "false_consistent": 0, "notes": notes + ["run failed: %s" % exc],
                            "trace": traceback.format_exc()}
                 res["index"] = i
                 res["seconds"] = round(time.time() - t0, 2)

@@ -245,7 +245,7 @@ class ResyncRun(object):
         if self.kind == "enospc":
             mnt = os.path.join(self.dir, "small")
             self.tmpfs_size = int(self.size * self.rng.uniform(0.25, 0.75)) // 4096 * 4096
-            self.ctx.reg.tmpfs(mnt, self.tmpfs_size)
+            self.mount_tok = self.ctx.reg.tmpfs(mnt, self.tmpfs_size)
             self.dst = os.path.join(mnt, "dst.img")
             with open(self.dst, "wb") as f:
                 f.truncate(self.size)
@@ -269,7 +269,8 @@ class ResyncRun(object):
             self.start_receiver()
             secs = self.rng.uniform(0.8, 2.0)
             proc, tok = self.start_sender(rate=self.size / secs)
-            t_fault = self.rng.uniform(0.1, 0.85) * secs
+            lo = 0.5 if self.kind == "journal-corrupt" else 0.1    # late enough for MARKs to exist
+            t_fault = self.rng.uniform(lo, 0.9) * secs
             while proc.poll() is None and time.time() - t_start < t_fault + 1.0 and \
                     time.time() < t_start + t_fault:
                 time.sleep(0.01)
@@ -287,7 +288,16 @@ class ResyncRun(object):
         finally:
             self.stop_receiver()
             self.log.close()
+            self.discard_images()
         return res
+
+    def discard_images(self):
+        """The work tmpfs holds 200 runs' logs, not their images."""
+        for path in (getattr(self, "src", None), getattr(self, "dst", None)):
+            if path and os.path.exists(path):
+                os.unlink(path)
+        if getattr(self, "mount_tok", None) is not None:
+            self.ctx.reg.undo(self.mount_tok)
 
     def inject(self, proc, tok):
         kind, net = self.kind, self.ctx.net

@@ -7,6 +7,11 @@
 - ``kill-orchestrator``: the same failover, then ``xen-remus failback`` runs
   as a process and is SIGKILLed at a random moment; the same command
   (``--resume`` when it left an unfinished journal) must converge.
+- ``failback-journal-torn``: as ``kill-orchestrator``, then the failback
+  journal is torn (truncated) or has a byte flipped; the rerun must refuse
+  with an error naming the journal file (never act on a damaged record);
+  the operator moves the file aside and the same command, observing the
+  world afresh, must converge.
 
 Check: every record the guest's observer was told about is on both copies,
 and the copies are byte-identical (digests), Remus running A -> B again.
@@ -23,7 +28,7 @@ import time
 from xen_remus_ext.chaos.registry import kill_proc
 from xen_remus_ext.chaos.resync_faults import REPO, _env
 
-KINDS = ("kill-host", "kill-orchestrator")
+KINDS = ("kill-host", "kill-orchestrator", "failback-journal-torn")
 NEEDS_NETNS = ()
 SIZES = (8 << 20, 16 << 20)
 
@@ -107,7 +112,7 @@ class SimRun(object):
             if self.kind == "kill-host":
                 ok = self.failback_in_process()
             else:
-                fault_at, ok = self.failback_killed()
+                fault_at, ok = self.failback_killed(tear=self.kind == "failback-journal-torn")
             out["recovery_s"] = round(time.time() - fault_at, 3)
             acked, res_a, res_b, differing = self.judge()
             out["writes_lost"] += max(res_a["missing"], res_b["missing"])
@@ -120,8 +125,12 @@ class SimRun(object):
                 try:
                     if h.alive() and not h.frozen:
                         h.toolstack.destroy(self.name)
-                except Exception as exc:  # the domain may not exist there
-                    self.notes.append("destroy on %s: %s" % (h.name, str(exc)[:80]))
+                except Exception as exc:  # the domain ran on one host only: expected
+                    if h.name == "A":
+                        self.notes.append("destroy on %s: %s" % (h.name, str(exc)[:80]))
+                path = h.disk_path(self.image)
+                if os.path.exists(path):
+                    os.unlink(path)
         return out
 
     def failback_in_process(self):
@@ -141,24 +150,72 @@ class SimRun(object):
         return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=_env(self.bench.state), cwd=REPO, close_fds=True)
 
-    def failback_killed(self):
+    def tear_journal(self):
+        """Damage the failback journal; the rerun must refuse it by name,
+        then (moved aside by the operator) the rerun must converge."""
+        from xen_remus_ext.failback import journal
+        path = journal.journal_path(self.name)
+        if not os.path.exists(path):
+            self.notes.append("no failback journal to tear")
+            return
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        if self.rng.random() < 0.5:
+            data = data[:self.rng.randrange(1, len(data))]
+            how = "torn"
+        else:
+            i = self.rng.randrange(0, len(data))
+            data[i] = ord("{") if data[i] != ord("{") else ord("[")
+            how = "byte changed"
+        with open(path, "wb") as f:
+            f.write(bytes(data))
+        proc = self._cli()
+        tok = self.ctx.reg.process(proc)
+        try:
+            out, err = proc.communicate()
+        finally:
+            self.ctx.reg.forget(tok)
+            kill_proc(proc)
+        text = out.decode("utf-8", "replace") + err.decode("utf-8", "replace")
+        try:
+            still = journal.load(self.name)
+        except Exception:   # still damaged: the refusal is what matters
+            still = None
+        if proc.returncode == 0:
+            if still is not None:
+                self.notes.append("journal %s still parsed (%s), rerun ran" % (how, still.get("state")))
+                return
+            raise AssertionError("a damaged failback journal (%s) was not refused: %s" % (how, text[-300:]))
+        if path not in text:
+            raise AssertionError("the refusal of the damaged journal does not name %s: %s" % (path, text[-300:]))
+        os.rename(path, path + ".damaged")
+        self.notes.append("journal %s: refused by name, moved aside" % how)
+
+    def failback_killed(self, tear=False):
         from xen_remus_ext.failback import journal, machine
         proc = self._cli()
         tok = self.ctx.reg.process(proc)
-        delay = self.rng.uniform(0.3, 3.0)
+        # a random moment after the journal first appears (interpreter start-up excluded)
+        path = journal.journal_path(self.name)
+        t0 = time.time()
+        while proc.poll() is None and not os.path.exists(path) and time.time() < t0 + 30:
+            time.sleep(0.005)
+        delay = self.rng.uniform(0.0, 0.2)
         deadline = time.time() + delay
         while proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.005)
         fault_at = time.time()
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             self.ctx.reg.undo(tok)
             rec = journal.load(self.name)
-            self.notes.append("orchestrator killed at %.2f s, journal state %s"
+            self.notes.append("orchestrator killed %.2f s after its journal appeared, in state %s"
                               % (delay, rec["state"] if rec else None))
         else:
             self.ctx.reg.undo(tok)
             self.notes.append("orchestrator finished before the kill (%.2f s)" % delay)
+        if tear:
+            self.tear_journal()
         for attempt in range(1, 6):
             rec = journal.load(self.name)
             resume = rec is not None and rec["state"] not in machine.TERMINAL
@@ -173,10 +230,23 @@ class SimRun(object):
             res = json.loads(lines[-1]) if lines else {}
             if proc.returncode == 0 and res.get("state") == machine.DONE:
                 return fault_at, True
+            if rec is None and self.home_and_protected():
+                # no journal (moved aside) and the domain already home: nothing left to do
+                self.notes.append("rerun without a journal: %s; the domain is home and protected"
+                                  % (res.get("error") or "")[:80])
+                return fault_at, True
             self.notes.append("rerun %d: rc %s %s" % (attempt, proc.returncode,
                                                       (res.get("error") or err.decode("utf-8", "replace"))[-200:]))
             time.sleep(0.5)
         return fault_at, False
+
+    def home_and_protected(self):
+        A = self.cl["A"]
+        try:
+            info = A.toolstack.sim_info(self.name)
+            return info["sim_state"] == "running" and bool(A.toolstack.remus_running(self.name))
+        except Exception:   # not on A
+            return False
 
     def judge(self):
         A, B = self.cl["A"], self.cl["B"]
