@@ -17,8 +17,7 @@ import time
 
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import journal, machine
-from xen_remus_ext.failback.disks import ResyncDiskSync
-from xen_remus_ext.failback.orchestrator import send_final_delta
+from xen_remus_ext.failback.disks import ResyncDiskSync, send_final_delta
 
 LOG = logging.getLogger(__name__)
 

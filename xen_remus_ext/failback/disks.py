@@ -8,6 +8,11 @@ real one (xen_remus_ext.resync); tests may pass their own.
 
 ``dest`` is what ``resync()`` takes: a local path, ``HOST:PATH`` (ssh) or
 ``tcp://HOST:PORT/EXPORT``.
+
+:func:`send_final_delta` (used by the runner and by the xend migration hook,
+which must not import the runner) sends every journaled disk's last pass;
+:func:`sync_waiting` retries a pass whose target an earlier, killed run's
+pass still holds.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -124,3 +129,44 @@ class ResyncDiskSync(DiskSync):
                          verify=verify, discard_target=discard_target, ssh=self.ssh,
                          key_file=self.key_file, events=events)
         return result_to_dict(res)
+
+
+#: how the resync engine says a target is held by another resync (a killed
+#: run's pass may still be finishing on the host that ran it)
+_BUSY = "another resync is writing"
+
+
+def sync_waiting(disk_sync, clock, opts, src, dest, **kw):
+    """``disk_sync.sync`` that waits (up to ``settle_timeout``) while the
+    target is still held by a resync of an earlier, killed run."""
+    deadline = None
+    while True:
+        try:
+            return disk_sync.sync(src, dest, **kw)
+        except ResyncError as exc:
+            if _BUSY not in str(exc) or getattr(clock, "sleep", None) is None:
+                raise
+            now = clock.now()
+            deadline = deadline if deadline is not None else now + float(opts.get("settle_timeout", 0))
+            if now >= deadline:
+                raise
+            LOG.info("%s: target busy (an earlier pass still running); waiting", dest)
+            clock.sleep(float(opts.get("settle_poll", 0.1)))
+
+
+def send_final_delta(rec, disk_sync, tracker_fn, clock, by, opts=None):
+    """Send every journaled disk's final pass; mark ``rec['delta']`` sent.
+
+    Shared by the runner and the xend migration hook (delta.py).  The caller
+    guarantees the domain no longer writes (suspended or paused).
+    """
+    start = clock.now()
+    for d in rec["disks"]:
+        tr = tracker_fn(d["vdev"]) if tracker_fn is not None else None
+        if tr is not None and not tr.trustworthy():
+            tr = None
+        d["final"] = sync_waiting(disk_sync, clock, opts or {}, d["src"], d["dest"], tracker=tr,
+                                  rate=None, verify=bool(rec.get("options", {}).get("verify")),
+                                  discard_target=bool(rec.get("options", {}).get("discard_peer")), final=True)
+    rec["delta"] = {"sent": True, "by": by, "at": clock.now(), "seconds": clock.now() - start}
+    return rec

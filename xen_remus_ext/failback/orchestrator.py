@@ -26,9 +26,9 @@ import logging
 
 import six
 
-from xen_remus_ext.errors import FailbackError, ResyncError, ToolstackError, XenRemusError
+from xen_remus_ext.errors import FailbackError, ToolstackError, XenRemusError
 from xen_remus_ext.failback import journal, machine, preflight
-from xen_remus_ext.failback.disks import ResyncDiskSync
+from xen_remus_ext.failback.disks import ResyncDiskSync, send_final_delta, sync_waiting
 
 LOG = logging.getLogger(__name__)
 
@@ -599,47 +599,6 @@ class Orchestrator(object):
         if mark is not None:
             for d in self.rec["disks"]:
                 mark(d["src"])   # this host's copy is in step with the primary again
-
-
-#: how the resync engine says a target is held by another resync (a killed
-#: run's pass may still be finishing on the host that ran it)
-_BUSY = "another resync is writing"
-
-
-def sync_waiting(disk_sync, clock, opts, src, dest, **kw):
-    """``disk_sync.sync`` that waits (up to ``settle_timeout``) while the
-    target is still held by a resync of an earlier, killed run."""
-    deadline = None
-    while True:
-        try:
-            return disk_sync.sync(src, dest, **kw)
-        except ResyncError as exc:
-            if _BUSY not in str(exc) or getattr(clock, "sleep", None) is None:
-                raise
-            now = clock.now()
-            deadline = deadline if deadline is not None else now + float(opts.get("settle_timeout", 0))
-            if now >= deadline:
-                raise
-            LOG.info("%s: target busy (an earlier pass still running); waiting", dest)
-            clock.sleep(float(opts.get("settle_poll", 0.1)))
-
-
-def send_final_delta(rec, disk_sync, tracker_fn, clock, by, opts=None):
-    """Send every journaled disk's final pass; mark ``rec['delta']`` sent.
-
-    Shared by the runner and the xend migration hook (delta.py).  The caller
-    guarantees the domain no longer writes (suspended or paused).
-    """
-    start = clock.now()
-    for d in rec["disks"]:
-        tr = tracker_fn(d["vdev"]) if tracker_fn is not None else None
-        if tr is not None and not tr.trustworthy():
-            tr = None
-        d["final"] = sync_waiting(disk_sync, clock, opts or DEFAULTS, d["src"], d["dest"], tracker=tr,
-                                  rate=None, verify=bool(rec.get("options", {}).get("verify")),
-                                  discard_target=bool(rec.get("options", {}).get("discard_peer")), final=True)
-    rec["delta"] = {"sent": True, "by": by, "at": clock.now(), "seconds": clock.now() - start}
-    return rec
 
 
 def _obs_text(obs):
