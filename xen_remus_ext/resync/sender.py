@@ -9,6 +9,7 @@ block waits on a round trip.
 """
 from __future__ import absolute_import, division, print_function
 
+import collections
 import hashlib
 import hmac
 import os
@@ -94,10 +95,24 @@ class _InlineReader(object):
     def bytes_read(self):
         return self.r.bytes_read
 
+    #: pieces announced to the kernel ahead of the one being read
+    WINDOW = 64
+
     def __iter__(self):
         r = self.r
+        pieces = iter(r.pieces)
+        ahead = collections.deque()
         with BlockFile(r.path) as f:
-            for off, length in r.pieces:
+            while True:
+                while len(ahead) < (1 if r.rate.rate else self.WINDOW):   # a rate cap caps I/O too
+                    nxt = next(pieces, None)
+                    if nxt is None:
+                        break
+                    f.will_need(*nxt)
+                    ahead.append(nxt)
+                if not ahead:
+                    return
+                off, length = ahead.popleft()
                 r.rate.consume(length)
                 data = f.read_at(off, length)
                 if len(data) != length:
