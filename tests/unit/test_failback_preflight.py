@@ -65,3 +65,19 @@ def test_reverse_only_preflight_checks_the_config_file(tmp_path):
     good.write_text(u"%s" % CFG)
     state, _lines, checks, _facts = orch(world, mode=machine.REVERSE, config_file=str(good)).dry_run()
     assert [c.ok for c in checks if c.name == "config-file"] == [True]
+
+
+@pytest.mark.parametrize("version,ok", [("4.11.4", False), ("4.13.0", True), ("4.18.2-pre", True)])
+def test_xl_needs_migrate_p(tmp_path, version, ok):
+    from tests.fakes.fake_toolstack import FakeToolstack
+
+    class Xl(FakeToolstack):
+        def host_info(self):
+            return dict(FakeToolstack.host_info(self), xen_version=version)
+
+    world, _g = make_world(tmp_path, guest=False)
+    o = orch(world)
+    o.ts = Xl(world, "hostB", kind="xl")
+    _state, _lines, checks, _facts = o.dry_run()
+    got = [c for c in checks if c.name == "migrate-paused"][0]
+    assert got.ok is ok and (ok or "4.13" in got.detail)

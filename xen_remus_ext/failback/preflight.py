@@ -7,6 +7,7 @@ Checks, in order (each a :class:`Check` with name, ok, detail):
 ``peer-reachable``  the peer's toolstack answers
 ``peer-free``       the peer has no domain of that name
 ``peer-memory``     the peer's free memory holds the domain's memory
+``migrate-paused``  (xl) ``xl migrate -p`` exists: Xen 4.13 or later
 ``remus-disks``     the config has at least one remus disk
 ``generation:VDEV`` the peer's copy is an ancestor of ours by generation
                     (identical, target-behind or target-new); anything else is
@@ -79,6 +80,15 @@ def plan_direction(config, backup, aliases=()):
     return config._replace(disks=tuple(disks)), changed
 
 
+def _version(info):
+    """``xen_version`` of a host_info dict as ``(major, minor)``, or None."""
+    parts = str(info.get("xen_version") or "").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        return None
+
+
 def _safe(fn, *args):
     try:
         return fn(*args), None
@@ -131,6 +141,12 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
     add("peer-memory", free is not None and free >= need,
         "%s has %s MiB free, %s needs %d MiB" % (host, free, domain, need) if free is not None and free >= need
         else "%s: expected >= %d MiB free for %s, got %s MiB" % (host, need, domain, free))
+    if mode == "failback" and getattr(toolstack, "kind", None) == "xl":
+        ver = _version(_safe(toolstack.host_info)[0] or {})
+        add("migrate-paused", ver is None or ver >= (4, 13),
+            "xl migrate -p (leave paused on arrival) available" if ver is None or ver >= (4, 13) else
+            "xl on Xen %d.%d: expected 4.13 or later for `xl migrate -p` (the final disk delta needs the "
+            "domain paused on arrival); use --reverse-only, or upgrade" % ver)
     config, err = _safe(toolstack.domain_config, domain)
     if err is not None:
         add("remus-disks", False, "%s: cannot read its config: %s" % (domain, err))
