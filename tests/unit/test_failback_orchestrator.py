@@ -493,3 +493,16 @@ def test_without_a_tracker_the_final_pass_compares_and_downtime_is_estimated(tmp
     assert any("estimated downtime" in ln for ln in lines), lines
     assert rec["disks"][0]["estimate"] >= 0
     assert_home_and_protected(world, guest)
+
+
+def test_abort_names_the_journaled_host(tmp_path):
+    world, _g = make_world(tmp_path, guest=False)
+    world.kill_at = 3
+    with pytest.raises(Killed):
+        orch(world).run()
+    other = Orchestrator(FakeToolstack(world, "hostB"), FakeToolstack(world, "hostB"), "vm1", "hostC",
+                         options={"local_host": "hostB"}, disk_sync=FileDiskSync(world), clock=FakeClock())
+    with pytest.raises(FailbackError) as exc:
+        other.abort()
+    assert "hostA" in str(exc.value) and "hostC" in str(exc.value)
+    assert orch(world).abort()["state"] == machine.ABORTED

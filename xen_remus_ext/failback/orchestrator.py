@@ -264,6 +264,9 @@ class Orchestrator(object):
         if rec is None or rec["state"] in machine.TERMINAL:
             raise FailbackError("%s: --abort: expected an unfinished failback journal, found %s"
                                 % (self.domain, "none" if rec is None else "it " + rec["state"]))
+        if rec["host"] != self.host:
+            raise FailbackError("%s: --abort: the journaled %s goes to %s, not %s; give that host"
+                                % (self.domain, rec["mode"], rec["host"], self.host), state=rec["state"])
         self.rec = rec
         self.mode = rec["mode"]
         obs = self._settle()
