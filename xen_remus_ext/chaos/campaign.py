@@ -103,13 +103,15 @@ def run_campaign(runs, seed, kinds=None, work=None, netns=None, log=None):
 
 
 def summarize(results):
-    """:returns: (rows, totals); a row: kind, runs, recovered, bytes
-    differing, writes lost, false consistent, median and max recovery s."""
+    """:returns: (rows, totals); a row: kind, runs, landed (the fault struck
+    while the operation was still running), recovered, bytes differing,
+    writes lost, false consistent, median and max recovery s."""
     rows = []
     for kind in sorted(set(r["kind"] for r in results)):
         rs = [r for r in results if r["kind"] == kind]
         times = sorted(r["recovery_s"] for r in rs if r.get("recovery_s") is not None)
         rows.append({"kind": kind, "runs": len(rs), "recovered": sum(1 for r in rs if r["recovered"]),
+                     "landed": sum(1 for r in rs if r.get("landed")),
                      "bytes_differing": sum(r["bytes_differing"] or 0 for r in rs),
                      "unknown": sum(1 for r in rs if r["bytes_differing"] is None),
                      "writes_lost": sum(r["writes_lost"] or 0 for r in rs),
@@ -128,12 +130,12 @@ def _fmt_s(v):
 
 def format_table(results):
     rows, totals = summarize(results)
-    head = ("fault kind", "runs", "recovered", "bytes differing", "writes lost", "false consistent",
+    head = ("fault kind", "runs", "mid-run", "recovered", "bytes differing", "writes lost", "false consistent",
             "recover s (median)", "recover s (max)")
     lines = [head]
     for r in rows:
         diff = str(r["bytes_differing"]) + (" (+%d unmeasured)" % r["unknown"] if r["unknown"] else "")
-        lines.append((r["kind"], str(r["runs"]), str(r["recovered"]), diff, str(r["writes_lost"]),
+        lines.append((r["kind"], str(r["runs"]), str(r["landed"]), str(r["recovered"]), diff, str(r["writes_lost"]),
                       str(r["false_consistent"]), _fmt_s(r["median_s"]), _fmt_s(r["max_s"])))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     out = []

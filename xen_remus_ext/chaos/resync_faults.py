@@ -275,6 +275,7 @@ class ResyncRun(object):
                     time.time() < t_start + t_fault:
                 time.sleep(0.01)
             fault_at = time.time()
+            res["landed"] = proc.poll() is None or self.kind == "enospc"   # the sender was mid-run
             self.inject(proc, tok)
             res["false_consistent"] += false_consistent(self.src, self.dst)
             ok = self.recover(fault_at)

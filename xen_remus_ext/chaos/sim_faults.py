@@ -110,9 +110,11 @@ class SimRun(object):
             fault_at, lost_at_failover = self.protect_and_fail_over()
             out["writes_lost"] += lost_at_failover
             if self.kind == "kill-host":
+                out["landed"] = True            # A always dies while protecting
                 ok = self.failback_in_process()
             else:
                 fault_at, ok = self.failback_killed(tear=self.kind == "failback-journal-torn")
+                out["landed"] = self.landed
             out["recovery_s"] = round(time.time() - fault_at, 3)
             acked, res_a, res_b, differing = self.judge()
             out["writes_lost"] += max(res_a["missing"], res_b["missing"])
@@ -205,6 +207,7 @@ class SimRun(object):
         while proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
         fault_at = time.time()
+        self.landed = proc.poll() is None
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             self.ctx.reg.undo(tok)
