@@ -52,4 +52,4 @@ def test_table_reports_failures_and_totals():
     lines = table.splitlines()
     assert lines[-1] == "recovered 2/3, bytes differing 4096, acknowledged writes lost 3"
     row = [ln for ln in lines if ln.startswith("kill-sender")][0].split()
-    assert row[1:7] == ["2", "2", "1", "4096", "0", "1"]
+    assert row[1:8] == ["2", "2", "1", "0", "4096", "0", "1"]

@@ -69,7 +69,7 @@ def run_campaign(runs, seed, kinds=None, work=None, netns=None, log=None):
         base = work or tempfile.mkdtemp(prefix="xre-chaos-")
         if work is None:
             reg.tree(base)
-        if netns:
+        if netns and work is None:   # a given work dir keeps every run's log afterwards
             reg.tmpfs(os.path.join(base, "tmpfs"), 1 << 30)
             base = os.path.join(base, "tmpfs")
         ctx = Context(reg, base, netns)
@@ -104,7 +104,9 @@ def run_campaign(runs, seed, kinds=None, work=None, netns=None, log=None):
 
 def summarize(results):
     """:returns: (rows, totals); a row: kind, runs, landed (the fault struck
-    while the operation was still running), recovered, bytes differing,
+    while the operation was still running), recovered, runbook (of those
+    recovered, how many needed the operator runbook of docs/chaos.md rather
+    than a rerun), bytes differing,
     writes lost, false consistent, median and max recovery s."""
     rows = []
     for kind in sorted(set(r["kind"] for r in results)):
@@ -112,6 +114,7 @@ def summarize(results):
         times = sorted(r["recovery_s"] for r in rs if r.get("recovery_s") is not None)
         rows.append({"kind": kind, "runs": len(rs), "recovered": sum(1 for r in rs if r["recovered"]),
                      "landed": sum(1 for r in rs if r.get("landed")),
+                     "runbook": sum(1 for r in rs if r.get("runbook") and r["recovered"]),
                      "bytes_differing": sum(r["bytes_differing"] or 0 for r in rs),
                      "unknown": sum(1 for r in rs if r["bytes_differing"] is None),
                      "writes_lost": sum(r["writes_lost"] or 0 for r in rs),
@@ -130,12 +133,12 @@ def _fmt_s(v):
 
 def format_table(results):
     rows, totals = summarize(results)
-    head = ("fault kind", "runs", "mid-run", "recovered", "bytes differing", "writes lost", "false consistent",
+    head = ("fault kind", "runs", "mid-run", "recovered", "by runbook", "bytes differing", "writes lost", "false consistent",
             "recover s (median)", "recover s (max)")
     lines = [head]
     for r in rows:
         diff = str(r["bytes_differing"]) + (" (+%d unmeasured)" % r["unknown"] if r["unknown"] else "")
-        lines.append((r["kind"], str(r["runs"]), str(r["landed"]), str(r["recovered"]), diff, str(r["writes_lost"]),
+        lines.append((r["kind"], str(r["runs"]), str(r["landed"]), str(r["recovered"]), str(r["runbook"]), diff, str(r["writes_lost"]),
                       str(r["false_consistent"]), _fmt_s(r["median_s"]), _fmt_s(r["max_s"])))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     out = []

@@ -115,6 +115,7 @@ class SimRun(object):
             else:
                 fault_at, ok = self.failback_killed(tear=self.kind == "failback-journal-torn")
                 out["landed"] = self.landed
+                out["runbook"] = getattr(self, "by_runbook", False)
             out["recovery_s"] = round(time.time() - fault_at, 3)
             acked, res_a, res_b, differing = self.judge()
             out["writes_lost"] += max(res_a["missing"], res_b["missing"])
@@ -233,6 +234,9 @@ class SimRun(object):
             res = json.loads(lines[-1]) if lines else {}
             if proc.returncode == 0 and res.get("state") == machine.DONE:
                 return fault_at, True
+            if rec is None and "only on the peer (paused)" in (res.get("error") or ""):
+                self.runbook()
+                return fault_at, True
             if rec is None and self.home_and_protected():
                 # no journal (moved aside) and the domain already home: nothing left to do
                 self.notes.append("rerun without a journal: %s; the domain is home and protected"
@@ -242,6 +246,22 @@ class SimRun(object):
                                                       (res.get("error") or err.decode("utf-8", "replace"))[-200:]))
             time.sleep(0.5)
         return fault_at, False
+
+    def runbook(self):
+        """docs/chaos.md, "A damaged failback journal": the journal is gone
+        and the domain sits paused on the peer, where it never ran; this
+        host's disk is the last one written.  Resync each remus disk to the
+        peer (generations checked as always), protect back, then unpause."""
+        from xen_remus_ext.sim.disksync import SimDiskSync
+        A, B = self.cl["A"], self.cl["B"]
+        res = SimDiskSync([A.toolstack, B.toolstack]).sync(B.disk_path(self.image), A.disk_path(self.image))
+        # protect before unpausing, as the failback does: a write made before
+        # Remus starts would never reach the backup
+        A.toolstack.remus_start(self.name, "B", interval_ms=50)
+        A.toolstack.unpause(self.name)
+        self.by_runbook = True
+        self.notes.append("stranded paused on A without a journal: runbook (resync %s, %s bytes; protect; "
+                          "unpause)" % (res.get("mode"), res.get("bytes_sent")))
 
     def home_and_protected(self):
         A = self.cl["A"]
