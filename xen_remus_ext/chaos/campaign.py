@@ -133,12 +133,13 @@ def _fmt_s(v):
 
 def format_table(results):
     rows, totals = summarize(results)
-    head = ("fault kind", "runs", "mid-run", "recovered", "by runbook", "bytes differing", "writes lost", "false consistent",
-            "recover s (median)", "recover s (max)")
+    head = ("fault kind", "runs", "mid-run", "recovered", "by runbook", "bytes differing", "writes lost",
+            "false consistent", "recover s (median)", "recover s (max)")
     lines = [head]
     for r in rows:
         diff = str(r["bytes_differing"]) + (" (+%d unmeasured)" % r["unknown"] if r["unknown"] else "")
-        lines.append((r["kind"], str(r["runs"]), str(r["landed"]), str(r["recovered"]), str(r["runbook"]), diff, str(r["writes_lost"]),
+        lines.append((r["kind"], str(r["runs"]), str(r["landed"]), str(r["recovered"]), str(r["runbook"]), diff,
+                      str(r["writes_lost"]),
                       str(r["false_consistent"]), _fmt_s(r["median_s"]), _fmt_s(r["max_s"])))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     out = []
