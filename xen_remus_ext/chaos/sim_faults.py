@@ -251,9 +251,17 @@ class SimRun(object):
         """docs/chaos.md, "A damaged failback journal": the journal is gone
         and the domain sits paused on the peer, where it never ran; this
         host's disk is the last one written.  Resync each remus disk to the
-        peer (generations checked as always), protect back, then unpause."""
+        peer (generations checked as always), protect back, then unpause.
+        If Remus already protects it from the peer, the failback had reached
+        its protect step (after the final delta): unpause only."""
         from xen_remus_ext.sim.disksync import SimDiskSync
         A, B = self.cl["A"], self.cl["B"]
+        if A.toolstack.remus_running(self.name):
+            # the failback had reached its protect step, which follows the final delta
+            A.toolstack.unpause(self.name)
+            self.by_runbook = True
+            self.notes.append("stranded paused on A, already protected: runbook (unpause)")
+            return
         res = SimDiskSync([A.toolstack, B.toolstack]).sync(B.disk_path(self.image), A.disk_path(self.image))
         # protect before unpausing, as the failback does: a write made before
         # Remus starts would never reach the backup
