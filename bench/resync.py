@@ -6,7 +6,7 @@ Makes a random image (``--size``, default 4G), a stale copy with ``--changed``
 a cold page cache when root (``sync; echo 3 > /proc/sys/vm/drop_caches``):
 
 - floor: reading both images once, at the same time (what any
-  compare-both-sides tool must do);
+  compare-both-sides tool must do); measured first and last, the best counts;
 - ours: checksum (local; TCP on 127.0.0.1), tracked with the true dirty
   list, full (into a stale copy);
 - rsync --inplace --no-whole-file, local and against an rsync daemon on
@@ -344,6 +344,15 @@ def main(argv=None):
                      "rss": rss, "engine": ENGINE[0]})
         log("%-28s %7.2f s  wire %s" % ("ours full sparse", sec, wire))
 
+    if want("floor (read both)"):
+        # again at the end: the first reads of fresh images also pay for the
+        # host's caching of the VM disk, which would flatter every later row
+        for _ in range(args.repeat):
+            drop_caches()
+            sec = floor(src, dst)
+            first = [r for r in rows if r["name"] == "floor (read both)"][0]
+            first["seconds"] = min(first["seconds"], sec)
+            log("%-28s %7.2f s  (at the end)" % ("floor (read both)", sec))
     table = format_table(rows, size, changed, cold)
     print(table)
     if args.out:

@@ -18,7 +18,7 @@ import time
 
 from six.moves import queue
 
-from xen_remus_ext.compat import to_bytes
+from xen_remus_ext.compat import integer_types, to_bytes
 from xen_remus_ext.errors import ProtocolError, ResyncError, XenRemusError
 from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import plan
@@ -88,8 +88,10 @@ class _Reader(threading.Thread):
 class _InlineReader(object):
     """A :class:`_Reader` run in the caller's thread."""
 
-    def __init__(self, reader):
+    def __init__(self, reader, window=0, skip_holes=False):
         self.r = reader
+        self.window = window
+        self.skip_holes = skip_holes
 
     @property
     def bytes_read(self):
@@ -102,17 +104,26 @@ class _InlineReader(object):
         r = self.r
         pieces = iter(r.pieces)
         ahead = collections.deque()
+        data_at = -1
         with BlockFile(r.path) as f:
             while True:
-                while len(ahead) < (1 if r.rate.rate else self.WINDOW):   # a rate cap caps I/O too
+                window = 1 if r.rate.rate else max(1, self.window)   # a rate cap caps I/O too
+                while len(ahead) < window:
                     nxt = next(pieces, None)
                     if nxt is None:
                         break
-                    f.will_need(*nxt)
+                    if self.window:
+                        f.will_need(*nxt)
                     ahead.append(nxt)
                 if not ahead:
                     return
                 off, length = ahead.popleft()
+                if self.skip_holes:
+                    if data_at < off:
+                        data_at = f.next_data(off)
+                    if data_at >= off + length:      # a hole: zeros without reading them
+                        yield off, length
+                        continue
                 r.rate.consume(length)
                 data = f.read_at(off, length)
                 if len(data) != length:
@@ -235,23 +246,39 @@ class SenderSession(object):
         if mode in ("checksum", "verify"):
             reader.start()       # read ahead while waiting for the receiver's digests
         else:
-            reader = _InlineReader(reader)   # the receiver writes while we read: one hop less
+            # the receiver writes while we read: one hop less; scattered
+            # (tracked) extents are announced ahead, sequential reads have
+            # the kernel's readahead (and WILLNEED on holes costs a memset)
+            reader = _InlineReader(reader, window=_InlineReader.WINDOW if mode == "tracked" else 0,
+                                   skip_holes=True)
         state = {"extents": 0, "last_end": -1, "differing": []}
         pending = []
         pending_bytes = 0
         last_mark = time.time()
         processed = 0
         try:
+            hole = None                              # a run of source holes not sent yet
             for off, data in reader:
-                if mode in ("checksum", "verify"):
-                    self._compare_chunk(mode, off, data, bs, hasher, state)
+                if isinstance(data, integer_types):   # a hole of the source, ``data`` bytes long
+                    n = data
+                    if hole is not None and hole[1] == off:
+                        hole[1] = off + n
+                    else:
+                        self._flush_hole(hole, state)
+                        hole = [off, off + n]
                 else:
-                    self._send_range(off, data, bs, state)
-                processed += len(data)
+                    n = len(data)
+                    hole = self._flush_hole(hole, state)
+                    if mode in ("checksum", "verify"):
+                        self._compare_chunk(mode, off, data, bs, hasher, state)
+                    else:
+                        self._send_range(off, data, bs, state)
+                processed += n
                 if mode != "verify":
-                    pending.append((off, off + len(data)))
-                    pending_bytes += len(data)
+                    pending.append((off, off + n))
+                    pending_bytes += n
                     if pending_bytes >= mark_every or time.time() - last_mark >= MARK_SECONDS:
+                        hole = self._flush_hole(hole, state)   # a MARK never runs ahead of its data
                         self._mark(pending)
                         pending, pending_bytes, last_mark = [], 0, time.time()
                 if self.report is not None:
@@ -259,6 +286,7 @@ class SenderSession(object):
         except BaseException:
             reader.abandon()
             raise
+        self._flush_hole(hole, state)
         if pending:
             self._mark(pending)
         if callable(commit):
@@ -268,6 +296,13 @@ class SenderSession(object):
         return {"bytes_read": reader.bytes_read + int(res.get("bytes_read") or 0),
                 "extents": state["extents"], "differing": plan.intervals_to_extents(state["differing"]),
                 "skipped": plan.total(done), "work": total}
+
+    def _flush_hole(self, hole, state):
+        """Send a pending run of source holes as one ZERO; :returns: None."""
+        if hole is not None:
+            self.chan.send(P.ZERO, P.U64U64.pack(hole[0], hole[1] - hole[0]))
+            self._count(state, hole[0], hole[1])
+        return None
 
     def _mark(self, pending):
         for payload in P.pack_ranges(plan.normalize(pending)):
@@ -304,14 +339,18 @@ class SenderSession(object):
                                 % (off, n, nblocks, doff, dlen, len(payload) - P.U64U32.size))
         mv = memoryview(data)
         mine = b"".join(hasher(mv[i:i + bs]) for i in range(0, n, bs))
-        theirs = memoryview(payload)[P.U64U32.size:]
+        theirs = bytes(payload[P.U64U32.size:])    # bytes compare with memcmp; a memoryview would not
         if theirs == mine:
             return
         flags = [theirs[k * dsize:(k + 1) * dsize] != mine[k * dsize:(k + 1) * dsize] for k in range(nblocks)]
         for first, count in plan.runs(flags):
             a, b = first * bs, min(n, (first + count) * bs)
             if mode == "verify":
-                state["differing"].append((off + a, off + b))
+                diff = state["differing"]
+                if diff and diff[-1][1] == off + a:       # keep it merged: memory stays small
+                    diff[-1] = (diff[-1][0], off + b)
+                else:
+                    diff.append((off + a, off + b))
                 self._count(state, off + a, off + b)
             else:
                 self._send_range(off + a, mv[a:b], bs, state)
