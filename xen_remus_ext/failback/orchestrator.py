@@ -211,8 +211,9 @@ class Orchestrator(object):
         return rec
 
     def _journal_opts(self):
+        # ssh and key_file (a path) too: the xend hook sends the final delta from them
         return dict((k, self.opts[k]) for k in ("rate", "verify", "discard_peer", "interval_ms", "port",
-                                                 "local_host", "dest_template"))
+                                                 "local_host", "dest_template", "ssh", "key_file"))
 
     # -- public ---------------------------------------------------------------
     def plan_lines(self):
