@@ -1,6 +1,6 @@
 """The small fixed-seed subset of the chaos campaign that runs in ``make test``.
 
-One run of every fault kind (seeded), through the same code as
+One run of every fault kind but the rare ones (seeded), through the same code as
 ``make chaos``: real processes killed with SIGKILL, a real link cut between
 two network namespaces (root), a real tmpfs filling up, real journal files
 damaged.  Every run must recover with the disks byte-identical, no
@@ -13,22 +13,27 @@ import os
 
 import pytest
 
-from xen_remus_ext.chaos import campaign
+from xen_remus_ext.chaos import campaign, resync_faults
 
 SEED = 8
+
+
+def subset_kinds():
+    """Every kind but the rare ones (a sender's power loss waits 10-30 s for
+    the receiver's dead-peer detection: ``make chaos`` only)."""
+    return tuple(k for k in campaign.available_kinds(os.geteuid() == 0) if k not in resync_faults.RARE)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     netns = os.geteuid() == 0
-    kinds = campaign.available_kinds(netns)
+    kinds = subset_kinds()
     return campaign.run_campaign(len(kinds), SEED, kinds=kinds, work=str(tmp_path_factory.mktemp("chaos")),
                                  netns=netns)
 
 
 def test_every_kind_ran_once(results):
-    netns = os.geteuid() == 0
-    assert sorted(r["kind"] for r in results) == sorted(campaign.available_kinds(netns))
+    assert sorted(r["kind"] for r in results) == sorted(subset_kinds())
 
 
 def test_every_run_recovered_exactly(results):

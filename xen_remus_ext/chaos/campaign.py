@@ -61,7 +61,11 @@ def run_campaign(runs, seed, kinds=None, work=None, netns=None, log=None):
         netns = os.geteuid() == 0
     kinds = tuple(kinds or available_kinds(netns))
     rng = random.Random(seed)
-    plan = [kinds[i % len(kinds)] for i in range(runs)]
+    rare = [k for k in kinds if k in resync_faults.RARE]
+    common = [k for k in kinds if k not in resync_faults.RARE] or rare
+    n_rare = min(runs, len(rare) * (runs // resync_faults.RARE_EVERY)) if common != rare else 0
+    plan = [rare[i % len(rare)] for i in range(n_rare)] + \
+        [common[i % len(common)] for i in range(runs - n_rare)]
     rng.shuffle(plan)
     results = []
     saved_state = os.environ.get("XEN_REMUS_STATE_DIR")
