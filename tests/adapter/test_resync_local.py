@@ -231,10 +231,13 @@ def test_rate_limit_paces_reads(tmp_path):
     dst = copy(src, str(tmp_path / "dst.img"))
     t0 = time.time()
     api.verify(src, dst, rate=4 * MiB)            # 1 MiB burst, then 3 MiB at 4 MiB/s
-    assert time.time() - t0 >= 0.6
+    assert time.time() - t0 >= 0.7
     t0 = time.time()
-    api.verify(src, dst)
-    assert time.time() - t0 < 0.6
+    api.resync(src, dst, mode="full")
+    free = time.time() - t0
+    t0 = time.time()
+    api.resync(src, dst, mode="full", rate=4 * MiB)
+    assert time.time() - t0 >= max(0.7, free + 0.5)
 
 
 def test_verify_strong_digest(pair):
