@@ -34,6 +34,7 @@ def test_downtime_1gib_disk_under_10mbps_write_load(cluster):  # noqa: F811
                            options={"local_host": "B", "interval_ms": 50},
                            disk_sync=SimDiskSync([A.toolstack, B.toolstack]))
     assert res["state"] == machine.DONE
+    failback_s = time.time() - t_home
     _wait(lambda: cluster.observer.acked(name) > 0, 5.0, "output from A")
     time.sleep(0.3)
     silence = cluster.observer.silence(name, t_home, time.time())
@@ -46,7 +47,7 @@ def test_downtime_1gib_disk_under_10mbps_write_load(cluster):  # noqa: F811
                    final_delta_bytes=res["disks"][0]["final"]["bytes_sent"],
                    final_delta_mode=res["disks"][0]["final"]["mode"],
                    precopy=[(p["mode"], p["bytes_sent"], p["seconds"]) for p in res["disks"][0]["precopy"]],
-                   failback_s=round(time.time() - t_home, 2), acked=acked)
+                   failback_s=round(failback_s, 2), acked=acked)
     print("failback 1 GiB under load: %s" % json.dumps(RESULTS, sort_keys=True))
     assert load > 8.0e6, RESULTS                    # the load really ran (about 10 MB/s and more)
     assert res_a["missing"] == 0 and res_b["missing"] == 0, (res_a, res_b)
