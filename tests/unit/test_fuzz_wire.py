@@ -36,7 +36,7 @@ def _alarm(*_):
 
 
 class budget(object):
-    def __init__(self, seconds=5):
+    def __init__(self, seconds=20):   # a hang never ends; 20 s tolerates a loaded machine
         self.seconds = seconds
 
     def __enter__(self):
