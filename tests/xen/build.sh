@@ -40,7 +40,7 @@ host_tools() {
     command -v $t >/dev/null || cannot "$t still missing"; done
 }
 
-rootfs_key() { { echo "$SUITE v1"; grep -v '^#' "$HERE/dom0-packages.list"; } | sha; }
+rootfs_key() { { echo "$SUITE v2"; grep -v '^#' "$HERE/dom0-packages.list"; cat "$HERE/apt-preferences"; } | sha; }
 
 build_rootfs() {  # -> $CACHE/rootfs-<key>
   local key dir tmp pkgs
@@ -52,10 +52,16 @@ build_rootfs() {  # -> $CACHE/rootfs-<key>
   pkgs=$(grep -v '^#' "$HERE/dom0-packages.list" | grep . | paste -sd,)
   say "mmdebstrap $SUITE ($pkgs)"
   if ! mmdebstrap --variant=minbase --mode=root --include="$pkgs" \
+        --setup-hook="mkdir -p \"\$1/etc/apt/preferences.d\" && cp '$HERE/apt-preferences' \"\$1/etc/apt/preferences.d/xen-remus-lab\"" \
         --customize-hook='chroot "$1" apt-get clean' \
         "$SUITE" "$tmp" "$APT_SOURCES" >"$CACHE/mmdebstrap.log" 2>&1; then
     tail -5 "$CACHE/mmdebstrap.log" >&2; rm -rf "$tmp"
     cannot "mmdebstrap failed: Debian's packages cannot be had (log: $CACHE/mmdebstrap.log)"
+  fi
+  # PV live migration and Remus need log-dirty mode, i.e. shadow paging
+  if ! grep -q '^CONFIG_SHADOW_PAGING=y' "$tmp"/boot/xen-*.config; then
+    echo "build: Debian's Xen ($(ls "$tmp"/boot/xen-*.config)) has no shadow paging: PV guests cannot migrate" >&2
+    rm -rf "$tmp"; exit 1
   fi
   touch "$tmp/.complete"; rm -rf "$dir"; mv "$tmp" "$dir"
   say "rootfs built: $dir ($(du -sh "$dir" | cut -f1))"; echo "$dir"

@@ -54,7 +54,7 @@ boot() { # boot LOGNAME ROLE PHASE IP MAC NETMODE
   qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -machine pc -m "$MEM" -smp 1 -no-reboot \
     -display none -monitor none -serial "file:$log" \
     -kernel "$IMG/boot/xen" -append "$XEN" \
-    -initrd "$IMG/boot/vmlinuz root=LABEL=xrl-dom0 rw console=hvc0 init=/opt/xrl/init xrl.role=$2 xrl.phase=$3 xrl.name=$name xrl.ip=$4,$IMG/boot/initrd.img" \
+    -initrd "$IMG/boot/vmlinuz root=LABEL=xrl-dom0 rw console=hvc0 init=/opt/xrl/init xrl.role=$2 xrl.phase=$3 xrl.name=$name xrl.ip=$4${XRL_SKIP:+ xrl.skip=$XRL_SKIP},$IMG/boot/initrd.img" \
     -drive "file=$IMG/dom0.img,if=virtio,format=raw,snapshot=on" \
     -drive "file=$RUN/${2^^}-data.img,if=virtio,format=raw" \
     -netdev "socket,id=lab,$6=127.0.0.1:$PORT" -device "virtio-net-pci,netdev=lab,mac=$5" \

@@ -5,7 +5,7 @@ real ``xl`` of Xen 4.17 in dom0, with the peer host's xl (over ssh) as host B.
 The contract's checks, in the order a live domain allows (the doubles let
 every test start from a fresh state; here one small PV domain, ``ctest``,
 goes through all of them and ends migrated to the peer and destroyed
-there).  Expected values are the real guest's (64 MiB, Xen 4.17) instead of
+there).  Expected values are the real guest's (96 MiB, Xen 4.17) instead of
 the doubles' golden data.
 """
 from __future__ import absolute_import, division, print_function
@@ -26,7 +26,7 @@ ME = os.environ.get("XRL_ME", "hosta")
 PEER = os.environ.get("XRL_PEER", "hostb")
 CFG = os.environ.get("XRL_CTEST_CFG", "/etc/xen/ctest.cfg")
 DOM = "ctest"
-MEM = 64
+MEM = 96
 DISK = "/var/lib/xrl/disks/ctest.img"
 
 
