@@ -119,6 +119,11 @@ class Orchestrator(object):
         for key in ("host", "addr", "name"):
             if info.get(key):
                 out.add(info[key])
+        if info.get("addr") and info.get("remus_port"):
+            # the simulator without namespaces: every host on 127.0.0.1, each
+            # with its own block-remus port, so the address alone names no host
+            out.discard(info["addr"])
+            out.add("%s:%s" % (info["addr"], info["remus_port"]))
         return out
 
     def disk_pairs(self, config):

@@ -57,7 +57,9 @@ def domain_state(info):
 def plan_direction(config, backup, aliases=()):
     """Which remus disks of ``config`` replicate elsewhere than ``backup``.
 
-    :param aliases: other names or addresses of the backup host.
+    :param aliases: other names or addresses of the backup host, or
+        ``ADDRESS:PORT`` endpoints where an address alone names no single
+        host (a disk naming that endpoint names the backup).
     :returns: ``(config_for_backup, changed_vdevs)``: a config whose remus
         disks all name the backup (the same object when nothing changes).
     """
@@ -66,7 +68,8 @@ def plan_direction(config, backup, aliases=()):
     changed = []
     for d in config.disks:
         # a host-less spec (xl memory-only Remus) replicates to whichever host Remus is given
-        if d.remus is not None and d.remus.host and d.remus.host not in names:
+        if d.remus is not None and d.remus.host and d.remus.host not in names \
+                and "%s:%s" % (d.remus.host, d.remus.port) not in names:
             old = "remus:%s:%s" % (d.remus.host, d.remus.port)
             if old not in d.uname:
                 raise FailbackError("disk %s: expected %r in its uname to reverse it, got %r"

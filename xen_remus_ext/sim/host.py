@@ -349,33 +349,131 @@ class Host(object):
         self.event("migrate-in", dom.name, dom.domid)
         return dom.domid
 
+    def remus_peer(self, host, port):
+        """The peer a remus uname's ``host:port`` names: ``(name, addr,
+        remus_port)`` of its block-remus listener.
+
+        A peer is named by its name, or by its address; when several hosts
+        share an address (no namespaces: every host on 127.0.0.1, each on
+        its own ports) the port decides, so a uname naming this host's own
+        listener, or an address no single peer owns, is refused rather than
+        sent to whichever host answers there.
+        """
+        c = self.cfg
+        peers = c.get("peers", {})
+        if host == self.name or (host == c["addr"] and port == c["remus_port"]):
+            raise ToolstackError("remus target %s:%s: expected a peer, got this host %s itself"
+                                 % (host, port, self.name))
+        if host in peers:
+            return host, peers[host]["addr"], peers[host]["remus_port"]
+        by_addr = [n for n in sorted(peers) if peers[n]["addr"] == host]
+        exact = [n for n in by_addr if peers[n]["remus_port"] == port]
+        if exact:
+            name = exact[0]
+        elif len(by_addr) == 1 and host != c["addr"]:
+            name = by_addr[0]
+        else:
+            raise ToolstackError("remus target %s:%s: expected it to name one peer (by name, by address, "
+                                 "or by address and block-remus port), got %s"
+                                 % (host, port, "several: " + ", ".join(by_addr) if by_addr else "none"))
+        return name, peers[name]["addr"], peers[name]["remus_port"]
+
+    def peer_name(self, dst):
+        """The name of the peer ``dst`` (a name or an address) stands for."""
+        peers = self.cfg.get("peers", {})
+        if dst in peers:
+            return dst
+        for n in sorted(peers):
+            if peers[n]["addr"] == dst:
+                return n
+        raise ToolstackError("host %s: expected a known peer name or address, got %r (peers: %s)"
+                             % (self.name, dst, ", ".join(sorted(peers)) or "none"))
+
     def op_remus_start(self, dom, host=None, interval_ms=200, port=None, net=True, disk=True,
                        blackhole=False, unsafe=False):
+        """Protect ``dom`` toward ``host``.  As block-remus does, each remus
+        disk replicates where its uname says (xen-facts.md section 5): every
+        one must name the backup asked for (re-point them first with
+        ``retarget_disks``); the data goes to that peer's listener."""
         d = self.find(dom)
         old = self.senders.get(d.name)
         if old is not None and old.state == "protecting":
             raise ToolstackError("domain %s: expected no Remus sender, got one to %s"
                                  % (d.name, old.status()["backup"]))
-        target = None
+        named = []
         for spec in d.config.get("disks", ()):
             remus, _ = parse_uname(spec["uname"])
             if remus is not None:
-                target = remus
-                break
+                named.append((spec["vdev"], remus, self.remus_peer(remus[0], remus[1])))
+        target = None
         if host is not None:
-            addr, rport = self.resolve(host, "remus_port")
-            if target is None or not disk:
-                target = (addr, port or rport)
-            elif target[0] != addr:
-                raise ToolstackError("domain %s: remus disk replicates to %s but the backup asked"
-                                     " for is %s (%s)" % (d.name, target[0], host, addr))
+            want = self.peer_name(host)
+            addr, rport = self.resolve(want, "remus_port")
+            for vdev, remus, peer in named if disk else ():
+                if peer[0] != want:
+                    raise ToolstackError("domain %s: remus disk %s replicates to %s:%d (host %s) but the "
+                                         "backup asked for is %s: re-point the disk first"
+                                         % (d.name, vdev, remus[0], remus[1], peer[0], want))
+            target = (addr, rport if named and disk else (port or rport))
+        elif named:
+            target = named[0][2][1:]
+            for vdev, _remus, peer in named[1:]:
+                if peer[1:] != target:
+                    raise ToolstackError("domain %s: remus disks %s and %s replicate to different hosts"
+                                         % (d.name, named[0][0], vdev))
         if target is None:
             raise ToolstackError("domain %s: expected a remus disk or a backup host, got neither"
                                  % d.name)
-        sender = RemusSender(d, target, interval_ms, on_event=self.event)
+        sender = RemusSender(d, tuple(target), interval_ms, on_event=self.event)
         sender.start()
         self.senders[d.name] = sender
-        self.event("remus-start", d.name, "%s:%d" % target, interval_ms)
+        self.event("remus-start", d.name, "%s:%d" % tuple(target), interval_ms)
+
+    def op_retarget_disks(self, dom, unames):
+        """Re-point the remus disks of the PAUSED domain ``dom``: ``unames``
+        maps a vdev to its new uname, which may differ from the old one only
+        in the remus target (``remus:HOST:PORT``); the image stays.  What
+        ``tap-ctl pause`` / ``unpause -a`` does to a tapdisk on xend.  The
+        next ``remus_start`` replicates to the new target."""
+        d = self.find(dom)
+        if d.state != PAUSED:
+            raise ToolstackError("domain %s: expected it paused to re-point its remus disks, got it %s"
+                                 % (d.name, "a Remus backup copy" if d.state == INCOMING else d.state))
+        s = self.senders.get(d.name)
+        if s is not None and s.state == "protecting":
+            raise ToolstackError("domain %s: expected no Remus sender while re-pointing its disks, got one"
+                                 % d.name)
+        specs = [dict(spec) for spec in d.config.get("disks", ())]
+        by_vdev = dict((spec["vdev"], spec) for spec in specs)
+        changes = []
+        for vdev in sorted(unames):
+            new = unames[vdev]
+            if vdev not in by_vdev:
+                raise ToolstackError("domain %s: expected disk %s, got %s"
+                                     % (d.name, vdev, ", ".join(sorted(by_vdev)) or "no disks"))
+            old_remus, old_path = parse_uname(by_vdev[vdev]["uname"])
+            new_remus, new_path = parse_uname(new)
+            if old_remus is None or new_remus is None:
+                raise ToolstackError("disk %s of %s: expected remus unames, got %r -> %r"
+                                     % (vdev, d.name, by_vdev[vdev]["uname"], new))
+            if new_path != old_path:
+                raise ToolstackError("disk %s of %s: expected the image %s to stay, got %s"
+                                     % (vdev, d.name, old_path, new_path))
+            self.remus_peer(new_remus[0], new_remus[1])   # must name one peer
+            if by_vdev[vdev]["uname"] != new:
+                changes.append((vdev, by_vdev[vdev]["uname"], new))
+                by_vdev[vdev]["uname"] = new
+        if not changes:
+            return []
+        config = dict(d.config)
+        config["disks"] = specs
+        d.config = config
+        be = "/local/domain/0/backend/vbd/%d" % d.domid
+        self.xs.apply([("%s/%d/tapdisk-params" % (be, vbd_devid(vdev)), new.split(":", 1)[1])
+                       for vdev, _, new in changes if new.startswith("tap")])
+        for vdev, old, new in changes:
+            self.event("retarget", d.name, vdev, old, new)
+        return [vdev for vdev, _, _ in changes]
 
     def op_remus_stop(self, dom):
         d = self.find(dom)

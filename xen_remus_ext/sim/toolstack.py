@@ -127,6 +127,20 @@ class SimToolstack(Toolstack):
         self.call("remus_start", dom=dom, host=host, interval_ms=interval_ms, port=port,
                   net=net, disk=disk)
 
+    def retarget_disks(self, dom, config):
+        """Re-point the remus disks of the PAUSED domain ``dom`` to the
+        targets their unames name in ``config`` (a :class:`model.DomainConfig`,
+        e.g. from ``failback.preflight.plan_direction``); the next
+        :meth:`remus_start` replicates there.  Only ``vdev -> uname`` of the
+        remus disks crosses to the agent, which refuses a running domain.
+
+        :returns: the vdevs whose uname changed.
+        :raises ToolstackError: the domain is not paused, or a uname names
+            another image or no single peer.
+        """
+        unames = dict((d.vdev, d.uname) for d in config.disks if d.remus is not None)
+        return self.call("retarget_disks", dom=dom, unames=unames)
+
     def remus_stop(self, dom):
         self.call("remus_stop", dom=dom)
 
