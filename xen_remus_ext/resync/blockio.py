@@ -27,9 +27,12 @@ _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _BLKZEROOUT = 0x127F  # _IO(0x12, 127)
 _ZERO_PIECE = bytes(bytearray(1 << 20))
+#: memoryview items are ints on Python 3 (1-byte strings on 2.7)
+_MV_INT_ITEMS = isinstance(memoryview(b"\0")[0], int)
 
 _POSIX_FADV_WILLNEED = 3
-_SEEK_DATA = getattr(os, "SEEK_DATA", 3)   # Linux value; 2.7 lacks the name
+_SEEK_DATA = getattr(os, "SEEK_DATA", 3)   # Linux values; 2.7 lacks the names
+_SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
 
 _libc = None
 _libc_fadvise = None
@@ -186,6 +189,16 @@ class BlockFile(object):
                 return self.size
             return offset
 
+    def next_hole(self, offset):
+        """:returns: the first offset >= ``offset`` in a hole (``SEEK_HOLE``;
+        the size when data runs to the end, or where it cannot be asked)."""
+        if self.is_block:
+            return self.size
+        try:
+            return os.lseek(self.fd, offset, _SEEK_HOLE)
+        except OSError:
+            return self.size
+
     def will_need(self, offset, length):
         """Ask the kernel to start reading ``[offset, offset+length)`` now
         (``POSIX_FADV_WILLNEED``): scattered extents then load in parallel
@@ -217,9 +230,11 @@ def disk_size(path):
 
 def is_zero(buf, _z=_ZERO_PIECE):
     """True when ``buf`` (bytes or memoryview, <= 1 MiB) is all zeros."""
-    if isinstance(buf, memoryview):
-        # Python 3 compares a memoryview item by item (~100x slower than
-        # memcmp); a copy of at most 1 MiB is cheaper
-        buf = buf.tobytes()
     n = len(buf)
+    if isinstance(buf, memoryview) and _MV_INT_ITEMS:
+        # Python 3 compares a memoryview item by item (~100x slower than
+        # memcmp): rule out data by a few bytes, else compare a copy
+        if n and (buf[0] or buf[n - 1] or buf[n // 2]):
+            return False
+        buf = buf.tobytes()
     return buf == _z[:n] if n != len(_z) else buf == _z

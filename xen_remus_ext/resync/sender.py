@@ -104,7 +104,7 @@ class _InlineReader(object):
         r = self.r
         pieces = iter(r.pieces)
         ahead = collections.deque()
-        data_at = -1
+        data_until = 0                               # [.., data_until) is known to hold data
         with BlockFile(r.path) as f:
             while True:
                 window = 1 if r.rate.rate else max(1, self.window)   # a rate cap caps I/O too
@@ -118,12 +118,12 @@ class _InlineReader(object):
                 if not ahead:
                     return
                 off, length = ahead.popleft()
-                if self.skip_holes:
-                    if data_at < off:
-                        data_at = f.next_data(off)
+                if self.skip_holes and off >= data_until:
+                    data_at = f.next_data(off)
                     if data_at >= off + length:      # a hole: zeros without reading them
                         yield off, length
                         continue
+                    data_until = f.next_hole(data_at)
                 r.rate.consume(length)
                 data = f.read_at(off, length)
                 if len(data) != length:
