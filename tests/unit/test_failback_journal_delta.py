@@ -43,7 +43,7 @@ def test_journal_refuses_names_that_are_not_files(name):
 
 
 @pytest.mark.parametrize("change,words", [
-    ({"version": 2}, "expected journal version 1"),
+    ({"version": 1}, "expected journal version 2"),    # version 1 had no checksum
     ({"mode": "sideways"}, "mode"),
     ({"state": "quiesced"}, "quiesced"),     # a reverse-only state in a failback journal
 ])
@@ -177,3 +177,28 @@ def test_xend_path_killed_after_migration_resumes(tmp_path):
     assert journal.load("vm1")["delta"]["sent"]
     assert xend_orch(world).run()["state"] == machine.DONE
     assert_home_and_protected(world, guest)
+
+
+def test_a_changed_byte_that_still_parses_is_refused_by_checksum(tmp_path):
+    """The chaos campaign saw one-byte changes that still parsed as a valid
+    record (e.g. a digit in a timing or a size); the sum refuses them."""
+    rec = journal.new_record("vmsum", "hostA", "failback", now=1.0)
+    rec["disks"] = [{"vdev": "xvda", "path": "/img", "dest": "hostA:/img", "size": 1048576}]
+    path = journal.save(rec, base=str(tmp_path))
+    assert journal.load("vmsum", base=str(tmp_path))["disks"][0]["size"] == 1048576
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("1048576", "1048577"))
+    with pytest.raises(JournalError) as exc:
+        journal.load("vmsum", base=str(tmp_path))
+    assert "checksum mismatch" in str(exc.value) and path in str(exc.value)
+
+
+def test_the_checksum_survives_a_save_load_save_cycle(tmp_path):
+    rec = journal.new_record("vmcyc", "hostA", "failback", now=2.5)
+    journal.save(rec, base=str(tmp_path))
+    again = journal.load("vmcyc", base=str(tmp_path))
+    assert "sum" not in again
+    journal.save(again, base=str(tmp_path))
+    assert journal.load("vmcyc", base=str(tmp_path)) == again

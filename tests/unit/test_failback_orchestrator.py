@@ -327,7 +327,7 @@ def test_corrupt_journal_is_reported(tmp_path):
         orch(world).run()
     assert "expected JSON" in str(exc.value)
     with open(path, "w") as f:
-        json.dump({"version": 1, "domain": "vm1", "host": "hostA", "mode": "failback", "state": "flying",
+        json.dump({"version": journal.VERSION, "domain": "vm1", "host": "hostA", "mode": "failback", "state": "flying",
                    "disks": [], "delta": {}, "history": []}, f)
     with pytest.raises(Exception) as exc:
         orch(world).run()

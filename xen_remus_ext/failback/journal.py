@@ -6,7 +6,11 @@ Location: ``<state dir>/failback/<domain>.json`` where the state dir is
 renamed over the old file and the directory fsynced, so a crash leaves
 either the old or the new journal, never a torn one.
 
-The record (a dict; ``version`` 1)::
+Each saved record carries ``sum``, the SHA-256 of its canonical JSON (keys
+sorted, ``sum`` left out): a byte changed on disk that still parses as a
+valid record is refused by name instead of steering a resume.
+
+The record (a dict; ``version`` 2)::
 
     version, domain, host (peer), local_host, mode, toolstack,
     state, step (running step or null), attempt, error,
@@ -18,6 +22,7 @@ The xend migration hook (failback/delta.py) loads and saves the same file.
 from __future__ import absolute_import, division, print_function
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +34,7 @@ from xen_remus_ext.failback import machine
 
 LOG = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: every saved record carries its SHA-256 ``sum``
 DEFAULT_STATE_DIR = "/var/lib/xen-remus-ext"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 MAX_HISTORY = 200
@@ -88,6 +93,11 @@ def check_record(rec, path="<journal>"):
     return rec
 
 
+def _checksum(rec):
+    body = dict((k, v) for k, v in rec.items() if k != "sum")
+    return hashlib.sha256(to_bytes(json.dumps(body, sort_keys=True))).hexdigest()
+
+
 def load(domain, base=None):
     """:returns: the journal record of ``domain``, or None when there is none.
 
@@ -105,7 +115,12 @@ def load(domain, base=None):
         rec = json.loads(to_text(data))
     except ValueError as exc:
         raise JournalError("%s: expected JSON, got a parse error: %s" % (path, exc))
-    return check_record(rec, path)
+    check_record(rec, path)
+    stored = rec.pop("sum", None)
+    if stored != _checksum(rec):
+        raise JournalError("%s: checksum mismatch (expected sha256 %s, got %s): the journal was damaged or edited; "
+                           "move it aside and see docs/chaos.md before rerunning" % (path, _checksum(rec), stored))
+    return rec
 
 
 def save(rec, base=None):
@@ -120,7 +135,8 @@ def save(rec, base=None):
                 raise JournalError("%s: cannot create: %s" % (d, exc))
     if len(rec.get("history", ())) > MAX_HISTORY:
         rec["history"] = rec["history"][:1] + rec["history"][-(MAX_HISTORY - 1):]
-    data = json.dumps(rec, indent=1, sort_keys=True)
+    rec.pop("sum", None)
+    data = json.dumps(dict(rec, sum=_checksum(rec)), indent=1, sort_keys=True)
     try:
         atomic_write(path, to_bytes(data + "\n"))
     except (IOError, OSError) as exc:
