@@ -31,6 +31,16 @@ def test_plan_direction_rewrites_only_other_hosts():
     assert new.disks[0].remus.host == "hostA" and new.disks[0].remus.port == 9000
 
 
+def test_plan_direction_endpoint_aliases_for_a_shared_address():
+    # hosts sharing 127.0.0.1 (the simulator without namespaces) are named by
+    # ADDRESS:PORT: the address alone must not count as the backup
+    cfg = remus_config("vm1", backup="127.0.0.1")           # port 9000: B's listener
+    same, changed = preflight.plan_direction(cfg, "B", aliases=("127.0.0.1:9000",))
+    assert same is cfg and changed == []
+    new, changed = preflight.plan_direction(cfg, "A", aliases=("127.0.0.1:9100",))
+    assert changed == ["xvda"] and new.disks[0].uname == "tap2:remus:A:9000|aio:/img/vm1.img"
+
+
 def test_plan_direction_refuses_a_uname_it_cannot_rewrite():
     cfg = remus_config("vm1", backup="hostB")
     d = cfg.disks[0]

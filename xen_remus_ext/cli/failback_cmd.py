@@ -122,7 +122,9 @@ def local_toolstack(args):
         from xen_remus_ext.wiring import SubprocessRunner
         return XlToolstack(SubprocessRunner(), memory_only=bool(getattr(args, "no_disk", False)))
     from xen_remus_ext.toolstack.xend import XendToolstack
-    return XendToolstack()
+    from xen_remus_ext.wiring import SubprocessRunner
+    # tap-ctl for retarget_disks (--reverse-only); its xenstore is added in cmd_failback
+    return XendToolstack(runner=SubprocessRunner())
 
 
 def _options(args):
@@ -211,6 +213,8 @@ def cmd_failback(args):
     try:
         peer, disks = peer_and_disks(args, ts)
         xs, peer_xs = xenstores(ts, peer)
+        if getattr(ts, "kind", None) == "xend" and getattr(ts, "xenstore", None) is None:
+            ts.xenstore = xs    # retarget_disks finds the tapdisks through the vbd backends
         try:
             res = api.run_failback(ts, args.domain, args.host, peer_toolstack=peer,
                                    reverse_only=args.reverse_only, dry_run=args.dry_run, resume=args.resume,

@@ -26,10 +26,19 @@ background through :class:`RemusProcesses`: ``remus [-i MS] [-p PORT]
 [--no-net] [--blackhole] DOMAIN HOST``.  It has no switch for disks (the
 domain's ``tap:remus:`` unames decide) nor an unsafe mode, so those options
 are refused here rather than silently ignored.
+
+:meth:`XendToolstack.retarget_disks` re-points a paused domain's blktap2
+remus disks at another backup without restarting it: ``tap-ctl pause`` and
+``tap-ctl unpause -a NEWSTACK`` on each disk's tapdisk (toolstack/tapctl.py),
+found through the vbd backend in xenstore, whose ``tapdisk-params`` (what
+xend reports as the uname, so what the ``remus`` script reads) is then
+rewritten.  It needs the injected :class:`ports.Runner` and this host's
+:class:`ports.XenStore`.
 """
 from __future__ import absolute_import, division, print_function
 
 import codecs
+import logging
 import os
 import socket
 
@@ -38,9 +47,11 @@ from six.moves import http_client
 
 from xen_remus_ext.compat import string_types, xmlrpclib
 from xen_remus_ext.config import sxp as sxp_mod
-from xen_remus_ext.errors import ConfigError, ToolstackError
+from xen_remus_ext.errors import ConfigError, ToolstackError, XenStoreError
 from xen_remus_ext.ports import Toolstack
-from xen_remus_ext.toolstack import RemusProcesses
+from xen_remus_ext.toolstack import RemusProcesses, tapctl
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_URI = "httpu:///var/run/xend/xmlrpc.sock"
 XML_RPC_SOCKET = "/var/run/xend/xmlrpc.sock"
@@ -121,16 +132,23 @@ class XendToolstack(Toolstack):
     :param remus: argv prefix of the remus script (default ``["remus"]``)
     :param processes: :class:`RemusProcesses` keeping the sender PIDs
     :param host: this host's name, put into DomainInfo
+    :param runner: a :class:`ports.Runner` for ``tap-ctl`` (retarget_disks)
+    :param xenstore: this host's :class:`ports.XenStore` (retarget_disks)
+    :param tap_ctl: argv prefix of tap-ctl (default ``["tap-ctl"]``)
     """
 
     kind = "xend"
 
-    def __init__(self, uri=None, remus=None, processes=None, host=None, timeout=None):
+    def __init__(self, uri=None, remus=None, processes=None, host=None, timeout=None, runner=None,
+                 xenstore=None, tap_ctl=None):
         self.uri = uri or os.environ.get("XM_SERVER") or DEFAULT_URI
         self.remus = list(remus or ["remus"])
         self.processes = processes or RemusProcesses()
         self.host = host
         self.timeout = timeout
+        self.runner = runner
+        self.xenstore = xenstore
+        self.tap_ctl = list(tap_ctl or ["tap-ctl"])
         self._proxy = None
 
     def _server(self):
@@ -250,3 +268,148 @@ class XendToolstack(Toolstack):
 
     def remus_running(self, dom):
         return self.processes.running(dom)
+
+    # -- blktap2 remus disks -------------------------------------------------------
+
+    def retarget_disks(self, dom, config):
+        """Re-point the remus disks of the PAUSED domain ``dom`` to the
+        targets their unames name in ``config`` (a :class:`model.DomainConfig`
+        from ``failback.preflight.plan_direction``); the next ``remus`` run
+        replicates there.  Only the remus layer may change; disks whose uname
+        is unchanged are left alone (so a rerun after a partial run finishes
+        the rest).  Each disk: its vbd backend (``dev`` = the vdev) gives the
+        minor (``params`` = /dev/xen/blktap-2/tapdevN), ``tap-ctl list`` the
+        tapdisk's pid (and that it runs the old remus target), then ``tap-ctl
+        pause -p PID -m MINOR``, ``tap-ctl unpause -p PID -m MINOR -a
+        NEWSTACK`` and the backend's ``tapdisk-params`` rewritten.  Everything
+        is checked before the first disk is touched; an unpause that fails is
+        retried with the old stack so the disk is not left paused.
+
+        (xl has no such method: ``xl remus`` has no ``remus:`` uname to
+        re-point; its disks replicate through DRBD or not at all.)
+
+        :returns: the vdevs re-pointed.
+        :raises ToolstackError: not paused, no runner/xenstore, a disk not
+            a blktap2 remus disk, its tapdisk not found or running something
+            else, or tap-ctl failed (with its exit status and stderr).
+        """
+        if self.runner is None or self.xenstore is None:
+            raise ToolstackError("xend retarget_disks of %s: expected a Runner for tap-ctl and this host's "
+                                 "xenstore, got %s" % (dom, "neither" if self.runner is None and self.xenstore
+                                                       is None else "no runner" if self.runner is None
+                                                       else "no xenstore"))
+        info = self.domain_info(dom)
+        if not info.paused:
+            raise ToolstackError("xend retarget_disks of %s: expected the domain paused, got state %s"
+                                 % (dom, info.state))
+        wanted = self._retarget_plan(dom, config)
+        if not wanted:
+            return []
+        backends = self._vbd_backends(info.domid)
+        entries = tapctl.parse_list(tapctl.run(self.runner, tapctl.list_argv(self.tap_ctl)))
+        steps = [self._retarget_step(dom, vdev, old, new, backends, entries) for vdev, old, new in wanted]
+        for step in steps:
+            if not step["tapdisk_done"]:
+                self._repoint(dom, step)
+            self._xs_write(step["backend"] + "/tapdisk-params", step["new_params"])
+            LOG.info("%s %s: remus disk re-pointed: %s -> %s", dom, step["vdev"], step["old_params"],
+                     step["new_params"])
+        return [step["vdev"] for step in steps]
+
+    def _retarget_plan(self, dom, config):
+        """``[(vdev, old DiskSpec, new DiskSpec)]`` of the remus disks whose uname changes."""
+        current = dict((_vdev(d.vdev), d) for d in self.domain_config(dom).disks)
+        out = []
+        for new in config.disks:
+            if new.remus is None:
+                continue
+            vdev = _vdev(new.vdev)
+            old = current.get(vdev)
+            if old is None:
+                raise ToolstackError("xend retarget_disks of %s: expected disk %s, got %s"
+                                     % (dom, vdev, ", ".join(sorted(current)) or "no disks"))
+            if old.uname == new.uname:
+                continue
+            old_stack, new_stack = tapctl.tapdisk_stack(old.uname), tapctl.tapdisk_stack(new.uname)
+            if not (old_stack.startswith("remus:") and new_stack.startswith("remus:")):
+                raise ToolstackError("xend retarget_disks of %s: disk %s: expected blktap2 remus unames, got "
+                                     "%r -> %r" % (dom, vdev, old.uname, new.uname))
+            if old_stack.split("|", 1)[1:] != new_stack.split("|", 1)[1:]:
+                raise ToolstackError("xend retarget_disks of %s: disk %s: expected only the remus target to "
+                                     "change, got %r -> %r" % (dom, vdev, old.uname, new.uname))
+            out.append((vdev, old, new))
+        return out
+
+    def _vbd_backends(self, domid):
+        """``{vdev: (backend path, params, tapdisk-params)}`` of the domain's vbds."""
+        base = "/local/domain/0/backend/vbd/%d" % domid
+        out = {}
+        try:
+            for devid in self.xenstore.list(base):
+                path = "%s/%s" % (base, devid)
+                dev = self.xenstore.read(path + "/dev", "")
+                if dev:
+                    out[_vdev(dev)] = (path, self.xenstore.read(path + "/params", ""),
+                                       self.xenstore.read(path + "/tapdisk-params", ""))
+        except XenStoreError as exc:
+            six.raise_from(ToolstackError("xenstore %s: cannot read the vbd backends: %s" % (base, exc)), exc)
+        return out
+
+    def _retarget_step(self, dom, vdev, old, new, backends, entries):
+        """Check one disk and say what to do with it (nothing changes here)."""
+        what = "xend retarget_disks of %s: disk %s" % (dom, vdev)
+        if vdev not in backends:
+            raise ToolstackError("%s: expected a vbd backend with dev=%s, got %s"
+                                 % (what, vdev, ", ".join(sorted(backends)) or "none"))
+        path, params, tparams = backends[vdev]
+        minor = tapctl.minor_of(params)
+        if minor is None:
+            raise ToolstackError("%s: expected %s/params = %sN (a blktap2 device), got %r"
+                                 % (what, path, tapctl.TAP_DEV, params))
+        old_params, new_params = old.uname.split(":", 1)[1], new.uname.split(":", 1)[1]
+        if tparams not in (old_params, new_params):
+            raise ToolstackError("%s: expected %s/tapdisk-params = %r, got %r"
+                                 % (what, path, old_params, tparams))
+        old_stack, new_stack = tapctl.tapdisk_stack(old.uname), tapctl.tapdisk_stack(new.uname)
+        mine = [e for e in entries if e.minor == minor and e.pid is not None]
+        if len(mine) != 1:
+            raise ToolstackError("%s: expected one tapdisk serving minor %d in `tap-ctl list`, got %d"
+                                 % (what, minor, len(mine)))
+        entry = mine[0]
+        if entry.args == tapctl.top_args(new_stack):
+            done = True          # an earlier run re-pointed the tapdisk; xenstore may lag
+        elif entry.args == tapctl.top_args(old_stack) or (entry.args is None and entry.paused):
+            done = False         # (paused with no image: an earlier run stopped between pause and unpause)
+        else:
+            raise ToolstackError("%s: expected tapdisk %d minor %d to run %s, got %s"
+                                 % (what, entry.pid, minor, tapctl.top_args(old_stack), entry.args or "nothing"))
+        return {"vdev": vdev, "backend": path, "pid": entry.pid, "minor": minor, "old_stack": old_stack,
+                "new_stack": new_stack, "old_params": old_params, "new_params": new_params,
+                "tapdisk_done": done}
+
+    def _repoint(self, dom, step):
+        pid, minor = step["pid"], step["minor"]
+        tapctl.run(self.runner, tapctl.pause_argv(self.tap_ctl, pid, minor))
+        try:
+            tapctl.run(self.runner, tapctl.unpause_argv(self.tap_ctl, pid, minor, step["new_stack"]))
+        except ToolstackError as exc:
+            try:
+                tapctl.run(self.runner, tapctl.unpause_argv(self.tap_ctl, pid, minor, step["old_stack"]))
+                back = "it runs %s again" % step["old_stack"]
+            except ToolstackError as exc2:
+                back = "and resuming it with %s failed too (%s): the disk is PAUSED" % (step["old_stack"], exc2)
+            six.raise_from(ToolstackError("xend retarget_disks of %s: disk %s: %s; %s"
+                                          % (dom, step["vdev"], exc, back)), exc)
+
+    def _xs_write(self, path, value):
+        try:
+            self.xenstore.write(path, value)
+        except XenStoreError as exc:
+            six.raise_from(ToolstackError("xenstore write %s: %s" % (path, exc)), exc)
+
+
+def _vdev(dev):
+    """A guest device name without xend's ``:disk``/``:cdrom`` suffix (or ``ioemu:`` prefix)."""
+    if dev.startswith("ioemu:"):
+        dev = dev[len("ioemu:"):]
+    return dev.split(":", 1)[0]

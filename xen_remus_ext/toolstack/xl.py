@@ -26,7 +26,10 @@ DRBD only, or not at all with ``-d`` (memory-only Remus, e.g. where DRBD
 lacks protocol D).  With ``memory_only=True`` every writable, non-cdrom
 disk counts as a replicated disk whose peer copy failback must resync:
 its :class:`model.RemusSpec` names no host (``""``: the backup is the host
-``xl remus`` is given, not part of the uname).
+``xl remus`` is given, not part of the uname).  Hence no ``retarget_disks``
+here (xend has one, for blktap2's ``tap:remus:`` unames): there is no
+replication target in a disk to re-point, so ``--reverse-only`` just runs
+``xl remus`` toward the new backup.
 
 xl has no non-live migration and no relocation port (it tunnels through
 ``ssh``), so ``live=False`` and ``port`` are refused, not ignored.
