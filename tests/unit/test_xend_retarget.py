@@ -200,3 +200,25 @@ def test_xl_has_no_retarget():
     # xl remus has no remus: disk uname to re-point (DRBD or memory-only)
     from xen_remus_ext.toolstack.xl import XlToolstack
     assert not hasattr(XlToolstack, "retarget_disks")
+
+
+def test_check_retarget_says_what_is_missing(world):
+    assert world.ts.check_retarget() is None
+    assert "got neither" in XendToolstack(world.server.uri, processes=object()).check_retarget()
+
+
+def test_preflight_refuses_reverse_only_when_the_disks_cannot_be_repointed(tmp_path):
+    # refused at preflight, not with the domain paused at the protect step
+    from tests.unit.test_failback_orchestrator import make_world, orch
+    from xen_remus_ext.errors import FailbackError
+    from xen_remus_ext.failback import machine
+    world, _guest = make_world(tmp_path)
+    o = orch(world, mode=machine.REVERSE)
+    o.ts.check_retarget = lambda: "expected a Runner for tap-ctl and this host's xenstore, got no xenstore"
+    direction = [c for c in o.dry_run()[2] if c.name == "direction"][0]
+    assert not direction.ok and "cannot be re-pointed here" in direction.detail
+    assert "got no xenstore" in direction.detail
+    with pytest.raises(FailbackError) as err:
+        o.run()
+    assert err.value.step == "preflight"
+    assert world.hosts["hostB"]["vm1"].state == "running"

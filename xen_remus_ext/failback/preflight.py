@@ -197,12 +197,21 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
         else:
             facts["direction"] = changed
             able = not changed or hasattr(retarget_ts, "retarget_disks")
-            add("direction", able, "remus disks replicate to %s%s" % (
-                backup, "; reversing %s" % ", ".join(changed) if changed else "") if able else
-                "%s: disks %s replicate elsewhere than %s, and the %s toolstack cannot re-point a "
-                "domain's remus disks (retarget_disks); if their uname names %s by another address, "
-                "give it with --local-host" % (domain, ", ".join(changed), backup,
-                                               getattr(retarget_ts, "kind", "?"), backup))
+            # a toolstack that has the method may still lack what it needs
+            # (xend: tap-ctl and xenstore); better refused now than with the
+            # domain paused at the protect step
+            lacks = getattr(retarget_ts, "check_retarget", None) if changed and able else None
+            lacks = lacks() if lacks is not None else None
+            if lacks:
+                add("direction", False, "%s: disks %s replicate elsewhere than %s and cannot be re-pointed "
+                    "here: %s" % (domain, ", ".join(changed), backup, lacks))
+            else:
+                add("direction", able, "remus disks replicate to %s%s" % (
+                    backup, "; reversing %s" % ", ".join(changed) if changed else "") if able else
+                    "%s: disks %s replicate elsewhere than %s, and the %s toolstack cannot re-point a "
+                    "domain's remus disks (retarget_disks); if their uname names %s by another address, "
+                    "give it with --local-host" % (domain, ", ".join(changed), backup,
+                                                   getattr(retarget_ts, "kind", "?"), backup))
     if config_file:
         add(*check_config_file(config_file, backup, backup_aliases))
     return checks, facts

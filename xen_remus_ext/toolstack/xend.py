@@ -293,11 +293,9 @@ class XendToolstack(Toolstack):
             a blktap2 remus disk, its tapdisk not found or running something
             else, or tap-ctl failed (with its exit status and stderr).
         """
-        if self.runner is None or self.xenstore is None:
-            raise ToolstackError("xend retarget_disks of %s: expected a Runner for tap-ctl and this host's "
-                                 "xenstore, got %s" % (dom, "neither" if self.runner is None and self.xenstore
-                                                       is None else "no runner" if self.runner is None
-                                                       else "no xenstore"))
+        lacks = self.check_retarget()
+        if lacks:
+            raise ToolstackError("xend retarget_disks of %s: %s" % (dom, lacks))
         info = self.domain_info(dom)
         if not info.paused:
             raise ToolstackError("xend retarget_disks of %s: expected the domain paused, got state %s"
@@ -315,6 +313,14 @@ class XendToolstack(Toolstack):
             LOG.info("%s %s: remus disk re-pointed: %s -> %s", dom, step["vdev"], step["old_params"],
                      step["new_params"])
         return [step["vdev"] for step in steps]
+
+    def check_retarget(self):
+        """:returns: None if :meth:`retarget_disks` has what it needs, else why not."""
+        if self.runner is None or self.xenstore is None:
+            return "expected a Runner for tap-ctl and this host's xenstore, got %s" % (
+                "neither" if self.runner is None and self.xenstore is None else
+                "no runner" if self.runner is None else "no xenstore")
+        return None
 
     def _retarget_plan(self, dom, config):
         """``[(vdev, old DiskSpec, new DiskSpec)]`` of the remus disks whose uname changes."""
