@@ -101,7 +101,9 @@ for s in $SCENARIOS; do
   line=$(cat "$RUN"/A1.log "$RUN"/B.log "$RUN"/A2.log 2>/dev/null | tr -d '\r' | grep -a "^XRL-RESULT [A-Z]* $s " | tail -1)
   if [ -z "$line" ]; then echo "FAIL $s (not run)"; fail=1; continue; fi
   set -- $line; verdict=$2; secs=$4; shift 4 2>/dev/null
-  echo "$verdict $s (${secs}s) $*"
+  extra=""
+  [ "$s" = b-failover ] && [ -n "${TTAKE:-}" ] && extra="; B took over $(awk -v a="$TKILL" -v b="$TTAKE" 'BEGIN{print b-a}')s after the SIGKILL"
+  echo "$verdict $s (${secs}s) $*$extra"
   [ "$verdict" = PASS ] || fail=1
 done
 say "total $(el)s; logs in $LOGS"
