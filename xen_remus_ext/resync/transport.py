@@ -122,7 +122,7 @@ def connect(dest, ssh="ssh", key_file=None, local_process=False):
     """
     kind = parse_dest(dest)
     if kind[0] == "local":
-        if local_process:
+        if local_process and sys.executable:     # (empty in some embedded interpreters)
             # -q: the sender reports the receiver's errors; no second copy on stderr
             argv = [sys.executable, "-m", "xen_remus_ext", "-q", "receive", "--stdio", kind[1]]
             return _connect_pipe(argv, kind[1], "local receiver")
