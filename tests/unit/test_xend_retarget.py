@@ -222,3 +222,15 @@ def test_preflight_refuses_reverse_only_when_the_disks_cannot_be_repointed(tmp_p
         o.run()
     assert err.value.step == "preflight"
     assert world.hosts["hostB"]["vm1"].state == "running"
+
+
+def test_a_stack_longer_than_tapdisks_message_is_refused(world):
+    cfg = world.toward_b()
+    long_host = "h" * 250
+    d = cfg.disks[0]
+    cfg = cfg._replace(disks=(d._replace(uname=d.uname.replace("hostb", long_host),
+                                         remus=d.remus._replace(host=long_host)),) + tuple(cfg.disks[1:]))
+    with pytest.raises(ToolstackError) as err:
+        world.ts.retarget_disks("guest", cfg)
+    assert "at most 255 characters" in str(err.value)
+    assert world.tap.calls == []

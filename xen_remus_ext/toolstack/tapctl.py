@@ -37,6 +37,9 @@ import os
 from xen_remus_ext.errors import ToolstackError
 
 TAP_DEV = "/dev/xen/blktap-2/tapdev"
+#: tapdisk-message.h: ``unpause -a`` PARAMS travel in a char[256], strncpy'd
+#: (tap-ctl-unpause.c): anything longer would be cut silently
+MAX_PARAMS = 256 - 1
 #: tapdisk-vbd.h vbd state flags
 TD_VBD_CLOSED = 0x0002
 TD_VBD_PAUSED = 0x0020

@@ -340,6 +340,10 @@ class XendToolstack(Toolstack):
             if not (old_stack.startswith("remus:") and new_stack.startswith("remus:")):
                 raise ToolstackError("xend retarget_disks of %s: disk %s: expected blktap2 remus unames, got "
                                      "%r -> %r" % (dom, vdev, old.uname, new.uname))
+            if len(new_stack) > tapctl.MAX_PARAMS:
+                raise ToolstackError("xend retarget_disks of %s: disk %s: expected a tapdisk stack of at most "
+                                     "%d characters (tap-ctl unpause -a), got %d"
+                                     % (dom, vdev, tapctl.MAX_PARAMS, len(new_stack)))
             if old_stack.split("|", 1)[1:] != new_stack.split("|", 1)[1:]:
                 raise ToolstackError("xend retarget_disks of %s: disk %s: expected only the remus target to "
                                      "change, got %r -> %r" % (dom, vdev, old.uname, new.uname))
