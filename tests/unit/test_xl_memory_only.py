@@ -1,4 +1,4 @@
-"""xl memory-only Remus (``xl remus -d``), as real Xen 4.17 needs it (issue 6).
+"""xl memory-only Remus (``xl remus -d``) and the fiemap tracker, as real Xen 4.17 needs them (issue 6).
 
 libxl refuses ``-n``/``-d``/``-b`` without ``-F``; with ``memory_only`` the
 xl adapter reports writable disks as replicated ones with no backup host in
@@ -6,6 +6,11 @@ their spec, which failback resyncs and never needs to re-point.
 """
 from __future__ import absolute_import, division, print_function
 
+import json
+
+import pytest
+
+from xen_remus_ext.errors import ToolstackError, ValidationError
 from xen_remus_ext.failback.preflight import plan_direction
 from xen_remus_ext.toolstack.xl import XlToolstack, domain_config_from_xl_json
 
@@ -38,3 +43,22 @@ def test_unsafe_modes_add_F():
         "xl", "remus", "-i", "200", "-n", "-d", "-F", "guest", "hostb"]
     assert xl.remus_argv("guest", "hostb", net=False) == ["xl", "remus", "-i", "200", "-n", "-F", "guest", "hostb"]
     assert xl.remus_argv("guest", "hostb") == ["xl", "remus", "-i", "200", "guest", "hostb"]
+
+
+class _ListRunner(object):
+    """Answers ``xl list -l DOM`` with XL_JSON; anything else is a test error."""
+
+    def run(self, argv, input=None, timeout=None, env=None):
+        assert argv[1:3] == ["list", "-l"], argv
+        return 0, json.dumps([XL_JSON]).encode(), b""
+
+
+def test_fiemap_tracker_offered_only_when_asked():
+    assert not hasattr(XlToolstack(runner=None), "tracker_for")
+    with pytest.raises(ValidationError):
+        XlToolstack(runner=None, tracker="dm-era")
+    xl = XlToolstack(_ListRunner(), tracker="fiemap")
+    tr = xl.tracker_for("guest", "xvda")
+    assert (tr.name, tr.image) == ("fiemap", "/var/lib/xrl/disks/guest.img")
+    with pytest.raises(ToolstackError):
+        xl.tracker_for("guest", "xvdz")

@@ -66,6 +66,9 @@ def register(subparsers):
     p.add_argument("--no-disk", action="store_true",
                    help="xl: memory-only Remus (xl remus -d; e.g. DRBD without protocol D): the domain's "
                         "writable disks are the ones failback resyncs")
+    p.add_argument("--tracker", choices=("fiemap",), default=None,
+                   help="xl: track disk writes by reflink + FIEMAP (image files on XFS/Btrfs), so later "
+                        "pre-copy passes and the final delta send only what changed")
     p.add_argument("-p", "--port", type=int, default=None, help="relocation port for the migration")
     p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
     p.add_argument("-c", "--config", metavar="FILE",
@@ -120,7 +123,8 @@ def local_toolstack(args):
     if kind == "xl":
         from xen_remus_ext.toolstack.xl import XlToolstack
         from xen_remus_ext.wiring import SubprocessRunner
-        return XlToolstack(SubprocessRunner(), memory_only=bool(getattr(args, "no_disk", False)))
+        return XlToolstack(SubprocessRunner(), memory_only=bool(getattr(args, "no_disk", False)),
+                           tracker=getattr(args, "tracker", None))
     from xen_remus_ext.toolstack.xend import XendToolstack
     from xen_remus_ext.wiring import SubprocessRunner
     # tap-ctl for retarget_disks (--reverse-only); its xenstore is added in cmd_failback

@@ -31,6 +31,12 @@ here (xend has one, for blktap2's ``tap:remus:`` unames): there is no
 replication target in a disk to re-point, so ``--reverse-only`` just runs
 ``xl remus`` toward the new backup.
 
+Dirty-block tracking: with ``tracker="fiemap"`` the adapter offers
+``tracker_for(dom, vdev)``, a reflink + FIEMAP tracker
+(trackers/fiemap.py) on the disk's image file, which must sit on a
+reflink filesystem (XFS ``-m reflink=1``, Btrfs); failback's pre-copy
+passes after the first and its final delta then send only what was written.
+
 xl has no non-live migration and no relocation port (it tunnels through
 ``ssh``), so ``live=False`` and ``port`` are refused, not ignored.
 """
@@ -152,12 +158,16 @@ class XlToolstack(Toolstack):
     :param remus_ssh: default ``-s`` for ``xl remus`` (None: xl's own ``ssh``)
     :param memory_only: Remus runs with ``-d``; writable disks are resynced
         by failback (see the module docstring)
+    :param tracker: None, or ``"fiemap"``: offer ``tracker_for`` (the
+        failback runner looks for that method, so it exists only then)
     """
+
+    TRACKERS = ("fiemap",)
 
     kind = "xl"
 
     def __init__(self, runner, xl="xl", processes=None, host=None, remus_ssh=None, timeout=None,
-                 memory_only=False):
+                 memory_only=False, tracker=None):
         self.runner = runner
         self.xl = [xl] if isinstance(xl, string_types) else list(xl)
         self.processes = processes or RemusProcesses()
@@ -165,6 +175,10 @@ class XlToolstack(Toolstack):
         self.remus_ssh = remus_ssh
         self.timeout = timeout
         self.memory_only = memory_only
+        if tracker is not None:
+            if tracker not in self.TRACKERS:
+                raise ValidationError("xl tracker: expected one of %s, got %r" % (", ".join(self.TRACKERS), tracker))
+            self.tracker_for = self._fiemap_tracker
 
     def run(self, args):
         """Run ``xl ARGS``; :returns: stdout (text); :raises ToolstackError: non-zero exit."""
@@ -205,6 +219,14 @@ class XlToolstack(Toolstack):
 
     def host_info(self):
         return parse_xl_info(self.run(["info"]))
+
+    def _fiemap_tracker(self, dom, vdev):
+        """:returns: a :class:`FiemapTracker` on ``dom``'s disk ``vdev`` (not yet marked)."""
+        from xen_remus_ext.trackers.fiemap import FiemapTracker
+        for d in self.domain_config(dom).disks:
+            if d.vdev == vdev:
+                return FiemapTracker(d.path)
+        raise ToolstackError("xl tracker of %s: expected a disk %s, got none" % (dom, vdev))
 
     # -- lifecycle -----------------------------------------------------------------
 
