@@ -16,7 +16,7 @@ LOGS=${XRL_LOGS:-/tmp/xen-remus-lab-logs}
 MEM=${XRL_MEM:-1024}                  # MiB per host; dom0 gets half
 A1_MAX=${XRL_A1_MAX:-1500}            # seconds: A's first boot up to the kill
 B_MAX=${XRL_B_MAX:-1500}              # seconds: after the kill, until B is done
-SCENARIOS="a-xenstore a-xl b-protect b-failover c-failback"
+SCENARIOS="a-xenstore a-xl b-protect b-failover c-failback d-tracker"
 T0=$(date +%s.%N)
 el() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 say() { echo "[test-xen $(el)s] $*"; }
@@ -46,7 +46,7 @@ say "build/reuse of $IMG took $(awk -v a="$tb" -v b="$(el)" 'BEGIN{print b-a}')s
 
 # -- boot -----------------------------------------------------------------------
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-truncate -s 512M "$RUN/A-data.img" "$RUN/B-data.img"
+truncate -s 1G "$RUN/A-data.img" "$RUN/B-data.img"
 XEN="console=com1 com1=115200,8n1 dom0_mem=$((MEM / 2))M,max:$((MEM / 2))M dom0_max_vcpus=1 loglvl=warning guest_loglvl=warning"
 boot() { # boot LOGNAME ROLE PHASE IP MAC NETMODE
   local log=$RUN/$1.log name=host$2

@@ -4,7 +4,8 @@
 # xenstored, xenconsoled, the dom0 qemu for qdisk), the lab link (address from
 # xrl.ip=), the persistent data disk (/dev/vdb at /var/lib/xrl, which also
 # holds xen-remus's state dir so a host that is killed and booted again keeps
-# its disks and generations), sshd; then runs lab.sh and powers Xen off.
+# its disks and generations; the disk images sit on a loop-mounted XFS with
+# reflink), sshd; then runs lab.sh and powers Xen off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 exec </dev/console >/dev/console 2>&1
 echo "XRL: dom0 init, uptime $(cut -d' ' -f1 /proc/uptime)"
@@ -31,7 +32,13 @@ if [ -b /dev/vdb ]; then
   blkid /dev/vdb >/dev/null 2>&1 || mke2fs -q -t ext4 -L xrl-data /dev/vdb
   mount /dev/vdb /var/lib/xrl
 fi
-mkdir -p /var/lib/xrl/state /var/lib/xrl/disks
+mkdir -p /var/lib/xrl/state /var/lib/xrl/xfs
+# the guests' images live on XFS with reflink (a loop file on the data disk),
+# so that failback can track their writes by reflink + FIEMAP (scenario d)
+if [ ! -e /var/lib/xrl/xfs.img ]; then
+  truncate -s 400M /var/lib/xrl/xfs.img && mkfs.xfs -q -m reflink=1 /var/lib/xrl/xfs.img
+fi
+mount -o loop /var/lib/xrl/xfs.img /var/lib/xrl/xfs || echo "XRL: no XFS for the guest disks"
 rm -rf /var/lib/xen-remus-ext; ln -s /var/lib/xrl/state /var/lib/xen-remus-ext
 NIC=$(ls /sys/class/net | grep -v '^lo$' | head -1)
 if [ -n "$IP" ] && [ -n "$NIC" ]; then
@@ -48,6 +55,6 @@ echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' > /etc/defa
 echo "XRL: dom0 ready, uptime $(cut -d' ' -f1 /proc/uptime)"
 bash /opt/xrl/tests/xen/dom0/lab.sh "$(karg role)" "$(karg phase)"
 echo "XRL: lab.sh exit $?; powering off"
-sync; umount /var/lib/xrl 2>/dev/null; sync
+sync; umount /var/lib/xrl/xfs 2>/dev/null; umount /var/lib/xrl 2>/dev/null; sync
 echo o > /proc/sysrq-trigger
 sleep 60

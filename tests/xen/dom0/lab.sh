@@ -8,7 +8,9 @@
 #   a 2   host A, booted again on its stale data disk: waits (ready flag)
 #         until B has run scenario c and says it is done.
 #   b 1   host B: scenario b's backup side (takeover), then scenario c
-#         (`xen-remus failback guest hosta` from here) and its checks.
+#         (`xen-remus failback guest hosta --tracker fiemap` from here) and
+#         its checks; scenario d reads that failback's result: the reflink +
+#         FIEMAP tracker must have driven a pre-copy pass or the final delta.
 #
 # Output for the host (serial console): "XRL-RESULT PASS|FAIL <name> <s> <detail>",
 # "XRL-TIMELINE ...", "XRL-KILL-ME", "XRL-TAKEOVER", "XRL-ABORT <why>".
@@ -18,11 +20,12 @@
 ROLE=$1; PHASE=${2:-1}
 ME=host$ROLE; PEER=$([ "$ROLE" = a ] && echo hostb || echo hosta)
 DIR=/opt/xrl/tests/xen/dom0
-DISKS=/var/lib/xrl/disks
+DISKS=/var/lib/xrl/xfs               # XFS, reflink=1 (init.sh)
 GIMG=$DISKS/guest.img; CIMG=$DISKS/ctest.img
 CON=/var/log/xen/console
 XR=xen-remus
 FBOPTS="--no-net --no-disk --toolstack xl"
+export XRL_DISKS=$DISKS
 export PYTHONPATH=/opt/xrl XRL_ME=$ME XRL_PEER=$PEER PYTHONDONTWRITEBYTECODE=1
 
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -144,7 +147,7 @@ scenario_c() {  # on B: fail back home to A, then check A's disk and the protect
   python3 $DIR/records.py dump $GIMG > /tmp/b-before.json
   say "failback: B's disk records up to $(maxrec) (written here after the failover: $k..); A's stale disk max $(pssh python3 $DIR/records.py max $GIMG)"
   t0=$(up)
-  $XR -v failback guest $PEER $FBOPTS --local-host $ME --json > /tmp/failback.json 2> /tmp/failback.err
+  $XR -v failback guest $PEER $FBOPTS --tracker fiemap --local-host $ME --json > /tmp/failback.json 2> /tmp/failback.err
   rc=$?
   local total; total=$(since "$t0")
   tail -25 /tmp/failback.err | sed 's/^/  failback| /'; sed 's/^/  failback| /' /tmp/failback.json
@@ -178,6 +181,30 @@ PY
   result c-failback $ok "$t0" "guest on A; $detail; A records $amax -> $amax2; checkpoints $c1 -> $c2"
 }
 
+scenario_d() {  # on B, from scenario c's failback: did the fiemap tracker drive the pre-copy?
+  local t0 rc line
+  t0=$(up)
+  line=$(python3 - /tmp/failback.json <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ok, parts = True, []
+for d in r.get("disks") or []:
+    pre = d.get("precopy") or []
+    fin = d.get("final") or {}
+    parts.append("%s tracker=%s precopy=[%s] final=%s:%d bytes" % (
+        d.get("vdev"), d.get("tracker"),
+        ", ".join("%s:%d" % (p.get("mode"), p.get("bytes_sent") or 0) for p in pre),
+        fin.get("mode"), fin.get("bytes_sent") or 0))
+    tracked = [p for p in pre[1:] if p.get("mode") == "tracked"] + ([fin] if fin.get("mode") == "tracked" else [])
+    ok = ok and d.get("tracker") == "fiemap" and bool(tracked)
+print("%d %s" % (0 if ok and parts else 1, "; ".join(parts) or "no disks in the result"))
+PY
+)
+  rc=${line%% *}
+  grep -a 'tracker\|pre-copy' /tmp/failback.err | tail -6 | sed 's/^/  d| /'
+  result d-tracker "${rc:-1}" "$t0" "${line#* }"
+}
+
 SKIP=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.skip=//p')   # development: xrl.skip=a
 case "$ROLE/$PHASE" in
 a/1)
@@ -191,7 +218,7 @@ a/2)
   waitfor 1500 test -e /run/xrl-done
   ;;
 b/1)
-  backup_b && scenario_c
+  backup_b && scenario_c; [ -s /tmp/failback.json ] && scenario_d
   pssh "touch /run/xrl-done" 2>/dev/null
   sleep 2
   ;;

@@ -27,7 +27,7 @@ PEER = os.environ.get("XRL_PEER", "hostb")
 CFG = os.environ.get("XRL_CTEST_CFG", "/etc/xen/ctest.cfg")
 DOM = "ctest"
 MEM = 96
-DISK = "/var/lib/xrl/disks/ctest.img"
+DISK = os.path.join(os.environ.get("XRL_DISKS", "/var/lib/xrl/xfs"), "ctest.img")
 
 
 @pytest.fixture(scope="module")
