@@ -12,9 +12,6 @@ binary_type = six.binary_type
 string_types = six.string_types
 integer_types = six.integer_types
 
-from six.moves import http_client as httplib  # noqa: F401,E402
-from six.moves import xmlrpc_client as xmlrpclib  # noqa: F401,E402
-
 if PY2:  # pragma: no cover - exercised by the 2.7 run
     FileNotFoundError = IOError
     ConnectionError = OSError

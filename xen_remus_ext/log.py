@@ -13,6 +13,22 @@ DEFAULT_LOG = "/var/log/xen/remus-ext.log"
 FORMAT = "[%(asctime)s %(process)d] %(levelname)s (%(name)s) %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time, not at setup time
+    (a test harness or a daemonising caller may swap or close the old one)."""
+
+    def __init__(self):
+        logging.StreamHandler.__init__(self, sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def log_path():
     return os.environ.get("XEN_REMUS_LOG", DEFAULT_LOG)
 
@@ -22,7 +38,7 @@ def setup(verbose=0, quiet=False):
     if getattr(root, "_xre_setup", False):
         return root
     root.setLevel(logging.DEBUG)
-    err = logging.StreamHandler(sys.stderr)
+    err = _StderrHandler()
     err.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else
                  logging.ERROR if quiet else logging.WARNING)
     err.setFormatter(logging.Formatter("xen-remus: %(message)s"))

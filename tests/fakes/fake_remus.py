@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from xen_remus_ext.compat import xmlrpclib  # noqa: E402
+from six.moves import xmlrpc_client as xmlrpclib  # noqa: E402
 from xen_remus_ext.toolstack.xend import server_proxy  # noqa: E402
 
 

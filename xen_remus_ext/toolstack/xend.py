@@ -44,8 +44,9 @@ import socket
 
 import six
 from six.moves import http_client
+from six.moves import xmlrpc_client as xmlrpclib
 
-from xen_remus_ext.compat import string_types, xmlrpclib
+from xen_remus_ext.compat import string_types
 from xen_remus_ext.config import sxp as sxp_mod
 from xen_remus_ext.errors import ConfigError, ToolstackError, XenStoreError
 from xen_remus_ext.ports import Toolstack
