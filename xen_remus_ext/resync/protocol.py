@@ -18,6 +18,7 @@ from __future__ import absolute_import, division, print_function
 import errno
 import io
 import json
+import select
 import socket
 import struct
 import threading
@@ -171,9 +172,28 @@ class StreamChannel(Channel):
                             n = self._w.write(view)
                             view = view[n:]
             except (IOError, OSError, socket.error) as exc:
+                said = self._peer_last_words()
+                if said is not None:  # e.g. the receiver's ENOSPC, not our EPIPE
+                    raise ResyncError("peer: %s" % (said,))
                 raise ResyncError("%s: connection lost while sending %s (%s)"
                                   % (self.peer, type_name(mtype), getattr(exc, "strerror", None) or exc))
             self.bytes_out += HEADER.size + length
+
+    def _peer_last_words(self, timeout=1.0):
+        """After a failed send: the ERROR record the peer sent before it
+        closed, if one is waiting (its reason beats our EPIPE); else None.
+        Never blocks longer than ``timeout``; only the sending side calls it."""
+        fd = self.sock.fileno() if self.sock is not None else self._r.fileno()
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                return None
+            mtype, payload = self.recv()
+            if mtype != ERROR:
+                return None
+            return decode_json(ERROR, payload).get("error", "unknown error")
+        except (ResyncError, IOError, OSError, socket.error, ValueError):
+            return None
 
     def _read_exact(self, n):
         buf = bytearray(n)
