@@ -87,9 +87,25 @@ def test_reverse_only_protects_toward_the_old_primary(cluster, capsys):  # noqa:
     uname_after = B.toolstack.domain_config(name).disks[0].uname
     assert retargets == [[name, "xvda", uname_before, uname_after]]
     assert uname_after == "tap2:remus:A:%d|aio:%s" % (B.cfg["remus_port"], image)
+    # what xend would report as the uname (xen-facts.md section 7), in B's xenstored
+    from xen_remus_ext.toolstack.xenstore import PyxsXenStore
+    xs = PyxsXenStore(B.cfg["xenstored"])
+    try:
+        key = "/local/domain/0/backend/vbd/%d/51712/tapdisk-params" % B.toolstack.sim_info(name)["domid"]
+        assert xs.read(key) == uname_after.split(":", 1)[1]
+    finally:
+        xs.close()
     starts = [e["details"] for e in B.toolstack.events() if e["kind"] == "remus-start"]
     # the data goes to A's block-remus listener, not to whatever else listens on A's address
     assert starts[-1][1] == "%s:%d" % (A.addr, A.cfg["remus_port"])
+
+    # a rerun after success is a no-op: no second pause, no second re-point
+    def effects():
+        return [e for e in B.toolstack.events() if e["kind"] in ("retarget", "remus-start", "remus-stop")]
+    seen = effects()
+    rc, out, err = xen_remus(capsys, "failback", name, "A", *common)
+    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["state"] == machine.DONE, err
+    assert effects() == seen
 
     # B keeps working under protection; quiesced, both copies hold every
     # acknowledged write and are identical
