@@ -104,9 +104,9 @@ class RemusProcesses(object):
 
         :raises ToolstackError: one already runs for ``dom``, or exec failed.
         """
-        if self.pid(dom) is not None:
-            raise ToolstackError("remus for %s: expected no sender running, found pid %d"
-                                 % (dom, self.pid(dom)))
+        running = self.pid(dom)   # once: a sender may exit between two looks
+        if running is not None:
+            raise ToolstackError("remus for %s: expected no sender running, found pid %d" % (dom, running))
         if not os.path.isdir(self.directory):
             os.makedirs(self.directory)
         full_env = dict(os.environ)
