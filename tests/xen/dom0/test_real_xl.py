@@ -166,10 +166,11 @@ def test_remus_start_stop(pair):
     try:
         assert not a.remus_running(DOM)
         pid = a.remus_start(DOM, PEER, interval_ms=200, net=False, disk=False, blackhole=True)
-        assert pid > 0 and a.remus_running(DOM), a.processes.tail(DOM)
+        time.sleep(3)
+        assert pid > 0 and a.remus_running(DOM), "xl remus -b exited: %s" % a.processes.tail(DOM)
         with pytest.raises(ToolstackError):
             a.remus_start(DOM, PEER, net=False, disk=False, blackhole=True)
-        time.sleep(5)
+        time.sleep(2)
         fresh = XlToolstack(SubprocessRunner(), host=ME, processes=RemusProcesses(a.processes.directory))
         assert fresh.remus_running(DOM), "xl remus -b exited: %s" % a.processes.tail(DOM)
         assert fresh.remus_stop(DOM) is True
