@@ -287,6 +287,9 @@ class XlToolstack(Toolstack):
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
                     blackhole=False, unsafe=False, ssh=None):
         argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe, ssh)
+        # xl remus on a slow host may take longer to reject an unknown domain
+        # than start() watches it: ask first, so that this fails here
+        self.domain_info(dom)
         return self.processes.start(dom, argv, match=argv[len(self.xl):])
 
     def remus_stop(self, dom):
