@@ -35,7 +35,7 @@ def pair():
     a = XlToolstack(SubprocessRunner(), host=ME, processes=RemusProcesses("/tmp/xrl-remus-a"), memory_only=True)
     b = XlToolstack(SubprocessRunner(), xl=["ssh", PEER, "xl"], host=PEER)
     if DOM not in names(a):
-        create()
+        booted(DOM, create())
     yield a, b
     for ts in (a, b):
         try:
@@ -44,11 +44,33 @@ def pair():
             pass
 
 
+def console_log(dom):
+    return "/var/log/xen/console/guest-%s.log" % dom
+
+
 def create():
+    """``xl create`` ctest; :returns: where its console log ends before (for :func:`booted`)."""
+    log = console_log(DOM)
+    start = os.path.getsize(log) if os.path.exists(log) else 0
     proc = subprocess.Popen(["xl", "create", CFG], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.communicate()[0].decode("utf-8", "replace")
     if proc.returncode != 0:
         pytest.fail("xl create %s: exit %d: %s" % (CFG, proc.returncode, out[-1500:]))
+    return start
+
+
+def booted(dom, start=0, timeout=120):
+    """Wait until the guest's console shows its workload running (after byte ``start`` of its log)."""
+    log = console_log(dom)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(log):
+            with open(log, "rb") as f:
+                f.seek(start)
+                if b"XRL-GUEST rec" in f.read():
+                    return
+        time.sleep(1)
+    pytest.fail("%s: no workload output on its console in %d s" % (dom, timeout))
 
 
 def names(ts):
@@ -162,8 +184,9 @@ def test_remus_start_stop(pair):
     """A real ``xl remus -b`` (blackhole: checkpoints go nowhere) on a fresh
     domain: started, found by a later adapter, stopped by SIGINT."""
     a, _ = pair
-    create()
+    start = create()
     try:
+        booted(DOM, start)   # before the guest kernel has its p2m list, a save fails ("Bad mfn 0 for p2m frame list")
         assert not a.remus_running(DOM)
         pid = a.remus_start(DOM, PEER, interval_ms=200, net=False, disk=False, blackhole=True)
         time.sleep(3)
