@@ -155,39 +155,8 @@ touch /var/lib/xen-remus-ext/.test-deb
 
 # The seed's HVM cfg: ASCII quotes (check passes, maybe with warnings) and
 # verbatim from the blog post (typographic quotes: error on line 3).
-seed=""
-for f in tests/data/cfg/*; do
-  [ -f "$f" ] && grep -q 'tap:remus:hypervisor2-IP-addr:9000' "$f" && ! LC_ALL=C grep -q -P '[^\x00-\x7f]' "$f" \
-    && { seed=$f; break; }
-done
-if [ -z "$seed" ]; then
-  seed=$work/hvmdomu.cfg
-  cat >"$seed" <<'EOF'
-import os, re
-arch = os.uname()[4]
-if re.search('64', arch):
-    arch_libdir = 'lib64'
-else:
-    arch_libdir = 'lib'
-
-kernel = "/usr/lib/xen/boot/hvmloader"
-builder='hvm'
-
-memory = 256
-name = "hvmdomuname"
-vif = [ '' ]
-disk = ['tap:remus:hypervisor2-IP-addr:9000|aio:/var/lib/xen/images/hvmguest.x86-64.img,hda,w']
-
-device_model = '/usr/' + arch_libdir + '/xen/bin/qemu-dm'
-
-boot="c"
-sdl=0
-vnc=1
-vfb = [ 'type=vnc,vncpasswd=passw,vnclisten=0.0.0.0,vncdisplay=2' ]
-
-serial='pty'
-EOF
-fi
+seed=tests/data/cfg/remus-fu-hvm.cfg   # the seed cfg with ASCII quotes (tests/data/cfg/README)
+[ -f "$seed" ] || { echo "FAIL: $seed missing"; exit 1; }
 verbatim=$work/hvmdomu-verbatim.cfg
 qline=$(grep -n "re.search('64'" "$seed" | head -n 1 | cut -d: -f1)
 qline=${qline:-3}
