@@ -13,21 +13,13 @@ ordinary ``xm migrate`` passes through untouched.
 from __future__ import absolute_import, division, print_function
 
 import logging
-import time
 
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import journal, machine
 from xen_remus_ext.failback.disks import ResyncDiskSync, send_final_delta
+from xen_remus_ext.wiring import SystemClock
 
 LOG = logging.getLogger(__name__)
-
-
-class _Clock(object):
-    def now(self):
-        return time.time()
-
-    def sleep(self, seconds):
-        time.sleep(seconds)
 
 
 def _tracker_fn(domname):
@@ -71,7 +63,7 @@ def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_f
         return rec["delta"]
     opts = rec.get("options", {})
     sync = disk_sync or ResyncDiskSync(ssh=opts.get("ssh") or "ssh", key_file=opts.get("key_file"))
-    clock = clock or _Clock()
+    clock = clock or SystemClock()
     LOG.info("%s: domain suspended for migration to %s: sending the final disk delta", domname, dst_host)
     try:
         send_final_delta(rec, sync, tracker_fn if tracker_fn is not None else _tracker_fn(domname), clock,

@@ -29,6 +29,7 @@ import six
 from xen_remus_ext.errors import FailbackError, ToolstackError, XenRemusError
 from xen_remus_ext.failback import journal, machine, preflight
 from xen_remus_ext.failback.disks import ResyncDiskSync, send_final_delta, sync_waiting
+from xen_remus_ext.wiring import SystemClock
 
 LOG = logging.getLogger(__name__)
 
@@ -50,16 +51,6 @@ DEFAULTS = {
     "settle_timeout": 120.0,    # a killed run's migration may still be running in the toolstack
     "settle_poll": 0.1,
 }
-
-
-class _WallClock(object):
-    def now(self):
-        import time
-        return time.time()
-
-    def sleep(self, seconds):
-        import time
-        time.sleep(seconds)
 
 
 class Orchestrator(object):
@@ -86,7 +77,7 @@ class Orchestrator(object):
         self.opts = dict(DEFAULTS)
         self.opts.update(dict((k, v) for k, v in (options or {}).items() if v is not None))
         self.disks = disk_sync or ResyncDiskSync(ssh=self.opts["ssh"], key_file=self.opts["key_file"])
-        self.clock = clock or _WallClock()
+        self.clock = clock or SystemClock()
         self.base = state_base
         self.progress = progress or (lambda line: LOG.info("%s", line))
         self.rec = None
