@@ -1,7 +1,7 @@
 """The failback journal: one JSON file per domain, replaced atomically.
 
 Location: ``<state dir>/failback/<domain>.json`` where the state dir is
-``resync.meta.state_dir()`` (``$XEN_REMUS_STATE_DIR``, else
+``paths.state_dir()`` (``$XEN_REMUS_STATE_DIR``, else
 ``/var/lib/xen-remus-ext``).  Every write goes to a temp file, is fsynced,
 renamed over the old file and the directory fsynced, so a crash leaves
 either the old or the new journal, never a torn one.
@@ -31,25 +31,13 @@ import re
 from xen_remus_ext.compat import atomic_write, to_bytes, to_text
 from xen_remus_ext.errors import FailbackError, JournalError
 from xen_remus_ext.failback import machine
+from xen_remus_ext.paths import state_dir
 
 LOG = logging.getLogger(__name__)
 
 VERSION = 2  # 2: every saved record carries its SHA-256 ``sum``
-DEFAULT_STATE_DIR = "/var/lib/xen-remus-ext"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 MAX_HISTORY = 200
-
-
-def state_dir():
-    """The package's state directory (the resync layer's, when present)."""
-    try:
-        from xen_remus_ext.resync import meta
-        fn = getattr(meta, "state_dir", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        return fn()
-    return os.environ.get("XEN_REMUS_STATE_DIR") or DEFAULT_STATE_DIR
 
 
 def journal_dir(base=None):

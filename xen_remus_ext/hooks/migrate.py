@@ -37,6 +37,7 @@ import logging
 import os
 
 from xen_remus_ext.errors import ToolstackError, ValidationError
+from xen_remus_ext.paths import state_dir
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _safe(name):
 
 def mark_path(domname, host, base=None):
     """Where "final delta acknowledged for this migration" is recorded."""
-    base = base or os.environ.get("XEN_REMUS_STATE_DIR") or "/var/lib/xen-remus-ext"
+    base = base or state_dir()
     return os.path.join(base, "hook", "%s@%s.delta-acked" % (_safe(domname), _safe(host)))
 
 

@@ -33,8 +33,8 @@ import os
 
 from xen_remus_ext.compat import atomic_write, integer_types, string_types, to_bytes, to_text
 from xen_remus_ext.errors import JournalError, ValidationError
+from xen_remus_ext.paths import DEFAULT_STATE_DIR, state_dir  # noqa: F401 (meta.state_dir is public)
 
-DEFAULT_STATE_DIR = "/var/lib/xen-remus-ext"
 HISTORY = 2
 
 IDENTICAL = "identical"
@@ -45,10 +45,6 @@ UNRELATED = "unrelated"
 TARGET_NEW = "target-new"
 #: relations a resync may proceed on without --discard-target
 SAFE = (IDENTICAL, TARGET_BEHIND, TARGET_NEW)
-
-
-def state_dir():
-    return os.environ.get("XEN_REMUS_STATE_DIR") or DEFAULT_STATE_DIR
 
 
 def new_generation():

@@ -24,15 +24,11 @@ import time
 
 from xen_remus_ext.compat import atomic_write, to_bytes, to_text
 from xen_remus_ext.errors import ToolstackError
+from xen_remus_ext.paths import state_dir
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = "/var/lib/xen-remus-ext"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def state_dir():
-    return os.environ.get("XEN_REMUS_STATE_DIR") or DEFAULT_STATE_DIR
 
 
 def _cmdline(pid):
