@@ -16,7 +16,6 @@ import pytest
 from xen_remus_ext.cli import main as cli
 from xen_remus_ext.config import sxp as config_sxp
 from xen_remus_ext.errors import ConfigError, ToolstackError
-from xen_remus_ext.hooks import sxp_spans
 from xen_remus_ext.hooks import xend_config as xc
 
 SAMPLE = u"""# -*- sh -*-
@@ -66,8 +65,12 @@ def test_reads_relocation_settings():
 
 
 def test_scanner_agrees_with_config_sxp():
-    """Our position-keeping scanner reads the same values as config.sxp."""
-    ours = sxp_spans.parse(SAMPLE)
+    """The position-keeping form scan reads the same values as config.sxp,
+    and each form's span is exactly its text."""
+    forms = xc.scan_forms(SAMPLE)
+    ours = [[f.name] + list(f.values) for f in forms]
+    assert all(SAMPLE[f.start] == "(" and SAMPLE[f.end - 1] == ")" for f in forms)
+    assert [config_sxp.parse(SAMPLE[f.start:f.end])[0] for f in forms] == ours
     assert ours == config_sxp.parse(SAMPLE)
     assert len(ours) == 7
 

@@ -90,10 +90,11 @@ def _decode_string(buf):
 class _Reader(object):
     """One pass over the text; positions are 1-based line and column."""
 
-    def __init__(self, text, path, lines):
+    def __init__(self, text, path, lines, spans=None):
         self.text = text
         self.path = path
         self.lines = lines
+        self.spans = spans
         self.pos = 0
         self.line = 1
         self.col = 0
@@ -117,7 +118,7 @@ class _Reader(object):
 
     def run(self):
         top = []
-        stack = []  # (list, line, col) of open lists
+        stack = []  # (parent list, line, col, offset) of each open list
         cur = top
         while self.pos < len(self.text):
             c = self.peek()
@@ -127,18 +128,22 @@ class _Reader(object):
                 while self.pos < len(self.text) and self.text[self.pos] != u"\n":
                     self.next_char()
             elif c == u"(":
+                start = self.pos
                 self.next_char()
                 new = []
                 if self.lines is not None:
                     self.lines[id(new)] = self.line
                 cur.append(new)
-                stack.append((cur, self.line, self.col))
+                stack.append((cur, self.line, self.col, start))
                 cur = new
             elif c == u")":
                 self.next_char()
                 if not stack:
                     self.error("SXP: unexpected ')' with no list open")
-                cur = stack.pop()[0]
+                parent, _, _, start = stack.pop()
+                if self.spans is not None:
+                    self.spans[id(cur)] = (start, self.pos)
+                cur = parent
             elif c in _QUOTES:
                 self.next_char()
                 cur.append(self.read_string(c))
@@ -155,7 +160,7 @@ class _Reader(object):
                 self.error("SXP: invalid character U+%04X outside a string (expected printable "
                            "ASCII; quote the value)" % ord(c))
         if stack:
-            _, line, col = stack[-1]
+            _, line, col, _ = stack[-1]
             self.error("SXP: unexpected end of input: the list opened here is not closed",
                        line=line, col=col)
         return top
@@ -208,18 +213,21 @@ class _Reader(object):
                 buf.extend((u"\\" + e).encode("utf-8"))
 
 
-def parse(text, path=None, lines=None):
+def parse(text, path=None, lines=None, spans=None):
     """Parse every s-expression in ``text``.
 
     :param text: text (bytes are decoded as UTF-8)
     :param path: file name for error messages
     :param lines: optional dict filled with ``id(list) -> line`` of each
         list's ``(``; valid while the returned lists are alive
+    :param spans: optional dict filled with ``id(list) -> (start, end)``,
+        the offsets of each list's ``(`` and just past its ``)`` in the text
+        (what an edit that keeps every other byte needs)
     :returns: list of values (lists of lists and text atoms); ``[]`` for
         empty input
     :raises ConfigError: on any syntax error, naming line and column
     """
-    return _Reader(_as_text(text, path), path, lines).run()
+    return _Reader(_as_text(text, path), path, lines, spans).run()
 
 
 def from_string(text, path=None):

@@ -16,7 +16,7 @@ knows:
 Installing the hook edits the text in place so that the admin's comments and
 layout stay as they were: the first active ``external-migration-tool`` form is
 replaced, or one is appended.  Values are read with :mod:`config.sxp` (xend's
-reading rules); :mod:`hooks.sxp_spans` finds where each form sits in the text
+reading rules); :func:`scan_forms` finds where each form sits in the text
 for the edits, and every edit is checked by reading the result back.
 ``plan_*`` functions are pure (text in, text out); ``apply_*`` write the file.
 """
@@ -30,7 +30,6 @@ import stat
 from xen_remus_ext.compat import atomic_write, string_types, to_bytes, to_text
 from xen_remus_ext.config import sxp as config_sxp
 from xen_remus_ext.errors import ConfigError, ToolstackError
-from xen_remus_ext.hooks import sxp_spans
 
 DEFAULT_PATH = "/etc/xen/xend-config.sxp"
 ENV_PATH = "XEND_CONFIG"
@@ -122,16 +121,27 @@ def _string(forms, name):
     return val if isinstance(val, string_types) else str(val)
 
 
-def _read_forms(text, path):
-    """The top-level forms as xend reads them (config.sxp), with their lines."""
-    lines = {}
-    vals = config_sxp.parse(to_text(text), path, lines)
+class Form(collections.namedtuple("Form", "name values start end line")):
+    """One top-level ``(name value ...)``: ``text[start:end]`` is the form."""
+
+    __slots__ = ()
+
+
+def scan_forms(text, path=None):
+    """The top-level forms as xend reads them (config.sxp), with their lines
+    and offsets; a stray top-level atom is ignored, as xend ignores it.
+
+    :raises ConfigError: a syntax error, naming line and column
+    """
+    lines, spans = {}, {}
+    vals = config_sxp.parse(to_text(text), path, lines, spans)
     forms = []
     for val in vals:
         if not isinstance(val, list):
-            continue  # xend looks only at lists (sxp.child_value); a stray atom is ignored
+            continue  # xend looks only at lists (sxp.child_value)
         name = val[0] if val and not isinstance(val[0], list) else None
-        forms.append(sxp_spans.Form(name, val[1:], None, None, lines.get(id(val), 0)))
+        start, end = spans[id(val)]
+        forms.append(Form(name, val[1:], start, end, lines.get(id(val), 0)))
     return forms
 
 
@@ -142,7 +152,7 @@ def parse_xend_config(text, path=None):
     :raises ConfigError: malformed SXP, or a value of the wrong type
     """
     path = path or DEFAULT_PATH
-    forms = _read_forms(text, path)
+    forms = scan_forms(text, path)
     hosts = _string(forms, "xend-relocation-hosts-allow")
     for pattern in hosts.split():
         try:
@@ -229,7 +239,7 @@ def plan_install_hook(text, tool, path=None, force=False):
     """
     path = path or DEFAULT_PATH
     text = to_text(text)
-    forms = sxp_spans.scan(text, path)
+    forms = scan_forms(text, path)
     new_form = "(%s %s)" % (TOOL_KEY, quote(tool))
     existing = [f for f in forms if f.name == TOOL_KEY]
     if existing:
@@ -257,7 +267,7 @@ def plan_uninstall_hook(text, path=None):
     """
     path = path or DEFAULT_PATH
     text = to_text(text)
-    forms = sxp_spans.scan(text, path)
+    forms = scan_forms(text, path)
     result = text
     for form in reversed([f for f in forms if f.name == TOOL_KEY]):
         value = form.values[0] if form.values else ""
