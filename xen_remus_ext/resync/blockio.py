@@ -137,6 +137,15 @@ class BlockFile(object):
         self.bytes_read += got
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def read_exactly(self, offset, length):
+        """:meth:`read_at`, but EOF before ``length`` bytes is an error (the
+        image shrank, or a range lies past its end)."""
+        data = self.read_at(offset, length)
+        if len(data) != length:
+            raise ResyncError("%s: short read at %d: expected %d bytes, got %d"
+                              % (self.path, offset, length, len(data)))
+        return data
+
     def write_at(self, offset, data):
         view = memoryview(data)
         pos = offset

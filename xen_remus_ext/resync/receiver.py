@@ -346,10 +346,7 @@ class _Digester(threading.Thread):
                     if self._halt:
                         return
                     self.rate.consume(length)
-                    data = f.read_at(off, length)
-                    if len(data) != length:
-                        raise ResyncError("%s: short read at %d: expected %d bytes, got %d"
-                                          % (self.path, off, length, len(data)))
+                    data = f.read_exactly(off, length)
                     mv = memoryview(data)
                     ds = [h(mv[i:i + bs]) for i in range(0, length, bs)]
                     self.chan.send(P.DIGESTS, P.U64U32.pack(off, length), b"".join(ds))

@@ -58,10 +58,7 @@ class _Reader(threading.Thread):
                     if self.stopped:
                         return
                     self.rate.consume(length)
-                    data = f.read_at(off, length)
-                    if len(data) != length:
-                        raise ResyncError("%s: short read at %d: expected %d bytes, got %d"
-                                          % (self.path, off, length, len(data)))
+                    data = f.read_exactly(off, length)
                     self.bytes_read += length
                     self.q.put((off, data))
             self.q.put(self._END)
@@ -126,10 +123,7 @@ class _InlineReader(object):
                         continue
                     data_until = f.next_hole(data_at)
                 r.rate.consume(length)
-                data = f.read_at(off, length)
-                if len(data) != length:
-                    raise ResyncError("%s: short read at %d: expected %d bytes, got %d"
-                                      % (r.path, off, length, len(data)))
+                data = f.read_exactly(off, length)
                 r.bytes_read += length
                 yield off, data
 
