@@ -59,6 +59,15 @@ class ResyncError(XenRemusError):
     """A disk resync could not run or complete."""
 
 
+class TargetBusyError(ResyncError):
+    """Another resync holds the target (e.g. a killed run's pass finishing).
+
+    ``code`` names it in the protocol's ERROR record, so a remote receiver's
+    refusal arrives at the sender as this class, not as text to match."""
+
+    code = "busy"
+
+
 class SplitBrainError(ResyncError):
     """Both copies hold writes the other never saw; a loser must be named."""
 

@@ -19,7 +19,7 @@ from __future__ import absolute_import, division, print_function
 import logging
 import os
 
-from xen_remus_ext.errors import ResyncError
+from xen_remus_ext.errors import ResyncError, TargetBusyError
 
 LOG = logging.getLogger(__name__)
 
@@ -132,11 +132,6 @@ class ResyncDiskSync(DiskSync):
         return result_to_dict(res)
 
 
-#: how the resync engine says a target is held by another resync (a killed
-#: run's pass may still be finishing on the host that ran it)
-_BUSY = "another resync is writing"
-
-
 def sync_waiting(disk_sync, clock, opts, src, dest, **kw):
     """``disk_sync.sync`` that waits (up to ``settle_timeout``) while the
     target is still held by a resync of an earlier, killed run."""
@@ -144,8 +139,9 @@ def sync_waiting(disk_sync, clock, opts, src, dest, **kw):
     while True:
         try:
             return disk_sync.sync(src, dest, **kw)
-        except ResyncError as exc:
-            if _BUSY not in str(exc) or getattr(clock, "sleep", None) is None:
+        except TargetBusyError:
+            # a killed run's pass may still be finishing on the host that ran it
+            if getattr(clock, "sleep", None) is None:
                 raise
             now = clock.now()
             deadline = deadline if deadline is not None else now + float(opts.get("settle_timeout", 0))

@@ -20,7 +20,7 @@ import os
 import stat
 import struct
 
-from xen_remus_ext.errors import ResyncError
+from xen_remus_ext.errors import ResyncError, TargetBusyError
 
 _HAS_PREAD = hasattr(os, "pread")
 _FALLOC_FL_KEEP_SIZE = 0x01
@@ -99,7 +99,7 @@ class BlockFile(object):
             except (IOError, OSError) as exc:
                 os.close(self.fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise ResyncError("%s: another resync is writing this target" % path)
+                    raise TargetBusyError("%s: another resync is writing this target" % path)
                 raise _err(path, "lock", exc)
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
         self.bytes_read = 0

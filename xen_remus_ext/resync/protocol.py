@@ -23,10 +23,11 @@ import socket
 import struct
 import threading
 
+import six
 from six.moves import queue
 
 from xen_remus_ext.compat import to_bytes, to_text
-from xen_remus_ext.errors import ProtocolError, ResyncError
+from xen_remus_ext.errors import ProtocolError, ResyncError, TargetBusyError
 
 VERSION = 1
 VERSIONS = (1,)
@@ -124,19 +125,30 @@ class Channel(object):
                                                                type_name(mtype)))
         return mtype, decode_json(mtype, payload)
 
-    def send_error(self, message):
+    def send_error(self, message, code=None):
+        """Report a failure to the peer; ``code`` (an error class's ``code``,
+        e.g. "busy") lets the peer raise the same class."""
+        rec = {"error": to_text(message)[:4000]}
+        if code:
+            rec["code"] = code
         try:
-            self.send_json(ERROR, {"error": to_text(message)[:4000]})
+            self.send_json(ERROR, rec)
         except (ResyncError, IOError, OSError, socket.error):
             pass
 
 
+_PEER_ERRORS = {TargetBusyError.code: TargetBusyError}
+
+
 def raise_peer_error(payload):
+    """:raises ResyncError: (or the subclass its ``code`` names) with the peer's message."""
     try:
-        msg = decode_json(ERROR, payload).get("error", "unknown error")
-    except ProtocolError:
-        msg = "unreadable error record"
-    raise ResyncError("peer: %s" % (msg,))
+        rec = decode_json(ERROR, payload)
+        msg, code = rec.get("error", "unknown error"), rec.get("code")
+    except (ProtocolError, AttributeError):
+        msg, code = "unreadable error record", None
+    cls = _PEER_ERRORS.get(code, ResyncError) if isinstance(code, six.string_types) else ResyncError
+    raise cls("peer: %s" % (msg,))
 
 
 class StreamChannel(Channel):

@@ -168,7 +168,7 @@ class Receiver(object):
                 raise ProtocolError("malformed record from the sender: %s: %s" % (type(exc).__name__, exc))
         except XenRemusError as exc:
             LOG.warning("receiver %s: %s", self.path or "(handshake)", exc)
-            self.chan.send_error(str(exc))
+            self.chan.send_error(str(exc), code=getattr(exc, "code", None))
             raise
         finally:
             self.chan.close()
@@ -353,7 +353,7 @@ class _Digester(threading.Thread):
                 self.bytes_read = f.bytes_read
         except XenRemusError as exc:
             self.error = exc
-            self.chan.send_error(str(exc))
+            self.chan.send_error(str(exc), code=getattr(exc, "code", None))
             self.chan.close()
 
     def abandon(self):
