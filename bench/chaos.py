@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xen_remus_ext.chaos import campaign  # noqa: E402
+from tests.chaos.faults import campaign  # noqa: E402
 
 
 def main(argv=None):

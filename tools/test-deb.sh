@@ -150,6 +150,10 @@ for m in pkgutil.walk_packages(xen_remus_ext.__path__, \"xen_remus_ext.\"):
     if not m.name.endswith(\"__main__\"):
         importlib.import_module(m.name)
 "'
+check "the package ships the product only (no fault injectors, no test code)" \
+  sh -c '! dpkg -L '"$pkg"' | grep -E "/xen_remus_ext/(chaos|tests?)(/|$)|/tests/"'
+check "python3 -m xen_remus_ext.xend.hook_tool (the lean hook entry) answers a bad call with exit 2" \
+  sh -c 'cd / && /usr/bin/python3 -m xen_remus_ext.xend.hook_tool -bogus >/dev/null 2>&1; [ $? = 2 ]'
 check "/var/lib/xen-remus-ext exists, mode 700" test "$(stat -c %a /var/lib/xen-remus-ext 2>/dev/null)" = 700
 touch /var/lib/xen-remus-ext/.test-deb
 

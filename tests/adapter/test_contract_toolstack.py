@@ -25,7 +25,7 @@ import pytest
 from tests.fakes.xend_server import XendDouble, XendServer
 from xen_remus_ext.errors import ToolstackError
 from xen_remus_ext.model import DomainConfig, DomainInfo
-from xen_remus_ext.toolstack import RemusProcesses
+from xen_remus_ext.toolstack.processes import RemusProcesses
 from xen_remus_ext.toolstack.xend import XendToolstack
 from xen_remus_ext.toolstack.xl import XlToolstack
 from xen_remus_ext.wiring import SubprocessRunner

@@ -4,8 +4,8 @@ from __future__ import absolute_import, division, print_function
 
 import os
 
-from xen_remus_ext.chaos import campaign
-from xen_remus_ext.chaos.resync_faults import bytes_differing, false_consistent
+from tests.chaos.faults import campaign
+from tests.chaos.faults.resync_faults import bytes_differing, false_consistent
 from xen_remus_ext.resync import meta
 
 

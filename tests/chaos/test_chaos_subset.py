@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from xen_remus_ext.chaos import campaign, resync_faults
+from tests.chaos.faults import campaign, resync_faults
 
 SEED = 8
 

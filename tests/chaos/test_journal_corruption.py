@@ -13,7 +13,7 @@ import os
 import pytest
 
 from tests.adapter.resync_util import copy, make_image, mutate, same
-from xen_remus_ext.chaos.resync_faults import bytes_differing, false_consistent
+from tests.chaos.faults.resync_faults import bytes_differing, false_consistent
 from xen_remus_ext.resync import api, meta
 from xen_remus_ext.resync import journal as jn
 

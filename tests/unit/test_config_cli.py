@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from xen_remus_ext import demo_config
 from xen_remus_ext.cli import main as cli
 
 DATA = os.path.join(os.path.dirname(__file__), os.pardir, "data")
@@ -121,17 +120,3 @@ def test_real_process_no_traceback(argv, rc):
     assert b"Traceback" not in out + err
     if rc == 1:
         assert b":3:" in out + err and u"\u2019".encode("utf-8") in out + err
-
-
-def test_demo_seeds_match_golden_files():
-    with io.open(VERBATIM, encoding="utf-8", newline="") as f:
-        assert demo_config.SEED_VERBATIM == f.read()
-    with io.open(SEED, encoding="utf-8", newline="") as f:
-        assert demo_config.SEED_FIXED == f.read()
-
-
-def test_demo_runs(capsys):
-    assert demo_config.main() == 0
-    out, _ = capsys.readouterr()
-    assert u"reverse twice gives the original bytes: yes" in out
-    assert u"+disk = ['tap:remus:hypervisor1-IP-addr:9000|aio:" in out

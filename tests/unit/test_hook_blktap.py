@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from xen_remus_ext.errors import FailbackError
-from xen_remus_ext.hooks import migrate as migrate_hook
+from xen_remus_ext.xend import hook as migrate_hook
 from xen_remus_ext.resync import meta
 from xen_remus_ext.xend import blktap
 
@@ -126,7 +126,7 @@ def test_override_sends_delta_once_and_records_generation(setup):
 
 def test_override_and_tool_together_send_once(setup):
     cls, _vm, devices, _gen = setup
-    DevController.tool = "%s -m xen_remus_ext.hooks" % sys.executable
+    DevController.tool = "%s -m xen_remus_ext.xend.hook_tool" % sys.executable
     try:
         delta = Delta()
         blktap.install(cls, delta_fn=delta)

@@ -16,7 +16,7 @@ import pytest
 from xen_remus_ext.cli import main as cli
 from xen_remus_ext.config import sxp as config_sxp
 from xen_remus_ext.errors import ConfigError, ToolstackError
-from xen_remus_ext.hooks import xend_config as xc
+from xen_remus_ext.xend import xend_config as xc
 
 SAMPLE = u"""# -*- sh -*-
 #

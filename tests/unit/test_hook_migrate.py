@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from xen_remus_ext.errors import ResyncError, ValidationError
-from xen_remus_ext.hooks import migrate, tool
+from xen_remus_ext.xend import hook as migrate
+from xen_remus_ext.xend import hook_tool as tool
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,7 +36,7 @@ def xend_device_migrate(tool_cmd, devclass, step, dst, domname, recover=False):
 @pytest.fixture
 def lean_tool(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", TOP)
-    return "%s -m xen_remus_ext.hooks" % sys.executable
+    return "%s -m xen_remus_ext.xend.hook_tool" % sys.executable
 
 
 class Delta(object):
@@ -163,6 +164,19 @@ def test_tool_bad_arguments_exit_2(lean_tool):
     rc = fd.close()
     assert rc >> 8 == 2
     assert "migrate step: expected one of 0-3, got 9" in out
+
+
+def test_hooks_package_entry_still_runs_the_hook(monkeypatch):
+    """``python -m xen_remus_ext.hooks``, written into xend-config.sxp files by
+    hook-config on hosts without xen-remus on PATH, runs the same tool and
+    counts as ours."""
+    monkeypatch.setenv("PYTHONPATH", TOP)
+    tool_cmd = "%s -m xen_remus_ext.hooks" % sys.executable
+    rc, lines = xend_device_migrate(tool_cmd, "tap2", 1, "10.0.0.1", "web1")
+    assert rc == 0 and lines[-1].endswith("ready")
+    from xen_remus_ext.xend import xend_config
+    assert xend_config.is_our_tool(tool_cmd)
+    assert xend_config.is_our_tool("%s -m xen_remus_ext.xend.hook_tool" % sys.executable)
 
 
 def test_xen_remus_hook_subcommand_runs_the_same_code(tmp_path, capsys):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from xen_remus_ext.errors import ToolstackError
-from xen_remus_ext.toolstack import RemusProcesses
+from xen_remus_ext.toolstack.processes import RemusProcesses
 
 LOOP = "import signal, sys, time\nsignal.signal(signal.SIGINT, lambda *a: sys.exit(0))\nwhile True: time.sleep(0.05)\n"
 

@@ -14,7 +14,7 @@ import pytest
 
 from xen_remus_ext.errors import ToolstackError
 from xen_remus_ext.ports import Runner
-from xen_remus_ext.toolstack import RemusProcesses
+from xen_remus_ext.toolstack.processes import RemusProcesses
 from xen_remus_ext.toolstack.xl import XlToolstack, domain_config_from_xl_json, parse_xl_info, parse_xl_list
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "xl")

@@ -2,7 +2,7 @@
 
 - ``hook -type CLASS -step N -host DST -domname NAME [-recover]``: the
   external-migration-tool xend runs at each device-migrate step
-  (hooks/migrate.py).
+  (xend/hook.py).
 - ``hook-config show|install|uninstall [--config FILE]``: read xend-config.sxp
   (relocation port, hosts-allow, the tool) and install or remove the tool.
 - ``xm-modules install|remove [--dir DIR]``: the xen/xm/remus-*.py modules of
@@ -53,13 +53,14 @@ def register(subparsers):
 
 
 def _hook(args):
-    from xen_remus_ext.hooks import migrate, tool
+    from xen_remus_ext.xend import hook as migrate
+    from xen_remus_ext.xend import hook_tool as tool
     call = migrate.HookCall(args.devclass, args.step, args.host, args.domname, args.recover)
     return tool.run(call)
 
 
 def _hook_config(args):
-    from xen_remus_ext.hooks import xend_config as xc
+    from xen_remus_ext.xend import xend_config as xc
     path = xc.config_path(args.config)
     if args.action == "show":
         settings = xc.read_xend_config(path)

@@ -22,26 +22,13 @@ from xen_remus_ext.wiring import SystemClock
 LOG = logging.getLogger(__name__)
 
 
-def _tracker_fn(domname):
-    """The host's dirty-block tracker source, when the trackers layer offers one."""
-    try:
-        from xen_remus_ext import trackers
-    except ImportError:
-        return None
-    fn = getattr(trackers, "tracker_for", None)
-    if fn is None:
-        return None
-
-    def get(vdev):
-        return fn(domname, vdev)
-    return get
-
-
 def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_fn=None, clock=None):
     """Send the final disk delta of ``domname``'s failback to ``dst_host``.
 
     :param state_dir: the state directory holding ``failback/`` (default:
         the package's).
+    :param tracker_fn: ``vdev -> Tracker or None``: the dirty-block source of
+        each disk (default: none, every disk's delta is found by checksum).
     :returns: the journal's ``delta`` record, or None when no failback of
         ``domname`` toward ``dst_host`` is migrating (nothing to do).
     :raises FailbackError: the delta could not be sent; the hook must make
@@ -66,8 +53,7 @@ def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_f
     clock = clock or SystemClock()
     LOG.info("%s: domain suspended for migration to %s: sending the final disk delta", domname, dst_host)
     try:
-        send_final_delta(rec, sync, tracker_fn if tracker_fn is not None else _tracker_fn(domname), clock,
-                         "xend-hook")
+        send_final_delta(rec, sync, tracker_fn, clock, "xend-hook")
     except FailbackError:
         raise
     except Exception as exc:  # step boundary of the hook: journal it, then fail the migration

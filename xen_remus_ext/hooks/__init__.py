@@ -1,7 +1,8 @@
-"""The save/restore path: xend's device-migrate steps and xend-config.sxp.
+"""``python -m xen_remus_ext.hooks``: a second name of the xend hook's entry.
 
-``migrate``: what each step does; ``tool``: the external-migration-tool
-process; ``xend_config``: reading and editing xend-config.sxp (the form
-positions for those edits come from ``config.sxp.parse(..., spans=)``).
+The hook itself lives in :mod:`xen_remus_ext.xend.hook`.  This package only
+keeps the command line ``<python> -m xen_remus_ext.hooks`` working, which
+``xen-remus hook-config install`` wrote into xend-config.sxp's
+``external-migration-tool`` on hosts without a ``xen-remus`` script on PATH.
 """
 from __future__ import absolute_import, division, print_function

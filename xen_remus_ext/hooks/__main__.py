@@ -3,6 +3,6 @@ from __future__ import absolute_import, division, print_function
 
 import sys
 
-from xen_remus_ext.hooks import tool
+from xen_remus_ext.xend import hook_tool
 
-sys.exit(tool.main())
+sys.exit(hook_tool.main())

@@ -50,7 +50,8 @@ from xen_remus_ext.compat import string_types
 from xen_remus_ext.config import sxp as sxp_mod
 from xen_remus_ext.errors import ConfigError, ToolstackError, XenStoreError
 from xen_remus_ext.ports import Toolstack
-from xen_remus_ext.toolstack import RemusProcesses, tapctl
+from xen_remus_ext.toolstack import tapctl
+from xen_remus_ext.toolstack.processes import RemusProcesses
 
 LOG = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from xen_remus_ext import model
 from xen_remus_ext.compat import string_types, to_text
 from xen_remus_ext.errors import ToolstackError, ValidationError
 from xen_remus_ext.ports import Toolstack
-from xen_remus_ext.toolstack import RemusProcesses
+from xen_remus_ext.toolstack.processes import RemusProcesses
 
 
 def parse_xl_list(text):

@@ -14,7 +14,7 @@ that for a migration:
   generation identifier is put into the domain's ``other_config`` as
   ``xen_remus_gen_<vdev>``, so it travels in the SXP; stock xend keeps
   ``other_config`` (a dict of strings) and ignores keys it does not know;
-- steps 1, 2 and recover: :func:`hooks.migrate.apply_step`, the same code the
+- steps 1, 2 and recover: :func:`xend.hook.apply_step`, the same code the
   tool runs (so the delta goes once even with both routes in place);
 - then the original method, so a configured tool still runs.
 
@@ -27,7 +27,7 @@ import logging
 
 from xen_remus_ext import log as xlog
 from xen_remus_ext.compat import string_types
-from xen_remus_ext.hooks import migrate as migrate_hook
+from xen_remus_ext.xend import hook as migrate_hook
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def record_generation(vm, device_config):
 def install(controller_cls, delta_fn=None):
     """Wrap ``controller_cls.migrate`` and ``recover_migrate``.  Idempotent.
 
-    :param delta_fn: passed to :func:`hooks.migrate.apply_step` (default:
+    :param delta_fn: passed to :func:`xend.hook.apply_step` (default:
         ``failback.delta.final_delta_for``)
     :returns: True when installed now, False when it already was
     """

@@ -18,7 +18,7 @@ import pytest
 
 from xen_remus_ext.errors import ToolstackError
 from xen_remus_ext.model import DomainConfig, DomainInfo
-from xen_remus_ext.toolstack import RemusProcesses
+from xen_remus_ext.toolstack.processes import RemusProcesses
 from xen_remus_ext.toolstack.xl import XlToolstack
 from xen_remus_ext.wiring import SubprocessRunner
 

@@ -25,8 +25,8 @@ import subprocess
 import sys
 import time
 
-from xen_remus_ext.chaos.registry import kill_proc
-from xen_remus_ext.chaos.resync_faults import REPO, _env
+from tests.chaos.faults.registry import kill_proc
+from tests.chaos.faults.resync_faults import REPO, _env
 
 KINDS = ("kill-host", "kill-orchestrator", "failback-journal-torn")
 NEEDS_NETNS = ()
@@ -290,6 +290,6 @@ class SimRun(object):
         acked = self.cl.observer.acked(name)
         res_a = A.toolstack.disk_check(self.image, self.wseed, acked)
         res_b = B.toolstack.disk_check(self.image, self.wseed, acked)
-        from xen_remus_ext.chaos.resync_faults import bytes_differing
+        from tests.chaos.faults.resync_faults import bytes_differing
         differing = bytes_differing(A.disk_path(self.image), B.disk_path(self.image))
         return acked, res_a, res_b, differing

@@ -15,8 +15,8 @@ import tempfile
 import time
 import traceback
 
-from xen_remus_ext.chaos import resync_faults, sim_faults
-from xen_remus_ext.chaos.registry import Registry
+from tests.chaos.faults import resync_faults, sim_faults
+from tests.chaos.faults.registry import Registry
 
 LOG = logging.getLogger(__name__)
 

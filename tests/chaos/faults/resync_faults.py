@@ -32,11 +32,11 @@ import subprocess
 import sys
 import time
 
-from xen_remus_ext.chaos.registry import kill_proc, run
+from tests.chaos.faults.registry import kill_proc, run
 from xen_remus_ext.resync import journal as jn
 from xen_remus_ext.resync import meta
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 KINDS = ("kill-sender", "kill-receiver", "link-cut", "enospc", "journal-corrupt", "sender-poweroff")
 NEEDS_NETNS = ("link-cut", "sender-poweroff")
 #: kinds whose recovery waits for the receiver's dead-peer detection (about

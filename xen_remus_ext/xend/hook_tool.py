@@ -1,6 +1,6 @@
 """The external-migration-tool process: ``xen-remus hook -type ... -step ...``.
 
-Shared by ``xen-remus hook`` and the lean ``python -m xen_remus_ext.hooks``
+Shared by ``xen-remus hook`` and the lean ``python -m xen_remus_ext.xend.hook_tool``
 (which skips building the whole ``xen-remus`` parser: xend runs the tool once
 per device and step, some of it while the domain is suspended).  Exit status
 0 lets xend go on; non-zero makes xend fail the migration (``VmError``
@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 import sys
 
 from xen_remus_ext.errors import XenRemusError
-from xen_remus_ext.hooks import migrate
+from xen_remus_ext.xend import hook as migrate
 
 
 def run(call, out=None, err=None, delta_fn=None):
@@ -39,3 +39,7 @@ def main(argv=None):
         from xen_remus_ext import log as xlog
         xlog.setup()
     return run(call)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,7 +38,8 @@ TOOL_KEY = "external-migration-tool"
 #: the comment line put above a form we add, so uninstall finds it again
 OUR_COMMENT = "# device-migrate hook of xen-remus-ext (xen-remus hook-config install)"
 #: how we recognise our tool in a config, whatever its path
-OUR_TOOL_RE = re.compile(r"(^|[\s/])(xen-remus\s+hook|xen-remus-migrate-hook|-m\s+xen_remus_ext\.hooks)(\s|$)")
+OUR_TOOL_RE = re.compile(r"(^|[\s/])(xen-remus\s+hook|xen-remus-migrate-hook"
+                         r"|-m\s+xen_remus_ext\.(?:hooks|xend\.hook_tool))(\s|$)")
 
 DEFAULTS = {
     "xend-relocation-port": 8002,
@@ -331,7 +332,7 @@ def apply_uninstall_hook(path=None):
 def default_tool(argv0=None, python=None):
     """The command line xend should run: ``<abs path of xen-remus> hook``.
 
-    Falls back to ``<python> -m xen_remus_ext.hooks`` when no ``xen-remus``
+    Falls back to ``<python> -m xen_remus_ext.xend.hook_tool`` when no ``xen-remus``
     script is on PATH (xend runs the tool through a shell, with its own PATH,
     so the path must be absolute).
     """
@@ -340,4 +341,4 @@ def default_tool(argv0=None, python=None):
         if d and os.path.isfile(cand) and os.access(cand, os.X_OK):
             return "%s hook" % os.path.abspath(cand)
     import sys
-    return "%s -m xen_remus_ext.hooks" % (python or sys.executable)
+    return "%s -m xen_remus_ext.xend.hook_tool" % (python or sys.executable)
