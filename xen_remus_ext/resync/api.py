@@ -36,6 +36,8 @@ from __future__ import absolute_import, division, print_function
 import collections
 import contextlib
 import logging
+import os
+import stat
 import sys
 import time
 
@@ -119,6 +121,30 @@ def _source(src):
     return size, m
 
 
+def refuse_same_copy(src, dest):
+    """Refuse a local ``dest`` that is ``src`` itself (the same file or block
+    device through any path, symlink or hard link), before either side's
+    metadata is read or written.
+
+    :raises ResyncError: they are one copy.
+    """
+    if parse_dest(dest)[0] != "local":
+        return
+    try:
+        a, b = os.stat(src), os.stat(dest)
+    except OSError:
+        return   # a missing side is reported by the steps that need it
+    if stat.S_ISBLK(a.st_mode) and stat.S_ISBLK(b.st_mode):
+        same = a.st_rdev == b.st_rdev
+    else:
+        same = (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    if same:
+        raise ResyncError("%s: expected a different copy than the source %s, got the same %s "
+                          "(device %d, inode %d); refusing to resync a disk onto itself"
+                          % (dest, src, "block device" if stat.S_ISBLK(a.st_mode) else "file",
+                             a.st_dev, a.st_ino))
+
+
 def _handshake(sess, conn):
     try:
         return sess.handshake()
@@ -146,6 +172,7 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
     if mode not in MODES:
         raise ValidationError("resync mode: expected one of %s, got %r" % (", ".join(MODES), mode))
     check_block_size(block_size)
+    refuse_same_copy(src, dest)
     size, src_meta = _source(src)
     conn = connect(dest, ssh=ssh, key_file=key_file,
                    local_process=_local_mode(dest, mode, extents, tracker, src_meta) == "checksum")
