@@ -6,6 +6,7 @@ Library code only calls ``logging.getLogger(__name__)``; the CLI calls
 from __future__ import absolute_import, division, print_function
 
 import logging
+import logging.handlers
 import os
 import sys
 
@@ -49,7 +50,8 @@ def setup(verbose=0, quiet=False):
             d = os.path.dirname(path)
             if d and not os.path.isdir(d):
                 os.makedirs(d)
-            fh = logging.FileHandler(path)
+            # reopens the file when logrotate moved it (debian/xen-remus-ext.logrotate)
+            fh = logging.handlers.WatchedFileHandler(path)
             fh.setLevel(logging.DEBUG)
             fh.setFormatter(logging.Formatter(FORMAT))
             root.addHandler(fh)

@@ -109,3 +109,69 @@ def test_clear_bitmap_without_metadata_creates_it(tmp_path):
     a = disk(tmp_path, "a.img", 8192)
     m = meta.clear_bitmap(a)
     assert m.consistent and m.bitmap is None and m.size == 8192 and meta.load(a) == m
+
+
+def _fake_lvm(tmp_path, monkeypatch, dm="dm-3", name="vg0-lv--a"):
+    """tmp/dev/{dm-N, vg0/lv-a -> ../dm-N, mapper/NAME -> ../dm-N} and a
+    sysfs naming dm-N (what udev and the kernel give an LVM volume)."""
+    dev = tmp_path / "dev"
+    (dev / "vg0").mkdir(parents=True, exist_ok=True)
+    (dev / "mapper").mkdir(exist_ok=True)
+    (dev / dm).write_bytes(b"\0" * 8192)
+    for link in (dev / "vg0" / "lv-a", dev / "mapper" / name):
+        if os.path.lexists(str(link)):
+            os.unlink(str(link))
+        os.symlink(os.path.join("..", dm), str(link))
+    sysb = tmp_path / "sys"
+    (sysb / dm / "dm").mkdir(parents=True, exist_ok=True)
+    with open(str(sysb / dm / "dm" / "name"), "w") as f:
+        f.write(name + "\n")
+    monkeypatch.setattr(meta, "SYS_BLOCK", str(sysb))
+    return dev
+
+
+def test_identity_of_a_dm_device_is_its_mapper_name(tmp_path, monkeypatch):
+    dev = _fake_lvm(tmp_path, monkeypatch)
+    want = str(dev / "mapper" / "vg0-lv--a")
+    for p in (dev / "vg0" / "lv-a", dev / "mapper" / "vg0-lv--a", dev / "dm-3"):
+        assert meta.identity(str(p)) == want
+    # without sysfs, /dev/VG/LV still maps to its device-mapper name
+    monkeypatch.setattr(meta, "SYS_BLOCK", str(tmp_path / "nosys"))
+    assert meta.identity(str(dev / "vg0" / "lv-a")) == want
+    assert meta.identity(str(dev / "mapper" / "vg0-lv--a")) == want
+
+
+def test_record_survives_dm_renumbering(tmp_path, monkeypatch):
+    dev = _fake_lvm(tmp_path, monkeypatch, dm="dm-3")
+    lv = str(dev / "vg0" / "lv-a")
+    m = meta.ensure(lv, 8192, role="primary")
+    assert m.disk == str(dev / "mapper" / "vg0-lv--a")
+    # next boot: the same volume is dm-7
+    os.unlink(str(dev / "dm-3"))
+    _fake_lvm(tmp_path, monkeypatch, dm="dm-7")
+    assert meta.load(lv) == m
+    assert meta.load(str(dev / "dm-7")) == m
+
+
+def test_realpath_keyed_record_is_migrated(tmp_path, monkeypatch):
+    dev = _fake_lvm(tmp_path, monkeypatch)
+    lv = str(dev / "vg0" / "lv-a")
+    old = meta._key_path(os.path.realpath(lv))
+    os.makedirs(os.path.dirname(old))
+    rec = meta.DiskMeta(os.path.realpath(lv), 8192, True, role="backup").to_dict()
+    with open(old, "w") as f:
+        json.dump(rec, f)
+    m = meta.load(lv)
+    assert m.current == rec["current"] and m.disk == str(dev / "mapper" / "vg0-lv--a")
+    assert not os.path.exists(old) and os.path.exists(meta.meta_path(lv))
+
+
+def test_realpath_keyed_record_of_another_size_is_not_migrated(tmp_path, monkeypatch):
+    dev = _fake_lvm(tmp_path, monkeypatch)
+    lv = str(dev / "vg0" / "lv-a")
+    old = meta._key_path(os.path.realpath(lv))
+    os.makedirs(os.path.dirname(old))
+    with open(old, "w") as f:
+        json.dump(meta.DiskMeta(os.path.realpath(lv), 4096, True).to_dict(), f)
+    assert meta.load(lv) is None        # dm-3 was another volume at the last boot
+    assert os.path.exists(old)

@@ -206,6 +206,11 @@ def _emit_error(args, exc):
 
 
 def _progress(args):
+    """Progress lines for the user (stderr with --json); -q: the log file only."""
+    import logging
+    log = logging.getLogger("xen_remus_ext.cli")
+    if getattr(args, "quiet", False):
+        return lambda line: log.info("%s", line)
     if args.json:
         return lambda line: sys.stderr.write(line + "\n")
     return lambda line: print(line)

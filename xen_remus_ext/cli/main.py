@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "config_cmd",     # config show|check|reverse         (issue: config)
     "resync_cmd",     # resync, receive, verify           (issue: resync engine)
     "failback_cmd",   # failback, status                  (issue: failback)
+    "meta_cmd",       # meta show|invalidate|forget|create
     "sim_cmd",        # sim xenstored|host|..., demo      (issue: toolstack + simulator)
     "hook_cmd",       # hook (external-migration-tool)    (issue: failback hooks)
 )

@@ -126,7 +126,7 @@ def cmd_resync(args):
                          discard_target=args.discard_target, ssh=args.ssh, key_file=args.key, events=events,
                          block_size=args.block_size, progress=not args.no_progress and not args.json,
                          resume=args.resume, strong=args.strong)
-        if events is None:
+        if events is None and not getattr(args, "quiet", False):
             sys.stderr.write("xen-remus: %s -> %s: %s mode, %d extent(s), %d bytes read, %d bytes sent, %.2f s%s\n"
                              % (args.src, args.dest, res.mode, res.extents, res.bytes_read, res.bytes_sent,
                                 res.seconds, ", verified" if res.verified else ""))
@@ -141,7 +141,7 @@ def cmd_verify(args):
         res = api.verify(args.src, args.dest, rate=args.rate, ssh=args.ssh, key_file=args.key, events=events,
                          block_size=args.block_size, strong=args.strong,
                          progress=not args.no_progress and not args.json)
-        if events is None:
+        if events is None and not getattr(args, "quiet", False):
             if res.identical:
                 sys.stderr.write("xen-remus: %s and %s are identical (%d bytes read, %.2f s)\n"
                                  % (args.src, args.dest, res.bytes_read, res.seconds))

@@ -16,6 +16,7 @@ pass still holds.
 """
 from __future__ import absolute_import, division, print_function
 
+import errno
 import logging
 import os
 
@@ -62,6 +63,30 @@ class DiskSync(object):
              final=False, events=None):
         """One resync pass; :returns: dict with :data:`RESULT_FIELDS`."""
         raise NotImplementedError
+
+
+def create_sparse(path, size):
+    """Create ``path`` as a sparse image of ``size`` bytes (holes only).
+
+    :raises ResyncError: it exists already (whatever it holds), or cannot be
+        created.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        if getattr(exc, "errno", None) == errno.EEXIST:
+            raise ResyncError("disk %s: expected it absent to create it, found it existing; refusing "
+                              "to replace it" % path)
+        raise ResyncError("disk %s: cannot create: %s" % (path, getattr(exc, "strerror", None) or exc))
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(path)
+        raise ResyncError("disk %s: cannot size it to %d bytes: %s" % (path, size, exc))
+    os.close(fd)
+    return path
 
 
 def _file_size(path):

@@ -402,6 +402,7 @@ class Orchestrator(object):
         rec["timing"][step] = [start, None]
         journal.note(rec, start, "step", step)
         self._save()
+        LOG.info("%s %s: step %s start (toward %s, state %s)", self.mode, self.domain, step, self.host, before)
         self.progress("%s: %s ..." % (self.domain, step))
         fn = getattr(self, "step_" + step.replace("-", "_"))
         try:
@@ -412,7 +413,7 @@ class Orchestrator(object):
             journal.note(rec, self.clock.now(), "failed", step, str(exc))
             self._save()
             if isinstance(exc, XenRemusError):   # the CLI prints it; the log file keeps it
-                LOG.info("%s: step %s failed in state %s: %s", self.domain, step, before, exc)
+                LOG.info("%s %s: step %s end: failed in state %s: %s", self.mode, self.domain, step, before, exc)
             else:
                 LOG.error("%s: step %s failed in state %s: %s", self.domain, step, before, exc, exc_info=True)
             if isinstance(exc, FailbackError):
@@ -422,12 +423,27 @@ class Orchestrator(object):
             six.raise_from(FailbackError("%s: %s failed (state %s): %s" % (self.domain, step, before, exc),
                                          state=before, step=step), exc)
         end = self.clock.now()
+        LOG.info("%s %s: step %s end: ok, state %s, %.2f s%s", self.mode, self.domain, step, after, end - start,
+                 self._generations_text())
         rec["timing"][step] = [start, end]
         rec["state"] = after
         rec["step"] = None
         journal.note(rec, end, "state", after)
         self._save()
         self._publish()
+
+    def _generations_text(self):
+        """``; generations vdev=CURRENT ...`` of this host's copies, for the audit line."""
+        from xen_remus_ext.resync import meta
+        out = []
+        for d in self.rec.get("disks") or ():
+            try:
+                m = meta.load(d["src"]) if d.get("src") else None
+            except XenRemusError:
+                m = None
+            if m is not None:
+                out.append("%s=%s" % (d["vdev"], m.current))
+        return "; generations here %s" % " ".join(out) if out else ""
 
     # -- steps (each idempotent) ------------------------------------------------
     def step_preflight(self):

@@ -172,18 +172,28 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
     if mode not in MODES:
         raise ValidationError("resync mode: expected one of %s, got %r" % (", ".join(MODES), mode))
     check_block_size(block_size)
-    refuse_same_copy(src, dest)
-    size, src_meta = _source(src)
-    conn = connect(dest, ssh=ssh, key_file=key_file,
-                   local_process=_local_mode(dest, mode, extents, tracker, src_meta) == "checksum")
+    LOG.info("resync start: %s -> %s, mode %s%s", src, dest, mode, ", discarding the target's writes"
+             if discard_target else "")
     try:
-        with _receiver_faults(dest):
-            res, bytes_read, wire, chosen, verified = _run_resync(
-                conn, src, dest, size, src_meta, mode, extents, tracker, rate, verify, discard_target,
-                events, block_size, progress, resume, strong)
-    finally:
-        conn.close()
+        refuse_same_copy(src, dest)
+        size, src_meta = _source(src)
+        conn = connect(dest, ssh=ssh, key_file=key_file,
+                       local_process=_local_mode(dest, mode, extents, tracker, src_meta) == "checksum")
+        try:
+            with _receiver_faults(dest):
+                res, bytes_read, wire, chosen, verified = _run_resync(
+                    conn, src, dest, size, src_meta, mode, extents, tracker, rate, verify, discard_target,
+                    events, block_size, progress, resume, strong)
+        finally:
+            conn.close()
+    except (Exception, KeyboardInterrupt) as exc:   # the audit line, then the caller's handling
+        LOG.info("resync end: %s -> %s: %s: %s", src, dest,
+                 "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
+        raise
     result = ResyncResult(chosen, bytes_read, wire, res["extents"], round(time.time() - t0, 3), verified)
+    LOG.info("resync end: %s -> %s: ok, %s mode, generation %s, %d bytes read, %d bytes sent, %.2f s%s",
+             src, dest, chosen, src_meta.current, bytes_read, wire, result.seconds,
+             ", verified" if verified else "")
     _emit(events, {"result": "ok", "mode": result.mode, "bytes_read": result.bytes_read,
                    "bytes_sent": result.bytes_sent, "extents": result.extents,
                    "seconds": result.seconds, "verified": result.verified})
@@ -279,13 +289,22 @@ def verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None, block_si
     with BlockFile(src) as f:
         size = f.size
     src_meta = meta.load(src) or meta.DiskMeta(src, size, True)
-    conn = connect(dest, ssh=ssh, key_file=key_file, local_process=True)
+    LOG.info("verify start: %s against %s", src, dest)
     try:
-        with _receiver_faults(dest):
-            res = _run_verify(conn, src, dest, size, src_meta, rate, events, block_size, strong, progress)
-    finally:
-        conn.close()
+        conn = connect(dest, ssh=ssh, key_file=key_file, local_process=True)
+        try:
+            with _receiver_faults(dest):
+                res = _run_verify(conn, src, dest, size, src_meta, rate, events, block_size, strong, progress)
+        finally:
+            conn.close()
+    except (Exception, KeyboardInterrupt) as exc:   # the audit line, then the caller's handling
+        LOG.info("verify end: %s against %s: %s: %s", src, dest,
+                 "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
+        raise
     result = VerifyResult(not res["differing"], res["differing"], res["bytes_read"], round(time.time() - t0, 3))
+    LOG.info("verify end: %s against %s: %s, %d bytes read, %.2f s", src, dest,
+             "identical" if result.identical else "%d extent(s) differ" % len(result.differing),
+             result.bytes_read, result.seconds)
     _emit(events, {"result": "ok" if result.identical else "differ", "identical": result.identical,
                    "differing": [[e.offset, e.length] for e in result.differing],
                    "bytes_read": result.bytes_read, "seconds": result.seconds})

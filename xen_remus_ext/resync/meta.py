@@ -15,8 +15,13 @@ the rules are ours and are written down in docs/protocol.md ("Generations"):
   until the data is fsync'd (then it takes the source's generation).
 - ``role``: free text for status ("primary", "backup", "resync-target").
 
-Storage: ``state_dir()/meta/<sha1 of realpath>.json`` (``state_dir()`` is
+Storage: ``state_dir()/meta/<sha1 of identity>.json`` (``state_dir()`` is
 ``$XEN_REMUS_STATE_DIR`` or /var/lib/xen-remus-ext), written atomically.
+The identity (:func:`identity`) is stable across reboots: an image file's
+real path, and for a device-mapper device (an LVM volume) its
+``/dev/mapper/NAME``, never the ``/dev/dm-N`` the kernel numbered it with
+this boot.  A record stored under the older realpath key is moved to the
+identity key when first loaded (for a dm device only if its size matches).
 
 Public API: :class:`DiskMeta`, :func:`state_dir`, :func:`load`,
 :func:`save`, :func:`ensure`, :func:`rotate`, :func:`mark_inconsistent`,
@@ -29,11 +34,15 @@ import binascii
 import collections
 import hashlib
 import json
+import logging
 import os
+import re
 
 from xen_remus_ext.compat import atomic_write, integer_types, string_types, to_bytes, to_text
 from xen_remus_ext.errors import JournalError, ValidationError
 from xen_remus_ext.paths import DEFAULT_STATE_DIR, state_dir  # noqa: F401 (meta.state_dir is public)
+
+LOG = logging.getLogger(__name__)
 
 HISTORY = 2
 
@@ -102,10 +111,83 @@ class DiskMeta(collections.namedtuple("DiskMeta", "disk size consistent current 
         return out
 
 
-def meta_path(disk):
-    real = os.path.realpath(disk)
-    key = hashlib.sha1(to_bytes(real)).hexdigest()[:20]
+#: where the kernel describes block devices (tests point it elsewhere)
+SYS_BLOCK = "/sys/block"
+_DM = re.compile(r"^dm-[0-9]+$")
+
+
+def _dm_name(real):
+    """The device-mapper name of ``/dev/dm-N`` (``VG-LV`` for LVM), or None."""
+    try:
+        with open(os.path.join(SYS_BLOCK, os.path.basename(real), "dm", "name"), "rb") as f:
+            name = to_text(f.read()).strip()
+    except (IOError, OSError):
+        return None
+    return name or None
+
+
+def _lvm_mapper_name(path):
+    """``VG-LV`` for a ``/dev/VG/LV`` path (hyphens in either part doubled,
+    as device-mapper names LVM volumes), else None."""
+    parts = os.path.normpath(path).split(os.sep)
+    if len(parts) < 2 or parts[-2] in ("mapper", "dev") or not parts[-2] or not parts[-1]:
+        return None
+    return "%s-%s" % (parts[-2].replace("-", "--"), parts[-1].replace("-", "--"))
+
+
+def identity(disk):
+    """The stable name metadata is keyed by: the real path of an image file
+    (so symlinks and ``./`` find one record), ``/dev/mapper/NAME`` for a
+    device-mapper device, whatever path names it (``/dev/VG/LV``,
+    ``/dev/mapper/VG-LV``, ``/dev/dm-N``)."""
+    path = os.path.abspath(disk)
+    real = os.path.realpath(path)
+    if not _DM.match(os.path.basename(real)):
+        return real
+    mapper = os.path.join(os.path.dirname(real), "mapper")
+    name = _dm_name(real)
+    if name is None:
+        if os.path.basename(os.path.dirname(path)) == "mapper":
+            return path
+        name = _lvm_mapper_name(path)
+        if name is None:
+            return real
+    return os.path.join(mapper, name)
+
+
+def _key_path(name):
+    key = hashlib.sha1(to_bytes(name)).hexdigest()[:20]
     return os.path.join(state_dir(), "meta", key + ".json")
+
+
+def meta_path(disk):
+    """The record file of ``disk`` (keyed by :func:`identity`)."""
+    return _key_path(identity(disk))
+
+
+def _migrate(disk, path):
+    """Move a record stored under the older realpath key to ``path``."""
+    old = _key_path(os.path.realpath(disk))
+    if old == path or not os.path.exists(old):
+        return
+    try:
+        with open(old, "rb") as f:
+            rec = json.loads(to_text(f.read()))
+    except (IOError, OSError, ValueError) as exc:
+        LOG.warning("disk meta %s: older record %s unreadable, not migrated: %s", disk, old, exc)
+        return
+    if _DM.match(os.path.basename(os.path.realpath(disk))) and rec.get("size") != _size_of(disk):
+        # dm-N numbers change across reboots: a record of another size is another device's
+        LOG.warning("disk meta %s: older record %s is of %s bytes, the device has %d: not migrated",
+                    disk, old, rec.get("size"), _size_of(disk))
+        return
+    rec["disk"] = identity(disk)
+    d = os.path.dirname(path)
+    if not os.path.isdir(d):
+        os.makedirs(d, 0o700)
+    atomic_write(path, to_bytes(json.dumps(rec, sort_keys=True) + "\n"))
+    os.unlink(old)
+    LOG.info("disk meta %s: record moved from %s to %s (keyed by %s)", disk, old, path, rec["disk"])
 
 
 def load(disk):
@@ -114,6 +196,8 @@ def load(disk):
     :raises JournalError: the record exists but cannot be read.
     """
     path = meta_path(disk)
+    if not os.path.exists(path):
+        _migrate(disk, path)
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -143,7 +227,7 @@ def ensure(disk, size, role=None):
     for itself)."""
     m = load(disk)
     if m is None:
-        m = save(DiskMeta(os.path.realpath(disk), size, True, role=role))
+        m = save(DiskMeta(identity(disk), size, True, role=role))
     return m
 
 
@@ -162,7 +246,7 @@ def rotate(disk, role=None):
     """This copy starts taking writes its peer does not see (failover, or
     replication broke): a new ``current``; the old one becomes ``bitmap``
     unless a bitmap generation is already held (then it goes to history)."""
-    m = load(disk) or DiskMeta(os.path.realpath(disk), _size_of(disk), True)
+    m = load(disk) or DiskMeta(identity(disk), _size_of(disk), True)
     if m.bitmap is None:
         bitmap, history = m.current, m.history
     else:
@@ -175,7 +259,7 @@ def mark_inconsistent(disk, size=None, role="resync-target"):
     """Record that ``disk`` is about to be written by a resync."""
     m = load(disk)
     if m is None:
-        m = DiskMeta(os.path.realpath(disk), size if size is not None else _size_of(disk), False)
+        m = DiskMeta(identity(disk), size if size is not None else _size_of(disk), False)
     return save(m._replace(consistent=False, role=role))
 
 
@@ -187,7 +271,7 @@ def mark_synced(disk, source_meta, role="backup"):
     m = load(disk)
     size = m.size if m is not None else source_meta.size
     hist = [h for h in ((source_meta.bitmap,) if source_meta.bitmap else ()) + source_meta.history]
-    return save(DiskMeta(os.path.realpath(disk), size, True, source_meta.current, None,
+    return save(DiskMeta(identity(disk), size, True, source_meta.current, None,
                          tuple(hist)[:HISTORY], role))
 
 
@@ -228,3 +312,35 @@ def compare(src, dst):
     if set(src.lineage()[1:]) & set(dst.lineage()[1:]):
         return SPLIT_BRAIN
     return UNRELATED
+
+
+def invalidate(disk):
+    """DRBD's ``invalidate``: this copy is the one to be overwritten.  It is
+    marked inconsistent under a new generation: the next resync into it is
+    allowed without ``--discard-target`` and compares every block (never a
+    tracked delta); it is refused as a resync source until then.
+
+    :returns: the new record.
+    """
+    m = load(disk)
+    if m is None:
+        return save(DiskMeta(identity(disk), _size_of(disk), False, role="invalidated"))
+    return save(m._replace(consistent=False, current=new_generation(),
+                           history=((m.current,) + m.history)[:HISTORY], bitmap=None, role="invalidated"))
+
+
+def forget(disk):
+    """Delete the copy's record.  :returns: the record deleted, or None.
+
+    The copy then counts as new: into it, a resync compares every block and
+    checks no generation; from it, the next resync creates a fresh
+    generation that no peer shares (``unrelated``: the peer must be named
+    the loser with ``--discard-target``)."""
+    m = load(disk)
+    path = meta_path(disk)
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if getattr(exc, "errno", None) != 2:
+            raise JournalError("disk meta %s: cannot delete %s: %s" % (disk, path, exc))
+    return m

@@ -1,0 +1,96 @@
+"""``xen-remus meta show|invalidate|forget|create`` on real files, and what
+each means for the next resync."""
+from __future__ import absolute_import, division, print_function
+
+import json
+import os
+
+import pytest
+
+from tests.adapter.resync_util import copy, make_image, mutate, same
+from xen_remus_ext.cli import main as cli
+from xen_remus_ext.errors import ResyncError
+from xen_remus_ext.resync import api, meta
+
+MiB = 1 << 20
+
+
+def run_json(capsys, *argv):
+    rc = cli.main(list(argv))
+    out = capsys.readouterr().out
+    return rc, json.loads(out.strip().splitlines()[-1])
+
+
+def test_show_without_and_with_record(tmp_path, capsys):
+    a = make_image(str(tmp_path / "a.img"), MiB)
+    rc, d = run_json(capsys, "meta", "show", "--json", a)
+    assert rc == 0 and d["meta"] is None and d["exists"] and d["size"] == MiB
+    m = meta.ensure(a, MiB, role="primary")
+    rc, d = run_json(capsys, "meta", "show", "--json", a)
+    assert d["meta"]["current"] == m.current and d["meta"]["role"] == "primary"
+    assert cli.main(["meta", "show", a]) == 0
+    out = capsys.readouterr().out
+    assert m.current in out and "consistent: yes" in out
+
+
+def test_invalidate_makes_the_next_resync_compare_every_block(tmp_path, capsys):
+    src = make_image(str(tmp_path / "src.img"), 2 * MiB)
+    dst = copy(src, str(tmp_path / "dst.img"))
+    ms = meta.ensure(src, 2 * MiB, role="primary")
+    meta.mark_synced(dst, ms, role="backup")
+    # the copy took writes of its own, then the admin declares it the loser
+    mutate(dst, 5, seed=9)
+    meta.rotate(dst)
+    with pytest.raises(ResyncError):
+        api.resync(src, dst, extents=[])
+    rc, d = run_json(capsys, "meta", "invalidate", "--json", dst)
+    assert rc == 0 and d["meta"]["consistent"] is False and d["meta"]["role"] == "invalidated"
+    # refused as a source while invalidated
+    with pytest.raises(ResyncError) as ei:
+        api.resync(dst, src)
+    assert "inconsistent" in str(ei.value)
+    # into it: no --discard-target needed, and never a tracked delta (extents given, yet checksum)
+    tr = _EmptyTracker()
+    res = api.resync(src, dst, tracker=tr)
+    assert res.mode == "checksum" and same(src, dst)
+    assert meta.load(dst).current == ms.current and meta.load(dst).consistent
+
+
+class _EmptyTracker(object):
+    name = "test"
+
+    def trustworthy(self):
+        return True
+
+    def dirty_extents(self):
+        return []
+
+
+def test_forget_makes_the_copy_new(tmp_path, capsys):
+    src = make_image(str(tmp_path / "src.img"), MiB)
+    dst = copy(src, str(tmp_path / "dst.img"))
+    ms = meta.ensure(src, MiB)
+    meta.mark_synced(dst, ms)
+    rc, d = run_json(capsys, "meta", "forget", "--json", src)
+    assert rc == 0 and d["forgotten"]["current"] == ms.current
+    assert meta.load(src) is None and not os.path.exists(meta.meta_path(src))
+    # from it: a fresh generation the peer does not share
+    with pytest.raises(ResyncError) as ei:
+        api.resync(src, dst)
+    assert "unrelated" in str(ei.value)
+    assert api.resync(src, dst, discard_target=True).mode == "checksum"
+    # forgetting a copy with no record is fine
+    rc, d = run_json(capsys, "meta", "forget", "--json", str(tmp_path / "none.img"))
+    assert rc == 0 and d["forgotten"] is None
+
+
+def test_create_is_sparse_and_refuses_an_existing_file(tmp_path, capsys):
+    p = str(tmp_path / "new.img")
+    rc, d = run_json(capsys, "meta", "create", "--json", "--size", "64M", p)
+    assert rc == 0 and os.path.getsize(p) == 64 * MiB
+    assert os.stat(p).st_blocks * 512 < MiB      # holes, not zeros
+    with open(p, "r+b") as f:
+        f.write(b"x")
+    assert cli.main(["meta", "create", "--size", "1M", p]) == 1
+    assert "existing" in capsys.readouterr().err
+    assert os.path.getsize(p) == 64 * MiB and open(p, "rb").read(1) == b"x"
