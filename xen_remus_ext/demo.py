@@ -1,6 +1,7 @@
 """``xen-remus demo``: the whole Remus cycle on two simulated hosts.
 
-Create a domain on host A, protect it to B, let it work, SIGKILL host A,
+Create a domain on host A, protect it to B (``protect``: B's copy is
+created and seeded, then Remus starts), let it work, SIGKILL host A,
 watch B take over, keep working on B, restart A (its disk is now stale),
 bring the domain home, protect it again, then stop and judge:
 
@@ -110,6 +111,19 @@ def bring_home_resync(A, B, tl, interval_ms):
     tl.add("Remus A -> B restarted, domain unpaused on A (paused %.3fs)" % (time.time() - t_pause))
 
 
+def protect(A, B, tl, interval_ms):
+    """``xen-remus protect demo B`` run on A, through the sim toolstacks:
+    B's missing copy is created sparse, seeded live, the last delta sent with
+    the domain paused, Remus started, the domain unpaused."""
+    from xen_remus_ext.failback import api
+    from xen_remus_ext.sim.disksync import SimDiskSync
+    res = api.run_protect(A.toolstack, DOMAIN, "B", peer_toolstack=B.toolstack,
+                          options={"interval_ms": interval_ms, "local_host": "A"},
+                          disk_sync=SimDiskSync([A.toolstack, B.toolstack]),
+                          progress=lambda line: tl.add("protect: " + line))
+    tl.add("protect finished in state %s" % res["state"])
+
+
 def bring_home_failback(A, B, tl, interval_ms):
     """``xen-remus failback demo A`` run on B, through the sim toolstacks."""
     from xen_remus_ext.failback.orchestrator import Orchestrator
@@ -159,20 +173,22 @@ def _cycle(cl, tl, rnd, seed, method, work, interval_ms, rate):
     obs = cl.observer
     tl.add("hosts up: A pid %d at %s, B pid %d at %s (%s)"
            % (A.pid, A.addr, B.pid, B.addr, "network namespaces" if cl.netns else "127.0.0.1"))
-    for h in (A, B):
-        h.toolstack.disk_create(IMAGE, DISK_SIZE)
-    ma = meta.ensure(A.disk_path(IMAGE), DISK_SIZE, role="primary")
-    meta.mark_synced(B.disk_path(IMAGE), ma, role="backup")
-    tl.add("disk %s (%d MiB) on both hosts, generation %s" % (IMAGE, DISK_SIZE >> 20, ma.current))
+    A.toolstack.disk_create(IMAGE, DISK_SIZE)
+    tl.add("disk %s (%d MiB) on A only; B has no copy yet" % (IMAGE, DISK_SIZE >> 20))
 
     downtime = {}
     wseed = rnd.randint(1, 1 << 30)
-    A.toolstack.create(domain_config(B, obs.path, wseed, rate), paused=True)
+    A.toolstack.create(domain_config(B, obs.path, wseed, rate), paused=False)
+    tl.add("domain %s created on A, running unprotected" % DOMAIN)
+    time.sleep(work * 0.2)
     t = time.time()
-    A.toolstack.remus_start(DOMAIN, "B", interval_ms=interval_ms)
-    A.toolstack.unpause(DOMAIN)
-    downtime["protect"] = round(time.time() - t, 3)
-    tl.add("domain %s created on A and protected to B (checkpoint every %d ms)" % (DOMAIN, interval_ms))
+    before = obs.acked(DOMAIN)
+    protect(A, B, tl, interval_ms)
+    wait_for(lambda: obs.acked(DOMAIN) > before, 5.0, "output from A")
+    downtime["protect"] = round(obs.silence(DOMAIN, t, time.time()), 3)
+    ma, mb = meta.load(A.disk_path(IMAGE)), meta.load(B.disk_path(IMAGE))
+    tl.add("protected to B (checkpoint every %d ms); generation A %s, B %s"
+           % (interval_ms, ma.current if ma else None, mb.current if mb else None))
 
     time.sleep(work * rnd.uniform(0.8, 1.2))
     t_kill = time.time()

@@ -181,7 +181,7 @@ def test_option_choices_are_offered(bin_dir):
 def test_xm_commands_domains_and_options(bin_dir):
     got = complete(bin_dir, ["xm remus-", "xm mig", "xm remus-failback ", "xm remus-failback guest1 ",
                              "xm remus-status guest1 "])
-    assert got[0] == ["remus-failback", "remus-resync", "remus-status"]
+    assert got[0] == ["remus-failback", "remus-protect", "remus-resync", "remus-status"]
     assert got[1] == ["migrate"]     # xm's own commands come from `xm help`
     assert got[2] == ["guest1"]      # Domain-0 is never a failback candidate
     assert got[4] == []              # remus-status takes one domain, no host

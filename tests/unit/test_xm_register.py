@@ -85,7 +85,7 @@ def run_xm(xm, capsys, *argv):
 def test_register_fills_every_table(xm):
     before_all = list(xm.all_commands)
     _rec, names = registered(xm)
-    assert names == ["remus-failback", "remus-resync", "remus-status"]
+    assert names == ["remus-protect", "remus-failback", "remus-resync", "remus-status"]
     for name in names:
         assert name in xm.commands
         assert name in xm.SUBCOMMAND_HELP
@@ -256,7 +256,7 @@ def test_imported_modules_run_through_xm_importcommand(xm, tmp_path, capsys, mon
     monkeypatch.setattr("xen_remus_ext.cli.main.main", rec)
     paths = xm_imported.write_modules(str(tmp_path))
     assert sorted(os.path.basename(p) for p in paths) == [
-        "remus-failback.py", "remus-resync.py", "remus-status.py"]
+        "remus-failback.py", "remus-protect.py", "remus-resync.py", "remus-status.py"]
     xm.IMPORTED_PATH = str(tmp_path)
     # the one-line patch: the names join IMPORTED_COMMANDS before the loop runs
     for name in ("remus-failback", "remus-resync", "remus-status"):
@@ -283,7 +283,7 @@ def test_imported_modules_do_not_overwrite_foreign_files(tmp_path):
 def test_imported_modules_remove(tmp_path):
     xm_imported.write_modules(str(tmp_path))
     removed = xm_imported.remove_modules(str(tmp_path))
-    assert len(removed) == 3
+    assert len(removed) == 4
     assert os.listdir(str(tmp_path)) == []
 
 

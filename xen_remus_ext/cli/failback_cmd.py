@@ -1,5 +1,7 @@
 """``xen-remus failback``, ``xen-remus resync-domain`` and ``xen-remus status``.
 
+protect DOMAIN HOST         seed HOST's copy of every remus disk of DOMAIN
+                            (running here) and start Remus toward HOST
 failback DOMAIN HOST        bring DOMAIN (running here, unprotected, after a
                             failover) home to HOST and protect it again;
                             ``--reverse-only``: keep it here, protect toward HOST
@@ -40,8 +42,16 @@ def _toolstack_opts(p):
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
+def _memory_only_opts(p):
+    p.add_argument("--lose-disk-writes-at-failover", dest="accept_disk_loss", action="store_true",
+                   help="xl --no-disk: accept that a failover resumes the backup on a disk without the "
+                        "writes made since protection began (disks neither shared nor DRBD protocol D)")
+    p.add_argument("--shared-disk", action="append", default=[], metavar="VDEV",
+                   help="xl --no-disk: VDEV is on storage both hosts share (nothing to lose); repeatable")
+
+
 def register(subparsers):
-    """Add ``failback``, ``resync-domain`` and ``status`` to ``subparsers``."""
+    """Add ``failback``, ``protect``, ``resync-domain`` and ``status`` to ``subparsers``."""
     p = subparsers.add_parser(
         "failback", help="bring a failed-over domain home with its disk changes and protect it again",
         description="Fail DOMAIN, running here unprotected after a Remus failover, back to HOST: "
@@ -78,8 +88,44 @@ def register(subparsers):
     p.add_argument("--dest", metavar="TEMPLATE", default=None,
                    help="where the peer's disk copies are, as %%(host)s, %%(path)s, %%(vdev)s "
                         "(default '%%(host)s:%%(path)s', over ssh)")
+    _memory_only_opts(p)
     _toolstack_opts(p)
     p.set_defaults(func=cmd_failback)
+
+    p = subparsers.add_parser(
+        "protect", help="seed the backup's disk copies and start Remus toward HOST",
+        description="Protect DOMAIN, running here, with Remus toward HOST: preflight, creation of each "
+                    "missing backup copy as a sparse image, a live pre-copy of every remus disk, the "
+                    "final delta with the domain paused, Remus started, the domain unpaused (one paused "
+                    "before stays paused).  Journaled; rerun (or --resume) after an interruption.")
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("host", metavar="HOST", help="the backup host")
+    p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")
+    p.add_argument("--resume", action="store_true", help="continue the journaled protect (an error if none)")
+    p.add_argument("--abort", action="store_true", help="stop the journaled protect in a safe state")
+    p.add_argument("--rate", type=_size, default=None, metavar="RATE",
+                   help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
+    p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
+    p.add_argument("--discard-peer", action="store_true",
+                   help="overwrite a backup copy that holds writes of its own or has no generation record")
+    p.add_argument("-i", "--interval", type=int, default=200, metavar="MS",
+                   help="Remus checkpoint interval (default 200)")
+    p.add_argument("--no-net", action="store_true", help="Remus without network buffering")
+    p.add_argument("--no-disk", action="store_true",
+                   help="xl: memory-only Remus (xl remus -d): the backup's disks do not follow the primary")
+    p.add_argument("--tracker", choices=("fiemap",), default=None,
+                   help="xl: track disk writes by reflink + FIEMAP during the pre-copy")
+    p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="the domain's config file: preflight checks it names HOST or reverses cleanly")
+    p.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD", help="command to reach HOST (default ssh)")
+    p.add_argument("--key", metavar="KEYFILE", help="shared key file for tcp:// disk destinations")
+    p.add_argument("--dest", metavar="TEMPLATE", default=None,
+                   help="where HOST's disk copies are, as %%(host)s, %%(path)s, %%(vdev)s "
+                        "(default '%%(host)s:%%(path)s', over ssh)")
+    _memory_only_opts(p)
+    _toolstack_opts(p)
+    p.set_defaults(func=cmd_protect)
 
     r = subparsers.add_parser("resync-domain", help="resync every remus disk of a domain to HOST",
                               description="Bring HOST's copy of every remus disk of DOMAIN up to date "
@@ -147,6 +193,10 @@ def _options(args):
         opts["disk"] = False
     if getattr(args, "discard_peer", False) or getattr(args, "discard_target", False):
         opts["discard_peer"] = True
+    if getattr(args, "accept_disk_loss", False):
+        opts["accept_disk_loss"] = True
+    if getattr(args, "shared_disk", None):
+        opts["shared_disks"] = list(args.shared_disk)
     return opts
 
 
@@ -229,6 +279,28 @@ def cmd_failback(args):
                                    reverse_only=args.reverse_only, dry_run=args.dry_run, resume=args.resume,
                                    abort=args.abort, options=_options(args), disk_sync=disks,
                                    progress=_progress(args), xenstore=xs, peer_xenstore=peer_xs)
+        finally:
+            _close(xs, peer_xs)
+    except XenRemusError as exc:
+        _emit_error(args, exc)
+        raise
+    if args.json:
+        print(json.dumps(dict(res, result="ok" if res.get("ok", True) else "refused"), sort_keys=True))
+    elif args.dry_run:
+        print(format_plan(res))
+    return 0 if res.get("ok", True) else 1
+
+
+def cmd_protect(args):
+    from xen_remus_ext.failback import api
+    ts = local_toolstack(args)
+    try:
+        peer, disks = peer_and_disks(args, ts)
+        xs, peer_xs = xenstores(ts, peer)
+        try:
+            res = api.run_protect(ts, args.domain, args.host, peer_toolstack=peer, dry_run=args.dry_run,
+                                  resume=args.resume, abort=args.abort, options=_options(args), disk_sync=disks,
+                                  progress=_progress(args), xenstore=xs, peer_xenstore=peer_xs)
         finally:
             _close(xs, peer_xs)
     except XenRemusError as exc:

@@ -1,10 +1,11 @@
 """The one entry to failback, resync-domain and status.
 
-Called by ``xen-remus failback|resync-domain|status`` (cli/failback_cmd.py),
+Called by ``xen-remus failback|protect|resync-domain|status`` (cli/failback_cmd.py),
 and through it by ``xm remus-*`` and ``XendDomain.domain_remus_*``.
 
 :func:`run_failback` (``--dry-run``, ``--resume``, ``--abort``,
-``--reverse-only``), :func:`resync_domain` (what ``xm remus-resync DOMAIN
+``--reverse-only``), :func:`run_protect` (the same journal and options),
+:func:`resync_domain` (what ``xm remus-resync DOMAIN
 HOST`` does: every remus disk of DOMAIN brought up to date on HOST from
 here) and :func:`status`.  Each returns a plain dict (JSON-able).
 """
@@ -58,11 +59,31 @@ def run_failback(toolstack, domain, host, peer_toolstack=None, reverse_only=Fals
         ``checks``, ``downtime``, ``journal`` (the record's path) ...
     :raises FailbackError: refused or failed (the journal keeps where).
     """
+    mode = machine.REVERSE if reverse_only else machine.FAILBACK
+    return _run(mode, toolstack, domain, host, peer_toolstack, dry_run, resume, abort, options, disk_sync,
+                progress, state_dir, clock, xenstore, peer_xenstore)
+
+
+def run_protect(toolstack, domain, host, peer_toolstack=None, dry_run=False, resume=False, abort=False,
+                options=None, disk_sync=None, progress=None, state_dir=None, clock=None, xenstore=None,
+                peer_xenstore=None):
+    """Protect ``domain`` (running here) with Remus toward ``host``: seed each
+    missing backup copy, bring every copy up to date, start Remus.  Journaled
+    like a failback (the same journal file, mode ``protect``).
+
+    :returns: dict as :func:`run_failback`'s.
+    :raises FailbackError: refused or failed (the journal keeps where).
+    """
+    return _run(machine.PROTECT_MODE, toolstack, domain, host, peer_toolstack, dry_run, resume, abort, options,
+                disk_sync, progress, state_dir, clock, xenstore, peer_xenstore)
+
+
+def _run(mode, toolstack, domain, host, peer_toolstack, dry_run, resume, abort, options, disk_sync, progress,
+         state_dir, clock, xenstore, peer_xenstore):
     options = dict(options or {})
     if sum(1 for f in (dry_run, resume, abort) if f) > 1:
-        raise FailbackError("failback: --dry-run, --resume and --abort exclude each other")
+        raise FailbackError("%s: --dry-run, --resume and --abort exclude each other" % mode)
     peer = peer_toolstack or build_peer(toolstack, host, options)
-    mode = machine.REVERSE if reverse_only else machine.FAILBACK
     orch = Orchestrator(toolstack, peer, domain, host, mode=mode, options=options, disk_sync=disk_sync,
                         clock=clock, state_base=state_dir, progress=progress, xenstore=xenstore,
                         peer_xenstore=peer_xenstore)
@@ -75,7 +96,14 @@ def run_failback(toolstack, domain, host, peer_toolstack=None, reverse_only=Fals
                    disks=[dict((k, v) for k, v in d.items()) for d in facts["disks"]],
                    reverse=facts["direction"])
         return out
-    rec = orch.abort() if abort else orch.run(resume=resume)
+    LOG.info("%s %s toward %s: start%s", mode, domain, host, " (--abort)" if abort else "")
+    try:
+        rec = orch.abort() if abort else orch.run(resume=resume)
+    except XenRemusError as exc:
+        LOG.info("%s %s toward %s: end: failed: %s", mode, domain, host, exc)
+        raise
+    LOG.info("%s %s toward %s: end: %s%s", mode, domain, host, rec["state"],
+             "; downtime %.3f s" % rec["downtime"] if rec.get("downtime") is not None else "")
     out.update(state=rec["state"], downtime=rec.get("downtime"), downtime_max=rec.get("downtime_max"),
                disks=rec.get("disks"), delta=rec.get("delta"), reverse=rec.get("reverse"),
                timing=rec.get("timing"))

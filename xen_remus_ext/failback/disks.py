@@ -64,6 +64,29 @@ class DiskSync(object):
         """One resync pass; :returns: dict with :data:`RESULT_FIELDS`."""
         raise NotImplementedError
 
+    def peer_state(self, dest):
+        """:returns: dict ``exists`` (bool), ``size`` (int or None), ``meta``
+        (the copy's generation record as a dict, or None)."""
+        raise NotImplementedError
+
+    def create(self, dest, size):
+        """Create the absent copy ``dest`` as a sparse image of ``size``
+        bytes; :raises ResyncError: it exists, or cannot be created."""
+        raise NotImplementedError
+
+
+def local_state(path):
+    """:func:`DiskSync.peer_state` of a local file or device."""
+    from xen_remus_ext.resync import meta
+    if not os.path.exists(path):
+        return {"exists": False, "size": None, "meta": None}
+    try:
+        size = _file_size(path)
+    except OSError:
+        size = None
+    m = meta.load(path)
+    return {"exists": True, "size": size, "meta": m.to_dict() if m is not None else None}
+
 
 def create_sparse(path, size):
     """Create ``path`` as a sparse image of ``size`` bytes (holes only).
@@ -100,7 +123,8 @@ def _file_size(path):
 class ResyncDiskSync(DiskSync):
     """The real disks: resync/api.py for data, resync/meta.py for generations."""
 
-    def __init__(self, ssh="ssh", key_file=None, mode="auto"):
+    def __init__(self, ssh="ssh", key_file=None, mode="auto", runner=None):
+        self.runner = runner
         self.ssh = ssh
         self.key_file = key_file
         self.mode = mode
@@ -147,6 +171,49 @@ class ResyncDiskSync(DiskSync):
         from xen_remus_ext.resync import meta
         if meta.load(path) is not None:
             meta.clear_bitmap(path)
+
+    def _remote_meta(self, host, args):
+        """``xen-remus meta ARGS --json`` on ``host`` over ssh: its JSON answer."""
+        import json
+        import shlex
+        from six.moves import shlex_quote
+        from xen_remus_ext.resync.transport import remote_command
+        from xen_remus_ext.wiring import SubprocessRunner
+        argv = shlex.split(self.ssh) + [host] + [shlex_quote(w) for w in
+                                                 remote_command() + ["-q", "meta"] + list(args) + ["--json"]]
+        rc, out, err = (self.runner or SubprocessRunner()).run(argv)
+        text = out.decode("utf-8", "replace").strip() if isinstance(out, bytes) else (out or "").strip()
+        if rc != 0:
+            msg = (err.decode("utf-8", "replace") if isinstance(err, bytes) else err or "").strip()
+            raise ResyncError("%s: `xen-remus meta %s` failed (exit %d): %s"
+                              % (host, " ".join(args), rc, msg.splitlines()[-1] if msg else "no message"))
+        try:
+            return json.loads(text.splitlines()[-1])
+        except (ValueError, IndexError):
+            raise ResyncError("%s: `xen-remus meta %s`: expected one JSON object, got %r"
+                              % (host, " ".join(args), text[:200]))
+
+    def peer_state(self, dest):
+        from xen_remus_ext.resync.transport import parse_dest
+        where = parse_dest(dest)
+        if where[0] == "local":
+            return local_state(where[1])
+        if where[0] == "ssh":
+            d = self._remote_meta(where[1], ["show", where[2]])
+            return {"exists": bool(d.get("exists")), "size": d.get("size"), "meta": d.get("meta")}
+        info = self._probe(dest)     # a tcp:// export exists by definition
+        return {"exists": True, "size": info.get("size"), "meta": info.get("meta")}
+
+    def create(self, dest, size):
+        from xen_remus_ext.resync.transport import parse_dest
+        where = parse_dest(dest)
+        if where[0] == "local":
+            create_sparse(where[1], size)
+        elif where[0] == "ssh":
+            self._remote_meta(where[1], ["create", "--size", str(size), where[2]])
+        else:
+            raise ResyncError("%s: a tcp:// export cannot be created from here; create it on the receiver's "
+                              "host (xen-remus meta create --size %d PATH)" % (dest, size))
 
     def sync(self, src, dest, tracker=None, rate=None, verify=False, discard_target=False,
              final=False, events=None):

@@ -21,6 +21,18 @@ failback, here for reverse): Remus starts while it cannot write, so the
 backup's copy equals the primary's at the first checkpoint, and unpausing
 is the last step.  (On xend the domain arrives running; block-remus then
 holds its first write until the backup connects, xen-facts.md section 5.)
+``protect`` (``xen-remus protect``: the domain runs here and has never been
+protected, or its protection ended; create the backup's copies that are
+missing, bring them up to date and start Remus toward ``HOST``)::
+
+    new -preflight-> checked -seed-> seeded -precopy-> precopied -pause-> quiesced
+        -final-delta-> delta-sent -protect-> protected -unpause-> done
+
+It is ``reverse`` with one more step (``seed``: each missing backup copy is
+created as a sparse image) and ``failback``'s re-protect and ``protect`` run
+the same ``protect`` step.  A domain that was paused when ``protect`` began
+stays paused at the end.
+
 A killed run
 leaves the journal at the last completed state; :func:`reconcile` turns the
 journal's state and an :class:`Observation` of the world into the state to
@@ -36,11 +48,13 @@ from xen_remus_ext.errors import FailbackError, ProgrammerError
 # modes
 FAILBACK = "failback"
 REVERSE = "reverse"
-MODES = (FAILBACK, REVERSE)
+PROTECT_MODE = "protect"
+MODES = (FAILBACK, REVERSE, PROTECT_MODE)
 
 # states
 NEW = "new"
 CHECKED = "checked"
+SEEDED = "seeded"
 PRECOPIED = "precopied"
 MIGRATED = "migrated"
 QUIESCED = "quiesced"
@@ -53,6 +67,7 @@ TERMINAL = (DONE, ABORTED)
 
 # steps
 PREFLIGHT = "preflight"
+SEED = "seed"
 PRECOPY = "precopy"
 MIGRATE = "migrate"
 PAUSE = "pause"
@@ -75,6 +90,13 @@ TRANSITIONS = {
     (REVERSE, QUIESCED): (FINAL_DELTA, DELTA_SENT),
     (REVERSE, DELTA_SENT): (PROTECT, PROTECTED),
     (REVERSE, PROTECTED): (UNPAUSE, DONE),
+    (PROTECT_MODE, NEW): (PREFLIGHT, CHECKED),
+    (PROTECT_MODE, CHECKED): (SEED, SEEDED),
+    (PROTECT_MODE, SEEDED): (PRECOPY, PRECOPIED),
+    (PROTECT_MODE, PRECOPIED): (PAUSE, QUIESCED),
+    (PROTECT_MODE, QUIESCED): (FINAL_DELTA, DELTA_SENT),
+    (PROTECT_MODE, DELTA_SENT): (PROTECT, PROTECTED),
+    (PROTECT_MODE, PROTECTED): (UNPAUSE, DONE),
 }
 
 #: what each step does, for --dry-run and status
@@ -86,7 +108,8 @@ STEP_DOC = {
     PAUSE: "pause the domain here so its disks go quiet",
     FINAL_DELTA: "send the final disk delta from the now quiet disks",
     UNPAUSE: "unpause the domain",
-    PROTECT: "start Remus again (config direction checked/reversed)",
+    SEED: "create each missing backup copy on the peer as a sparse image of the disk's size",
+    PROTECT: "start Remus toward the backup (config direction checked/reversed)",
 }
 
 
@@ -187,7 +210,7 @@ def reconcile(mode, state, obs):
     pos = index_of(mode, state)
     if mode == FAILBACK:
         return _reconcile_failback(state, pos, obs)
-    return _reconcile_reverse(state, pos, obs)
+    return _reconcile_reverse(state, pos, obs, mode)
 
 
 def _reconcile_failback(state, pos, obs):
@@ -241,8 +264,8 @@ def _reconcile_failback(state, pos, obs):
             "its disk there may be stale: stop it, or rerun with --abort after checking", state)
 
 
-def _reconcile_reverse(state, pos, obs):
-    order = states_in_order(REVERSE)
+def _reconcile_reverse(state, pos, obs, mode=REVERSE):
+    order = states_in_order(mode)
     at = order.index
     if obs.local is None:
         _refuse("domain: expected it here (reverse replication keeps it here), found it %s"
@@ -287,7 +310,7 @@ def plan_abort(mode, state, obs):
     stale = []
     if mode == FAILBACK and obs.local is not None and obs.peer is not None and pos >= index_of(mode, MIGRATED):
         stale = [DESTROY_LOCAL_BACKUP]
-    elif mode == REVERSE and obs.peer is not None and not obs.local_remus and pos >= index_of(mode, DELTA_SENT):
+    elif mode != FAILBACK and obs.peer is not None and not obs.local_remus and pos >= index_of(mode, DELTA_SENT):
         stale = [DESTROY_PEER]
     state, actions = reconcile(mode, state, obs)
     actions = stale + list(actions)

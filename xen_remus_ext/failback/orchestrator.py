@@ -47,6 +47,8 @@ DEFAULTS = {
     "precopy_target": 4 << 20,  # stop pre-copying once a pass sends less than this
     "net": True,
     "disk": True,               # False: memory-only Remus (xl remus -d); failback resyncs the disks
+    "accept_disk_loss": False,  # memory-only Remus on disks neither shared nor DRBD: the operator said so
+    "shared_disks": (),         # vdevs on storage both hosts share
     "config_file": None,        # the domain's cfg file: preflight checks it reverses cleanly
     "settle_timeout": 120.0,    # a killed run's migration may still be running in the toolstack
     "settle_poll": 0.1,
@@ -224,11 +226,7 @@ class Orchestrator(object):
     def dry_run(self):
         """:returns: ``(state, plan lines, checks)``; changes nothing."""
         state, lines = self.plan_lines()
-        checks, facts = preflight.run_checks(
-            self.ts, self.peer, self.domain, self.host, self.mode, self.backup_host(),
-            self.disk_pairs, self.disks, self.opts["discard_peer"], self.backup_aliases(),
-            retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts,
-            config_file=self.opts.get("config_file"))
+        checks, facts = self._checks()
         for d in facts["disks"]:
             d["tracker"] = "available" if hasattr(self.ts, "tracker_for") else None
         return state, lines, checks, facts
@@ -338,6 +336,11 @@ class Orchestrator(object):
                                           machine.QUIESCED, machine.DELTA_SENT)]
                               + [(machine.PROTECTED, ("here", "primary", "protected")),
                                  (machine.DONE, ("here", "primary", "protected"))]),
+        machine.PROTECT_MODE: dict([(st, ("here", "unprotected", "protecting"))
+                                    for st in (machine.NEW, machine.CHECKED, machine.SEEDED, machine.PRECOPIED,
+                                               machine.QUIESCED, machine.DELTA_SENT)]
+                                   + [(machine.PROTECTED, ("here", "primary", "protected")),
+                                      (machine.DONE, ("here", "primary", "protected"))]),
     }
 
     def _publish(self):
@@ -382,6 +385,8 @@ class Orchestrator(object):
             if act == machine.DESTROY_PEER:
                 self.peer.destroy(self.domain)
             elif act == machine.UNPAUSE_LOCAL:
+                if self.mode == machine.PROTECT_MODE and self.rec.get("was_paused"):
+                    continue    # it was paused before protect touched it
                 self.ts.unpause(self.domain)
             elif act == machine.DESTROY_LOCAL_BACKUP:
                 self.ts.destroy(self.domain)
@@ -446,14 +451,23 @@ class Orchestrator(object):
         return "; generations here %s" % " ".join(out) if out else ""
 
     # -- steps (each idempotent) ------------------------------------------------
-    def step_preflight(self):
-        checks, facts = preflight.run_checks(
+    def _checks(self):
+        return preflight.run_checks(
             self.ts, self.peer, self.domain, self.host, self.mode, self.backup_host(),
             self.disk_pairs, self.disks, self.opts["discard_peer"], self.backup_aliases(),
             retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts,
-            config_file=self.opts.get("config_file"))
+            config_file=self.opts.get("config_file"),
+            memory_only=not self.opts["disk"], accept_disk_loss=bool(self.opts.get("accept_disk_loss")),
+            shared_disks=self.opts.get("shared_disks") or ())
+
+    def step_preflight(self):
+        checks, facts = self._checks()
         self.rec["checks"] = [c.to_dict() for c in checks]
         preflight.raise_failed(checks, self.rec["state"])
+        if self.mode == machine.PROTECT_MODE:
+            # a domain paused when protection began stays paused at the end
+            self.rec["was_paused"] = preflight.domain_state(
+                preflight.find_domain(self.ts, self.domain)) == "paused"
         self.rec["local_host"] = self.backup_host() if self.mode == machine.FAILBACK else self.local_host()
         self.rec["reverse"] = facts["direction"]
         self.rec["disks"] = [dict(d, precopy=[], final=None) for d in facts["disks"]]
@@ -544,10 +558,27 @@ class Orchestrator(object):
             fn(self.domain, cfg)
             self.progress("%s: disks %s now replicate to %s" % (self.domain, ", ".join(changed), backup))
 
+    def step_seed(self):
+        """Create each backup copy that is absent as a sparse image of the
+        disk's size (the pre-copy then fills it; holes stay holes).  A copy
+        that appeared since the preflight is left alone: the pre-copy's
+        generation check judges it."""
+        for d in self.rec["disks"]:
+            if not d.get("create"):
+                continue
+            if self.disks.peer_state(d["dest"])["exists"]:
+                LOG.info("%s %s: %s exists already (an earlier run created it)", self.domain, d["vdev"], d["dest"])
+            else:
+                self.disks.create(d["dest"], d["size"])
+                self.progress("%s %s: created %s (%d bytes, sparse)" % (self.domain, d["vdev"], d["dest"], d["size"]))
+            d["created"] = True
+            self._save()
+
     def step_pause(self):
         self.rec["delta"] = {"sent": False}
         self._save()
-        self.ts.pause(self.domain)
+        if preflight.domain_state(preflight.find_domain(self.ts, self.domain)) != "paused":
+            self.ts.pause(self.domain)
         self.rec["paused_at"] = self.clock.now()
 
     def step_final_delta(self):
@@ -566,7 +597,7 @@ class Orchestrator(object):
                     "have read a stale disk (on xend, is the migration hook installed? see xen-remus "
                     "hook-config)" % (self.domain, self.host, there or "absent"),
                     state=rec["state"], step=machine.FINAL_DELTA)
-        if self.mode == machine.REVERSE and local != "paused":
+        if self.mode != machine.FAILBACK and local != "paused":
             raise FailbackError("%s: expected the domain paused here for the final delta, found it %s"
                                 % (self.domain, local), state=rec["state"], step=machine.FINAL_DELTA)
         send_final_delta(rec, self.disks, self.tracker, self.clock, "orchestrator", self.opts)
@@ -577,6 +608,9 @@ class Orchestrator(object):
             self.peer.unpause(self.domain)
             ref = self.rec.get("migrated_at")
             first = (self.rec["timing"].get(machine.MIGRATE) or [None])[0]
+        elif self.mode == machine.PROTECT_MODE and self.rec.get("was_paused"):
+            self.progress("%s: left paused, as it was when protection began" % self.domain)
+            return
         else:
             self.ts.unpause(self.domain)
             ref = first = self.rec.get("paused_at")
@@ -610,7 +644,8 @@ class Orchestrator(object):
         self._retarget(ts)
         extra = {} if self.opts["disk"] else {"disk": False}
         ts.remus_start(self.domain, backup, interval_ms=self.opts["interval_ms"], net=self.opts["net"], **extra)
-        self.progress("%s: Remus protects it again toward %s" % (self.domain, backup))
+        again = "" if self.mode == machine.PROTECT_MODE else " again"
+        self.progress("%s: Remus protects it%s toward %s" % (self.domain, again, backup))
         mark = getattr(self.disks, "mark_protected", None)
         if mark is not None:
             for d in self.rec["disks"]:

@@ -9,12 +9,17 @@ Checks, in order (each a :class:`Check` with name, ok, detail):
 ``peer-memory``     the peer's free memory holds the domain's memory
 ``migrate-paused``  (xl) ``xl migrate -p`` exists: Xen 4.13 or later
 ``remus-disks``     the config has at least one remus disk
+``backup-copy:VDEV`` (protect) the backup's copy is absent (to be seeded), or
+                    an ancestor of ours; one with writes of its own, or with
+                    no generation record, is refused unless --discard-peer
 ``generation:VDEV`` the peer's copy is an ancestor of ours by generation
                     (identical, target-behind or target-new); anything else is
                     split brain (or unrelated) and refused unless the admin
                     named the peer's copy as the one to discard
 ``size:VDEV``       the peer's copy has our size (when it can be known here)
 ``config-file``     (with a config file) it names the backup or reverses cleanly
+``disk-replication:VDEV`` (memory-only Remus) the disk is shared or DRBD, or
+                    the operator accepted losing its writes at failover
 ``direction``       the config protects toward the intended backup, or can be
                     reversed to do so (:func:`plan_direction`)
 """
@@ -102,7 +107,8 @@ def _safe(fn, *args):
 
 
 def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_sync, discard_peer=False,
-               backup_aliases=(), retarget_ts=None, config_file=None):
+               backup_aliases=(), retarget_ts=None, config_file=None, memory_only=False, accept_disk_loss=False,
+               shared_disks=()):
     """Run every check; :returns: ``(checks, facts)``.
 
     :param backup: the host Remus will protect toward afterwards (this host
@@ -160,7 +166,13 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
                "%d remus disk(s): %s" % (len(rdisks), ", ".join(d.vdev for d in rdisks)) if rdisks
                else "%s: expected at least one remus disk (tap2:remus:HOST:PORT|aio:PATH), got none" % domain):
         return checks, facts
+    if memory_only:
+        for disk in rdisks:
+            add(*check_memory_only(disk, accept_disk_loss, shared_disks))
     for disk, src, dest in disk_pairs(config):
+        if mode == "protect":
+            facts["disks"].append(_check_backup_copy(add, disk, src, dest, disk_sync, discard_peer, host))
+            continue
         rel, err = _safe(disk_sync.relation, src, dest)
         if err is not None:
             add("generation:%s" % disk.vdev, False, "%s: cannot compare generations with %s: %s"
@@ -215,6 +227,83 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
     if config_file:
         add(*check_config_file(config_file, backup, backup_aliases))
     return checks, facts
+
+
+def is_drbd(disk):
+    """The disk is a DRBD device (``drbd:`` uname, or a /dev/drbd* path)."""
+    return disk.uname.startswith("drbd:") or "/dev/drbd" in (disk.path or "")
+
+
+def check_memory_only(disk, accept_disk_loss, shared_disks=()):
+    """Memory-only Remus (xl remus -d) leaves the backup's copy of a writable
+    disk behind: a failover then resumes on a disk lacking every write made
+    since protection began.  Refused unless the disk is DRBD (which must run
+    protocol D), shared, or the operator accepted the loss by name.
+
+    :returns: ``(name, ok, detail)``
+    """
+    name = "disk-replication:%s" % disk.vdev
+    if disk.vdev in shared_disks:
+        return name, True, "%s on shared storage (--shared-disk): nothing to replicate" % disk.vdev
+    if is_drbd(disk):
+        return name, True, "%s is DRBD: its resource must use protocol D for Remus" % disk.vdev
+    if accept_disk_loss:
+        return name, True, ("%s: memory-only Remus; a failover LOSES the writes since protection began "
+                            "(accepted with --lose-disk-writes-at-failover)" % disk.vdev)
+    return name, False, ("%s: memory-only Remus (xl remus -d) does not replicate this disk: a failover would "
+                         "resume the backup on a copy lacking every write acknowledged since protection began; "
+                         "refusing (use shared storage or DRBD protocol D, name a shared disk with "
+                         "--shared-disk, or accept the loss with --lose-disk-writes-at-failover)" % disk.vdev)
+
+
+def _check_backup_copy(add, disk, src, dest, disk_sync, discard_peer, host):
+    """``protect``: the backup's copy of ``disk`` is absent (seeded as a sparse
+    image), or an ancestor of ours by generation, and never a copy with
+    writes of its own unless ``discard_peer`` names it the loser.
+    :returns: the disk's facts."""
+    size, err = _safe(disk_sync.size, src)
+    fact = {"vdev": disk.vdev, "path": disk.path, "src": src, "dest": dest, "relation": None, "size": size,
+            "create": False}
+    if err is not None:
+        add("size:%s" % disk.vdev, False, "%s: cannot read %s: %s" % (disk.vdev, src, err))
+        return fact
+    state, err = _safe(disk_sync.peer_state, dest)
+    name = "backup-copy:%s" % disk.vdev
+    if err is not None:
+        add(name, False, "%s: cannot inspect the backup's copy %s: %s" % (disk.vdev, dest, err))
+        return fact
+    if not state["exists"]:
+        fact["create"] = True
+        fact["relation"] = "absent"
+        add(name, True, "%s absent on %s: it will be created sparse, %d bytes, and seeded" % (dest, host, size))
+        return fact
+    if state.get("size") is not None and state["size"] != size:
+        add("size:%s" % disk.vdev, False, "%s: expected the backup's copy %s to have %d bytes, got %d"
+            % (disk.vdev, dest, size, state["size"]))
+    else:
+        add("size:%s" % disk.vdev, True, "%d bytes on both" % size)
+    if state.get("in_use"):
+        add("unused:%s" % disk.vdev, False, "%s: expected the backup's copy %s unused, got: %s"
+            % (disk.vdev, dest, state["in_use"]))
+    rel, err = _safe(disk_sync.relation, src, dest)
+    fact["relation"] = rel
+    if err is not None:
+        add(name, False, "%s: cannot compare generations with %s: %s" % (disk.vdev, dest, err))
+    elif state.get("meta") is None:
+        fact["relation"] = rel = "no-record"
+        add(name, discard_peer, "%s exists without a generation record: DISCARDING what it holds as asked"
+            % dest if discard_peer else
+            "%s: expected the backup's copy %s absent or with a generation record, found a copy with none: "
+            "it may hold writes of its own; refusing (name it the loser with --discard-peer)"
+            % (disk.vdev, dest))
+    elif rel in SAFE_RELATIONS:
+        add(name, True, "backup copy %s is %s" % (dest, rel))
+    else:
+        add(name, discard_peer, "backup copy %s is %s; DISCARDING its own writes as asked" % (dest, rel)
+            if discard_peer else
+            "%s: expected the backup's copy %s to be an ancestor of ours, got %s: it holds writes of its "
+            "own; refusing (name it the loser with --discard-peer)" % (disk.vdev, dest, rel))
+    return fact
 
 
 def check_config_file(path, backup, aliases=()):

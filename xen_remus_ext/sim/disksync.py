@@ -45,6 +45,18 @@ class SimDiskSync(DiskSync):
         except OSError:
             return None
 
+    def peer_state(self, dest):
+        from xen_remus_ext.failback.disks import local_state
+        return local_state(dest)
+
+    def create(self, dest, size):
+        """The host's agent creates it (sparse) and exports it to its receiver."""
+        ts, guest_path = self._where(dest)
+        if os.path.exists(dest):
+            raise ResyncError("disk %s: expected it absent to create it, found it existing; refusing "
+                              "to replace it" % dest)
+        ts.disk_create(guest_path, size)
+
     def relation(self, src, dest):
         from xen_remus_ext.resync import meta
         return meta.compare(meta.ensure(src, self.size(src)), meta.load(dest))

@@ -5,6 +5,7 @@ attribute of ``XendDomain.instance()`` named ``domain_*`` (except
 ``domain_create`` and ``domain_restore``) is registered as
 ``xend.domain.<name without "domain_">``.  :func:`install` adds
 
+- ``domain_remus_protect(dom, host, options=None)``  -> ``xend.domain.remus_protect``
 - ``domain_remus_failback(dom, host, options=None)`` -> ``xend.domain.remus_failback``
 - ``domain_remus_resync(dom, host, options=None)``   -> ``xend.domain.remus_resync``
 - ``domain_remus_status(dom=None, options=None)``    -> ``xend.domain.remus_status``
@@ -33,6 +34,7 @@ from xen_remus_ext.xm import commands as xm_commands
 
 #: xend method name -> the xm command it mirrors
 METHODS = (
+    ("domain_remus_protect", "remus-protect"),
     ("domain_remus_failback", "remus-failback"),
     ("domain_remus_resync", "remus-resync"),
     ("domain_remus_status", "remus-status"),
@@ -113,6 +115,10 @@ def _check_dom(dom):
 def make_methods(impl):
     """:returns: dict name -> function taking ``self`` (the XendDomain)."""
 
+    def domain_remus_protect(self, dom, host, options=None):
+        """Seed ``host``'s disk copies and start Remus toward it (xm remus-protect)."""
+        return impl.run("remus-protect", [_check_dom(dom), host], options)
+
     def domain_remus_failback(self, dom, host, options=None):
         """Fail a domain back to ``host`` and protect it again (xm remus-failback)."""
         return impl.run("remus-failback", [_check_dom(dom), host], options)
@@ -126,6 +132,7 @@ def make_methods(impl):
         return impl.run("remus-status", [dom or None], options)
 
     return {
+        "domain_remus_protect": domain_remus_protect,
         "domain_remus_failback": domain_remus_failback,
         "domain_remus_resync": domain_remus_resync,
         "domain_remus_status": domain_remus_status,

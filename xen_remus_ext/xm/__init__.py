@@ -1,4 +1,4 @@
-"""xm integration: the ``xm remus-failback|remus-resync|remus-status`` subcommands.
+"""xm integration: the ``xm remus-protect|remus-failback|remus-resync|remus-status`` subcommands.
 
 ``commands`` says what they are and runs them through ``xen-remus``;
 ``register`` puts them into ``xen.xm.main``'s tables; ``entry`` is the

@@ -6,6 +6,7 @@ the xm process with the xend toolstack (xen-facts.md section 1):
 =================  ===========================  ==========================
 xm                 xen-remus                    arguments
 =================  ===========================  ==========================
+remus-protect      protect                      ``<Domain> <Host> [opts]``
 remus-failback     failback                     ``<Domain> <Host> [opts]``
 remus-resync       resync-domain                ``<Domain> <Host> [opts]``
 remus-status       status                       ``[Domain] [opts]``
@@ -30,6 +31,9 @@ class XmCommand(collections.namedtuple("XmCommand", "name target argstring descr
 
 
 COMMANDS = (
+    XmCommand("remus-protect", "protect", "<Domain> <Host> [options]",
+              "Protect <Domain>, running here, with Remus toward <Host>: create and "
+              "seed the backup's disk copies, then start Remus."),
     XmCommand("remus-failback", "failback", "<Domain> <Host> [options]",
               "Bring <Domain>, running unprotected here after a Remus failover, "
               "home to <Host> with its disk changes, and protect it with Remus again."),

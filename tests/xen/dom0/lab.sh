@@ -24,7 +24,7 @@ DISKS=/var/lib/xrl/xfs               # XFS, reflink=1 (init.sh)
 GIMG=$DISKS/guest.img; CIMG=$DISKS/ctest.img
 CON=/var/log/xen/console
 XR=xen-remus
-FBOPTS="--no-net --no-disk --toolstack xl"
+FBOPTS="--no-net --no-disk --lose-disk-writes-at-failover --toolstack xl"
 export XRL_DISKS=$DISKS
 export PYTHONPATH=/opt/xrl XRL_ME=$ME XRL_PEER=$PEER PYTHONDONTWRITEBYTECODE=1
 
