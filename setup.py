@@ -22,6 +22,9 @@ setup(
         "tqdm<4.65; python_version < '3'",
         "tqdm; python_version >= '3'",
     ],
+    # the Pacemaker resource agent: /usr/lib/ocf/resource.d/xen-remus/remus
+    # when installed with prefix /usr (the .deb; under /usr/local, link it)
+    data_files=[("lib/ocf/resource.d/xen-remus", ["ocf/remus"])],
     entry_points={"console_scripts": ["xen-remus = xen_remus_ext.cli.main:run",
                                       "xm-remus = xen_remus_ext.xm.entry:run"]},
     classifiers=[

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "meta_cmd",       # meta show|invalidate|forget|create
     "sim_cmd",        # sim xenstored|host|..., demo      (issue: toolstack + simulator)
     "hook_cmd",       # hook (external-migration-tool)    (issue: failback hooks)
+    "ocf_cmd",        # ocf ACTION (the Pacemaker agent)
 )
 
 

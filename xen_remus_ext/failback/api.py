@@ -150,25 +150,33 @@ def resync_domain(toolstack, domain, host, peer_toolstack=None, options=None, di
 def status(toolstack, domain=None, state_dir=None, xenstore=None):
     """:returns: list of dicts, one per domain (``domain`` only, if given):
     ``name, domid, state, protected, failback {mode, host, state, step,
-    error, downtime, updated}`` and the journals of domains not running here."""
+    error, downtime, updated}, disks, backup, crashed`` and the journals of
+    domains not running here.  ``backup`` is None for a primary, else
+    ``{"state": "receiving"|"broken", "checkpoints": N}``: the domain here is
+    a Remus backup's paused copy (xl names it ``NAME--incoming``)."""
     rows = []
     seen = set()
     for info in toolstack.list_domains():
         if info.domid == 0:
             continue
-        if domain is not None and domain not in (info.name, str(info.domid)):
+        name = info.name
+        if name.endswith(INCOMING_SUFFIX):      # xl migrate-receive's name for a copy arriving
+            name = name[:-len(INCOMING_SUFFIX)]
+        if domain is not None and domain not in (name, info.name, str(info.domid)):
             continue
+        backup = _remus_backup(toolstack, info)
         try:
-            protected = bool(toolstack.remus_running(info.name))
+            protected = False if backup is not None else bool(toolstack.remus_running(info.name))
         except ToolstackError as exc:
             LOG.debug("%s: remus state unknown: %s", info.name, exc)
             protected = None
-        row = {"name": info.name, "domid": info.domid, "state": preflight.domain_state(info),
-               "here": True, "protected": protected, "failback": _journal_summary(info.name, state_dir),
+        row = {"name": name, "domid": info.domid, "state": preflight.domain_state(info),
+               "here": True, "protected": protected, "failback": _journal_summary(name, state_dir),
                "disks": _disk_generations(toolstack, info.name),
-               "xenstore": _xs_status(xenstore, info.domid)}
+               "xenstore": _xs_status(xenstore, info.domid),
+               "backup": backup, "crashed": _crashed(info)}
         rows.append(row)
-        seen.add(info.name)
+        seen.add(name)
     for name in journal.list_domains(state_dir):
         if name in seen or (domain is not None and name != domain):
             continue
@@ -178,6 +186,29 @@ def status(toolstack, domain=None, state_dir=None, xenstore=None):
     if domain is not None and not rows:
         raise FailbackError("%s: expected a domain here or a failback journal, found neither" % domain)
     return rows
+
+
+INCOMING_SUFFIX = "--incoming"
+
+
+def _remus_backup(toolstack, info):
+    """None, or ``{"state": "receiving"|"broken", "checkpoints": N|None}``
+    when the domain here is a Remus backup's paused copy, not a primary."""
+    probe = getattr(toolstack, "remus_backup", None)
+    if probe is not None:
+        try:
+            return probe(info.name)
+        except ToolstackError as exc:
+            LOG.debug("%s: backup state unknown: %s", info.name, exc)
+            return None
+    if info.name.endswith(INCOMING_SUFFIX):
+        return {"state": "receiving", "checkpoints": None}
+    return None
+
+
+def _crashed(info):
+    st = info.state or ""
+    return (len(st) == 6 and st[4] == "c") or st == "crashed"
 
 
 def _xs_status(xs, domid):

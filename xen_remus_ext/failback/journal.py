@@ -151,6 +151,64 @@ def list_domains(base=None):
     return sorted(n[:-5] for n in names if n.endswith(".json") and ".tmp." not in n)
 
 
+class JournalLock(object):
+    """An exclusive ``flock`` on ``<journal dir>/<domain>.lock``: whoever
+    changes the domain's state (the Pacemaker agent's actions, its detached
+    re-protect) holds it, so an action retried after its process group was
+    killed waits for, or follows, the one still running.  The kernel drops
+    the lock when its holder dies, so a killed holder never leaves it held.
+
+    ``with JournalLock(domain, timeout=30): ...``; :raises JournalError:
+    still held by another process after ``timeout`` seconds (None: wait).
+    """
+
+    def __init__(self, domain, base=None, timeout=None, poll=0.05):
+        self.path = journal_path(domain, base)[:-len(".json")] + ".lock"
+        self.timeout = timeout
+        self.poll = poll
+        self.fd = None
+
+    def acquire(self):
+        import fcntl
+        import time
+        d = os.path.dirname(self.path)
+        try:
+            if not os.path.isdir(d):
+                os.makedirs(d, 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise JournalError("%s: cannot create: %s" % (d, exc))
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise JournalError("%s: cannot open: %s" % (self.path, exc))
+        deadline = None if self.timeout is None else time.time() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
+                break
+            except (IOError, OSError) as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EINTR) or \
+                        (deadline is not None and time.time() >= deadline):
+                    os.close(fd)
+                    raise JournalError("%s: still held by another process after %.0f s"
+                                       % (self.path, self.timeout or 0))
+                time.sleep(self.poll)
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def note(rec, now, event, *detail):
     """Append ``[now, event, detail...]`` to the history (in memory)."""
     rec.setdefault("history", []).append([now, event] + list(detail))

@@ -17,7 +17,9 @@ under the host's ``root`` directory, as if ``root`` were the host's ``/``.
 
 The config is a JSON file: ``name, root, agent, xenstored, addr,
 reloc_port, remus_port, resync_port, peers`` (name -> {addr, reloc_port,
-remus_port, resync_port}) and ``netns`` (deleted on a clean exit).
+remus_port, resync_port}), ``netns`` (deleted on a clean exit) and
+``on_stream_break`` (``resume``, the default, or ``wait``: a Remus backup
+whose stream breaks stays paused for a promote).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -136,6 +138,7 @@ class Host(object):
         self.stopping = threading.Event()
         self.xs = XsWriter(cfg["xenstored"])
         self.boot_id = uuidlib.uuid4().hex[:8]
+        self.on_stream_break = cfg.get("on_stream_break", "resume")
 
     # ------------------------------------------------------------- helpers
     def event(self, kind, *details):
@@ -189,7 +192,14 @@ class Host(object):
         return dom
 
     def create_incoming(self, config, memory):
+        with self.lock:
+            stale = [d for d in self.domains.values() if d.name == config["name"]
+                     and d.state == INCOMING and getattr(d, "backup_state", None) == "broken"]
+        for d in stale:   # a new stream replaces a copy whose stream broke
+            self.destroy_domain(d)
+            self.event("remus-backup-replaced", d.name, d.domid)
         dom = self.new_domain(config, memory, INCOMING)
+        dom.backup_state = "receiving"
         self.event("remus-backup", dom.name, dom.domid)
         return dom
 
@@ -260,7 +270,29 @@ class Host(object):
         s = self.senders.get(d.name)
         info["remus"] = s.status() if s is not None else None
         info["checkpoints"] = getattr(d, "checkpoints", 0)
+        info["backup"] = ({"state": getattr(d, "backup_state", None) or "receiving",
+                           "checkpoints": info["checkpoints"]} if d.state == INCOMING else None)
         return info
+
+    def op_set_on_stream_break(self, policy):
+        """``resume`` (Remus' own behaviour) or ``wait`` (a backup whose
+        stream breaks stays paused until :meth:`op_remus_takeover`)."""
+        if policy not in ("resume", "wait"):
+            raise ToolstackError("on_stream_break: expected resume or wait, got %r" % (policy,))
+        self.on_stream_break = policy
+        self.event("on-stream-break", policy)
+
+    def op_remus_takeover(self, dom):
+        """Resume the backup copy ``dom`` whose stream broke (a promote)."""
+        from xen_remus_ext.sim.remus import take_over
+        d = self.find(dom)
+        if d.state != INCOMING:
+            raise ToolstackError("domain %s on %s: expected a Remus backup copy to take over, got it %s"
+                                 % (d.name, self.name, d.state))
+        if getattr(d, "backup_state", None) != "broken":
+            raise ToolstackError("domain %s on %s: expected its checkpoint stream broken (the primary "
+                                 "fenced), got it still receiving" % (d.name, self.name))
+        take_over(self, d)
 
     def op_domain_config(self, dom):
         return self.find(dom).config

@@ -19,7 +19,10 @@ Follows xen-facts.md sections 4 and 5:
   disk (a later write to a sector still wins) for less work per write.
   EOF, an error or 1000 ms of silence is a failover: the uncommitted
   buffer and memory are dropped, the disk's generation rotated,
-  and the domain resumed from the last committed checkpoint.
+  and the domain resumed from the last committed checkpoint.  A host whose
+  ``on_stream_break`` is ``wait`` (under a cluster manager, which fences
+  the old primary first) keeps the copy paused at that checkpoint instead,
+  until :func:`take_over` (the cluster's promote) resumes it.
 
 The sim's backup writes a commit to its disk before answering ``done``;
 block-remus answers first and writes in the background, but blocks guest
@@ -300,6 +303,9 @@ class RemusReceiver(object):
             LOG.warning("remus backup of %s: no committed checkpoint; discarding", dom.name)
             self.host.destroy_domain(dom)
             return
+        if getattr(self.host, "on_stream_break", "resume") == "wait":
+            self._orphan(dom, why)
+            return
         sectors = set()
         for sector, data in self.current:
             sectors.update(range(sector, sector + len(data) // wire.SECTOR))
@@ -317,3 +323,31 @@ class RemusReceiver(object):
                 dom.memory = dict(self.committed["memory"])
         dom.set_state(RUNNING)
         self.host.event("failover", dom.name, self.epoch, dropped)
+
+    def _orphan(self, dom, why):
+        """The stream broke while the host waits for a promote (under a
+        cluster manager): drop what is uncommitted, keep the last committed
+        checkpoint, stay paused.  :func:`take_over` resumes it later."""
+        sectors = set()
+        for sector, data in self.current:
+            sectors.update(range(sector, sector + len(data) // wire.SECTOR))
+        vdev = sorted(dom.disks)[0]
+        dom.dropped = {vdev: sorted(sectors)}
+        self.current = []
+        self.pending = None
+        dom.backup_state = "broken"
+        LOG.warning("remus backup of %s: primary silent (%s); holding epoch %d paused for a promote,"
+                    " %d uncommitted sectors dropped", dom.name, why, self.epoch, len(sectors))
+        self.host.event("stream-broken", dom.name, self.epoch, len(sectors))
+
+
+def take_over(host, dom):
+    """Promote a backup whose stream broke: resume it from its last committed
+    checkpoint on a disk copy whose generation rotates (it now takes writes
+    the old primary never sees), tracking those writes for the failback."""
+    host.failover_tracker(dom, getattr(dom, "dropped", {}))
+    for d in dom.disks.values():
+        rotate_generation(d.path)
+    dom.backup_state = None
+    dom.set_state(RUNNING)
+    host.event("failover", dom.name, getattr(dom, "checkpoints", 0), "promoted")

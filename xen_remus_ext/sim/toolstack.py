@@ -147,6 +147,21 @@ class SimToolstack(Toolstack):
     def remus_running(self, dom):
         return bool(self.call("remus_running", dom=dom))
 
+    def remus_backup(self, dom):
+        """:returns: None unless ``dom`` here is a Remus backup copy, then
+        ``{"state": "receiving"|"broken", "checkpoints": N}``."""
+        return self.call("domain_info", dom=dom).get("backup")
+
+    def hold_on_stream_break(self, hold=True):
+        """Under a cluster manager: a backup whose stream breaks stays paused
+        at its last committed checkpoint until :meth:`remus_takeover`."""
+        self.call("set_on_stream_break", policy="wait" if hold else "resume")
+
+    def remus_takeover(self, dom):
+        """Resume the backup copy ``dom`` from its last committed checkpoint
+        (its stream broke; the old primary is fenced)."""
+        self.call("remus_takeover", dom=dom)
+
     # ------------------------------------------------------------ sim extras
     def create(self, config, paused=False):
         """Create a domain from a sim config dict (``name, memory, disks``

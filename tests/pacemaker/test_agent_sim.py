@@ -1,0 +1,187 @@
+"""The agent's actions against two simulated hosts (no Pacemaker needed).
+
+A protected pair A -> B; the backup holds its copy paused when the stream
+breaks; promote resumes it from the last committed checkpoint and rotates
+its generation; monitor's codes on each side; a probe never takes the
+backup's paused copy for a primary.
+"""
+from __future__ import absolute_import, division, print_function
+
+import os
+import time
+
+import pytest
+
+from tests.pacemaker.simpair import DOMAIN, IMAGE, SimPair
+from xen_remus_ext.pacemaker import decide
+from xen_remus_ext.pacemaker.agent import Agent
+from xen_remus_ext.resync import meta
+
+
+@pytest.fixture
+def pair(tmp_path):
+    p = SimPair(str(tmp_path))
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def wait(pred, timeout, what):
+    deadline = time.time() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.time() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.05)
+
+
+class Recorder(Agent):
+    """The agent, with the promotion scores it sets kept for the test."""
+
+    scores = None
+
+    def set_score(self, score, node=None):
+        Recorder.scores.append((node or self.node(), score))
+        return True
+
+
+def agent(pair, node, **meta):
+    return Recorder(pair.env(node, **meta))
+
+
+def protect(pair):
+    A, B = pair.A, pair.B
+    m = meta.ensure(A.disk_path(IMAGE), 1 << 20, role="primary")
+    meta.mark_synced(B.disk_path(IMAGE), m, role="backup")
+    A.toolstack.create(pair.config, paused=True)
+    A.toolstack.remus_start(DOMAIN, "B", interval_ms=50)
+    A.toolstack.unpause(DOMAIN)
+    wait(lambda: (B.toolstack.remus_backup(DOMAIN) or {}).get("checkpoints", 0) >= 3, 10, "checkpoints on B")
+
+
+@pytest.fixture(autouse=True)
+def _scores():
+    Recorder.scores = []
+
+
+def test_monitor_codes_and_scores_of_a_protected_pair(pair):
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS     # holds B's copy on a broken stream
+    protect(pair)
+    Recorder.scores = []
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_RUNNING_PROMOTED
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert Recorder.scores == [("A", decide.SCORE_PRIMARY), ("B", decide.SCORE_BACKUP)]
+    # a probe (no local state on A) of the backup's paused copy: not a primary
+    os.unlink(agent(pair, "B")._state_path("state"))
+    assert agent(pair, "B", interval="0").a_monitor() == decide.OCF_SUCCESS
+    pair.A.toolstack.remus_stop(DOMAIN)
+    assert agent(pair, "A").a_monitor() == decide.OCF_DEGRADED_PROMOTED
+
+
+def test_held_backup_waits_for_promote_then_resumes_with_no_acknowledged_write_lost(pair):
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    protect(pair)
+    B = pair.B
+    gen_before = meta.load(B.disk_path(IMAGE)).current
+    time.sleep(0.3)
+    acked = pair.cluster.observer.acked(DOMAIN)
+    pair.A.kill(power_off=True)
+    wait(lambda: (B.toolstack.remus_backup(DOMAIN) or {}).get("state") == "broken", 5, "stream break on B")
+    digest = B.toolstack.disk_digest(IMAGE)
+    time.sleep(1.5)
+    # still paused, still a backup copy, not one byte written: no second primary
+    assert B.toolstack.remus_backup(DOMAIN)["state"] == "broken"
+    assert B.toolstack.sim_info(DOMAIN)["sim_state"] == "incoming"
+    assert B.toolstack.disk_digest(IMAGE) == digest
+    assert meta.load(B.disk_path(IMAGE)).current == gen_before
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert Recorder.scores[-1] == ("B", decide.SCORE_BACKUP)
+
+    assert agent(pair, "B").a_promote() == decide.OCF_SUCCESS
+    info = B.toolstack.sim_info(DOMAIN)
+    assert info["sim_state"] == "running" and info["backup"] is None
+    m = meta.load(B.disk_path(IMAGE))
+    assert m.current != gen_before and m.bitmap == gen_before
+    wait(lambda: pair.cluster.observer.acked(DOMAIN) > acked, 5, "output from B")
+    B.toolstack.pause(DOMAIN)
+    res = B.toolstack.disk_check(IMAGE, pair.config["workload"]["seed"], pair.cluster.observer.acked(DOMAIN))
+    assert res["missing"] == 0 and res["checked"] > 0
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_DEGRADED_PROMOTED
+    # promoting again is a verified no-op
+    assert agent(pair, "B").a_promote() == decide.OCF_SUCCESS
+
+
+def test_backup_without_the_hold_resumes_by_itself(pair):
+    protect(pair)
+    pair.A.kill(power_off=True)
+    wait(lambda: pair.B.toolstack.sim_info(DOMAIN)["sim_state"] == "running", 5, "B resuming on its own")
+
+
+def test_promote_refuses_while_the_primary_still_streams(pair):
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    protect(pair)
+    t0 = time.time()
+    assert agent(pair, "B", timeout="6000").a_promote() == decide.OCF_ERR_GENERIC
+    assert time.time() - t0 >= 3.0
+    assert pair.B.toolstack.remus_backup(DOMAIN)["state"] == "receiving"
+
+
+def test_stop_keeps_a_broken_copy_and_a_later_promote_resumes_it(pair):
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    protect(pair)
+    pair.A.kill(power_off=True)
+    wait(lambda: (pair.B.toolstack.remus_backup(DOMAIN) or {}).get("state") == "broken", 5, "stream break")
+    assert agent(pair, "B").a_demote() == decide.OCF_SUCCESS
+    assert agent(pair, "B").a_stop() == decide.OCF_SUCCESS
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_NOT_RUNNING
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    assert agent(pair, "B").a_promote() == decide.OCF_SUCCESS
+    assert pair.B.toolstack.sim_info(DOMAIN)["sim_state"] == "running"
+
+
+def test_stop_tears_down_a_receiving_backup(pair):
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    protect(pair)
+    assert agent(pair, "B").a_stop() == decide.OCF_SUCCESS
+    assert [d.name for d in pair.B.toolstack.list_domains() if d.domid] == []
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_NOT_RUNNING
+
+
+def test_stop_never_fails_for_configuration_reasons(pair):
+    env = pair.env("A")
+    del env["OCF_RESKEY_domain"]
+    assert Recorder(env).a_stop() == decide.OCF_SUCCESS
+    assert Recorder(env).a_monitor() == decide.OCF_ERR_CONFIGURED
+
+
+def test_validate_all_checks_params_clone_and_config(pair):
+    assert agent(pair, "A").a_validate_all() == decide.OCF_SUCCESS
+    assert agent(pair, "A", clone_max="2", promoted_max="1", notify="true").a_validate_all() == 0
+    assert agent(pair, "A", clone_max="2", promoted_max="1", notify="false").a_validate_all() \
+        == decide.OCF_ERR_CONFIGURED
+    env = pair.env("A")
+    env["OCF_RESKEY_config"] = env["OCF_RESKEY_config"] + ".missing.json"
+    assert Recorder(env).a_validate_all() == decide.OCF_ERR_INSTALLED
+
+
+def test_demote_toward_the_promoted_node_is_a_failback(pair):
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    assert agent(pair, "A").a_start() == decide.OCF_SUCCESS
+    protect(pair)
+    time.sleep(0.3)
+    a = agent(pair, "A", notify_type="pre", notify_operation="demote", notify_demote_uname="A",
+              notify_promote_uname="B")
+    assert a.a_notify() == decide.OCF_SUCCESS
+    assert agent(pair, "A").a_demote() == decide.OCF_SUCCESS
+    # the guest runs on B now, protected toward A, whose copy is the backup
+    wait(lambda: pair.B.toolstack.remus_running(DOMAIN), 5, "Remus B -> A")
+    assert agent(pair, "B").a_promote() == decide.OCF_SUCCESS
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_RUNNING_PROMOTED
+    wait(lambda: agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS and
+         Recorder.scores[-1] == ("A", decide.SCORE_BACKUP), 5, "A as the scored backup")
+    acked = pair.cluster.observer.acked(DOMAIN)
+    pair.B.toolstack.pause(DOMAIN)
+    res = pair.B.toolstack.disk_check(IMAGE, pair.config["workload"]["seed"], acked)
+    assert res["missing"] == 0 and res["checked"] > 0

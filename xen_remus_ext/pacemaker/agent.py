@@ -1,0 +1,590 @@
+"""The OCF actions of ``ocf:xen-remus:remus`` (run as ``xen-remus ocf ACTION``).
+
+Pacemaker passes the parameters as ``OCF_RESKEY_*`` and the clone's meta
+attributes and notification lists as ``OCF_RESKEY_CRM_meta_*``.  The
+decisions are :mod:`decide`'s; this module gathers the facts (this host's
+``status`` row, the agent's own state file under ``HA_RSCTMP``), performs
+the action and sets or deletes the promotion score with ``crm_attribute``.
+
+Every action that changes anything takes the domain's journal lock
+(:class:`failback.journal.JournalLock`) first: on a timeout Pacemaker kills
+the agent's process group and runs demote, stop, start, promote again, and
+the retry must wait for, never race, whatever still runs.  monitor only
+reads.  The resync + re-protect started after the peer comes back runs
+detached (its own session), holding the lock; monitor reports 191 while it
+runs.
+"""
+from __future__ import absolute_import, division, print_function
+
+import argparse
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from xen_remus_ext import __version__
+from xen_remus_ext.errors import XenRemusError
+from xen_remus_ext.pacemaker import decide
+
+ACTIONS = ("meta-data", "validate-all", "start", "stop", "monitor", "promote", "demote", "notify",
+           "reprotect")
+HOLD_ABSENT = "hold-unsupported"
+
+
+def protect_toward(ts, peer_ts, disks, domain, peer_host, options, progress):
+    """Bring ``peer_host``'s copy of every remus disk of ``domain`` (running
+    here) up to date and protect the domain toward it.
+
+    The one place the agent protects: today ``failback --reverse-only``
+    (resync the peer's copy live, pause, final delta, Remus toward the peer,
+    unpause).  :returns: the journal record's summary dict.
+    """
+    from xen_remus_ext.failback import api
+    return api.run_failback(ts, domain, peer_host, peer_toolstack=peer_ts, reverse_only=True,
+                            options=options, disk_sync=disks, progress=progress)
+
+
+class Agent(object):
+    """One invocation.  :param env: the environment Pacemaker gave us."""
+
+    def __init__(self, env, out=None, err=None):
+        self.env = env
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.params = dict((k[len("OCF_RESKEY_"):], v) for k, v in env.items()
+                           if k.startswith("OCF_RESKEY_") and not k.startswith("OCF_RESKEY_CRM_meta_"))
+        self.meta = dict((k[len("OCF_RESKEY_CRM_meta_"):], v) for k, v in env.items()
+                         if k.startswith("OCF_RESKEY_CRM_meta_"))
+        self.domain = self.params.get("domain", "")
+        self.instance = env.get("OCF_RESOURCE_INSTANCE") or "remus-%s" % (self.domain or "unnamed")
+        self.rsctmp = env.get("HA_RSCTMP") or "/run/resource-agents"
+        self._node = None
+        self._ts = None
+
+    # ---------------------------------------------------------------- facts
+    def log(self, msg):
+        self.err.write("%s %s[%s]: %s\n" % (time.strftime("%H:%M:%S"), self.instance, self.node(), msg))
+        self.err.flush()
+
+    def node(self):
+        if self._node is None:
+            self._node = self.meta.get("on_node") or self._crm_node() or socket.gethostname()
+        return self._node
+
+    def _crm_node(self):
+        try:
+            proc = subprocess.Popen(["crm_node", "-n"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, _ = proc.communicate()
+        except OSError:
+            return None
+        name = out.decode("utf-8", "replace").strip()
+        return name if proc.returncode == 0 and name else None
+
+    def hosts(self):
+        return decide.parse_map(self.params.get("hosts"), "parameter hosts")
+
+    def host_of(self, node):
+        return self.hosts().get(node, node)
+
+    def timeout_s(self, default=60.0):
+        try:
+            return float(self.meta.get("timeout")) / 1000.0
+        except (TypeError, ValueError):
+            return default
+
+    def _state_path(self, suffix):
+        safe = self.instance.replace("/", "_")
+        return os.path.join(self.rsctmp, "xen-remus-%s.%s" % (safe, suffix))
+
+    def load_state(self):
+        try:
+            with open(self._state_path("state")) as f:
+                return json.load(f)
+        except (IOError, OSError, ValueError):
+            return {}
+
+    def save_state(self, **changes):
+        st = self.load_state()
+        st.update(changes)
+        st = dict((k, v) for k, v in st.items() if v is not None)
+        path = self._state_path("state")
+        try:
+            if not os.path.isdir(self.rsctmp):
+                os.makedirs(self.rsctmp, 0o755)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(st, f, sort_keys=True)
+            os.rename(tmp, path)
+        except (IOError, OSError) as exc:
+            self.log("cannot write %s: %s" % (path, exc))
+        return st
+
+    def toolstack(self):
+        """This host's toolstack, as the ``toolstack`` parameter says."""
+        if self._ts is None:
+            from xen_remus_ext.cli import failback_cmd
+            kind = self.params.get("toolstack") or None
+            agent = None
+            if kind == "sim":
+                agent = decide.parse_map(self.params.get("sim_agents"), "parameter sim_agents").get(self.node())
+                if not agent:
+                    raise XenRemusError("parameter sim_agents: expected an address for node %s" % self.node())
+            self._ts = failback_cmd.local_toolstack(argparse.Namespace(
+                toolstack=kind, agent=agent, no_disk=False, tracker=None))
+        return self._ts
+
+    def peer_args(self, peer_node):
+        """The argument set ``failback`` would get to reach ``peer_node``."""
+        agents = decide.parse_map(self.params.get("sim_agents"), "parameter sim_agents")
+        interval = self.params.get("interval") or "200"
+        return argparse.Namespace(
+            host=self.host_of(peer_node), peer_agent=agents.get(peer_node), peer_uri=None, ssh="ssh",
+            key=None, dest=None, rate=None, verify=False, interval=int(interval), port=None,
+            local_host=self.host_of(self.node()), config=None, no_net=False, no_disk=False,
+            discard_peer=False, discard_target=False, toolstack=self.params.get("toolstack") or None,
+            tracker=None, json=False)
+
+    def row(self):
+        """This host's status row of the domain, or None."""
+        from xen_remus_ext.failback import api
+        from xen_remus_ext.errors import FailbackError
+        try:
+            rows = api.status(self.toolstack(), self.domain)
+        except FailbackError:
+            return None
+        for r in rows:
+            if r.get("here"):
+                return r
+        return rows[0] if rows else None
+
+    def set_score(self, score, node=None):
+        argv = ["crm_attribute", "--promotion", "-l", "reboot"]
+        if node:
+            argv += ["-N", node]
+        argv += ["-D"] if score is None else ["-v", "%d" % score]
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=dict(self.env, OCF_RESOURCE_INSTANCE=self.instance))
+            _, err = proc.communicate()
+        except OSError as exc:
+            self.log("crm_attribute: %s" % exc)
+            return False
+        if proc.returncode != 0:
+            self.log("%s: exit %d: %s" % (" ".join(argv), proc.returncode,
+                                          err.decode("utf-8", "replace").strip()))
+        return proc.returncode == 0
+
+    def lock(self, timeout=None):
+        from xen_remus_ext.failback.journal import JournalLock
+        return JournalLock(self.domain, timeout=timeout if timeout is not None else self.timeout_s() * 0.8)
+
+    # --------------------------------------------------------- the worker
+    def worker_pid(self):
+        try:
+            with open(self._state_path("worker")) as f:
+                pid = int(f.read().split()[0])
+        except (IOError, OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except OSError as exc:
+            if exc.errno != errno.EPERM:
+                return None
+        return pid
+
+    def spawn_reprotect(self, peer):
+        if self.worker_pid():
+            self.log("re-protect already running (pid %d)" % self.worker_pid())
+            return
+        log = open(self._state_path("worker.log"), "ab")
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "xen_remus_ext", "ocf", "reprotect", peer],
+                                    stdin=open(os.devnull, "rb"), stdout=log, stderr=log,
+                                    env=dict(self.env), close_fds=True, preexec_fn=os.setsid)
+        finally:
+            log.close()
+        with open(self._state_path("worker"), "w") as f:
+            f.write("%d %s\n" % (proc.pid, peer))
+        self.save_state(reprotect_peer=peer, reprotect_at=time.time())
+        self.log("resync + re-protect toward %s started detached (pid %d)" % (peer, proc.pid))
+
+    def stop_worker(self):
+        pid = self.worker_pid()
+        if pid is None:
+            return
+        self.log("stopping the re-protect (pid %d); its journal resumes later" % pid)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            pass
+        deadline = time.time() + 10
+        while self.worker_pid() and time.time() < deadline:
+            time.sleep(0.1)
+
+    def do_reprotect(self, peer):
+        """The detached worker: protect toward ``peer`` unless done already."""
+        with open(self._state_path("worker"), "w") as f:
+            f.write("%d %s\n" % (os.getpid(), peer))
+        try:
+            with self.lock(timeout=None):
+                row = self.row()
+                if row is None or row.get("backup") is not None or row.get("state") is None:
+                    self.log("re-protect: %s does not run here as primary; nothing to do" % self.domain)
+                    return decide.OCF_SUCCESS
+                if row.get("protected"):
+                    self.log("re-protect: %s already protected" % self.domain)
+                    return decide.OCF_SUCCESS
+                from xen_remus_ext.cli import failback_cmd
+                args = self.peer_args(peer)
+                ts = self.toolstack()
+                peer_ts, disks = failback_cmd.peer_and_disks(args, ts)
+                t0 = time.time()
+                res = protect_toward(ts, peer_ts, disks, self.domain, args.host,
+                                     failback_cmd._options(args), self.log)
+                self.log("re-protect toward %s: %s after %.2f s" % (peer, res.get("state"), time.time() - t0))
+                return decide.OCF_SUCCESS
+        except XenRemusError as exc:
+            self.log("re-protect toward %s failed: %s" % (peer, exc))
+            return decide.OCF_ERR_GENERIC
+        finally:
+            try:
+                os.unlink(self._state_path("worker"))
+            except OSError:
+                pass
+
+    # -------------------------------------------------------------- actions
+    def validate(self, deep=True):
+        code, msg = decide.check_params(self.params)
+        if code != decide.OCF_SUCCESS:
+            return code, msg
+        code, msg = decide.check_clone(self.meta)
+        if code != decide.OCF_SUCCESS or not deep:
+            return code, msg
+        cfg = self.params.get("config")
+        if cfg and not os.path.exists(cfg):
+            return decide.OCF_ERR_INSTALLED, "parameter config: %s: no such file" % cfg
+        if cfg and cfg.endswith(".json"):
+            try:
+                self.load_config(cfg)
+            except XenRemusError as exc:
+                return decide.OCF_ERR_CONFIGURED, "%s" % (exc,)
+        elif cfg:
+            from xen_remus_ext.config import check
+            try:
+                problems = check.check_file(cfg)
+            except XenRemusError as exc:
+                return decide.OCF_ERR_CONFIGURED, "%s" % (exc,)
+            errors = [p for p in problems if p.severity == check.ERROR]
+            if errors:
+                return decide.OCF_ERR_CONFIGURED, "; ".join(check.format_diagnostic(p) for p in errors)
+        return decide.OCF_SUCCESS, "ok"
+
+    def a_validate_all(self):
+        code, msg = self.validate()
+        if code != decide.OCF_SUCCESS:
+            self.log("validate-all: %s" % msg)
+        return code
+
+    def settle_journal(self):
+        """An unfinished failback journal here is aborted to a safe state
+        (start, stop): the agent's own runs leave none unless killed."""
+        from xen_remus_ext.failback import api, journal
+        try:
+            rec = journal.load(self.domain)
+        except XenRemusError as exc:
+            self.log("journal unreadable, left alone: %s" % exc)
+            return
+        if rec is None or rec["state"] in decide.TERMINAL_JOURNAL:
+            return
+        self.log("settling the unfinished %s toward %s (state %s)" % (rec["mode"], rec["host"], rec["state"]))
+        try:
+            peer = None
+            for node, host in self.hosts().items():
+                if host == rec["host"]:
+                    peer = node
+            args = self.peer_args(peer or rec["host"])
+            from xen_remus_ext.cli import failback_cmd
+            ts = self.toolstack()
+            peer_ts, disks = failback_cmd.peer_and_disks(args, ts)
+            api.run_failback(ts, self.domain, rec["host"], peer_toolstack=peer_ts,
+                             reverse_only=rec["mode"] == "reverse", abort=True,
+                             options=failback_cmd._options(args), disk_sync=disks, progress=self.log)
+        except XenRemusError as exc:
+            self.log("abort of the unfinished journal failed (left for the operator): %s" % exc)
+
+    def hold(self, ts):
+        fn = getattr(ts, "hold_on_stream_break", None)
+        if fn is None:
+            return False
+        fn(True)
+        return True
+
+    def a_start(self):
+        code, msg = self.validate(deep=False)
+        if code != decide.OCF_SUCCESS:
+            self.log("start: %s" % msg)
+            return code
+        with self.lock():
+            ts = self.toolstack()
+            if not self.hold(ts):
+                self.log("start: this toolstack resumes a backup on its own when the stream breaks; "
+                         "see docs/pacemaker.md")
+            self.settle_journal()
+            self.save_state(state=decide.STARTED, target=None)
+        return self.a_monitor(apply_code=False)
+
+    def a_stop(self):
+        code, msg = decide.check_params(self.params)
+        if code != decide.OCF_SUCCESS:
+            self.log("stop: %s; nothing this agent could have started" % msg)
+            return decide.OCF_SUCCESS
+        self.stop_worker()
+        try:
+            with self.lock(timeout=self.timeout_s() * 0.5):
+                row = self.row()
+                if row is not None and row.get("backup") is not None:
+                    if (row["backup"].get("state") or "receiving") == "receiving":
+                        self.log("stop: tearing down the backup copy of %s" % self.domain)
+                        self.toolstack().destroy(self.domain)
+                    else:
+                        self.log("stop: keeping the paused copy of %s (its stream broke) for a promote"
+                                 % self.domain)
+                elif row is not None and row.get("state") is not None:
+                    self.shutdown(self.toolstack())
+                self.settle_journal()
+        except XenRemusError as exc:
+            self.log("stop: %s" % exc)
+            row = self.row_quiet()
+            if row is not None and row.get("backup") is None and row.get("state") is not None:
+                return decide.OCF_ERR_GENERIC
+        self.save_state(state=decide.STOPPED, target=None, reprotect_peer=None)
+        self.set_score(None)
+        return decide.OCF_SUCCESS
+
+    def row_quiet(self):
+        try:
+            return self.row()
+        except XenRemusError:
+            return None
+
+    def shutdown(self, ts):
+        """Clean shutdown for 2/3 of the timeout, then destroy."""
+        budget = decide.shutdown_budget(self.meta.get("timeout"))
+        try:
+            if ts.remus_running(self.domain):
+                ts.remus_stop(self.domain)
+        except XenRemusError as exc:
+            self.log("remus stop: %s" % exc)
+        fn = getattr(ts, "shutdown", None)
+        if fn is not None:
+            try:
+                fn(self.domain)
+                deadline = time.time() + budget
+                while time.time() < deadline:
+                    r = self.row_quiet()
+                    if r is None or r.get("state") is None:
+                        self.log("%s shut down cleanly" % self.domain)
+                        return
+                    time.sleep(0.5)
+            except XenRemusError as exc:
+                self.log("shutdown: %s" % exc)
+        self.log("destroying %s" % self.domain)
+        ts.destroy(self.domain)
+
+    def a_monitor(self, apply_code=True):
+        code, msg = decide.check_params(self.params)
+        if code != decide.OCF_SUCCESS:
+            self.log("monitor: %s" % msg)
+            return decide.OCF_ERR_CONFIGURED if apply_code else code
+        st = self.load_state()
+        try:
+            row = self.row()
+        except XenRemusError as exc:
+            self.log("monitor: status unavailable: %s" % exc)
+            return decide.OCF_ERR_GENERIC
+        working = self.worker_pid() is not None
+        d = decide.monitor(row, st.get("state"), working)
+        self.set_score(d.score)
+        if (d.code == decide.OCF_DEGRADED_PROMOTED and not working and st.get("reprotect_peer")
+                and self.meta.get("interval", "0") != "0"
+                and time.time() - float(st.get("reprotect_at") or 0) > 15):
+            self.spawn_reprotect(st["reprotect_peer"])
+        if os.environ.get("XEN_REMUS_OCF_DEBUG") or d.code not in (0, 7, 8):
+            self.log("monitor: %s (%s)" % (decide.CODE_NAMES.get(d.code, d.code), d.reason))
+        return d.code
+
+    def a_promote(self):
+        code, msg = self.validate(deep=False)
+        if code != decide.OCF_SUCCESS:
+            return code
+        with self.lock():
+            ts = self.toolstack()
+            row = self.row()
+            if row is not None and row.get("backup") is None and row.get("state") is not None:
+                if row.get("state") == "paused" and not decide._journal_busy(row):
+                    ts.unpause(self.domain)
+                self.log("promote: %s already runs here (%s)" % (self.domain, row.get("state")))
+                self.set_score(decide.SCORE_PRIMARY)
+                return decide.OCF_SUCCESS
+            if row is None or row.get("backup") is None:
+                return self.cold_boot(ts)
+            takeover = getattr(ts, "remus_takeover", None)
+            deadline = time.time() + max(self.timeout_s() * 0.5, 3.0)
+            while True:
+                row = self.row()
+                if row is not None and row.get("backup") is None and row.get("state") is not None:
+                    break       # the toolstack resumed it on its own
+                b = (row or {}).get("backup") or {}
+                if takeover is not None and b.get("state") == "broken":
+                    t0 = time.time()
+                    takeover(self.domain)
+                    self.log("promote: %s resumed from its last committed checkpoint (%d checkpoints) in %.3f s"
+                             % (self.domain, b.get("checkpoints") or 0, time.time() - t0))
+                    break
+                if row is None or time.time() > deadline:
+                    self.log("promote: the checkpoint stream of %s still runs: is the old primary fenced?"
+                             % self.domain)
+                    return decide.OCF_ERR_GENERIC
+                time.sleep(0.1)
+            self.set_score(decide.SCORE_PRIMARY)
+            self.save_state(state=decide.STARTED, target=None)
+        return decide.OCF_SUCCESS
+
+    def cold_boot(self, ts):
+        """promote where no copy of the domain runs: boot it from ``config``
+        on this host's disk copies, refused unless each is consistent.
+        Pacemaker only promotes a node with a score, and a node without a
+        copy has none: this is reached by an operator's forced promote
+        (``crm_resource --force-promote``) or a promote retried after its
+        demote shut the guest down."""
+        cfg = self.params.get("config")
+        if not cfg:
+            self.log("promote: no copy of %s here and no config parameter to boot it from" % self.domain)
+            return decide.OCF_ERR_GENERIC
+        from xen_remus_ext.resync import meta
+        config = self.load_config(cfg)
+        for path in self.disk_files(ts, config):
+            m = meta.load(path) if os.path.exists(path) else None
+            if m is not None and not m.consistent:
+                self.log("promote: %s: copy inconsistent (an interrupted resync target); not booting %s"
+                         % (path, self.domain))
+                return decide.OCF_ERR_GENERIC
+        self.boot(ts, cfg, config)
+        self.log("promote: %s booted here from %s" % (self.domain, cfg))
+        self.set_score(decide.SCORE_PRIMARY)
+        self.save_state(state=decide.STARTED, target=None)
+        return decide.OCF_SUCCESS
+
+    def load_config(self, cfg):
+        """The domain's config: a sim JSON config (``.json``) or a toolstack
+        config file, as :mod:`config` reads it."""
+        if cfg.endswith(".json"):
+            try:
+                with open(cfg) as f:
+                    return json.load(f)
+            except (IOError, OSError, ValueError) as exc:
+                raise XenRemusError("parameter config: %s: %s" % (cfg, exc))
+        from xen_remus_ext import config as config_pkg
+        return config_pkg.load(cfg)
+
+    def disk_files(self, ts, config):
+        from xen_remus_ext.sim.host import parse_uname
+        out = []
+        if isinstance(config, dict):
+            for spec in config.get("disks", ()):
+                _, path = parse_uname(spec["uname"])
+                out.append(ts.disk_path(path) if hasattr(ts, "disk_path") else path)
+        elif config is not None:
+            out = [d.path for d in config.remus_disks]
+        return out
+
+    def boot(self, ts, cfg, config):
+        if isinstance(config, dict) and hasattr(ts, "create"):
+            ts.create(config)
+            return
+        argv = ["xl", "create", cfg] if getattr(ts, "kind", None) == "xl" else ["xm", "create", cfg]
+        from xen_remus_ext.wiring import SubprocessRunner
+        rc, _, err = SubprocessRunner().run(argv)
+        if rc != 0:
+            raise XenRemusError("%s: exit %d: %s" % (" ".join(argv), rc, err.decode("utf-8", "replace").strip()))
+
+    def a_demote(self):
+        self.stop_worker()
+        st = self.load_state()
+        target = decide.peer_of(self.node(), self.meta.get("notify_promote_uname")) or st.get("target")
+        with self.lock():
+            ts = self.toolstack()
+            row = self.row()
+            if row is None or row.get("backup") is not None or row.get("state") is None:
+                self.log("demote: %s is not primary here; nothing to do" % self.domain)
+                self.save_state(target=None)
+                return decide.OCF_SUCCESS
+            if not target:
+                self.log("demote: no node to hand %s to; clean shutdown" % self.domain)
+                self.shutdown(ts)
+                self.set_score(None)
+                return decide.OCF_SUCCESS
+            from xen_remus_ext.cli import failback_cmd
+            from xen_remus_ext.failback import api
+            args = self.peer_args(target)
+            if ts.remus_running(self.domain):
+                ts.remus_stop(self.domain)
+                self.rotate_local(ts)
+            peer_ts, disks = failback_cmd.peer_and_disks(args, ts)
+            t0 = time.time()
+            res = api.run_failback(ts, self.domain, args.host, peer_toolstack=peer_ts,
+                                   options=failback_cmd._options(args), disk_sync=disks, progress=self.log)
+            self.log("demote: failback of %s to %s: %s in %.2f s (downtime %s)"
+                     % (self.domain, target, res.get("state"), time.time() - t0, res.get("downtime")))
+            self.save_state(target=None)
+        self.set_score(decide.SCORE_BACKUP)
+        return decide.OCF_SUCCESS
+
+    def rotate_local(self, ts):
+        """Remus stopped: this copy now takes writes the peer's does not see."""
+        from xen_remus_ext.resync import meta
+        for d in ts.domain_config(self.domain).remus_disks:
+            path = ts.disk_path(d.path) if hasattr(ts, "disk_path") else d.path
+            meta.rotate(path)
+
+    def a_notify(self):
+        st = self.load_state()
+        row = None
+        if self.meta.get("notify_type") == "post" and self.meta.get("notify_operation") == "start":
+            row = self.row_quiet()
+        promoted_here = bool(row) and row.get("backup") is None and row.get("state") is not None
+        action, node = decide.notify_plan(self.node(), self.meta, promoted_here)
+        if action == "target":
+            self.save_state(target=node)
+            self.log("notify: a demote here hands %s to %s" % (self.domain, node))
+        elif action == "reprotect":
+            self.spawn_reprotect(node)
+        elif action == "forget":
+            self.set_score(None, node=node)
+            if st.get("reprotect_peer") == node:
+                self.save_state(reprotect_peer=None)
+        return decide.OCF_SUCCESS
+
+
+def main(action, extra=(), env=None):
+    env = dict(os.environ if env is None else env)
+    if action == "meta-data":
+        sys.stdout.write(decide.meta_data(__version__))
+        return decide.OCF_SUCCESS
+    if action not in ACTIONS:
+        sys.stderr.write("xen-remus ocf: unknown action %r\n" % (action,))
+        return decide.OCF_ERR_UNIMPLEMENTED
+    agent = Agent(env)
+    try:
+        if action == "reprotect":
+            return agent.do_reprotect(extra[0])
+        return getattr(agent, "a_" + action.replace("-", "_"))()
+    except XenRemusError as exc:
+        agent.log("%s: %s" % (action, exc))
+        if action == "monitor":
+            return decide.OCF_ERR_GENERIC
+        return decide.OCF_ERR_GENERIC
