@@ -56,7 +56,8 @@ LOG = logging.getLogger(__name__)
 
 MODES = ("auto", "tracked", "checksum", "full")
 
-ResyncResult = collections.namedtuple("ResyncResult", "mode bytes_read bytes_sent extents seconds verified")
+ResyncResult = collections.namedtuple("ResyncResult",
+                                      "mode bytes_read bytes_sent extents seconds verified digest_bytes")
 VerifyResult = collections.namedtuple("VerifyResult", "identical differing bytes_read seconds")
 
 __all__ = ["resync", "verify", "serve", "ResyncResult", "VerifyResult", "ResyncServer"]
@@ -190,12 +191,13 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
         LOG.info("resync end: %s -> %s: %s: %s", src, dest,
                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
         raise
-    result = ResyncResult(chosen, bytes_read, wire, res["extents"], round(time.time() - t0, 3), verified)
+    result = ResyncResult(chosen, bytes_read, wire, res["extents"], round(time.time() - t0, 3), verified,
+                          res["digest_bytes"])
     LOG.info("resync end: %s -> %s: ok, %s mode, generation %s, %d bytes read, %d bytes sent, %.2f s%s",
              src, dest, chosen, src_meta.current, bytes_read, wire, result.seconds,
              ", verified" if verified else "")
     _emit(events, {"result": "ok", "mode": result.mode, "bytes_read": result.bytes_read,
-                   "bytes_sent": result.bytes_sent, "extents": result.extents,
+                   "bytes_sent": result.bytes_sent, "digest_bytes": result.digest_bytes, "extents": result.extents,
                    "seconds": result.seconds, "verified": result.verified})
     return result
 
@@ -271,6 +273,7 @@ def _run_resync(conn, src, dest, size, src_meta, mode, extents, tracker, rate, v
         finally:
             bar.close()
         bytes_read += vres["bytes_read"]
+        res["digest_bytes"] = vres["digest_bytes"]
         if vres["differing"]:
             raise ResyncError("%s: verify after resync found %d differing extent(s), first at %d; "
                               "target left inconsistent" % (dest, len(vres["differing"]),

@@ -29,8 +29,9 @@ from six.moves import queue
 from xen_remus_ext.compat import to_bytes, to_text
 from xen_remus_ext.errors import ProtocolError, ResyncError, TargetBusyError
 
-VERSION = 1
-VERSIONS = (1,)
+VERSION = 2
+#: version 2 adds REFINE/FINE (sub-block digests) and compressed DATA
+VERSIONS = (1, 2)
 MAGIC = "xen-remus-resync"
 
 HEADER = struct.Struct("!BBHI")
@@ -48,6 +49,8 @@ INFO = 0x03
 START = 0x04
 RANGES = 0x05
 DIGESTS = 0x10
+REFINE = 0x11
+FINE = 0x12
 DATA = 0x20
 ZERO = 0x21
 MARK = 0x22
@@ -55,14 +58,18 @@ END = 0x30
 RESULT = 0x31
 BYE = 0x32
 ERROR = 0x3F
+#: the first byte of a TLS ClientHello (a TLS record of type handshake)
+TLS_HANDSHAKE = 0x16
 
 NAMES = {HELLO: "HELLO", AUTH: "AUTH", INFO: "INFO", START: "START", RANGES: "RANGES",
-         DIGESTS: "DIGESTS", DATA: "DATA", ZERO: "ZERO", MARK: "MARK", END: "END",
+         DIGESTS: "DIGESTS", REFINE: "REFINE", FINE: "FINE", DATA: "DATA", ZERO: "ZERO", MARK: "MARK", END: "END",
          RESULT: "RESULT", BYE: "BYE", ERROR: "ERROR"}
 
 #: payload bound of each record type
 LIMITS = {HELLO: JSON_MAX, AUTH: JSON_MAX, INFO: JSON_MAX, START: JSON_MAX,
           RANGES: 4096 * 16, DIGESTS: U64U32.size + (MAX_DATA // 4096) * 32,
+          REFINE: U64U32.size * (MAX_DATA // 4096),
+          FINE: U64U32.size * (MAX_DATA // 4096) + (MAX_DATA // 4096) * 32,
           DATA: U64.size + MAX_DATA, ZERO: U64U64.size, MARK: 4096 * 16, END: JSON_MAX,
           RESULT: JSON_MAX, BYE: 0, ERROR: JSON_MAX}
 
@@ -86,12 +93,22 @@ def decode_json(mtype, payload):
     return obj
 
 
-def check_header(mtype, flags, reserved, length):
+#: DATA flag (version 2, when both ends agreed on zstd): the bytes after the
+#: offset are one zstd frame
+FLAG_ZSTD = 0x01
+
+
+def check_header(mtype, flags, reserved, length, allowed=0):
+    """:param allowed: the flag bits this channel accepts on ``mtype``."""
     if mtype not in LIMITS:
+        if mtype == TLS_HANDSHAKE:
+            raise ProtocolError("record header: the peer speaks TLS, this end expected plaintext records "
+                                "(start both ends with or both without --plaintext)")
         raise ProtocolError("record header: expected a known type, got 0x%02x" % mtype)
-    if flags or reserved:
-        raise ProtocolError("%s record: expected flags and reserved 0, got %d, %d"
-                            % (type_name(mtype), flags, reserved))
+    if flags & ~allowed or reserved:
+        raise ProtocolError("%s record: expected flags %s and reserved 0, got %d, %d"
+                            % (type_name(mtype), "0" if not allowed else "within 0x%02x" % allowed,
+                               flags, reserved))
     if length > LIMITS[mtype]:
         raise ProtocolError("%s record: expected at most %d payload bytes, got %d"
                             % (type_name(mtype), LIMITS[mtype], length))
@@ -102,6 +119,8 @@ class Channel(object):
 
     bytes_out = 0
     bytes_in = 0
+    #: a :class:`compress.Codec` once both ends agreed on one (byte streams only)
+    codec = None
 
     def send(self, mtype, *parts):
         raise NotImplementedError
@@ -166,8 +185,11 @@ class StreamChannel(Channel):
         self.closed = False
 
     def send(self, mtype, *parts):
+        flags = 0
+        if self.codec is not None:
+            flags, parts = self.codec.pack(mtype, parts)
         length = sum(len(p) for p in parts)
-        hdr = HEADER.pack(mtype, 0, 0, length)
+        hdr = HEADER.pack(mtype, flags, 0, length)
         if parts and len(parts[-1]) >= BIG:
             # header and small parts in one write, the big tail without a copy
             bufs = (b"".join((hdr,) + tuple(_raw(p) for p in parts[:-1])), parts[-1])
@@ -230,8 +252,11 @@ class StreamChannel(Channel):
     def recv(self):
         hdr = self._read_exact(HEADER.size)
         mtype, flags, reserved, length = HEADER.unpack(bytes(hdr))
-        check_header(mtype, flags, reserved, length)
+        codec = self.codec
+        check_header(mtype, flags, reserved, length, codec.accepts(mtype) if codec is not None else 0)
         payload = self._read_exact(length) if length else bytearray()
+        if flags:
+            payload = codec.unpack(mtype, flags, payload)
         return mtype, payload
 
     def close(self):

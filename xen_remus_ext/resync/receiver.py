@@ -28,6 +28,7 @@ from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import journal as jn
 from xen_remus_ext.resync import meta, plan
 from xen_remus_ext.resync import protocol as P
+from xen_remus_ext.resync import refine
 from xen_remus_ext.resync.blockio import BlockFile
 from xen_remus_ext.resync.ratelimit import TokenBucket
 
@@ -211,6 +212,8 @@ class Receiver(object):
         if rate < 0:
             raise ProtocolError("START record: expected rate >= 0, got %r" % (rate,))
         rate = TokenBucket(rate)
+        fine = field(start, "START", "fine", integer_types, 0) if mode in ("checksum", "verify") else 0
+        refine.check_fine(fine, bs)
         discard = field(start, "START", "discard_target", bool, False)
         resume = field(start, "START", "resume", bool, False)
         writing = mode in WRITE_MODES
@@ -252,21 +255,30 @@ class Receiver(object):
             syncer = _Syncer(out, jour) if writing else None
             if syncer is not None:
                 syncer.start()
+            refiner = _Refiner(self.chan, self.path, self.size, bs, fine, hasher) if fine else None
+            if refiner is not None:
+                refiner.start()
             try:
-                end = self._apply(out, syncer)
+                end = self._apply(out, syncer, refiner)
             except BaseException:
                 if digester is not None:
                     digester.abandon()
+                if refiner is not None:
+                    refiner.abandon()
                 if syncer is not None:
                     syncer.finish()
                 raise
             if digester is not None:
                 digester.join()
+            if refiner is not None:
+                refiner.finish()
+                if refiner.error is not None:
+                    raise refiner.error
             if syncer is not None:
                 syncer.finish()
                 if syncer.error is not None:
                     raise syncer.error
-            read = digester.bytes_read if digester else 0
+            read = (digester.bytes_read if digester else 0) + (refiner.bytes_read if refiner else 0)
             if digester is not None and digester.error is not None:
                 raise digester.error
             if out is not None:
@@ -288,11 +300,15 @@ class Receiver(object):
             if out is not None:
                 out.close()
 
-    def _apply(self, out, syncer):
-        """Apply DATA/ZERO/MARK records until END; :returns: END's object."""
+    def _apply(self, out, syncer, refiner=None):
+        """Apply DATA/ZERO/MARK records (and pass REFINE on) until END; :returns: END's object."""
         while True:
             mtype, payload = self.chan.recv()
-            if mtype == P.DATA:
+            if mtype == P.REFINE:
+                if refiner is None:
+                    raise ProtocolError("REFINE record in a session without fine digests")
+                refiner.ask(payload)
+            elif mtype == P.DATA:
                 if out is None:
                     raise ProtocolError("DATA record in a read-only (verify) session")
                 off, data = P.split_data(payload)
@@ -359,6 +375,65 @@ class _Digester(threading.Thread):
     def abandon(self):
         """Stop at the next chunk without waiting (the connection is failing)."""
         self._halt = True
+
+
+class _Refiner(threading.Thread):
+    """Answers REFINE requests with FINE digests, in order, off the receive
+    path: the receive thread never blocks on sending, so neither end can
+    wait on the other with both pipes full.  Its reads are not charged to
+    the rate: they re-read blocks the digester has just read (the page
+    cache has them), and a starved refiner would hold back every write."""
+
+    _END = object()
+
+    def __init__(self, chan, path, size, bs, fine, hasher):
+        threading.Thread.__init__(self, name="xre-refine")
+        self.daemon = True
+        self.chan = chan
+        self.path = path
+        self.size = size
+        self.bs = bs
+        self.fine = fine
+        self.hasher = hasher
+        self.q = queue.Queue()
+        self.error = None
+        self.bytes_read = 0
+
+    def ask(self, payload):
+        """Queue one REFINE payload (checked here, in the receive thread)."""
+        if self.error is not None:
+            raise self.error
+        blocks = refine.unpack_request(payload, self.size, self.bs)
+        self.q.put((bytes(payload), blocks))
+
+    def run(self):
+        try:
+            with BlockFile(self.path) as f:
+                fine, h = self.fine, self.hasher
+                while True:
+                    item = self.q.get()
+                    if item is self._END:
+                        return
+                    payload, blocks = item
+                    ds = []
+                    for off, n in blocks:
+                        mv = memoryview(f.read_exactly(off, n))
+                        self.bytes_read += n
+                        ds.extend(h(mv[i:i + fine]) for i in range(0, n, fine))
+                    self.chan.send(P.FINE, refine.pack_answer(payload, b"".join(ds)))
+        except XenRemusError as exc:
+            self.error = exc
+            self.chan.send_error(str(exc), code=getattr(exc, "code", None))
+            self.chan.close()
+
+    def finish(self):
+        """Answer what is queued, then stop (call once, from the receive thread)."""
+        self.q.put(self._END)
+        self.join()
+
+    def abandon(self):
+        """Stop after the current answer without waiting (the connection is failing)."""
+        self.q.put(self._END)
 
 
 class _Syncer(threading.Thread):

@@ -23,6 +23,7 @@ from xen_remus_ext.errors import ProtocolError, ResyncError, XenRemusError
 from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import plan
 from xen_remus_ext.resync import protocol as P
+from xen_remus_ext.resync import refine
 from xen_remus_ext.resync.blockio import BlockFile, is_zero
 from xen_remus_ext.resync.ratelimit import TokenBucket
 from xen_remus_ext.resync.receiver import hexb, mac, unhexb
@@ -34,6 +35,9 @@ MARK_MIN = 1 << 20
 MARK_MAX = 1 << 30
 MARK_SECONDS = 5.0
 READ_AHEAD = 8
+#: source bytes held for REFINE requests in flight; past this the sender
+#: waits for FINE answers before it compares more (bounded memory)
+REFINE_WINDOW = 16 << 20
 
 
 class _Reader(threading.Thread):
@@ -154,6 +158,21 @@ def split_zero(off, data, bs):
     yield (run_zero, run_start, n)
 
 
+class _Refinement(object):
+    """One REFINE in flight: its blocks and the source bytes of each."""
+
+    __slots__ = ("mode", "blocks", "held")
+
+    def __init__(self, mode, blocks, held):
+        self.mode = mode
+        self.blocks = blocks
+        self.held = held
+
+
+def _raw(mv):
+    return mv.tobytes()
+
+
 class SenderSession(object):
     """The sending end of one connection.
 
@@ -170,6 +189,12 @@ class SenderSession(object):
         self.base_key = b""
         self.info = None
         self.digests = []
+        self.version = 1
+        #: bytes of RANGES, DIGESTS, REFINE and FINE records (headers included), both ways
+        self.digest_bytes = 0
+        self._inflight = collections.deque()   # REFINE requests awaiting FINE: _Refinement
+        self._inflight_bytes = 0
+        self._early = collections.deque()      # DIGESTS payloads read while waiting for a FINE
 
     def handshake(self):
         nonce_c = os.urandom(16)
@@ -179,6 +204,7 @@ class SenderSession(object):
         if hello.get("magic") != P.MAGIC or hello.get("version") not in P.VERSIONS:
             raise ProtocolError("HELLO: expected %s version in %s, got %r %r"
                                 % (P.MAGIC, list(P.VERSIONS), hello.get("magic"), hello.get("version")))
+        self.version = hello["version"]
         self.digests = [d for d in hello.get("digests") or [] if d in dg.available()]
         nonce_s = unhexb("HELLO nonce", hello.get("nonce", ""))
         key = self.conn.key
@@ -206,31 +232,39 @@ class SenderSession(object):
         raise ResyncError("%s: no common digest (ours %s, receiver's %s)"
                           % (self.conn.describe, want, self.digests))
 
-    def _start(self, mode, src_meta, bs, rate, digest, discard_target, resume, work):
+    def _start(self, mode, src_meta, bs, rate, digest, discard_target, resume, work, fine):
         salt = os.urandom(16)
-        self.chan.send_json(P.START, {"mode": mode, "block_size": bs, "digest": digest, "salt": hexb(salt),
-                                      "rate": rate or 0, "source": src_meta.to_dict(),
-                                      "discard_target": bool(discard_target), "resume": bool(resume)})
+        start = {"mode": mode, "block_size": bs, "digest": digest, "salt": hexb(salt),
+                 "rate": rate or 0, "source": src_meta.to_dict(),
+                 "discard_target": bool(discard_target), "resume": bool(resume)}
+        if self.version >= 2:
+            start["fine"] = fine
+        self.chan.send_json(P.START, start)
         _, ack = self.chan.recv_json(P.START)
         done = plan.normalize(tuple(p) for p in ack.get("done") or [])
         work = plan.subtract(work, done)
         if mode in ("checksum", "verify"):
-            for payload in P.pack_ranges(work):
+            for payload in P.pack_ranges(work) + [b""]:
                 self.chan.send(P.RANGES, payload)
-            self.chan.send(P.RANGES, b"")
+                self.digest_bytes += P.HEADER.size + len(payload)
         key = hmac.new(self.base_key, b"digest|" + salt, hashlib.sha256).digest()
         return work, done, (dg.make(digest, key) if digest else None)
 
     def run_phase(self, mode, src_path, src_meta, work, bs=65536, rate=None, digest=None,
-                  discard_target=False, resume=True, commit=True):
+                  discard_target=False, resume=True, commit=True, fine=refine.FINE):
         """One phase: ``mode`` in checksum, full, tracked (writes) or verify.
 
         :param work: intervals to process (the receiver's journal is
             subtracted by the receiver's answer to START).
+        :param fine: checksum/verify: refine differing blocks to this size
+            (0: send whole blocks; needs protocol version 2).
         :returns: dict with ``bytes_read`` (both ends), ``extents`` (sent or
             differing), ``differing`` (list of Extent, verify), ``skipped``.
         """
-        work, done, hasher = self._start(mode, src_meta, bs, rate, digest, discard_target, resume, work)
+        if self.version < 2 or mode not in ("checksum", "verify") or not fine or fine >= bs:
+            fine = 0
+        self.fine = fine
+        work, done, hasher = self._start(mode, src_meta, bs, rate, digest, discard_target, resume, work, fine)
         if done and self.events is not None:
             self.events({"event": "resume", "skipped": plan.total(done), "remaining": plan.total(work)})
         bucket = TokenBucket(rate or 0)
@@ -274,14 +308,18 @@ class SenderSession(object):
                     pending_bytes += n
                     if pending_bytes >= mark_every or time.time() - last_mark >= MARK_SECONDS:
                         hole = self._flush_hole(hole, state)   # a MARK never runs ahead of its data
-                        self._mark(pending)
-                        pending, pending_bytes, last_mark = [], 0, time.time()
+                        pending = self._mark(pending)
+                        pending_bytes, last_mark = plan.total(pending), time.time()
                 if self.report is not None:
                     self.report(processed, total, self.chan.bytes_out + self.chan.bytes_in)
         except BaseException:
             reader.abandon()
             raise
         self._flush_hole(hole, state)
+        while self._inflight:
+            self._await_fine(hasher, state)
+        if self._early:
+            raise ProtocolError("DIGESTS record: expected none after the last chunk, got %d more" % len(self._early))
         if pending:
             self._mark(pending)
         if callable(commit):
@@ -290,7 +328,7 @@ class SenderSession(object):
         _, res = self.chan.recv_json(P.RESULT)
         return {"bytes_read": reader.bytes_read + int(res.get("bytes_read") or 0),
                 "extents": state["extents"], "differing": plan.intervals_to_extents(state["differing"]),
-                "skipped": plan.total(done), "work": total}
+                "skipped": plan.total(done), "work": total, "digest_bytes": self.digest_bytes}
 
     def _flush_hole(self, hole, state):
         """Send a pending run of source holes as one ZERO; :returns: None."""
@@ -300,8 +338,17 @@ class SenderSession(object):
         return None
 
     def _mark(self, pending):
-        for payload in P.pack_ranges(plan.normalize(pending)):
+        """MARK what of ``pending`` is complete: everything before the oldest
+        block still being refined.  :returns: the rest (marked later)."""
+        pending = plan.normalize(pending)
+        rest = []
+        if self._inflight:
+            limit = self._inflight[0].blocks[0][0]
+            rest = plan.subtract(pending, [(0, limit)])
+            pending = plan.subtract(pending, [(limit, limit + (1 << 62))])
+        for payload in P.pack_ranges(pending):
             self.chan.send(P.MARK, payload)
+        return rest
 
     def _count(self, state, start, end):
         if start != state["last_end"]:
@@ -317,12 +364,36 @@ class SenderSession(object):
                 self.chan.send(P.DATA, P.U64.pack(off + a), mv[a:b])
             self._count(state, off + a, off + b)
 
-    def _compare_chunk(self, mode, off, data, bs, hasher, state):
+    def _recv_digest_stream(self):
+        """The next DIGESTS or FINE record from the receiver: ``(mtype, payload)``."""
         mtype, payload = self.chan.recv()
         if mtype == P.ERROR:
             P.raise_peer_error(payload)
-        if mtype != P.DIGESTS:
+        if mtype not in (P.DIGESTS, P.FINE) or mtype == P.FINE and not self.fine:
             raise ProtocolError("expected DIGESTS record, got %s" % P.type_name(mtype))
+        self.digest_bytes += P.HEADER.size + len(payload)
+        return mtype, payload
+
+    def _next_digests(self, hasher, state):
+        """The DIGESTS of the next chunk, handling the FINE answers that come first."""
+        if self._early:
+            return self._early.popleft()
+        while True:
+            mtype, payload = self._recv_digest_stream()
+            if mtype == P.DIGESTS:
+                return payload
+            self._on_fine(payload, hasher, state)
+
+    def _await_fine(self, hasher, state):
+        """Wait for the answer to the oldest REFINE (keeping DIGESTS that come first)."""
+        while True:
+            mtype, payload = self._recv_digest_stream()
+            if mtype == P.FINE:
+                return self._on_fine(payload, hasher, state)
+            self._early.append(payload)
+
+    def _compare_chunk(self, mode, off, data, bs, hasher, state):
+        payload = self._next_digests(hasher, state)
         if len(payload) < P.U64U32.size:
             raise ProtocolError("DIGESTS record: expected 12+ bytes, got %d" % len(payload))
         doff, dlen = P.U64U32.unpack_from(payload)
@@ -338,17 +409,55 @@ class SenderSession(object):
         if theirs == mine:
             return
         flags = [theirs[k * dsize:(k + 1) * dsize] != mine[k * dsize:(k + 1) * dsize] for k in range(nblocks)]
+        if self.fine:
+            blocks = [(off + k * bs, min(bs, n - k * bs)) for k, differs in enumerate(flags) if differs]
+            # copies: the chunk's buffer is not held while the answer travels
+            held = [_raw(mv[b - off:b - off + length]) for b, length in blocks]
+            self.chan.send(P.REFINE, refine.pack_request(blocks))
+            sent = P.HEADER.size + len(blocks) * refine.ENTRY.size
+            self.digest_bytes += sent
+            self._inflight.append(_Refinement(mode, blocks, held))
+            self._inflight_bytes += sum(length for _, length in blocks)
+            while self._inflight_bytes > REFINE_WINDOW:
+                self._await_fine(hasher, state)
+            return
         for first, count in plan.runs(flags):
             a, b = first * bs, min(n, (first + count) * bs)
-            if mode == "verify":
-                diff = state["differing"]
-                if diff and diff[-1][1] == off + a:       # keep it merged: memory stays small
-                    diff[-1] = (diff[-1][0], off + b)
-                else:
-                    diff.append((off + a, off + b))
-                self._count(state, off + a, off + b)
+            self._differ(mode, off, mv, a, b, bs, state)
+
+    def _differ(self, mode, off, mv, a, b, bs, state):
+        """``mv[a:b]`` (at disk offset ``off``) differs from the target: send it, or note it (verify)."""
+        if mode == "verify":
+            diff = state["differing"]
+            if diff and diff[-1][1] == off + a:       # keep it merged: memory stays small
+                diff[-1] = (diff[-1][0], off + b)
             else:
-                self._send_range(off + a, mv[a:b], bs, state)
+                diff.append((off + a, off + b))
+            self._count(state, off + a, off + b)
+        else:
+            self._send_range(off + a, mv[a:b], bs, state)
+
+    def _on_fine(self, payload, hasher, state):
+        """Compare a FINE answer with the source blocks it refines; send what differs."""
+        if not self._inflight:
+            raise ProtocolError("FINE record: expected none (no REFINE awaits an answer), got one")
+        req = self._inflight.popleft()
+        self._inflight_bytes -= sum(length for _, length in req.blocks)
+        fine = self.fine
+        dsize = len(hasher(b""))
+        theirs = refine.split_answer(payload, req.blocks, fine, dsize)
+        pos = 0
+        for (boff, length), data in zip(req.blocks, req.held):
+            mv = memoryview(data)
+            k = refine.count(length, fine)
+            mine = b"".join(hasher(mv[i:i + fine]) for i in range(0, length, fine))
+            them = theirs[pos:pos + k * dsize]
+            pos += k * dsize
+            flags = [mine[i * dsize:(i + 1) * dsize] != them[i * dsize:(i + 1) * dsize] for i in range(k)]
+            if not any(flags):
+                flags = [True] * k   # the coarse digests differ: never trust the fine ones over them
+            for first, count in plan.runs(flags):
+                self._differ(req.mode, boff, mv, first * fine, min(length, (first + count) * fine), fine, state)
 
     def bye(self):
         try:
