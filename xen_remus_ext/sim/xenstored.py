@@ -21,7 +21,11 @@ where clients can observe it:
   meanwhile; watches for a transaction's changes fire at commit;
 * a WATCH fires once at registration, then on every change of the watched
   node or a descendant, and for RM also for watches below the removed node;
-  ``@introduceDomain``/``@releaseDomain`` fire on INTRODUCE/RELEASE;
+  ``@introduceDomain``/``@releaseDomain`` fire on INTRODUCE/RELEASE, and
+  ``@releaseDomain`` also on every domain state change the hypervisor
+  reports (:meth:`XenstoredServer.domain_exception`, the real daemon's
+  VIRQ_DOM_EXC: a domain paused, shut down, resumed or destroyed);
+  toolstacks such as xend notice a guest's shutdown only through it;
 * DIRECTORY_PART (4.9+) pages long child lists; RESET_WATCHES (4.6+)
   drops the caller's watches and transactions;
 * permissions (``[wrbn]<domid>``, owner first) are stored and returned; a
@@ -350,6 +354,7 @@ class XenstoredServer(object):
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
         self._thread = None
+        self._dom_exc = 0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -383,6 +388,17 @@ class XenstoredServer(object):
             self._thread.join(10)
             self._thread = None
 
+    def domain_exception(self):
+        """The hypervisor's VIRQ_DOM_EXC: a domain changed state (shut down,
+        paused, resumed, died).  The real xenstored then fires
+        ``@releaseDomain`` (domain_cleanup); so does this one, from its
+        loop.  Safe from any thread or a signal handler."""
+        self._dom_exc += 1
+        try:
+            os.write(self._wake_w, b"e")
+        except OSError:
+            pass
+
     def __enter__(self):
         return self.start()
 
@@ -411,6 +427,9 @@ class XenstoredServer(object):
                         self._accept()
                     elif sock == self._wake_r:
                         os.read(self._wake_r, 64)
+                        if self._dom_exc:
+                            self._dom_exc = 0
+                            self.fire(b"@releaseDomain")
                     else:
                         conn = self.conns.get(sock.fileno())
                         if conn is not None:

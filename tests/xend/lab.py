@@ -1,0 +1,586 @@
+"""The xend lab: the real xend and xm of Xen 4.1/4.4 on two hosts (Python 3 driver).
+
+For each Xen version: unpack the tree's ``tools/`` (``tools/python``,
+``tools/remus``) into ``build/test-xend/VERSION/src``, apply our quilt
+series, compile the tree's own ``xen.lowlevel.xs`` against Debian's
+libxenstore, and put the stand-ins (``standins/``) where the hypervisor
+would be.  Then two hosts, A and B, each in its own network namespace
+(``xend<V>a``/``xend<V>b``, a veth between them, 192.0.2.1 and 192.0.2.2)
+and its own mount namespace (``/var/lib``, ``/run``, ``/var/log`` and
+``/dev`` its own), each with ``hostd.py`` (hypervisor, xenstored double,
+blkback/blktap2, guest), the real xend (XML-RPC on its Unix socket,
+relocation server on 8002) and sshd (how the hosts reach each other's
+xend and disks).  docs/xend-lab.md lists what is real and what is not.
+
+``Lab`` is used by ``scenarios.py``.
+"""
+from __future__ import absolute_import, division, print_function
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+STANDINS = os.path.join(HERE, "standins")
+sys.path.insert(0, STANDINS)
+sys.path.insert(0, REPO)
+
+import hvclient  # noqa: E402
+
+from xen_remus_ext.sim import workload  # noqa: E402
+
+ADDRS = {"A": "192.0.2.1", "B": "192.0.2.2"}
+RELOC_PORT = 8002
+DISK_PORT = 9000
+IMAGE_SIZE = 8 * 1024 * 1024
+SERIES = {"4.1": "xen-4.1", "4.4": "xen-4.4"}
+
+
+class LabError(Exception):
+    pass
+
+
+def sh(argv, check=True, **kw):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    if check and proc.returncode != 0:
+        raise LabError("%s: exit %d: %s%s" % (" ".join(argv), proc.returncode,
+                                              proc.stdout.decode(errors="replace")[-2000:],
+                                              proc.stderr.decode(errors="replace")[-2000:]))
+    return proc
+
+
+def py27():
+    """The Python 2.7 xend runs under: pyenv's 2.7.18 through the project's venv (six, pyxs)."""
+    venv = sh([os.path.join(REPO, "tools", "venv.sh"), "py27"]).stdout.decode().strip().splitlines()[-1]
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        raise LabError("no Python 2.7 venv (%s)" % venv)
+    return py
+
+
+def python27_include():
+    """``Python.h`` of the 2.7 interpreter the venv was made from."""
+    out = sh([py27(), "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"]).stdout.decode().strip()
+    if not os.path.exists(os.path.join(out, "Python.h")):
+        raise LabError("no Python.h for 2.7 under %s" % out)
+    return out
+
+
+# ---- sources -------------------------------------------------------------------------
+
+def find_sources(xen_src=None):
+    """``[(version, source)]``: a tree (``XEN_SRC=DIR``) or the archives in ../shared/xen-src."""
+    if xen_src:
+        tree = os.path.abspath(xen_src)
+        if not os.path.isdir(os.path.join(tree, "tools", "python", "xen", "xend")):
+            raise LabError("XEN_SRC=%s: expected a Xen tree with tools/python/xen/xend" % xen_src)
+        return [(tree_version(tree), tree)]
+    found = []
+    for arc in sorted(glob.glob(os.path.join(REPO, "..", "shared", "xen-src", "xen-*-xend.tar.gz"))):
+        version = os.path.basename(arc)[len("xen-"):-len("-xend.tar.gz")]
+        found.append((version, os.path.abspath(arc)))
+    return found
+
+
+def tree_version(tree):
+    mk = os.path.join(tree, "xen", "Makefile")
+    if os.path.exists(mk):
+        vals = {}
+        for line in open(mk):
+            for key in ("XEN_VERSION", "XEN_SUBVERSION", "XEN_EXTRAVERSION"):
+                if line.startswith("export " + key) or line.startswith(key):
+                    vals[key] = line.split("=", 1)[1].split("$")[0].strip()
+        if "XEN_VERSION" in vals:
+            return "%s.%s%s" % (vals["XEN_VERSION"], vals["XEN_SUBVERSION"], vals.get("XEN_EXTRAVERSION", ""))
+    base = os.path.basename(tree.rstrip("/"))
+    return base[len("xen-"):] if base.startswith("xen-") else base
+
+
+def prepare_tree(version, source, build):
+    """Unpack (or copy) the tree's tools, apply our series, build xs, add the stand-ins.
+
+    :returns: the ``tools/python`` directory to put on PYTHONPATH.
+    """
+    src = os.path.join(build, "src")
+    if os.path.exists(src):
+        shutil.rmtree(src)
+    os.makedirs(src)
+    if os.path.isdir(source):
+        for sub in ("tools/python", "tools/remus", "tools/examples"):
+            if os.path.isdir(os.path.join(source, sub)):
+                shutil.copytree(os.path.join(source, sub), os.path.join(src, sub), symlinks=True)
+    else:
+        with tarfile.open(source) as tf:
+            top = tf.getnames()[0].split("/")[0]
+            members = [m for m in tf.getmembers() if m.name.startswith(top + "/tools/")]
+            for m in members:
+                m.name = m.name[len(top) + 1:]
+            tf.extractall(src, members=members)
+    series = SERIES.get(".".join(version.split(".")[:2]))
+    if series is None:
+        raise LabError("Xen %s: no patch series for it in patches/ (4.1 and 4.4 only)" % version)
+    pdir = os.path.join(REPO, "patches", series)
+    for name in open(os.path.join(pdir, "series")).read().split():
+        if name.startswith("#") or not name.endswith(".patch"):
+            continue
+        sh(["patch", "-p1", "-s", "-N", "-F0", "-d", src, "-i", os.path.join(pdir, name)])
+    tp = os.path.join(src, "tools", "python")
+    low = os.path.join(tp, "xen", "lowlevel")
+    inc = python27_include()
+    sh(["gcc", "-shared", "-fPIC", "-O1", "-w", "-I" + inc, "-o", os.path.join(low, "xs.so"),
+        os.path.join(low, "xs", "xs.c"), "-lxenstore"])
+    pts = os.path.join(tp, "ptsname", "ptsname.c")
+    if os.path.exists(pts):
+        sh(["gcc", "-shared", "-fPIC", "-O1", "-w", "-I" + inc, "-o", os.path.join(low, "ptsname.so"), pts])
+    for name in ("xc.py", "acm.py", "checkpoint.py", "netlink.py"):
+        shutil.copy(os.path.join(STANDINS, "xen", "lowlevel", name), os.path.join(low, name))
+    with open(os.path.join(tp, "xen", "util", "path.py"), "w") as f:
+        bindir = os.path.join(STANDINS, "bin")
+        vals = {"PREFIX": "/usr", "BINDIR": bindir, "SBINDIR": bindir, "LIBEXEC": bindir,
+                "LIBEXEC_BIN": bindir, "LIBDIR": "/usr/lib", "SHAREDIR": os.path.join(build, "share"),
+                "PRIVATE_BINDIR": bindir, "XENFIRMWAREDIR": bindir, "XEN_CONFIG_DIR": "/etc/xen",
+                "XEN_SCRIPT_DIR": "/etc/xen/scripts", "XEN_LOCK_DIR": "/var/lock",
+                "XEN_RUN_DIR": "/var/run/xen", "XEN_PAGING_DIR": "/var/lib/xen/xenpaging",
+                "XEN_DUMP_DIR": "/var/lib/xen/dump", "XEN_LOG_DIR": "/var/log/xen",
+                "XEN_LIB_DIR": "/var/lib/xen", "XEN_RUN_STORED": "/var/run/xenstored",
+                "PRIVATE_PREFIX": "/usr/lib/xen", "PRIVATE_LIBEXEC": bindir,
+                "XENSTORED_ROOTDIR": "/var/lib/xenstored", "CONFIG_DIR": "/etc"}
+        f.write("# written by the xend lab (Xen generates this file at build time)\n")
+        for k in sorted(vals):
+            f.write("%s = %r\n" % (k, vals[k]))
+    os.makedirs(os.path.join(build, "share", "xen"), exist_ok=True)
+    sh([py27(), "-m", "compileall", "-q", os.path.join(tp, "xen", "xend"), os.path.join(tp, "xen", "xm"),
+        os.path.join(tp, "xen", "remus")])
+    return tp
+
+
+# ---- hosts --------------------------------------------------------------------------------
+
+XEND_CONFIG = """\
+# xend-config.sxp of lab host %(name)s
+(logfile /var/log/xen/xend.log)
+(loglevel DEBUG)
+(xend-http-server no)
+(xend-unix-server no)
+(xend-tcp-xmlrpc-server no)
+(xend-unix-xmlrpc-server yes)
+(xend-relocation-server yes)
+(xend-relocation-ssl-server no)
+(xend-relocation-port %(reloc)d)
+(xend-relocation-address '%(addr)s')
+(xend-relocation-hosts-allow '')
+(xend-domains-path /var/lib/xend/domains)
+(xend-state-path /var/lib/xend/state)
+(xend-storage-path /var/lib/xend/storage)
+(enable-dom0-ballooning no)
+(dom0-min-mem 0)
+(total_available_memory 0)
+(device-create-timeout 15)
+(device-destroy-timeout 15)
+"""
+
+HOLDER = r"""
+set -e
+R=%(root)s
+mkdir -p $R/var/lib $R/run $R/var/log $R/dev
+mount --bind $R/var/lib /var/lib
+mount --bind $R/run /run
+mount --bind $R/var/log /var/log
+mount -t tmpfs -o mode=755 xend-lab-dev $R/dev
+for n in null zero full random urandom tty ptmx; do touch $R/dev/$n; mount --bind /dev/$n $R/dev/$n; done
+mkdir -p $R/dev/pts $R/dev/shm $R/dev/xen/blktap-2
+mount --rbind /dev/pts $R/dev/pts
+mount -t tmpfs xend-lab-shm $R/dev/shm
+ln -s /proc/self/fd $R/dev/fd
+mount --rbind $R/dev /dev
+ip link set lo up
+echo ready
+exec sleep 100000
+"""
+
+BALLOON = """Current allocation:  1048576 kB
+Requested target:    1048576 kB
+Low-mem balloon:           0 kB
+High-mem balloon:          0 kB
+Driver pages:              0 kB
+"""
+
+XEND_RUN = """\
+import os, sys
+from xen.xend import osdep
+osdep.PROC_XEN_BALLOON = os.environ["XEND_LAB_BALLOON"]
+from xen.xend.server import SrvDaemon
+sys.exit(SrvDaemon.instance().run(None))
+"""
+
+XM_RUN = """\
+import sys
+from xen.xm import main
+main.main(sys.argv)
+"""
+
+
+class Host(object):
+    """One lab host: namespaces, hostd, xend, sshd."""
+
+    def __init__(self, lab, name):
+        self.lab = lab
+        self.name = name
+        self.addr = ADDRS[name]
+        self.dir = os.path.join(lab.build, name)
+        self.root = os.path.join(self.dir, "root")
+        self.netns = "xend%s%s" % (lab.tag, name.lower())
+        self.holder = None
+        self.procs = {}
+
+    # -- paths seen from outside ---------------------------------------------
+    def outside(self, path):
+        """A path of this host (``/var/lib/...``) as the lab sees it."""
+        for top in ("/var/lib", "/run", "/var/log"):
+            if path == top or path.startswith(top + "/"):
+                return self.root + path
+        if path.startswith("/var/run/"):
+            return self.root + "/run/" + path[len("/var/run/"):]
+        return path
+
+    @property
+    def hv_socket(self):
+        return self.outside("/run/xend-lab/hv.sock")
+
+    def hv(self, op, *args):
+        old = hvclient.SOCKET
+        hvclient.SOCKET = self.hv_socket
+        try:
+            return hvclient.call(op, *args)
+        finally:
+            hvclient.SOCKET = old
+
+    def env(self):
+        e = dict(self.lab.env)
+        e["XEND_LAB_HOST"] = self.name
+        return e
+
+    # -- running things inside ---------------------------------------------------
+    def argv(self, cmd):
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--"] + list(cmd)
+
+    def run(self, cmd, check=True, timeout=300, input=None):
+        proc = subprocess.run(self.argv(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
+                              timeout=timeout, input=input)
+        out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        self.lab.log("%s$ %s -> %d\n%s%s" % (self.name, " ".join(cmd), proc.returncode, out, err))
+        if check and proc.returncode != 0:
+            raise LabError("host %s: %s: exit %d: %s %s" % (self.name, " ".join(cmd), proc.returncode,
+                                                            out.strip()[-1500:], err.strip()[-1500:]))
+        return proc.returncode, out, err
+
+    def spawn(self, key, cmd, log):
+        logf = open(self.outside(log) if log.startswith("/var/log") else log, "ab")
+        proc = subprocess.Popen(self.argv(cmd), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                env=self.env(), start_new_session=True)
+        logf.close()
+        self.procs[key] = proc
+        return proc
+
+    def xm(self, *args, **kw):
+        return self.run([self.lab.bin("xm")] + list(args), **kw)
+
+    # -- life cycle ------------------------------------------------------------------
+    def create_dirs(self):
+        for sub in ("var/lib/xen/images", "var/lib/xen/boot", "var/lib/xend", "var/log/xen", "run/xend",
+                    "run/xenstored", "run/xend-lab", "run/sshd", "etc"):
+            os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+        with open(os.path.join(self.root, "etc", "xend-config.sxp"), "w") as f:
+            f.write(XEND_CONFIG % {"name": self.name, "addr": self.addr, "reloc": RELOC_PORT})
+        with open(os.path.join(self.root, "etc", "balloon"), "w") as f:
+            f.write(BALLOON)
+        with open(self.outside("/var/lib/xen/boot/vmlinuz-lab"), "wb") as f:
+            f.write(b"\x7fELF lab kernel stand-in\n")
+
+    def up_namespaces(self):
+        self.holder = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation",
+                                        "private", "sh", "-c", HOLDER % {"root": self.root}],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        line = self.holder.stdout.readline().decode().strip()
+        if line != "ready":
+            raise LabError("host %s: namespace holder failed: %s" % (self.name, self.holder.stderr.read().decode()))
+
+    def start(self, hook=True):
+        """hostd, sshd and xend; ``hook``: our external-migration-tool in xend-config.sxp."""
+        self.up_namespaces()
+        lab = self.lab
+        self.spawn("hostd", [lab.py3, os.path.join(HERE, "hostd.py"), "--name", self.name, "--xen-version",
+                             lab.version], "/var/log/xen/hostd.out")
+        self.wait_for(lambda: os.path.exists(self.hv_socket) and os.path.exists(
+            self.outside("/run/xenstored/socket")), "hostd")
+        self.spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", lab.sshd_config(self)], "/var/log/xen/sshd.log")
+        cfg = os.path.join(self.root, "etc", "xend-config.sxp")
+        if hook:
+            self.run([lab.bin("xen-remus"), "hook-config", "install", "--config", cfg])
+        else:
+            self.run([lab.bin("xen-remus"), "hook-config", "uninstall", "--config", cfg], check=False)
+        self.start_xend()
+        self.wait_for(lambda: self._port_open(22), "sshd")
+
+    def start_xend(self):
+        self.spawn("xend", [self.lab.py27, "-c", XEND_RUN], "/var/log/xen/xend.out")
+        self.wait_for(lambda: self._port_open(RELOC_PORT) and os.path.exists(
+            self.outside("/var/run/xend/xmlrpc.sock")), "xend", timeout=60)
+        # the socket exists before the server thread serves it: wait for an answer
+        self.wait_for(lambda: self.run([self.lab.bin("xm"), "list"], check=False)[0] == 0, "xend answering",
+                      timeout=60)
+
+    def _port_open(self, port):
+        rc = subprocess.run(self.argv(["python3", "-c", "import socket; socket.create_connection(('%s', %d), 1)"
+                                       % (self.addr, port)]), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL).returncode
+        return rc == 0
+
+    def wait_for(self, pred, what, timeout=30):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            for key, p in self.procs.items():
+                if p.poll() is not None and key in ("hostd", "xend"):
+                    raise LabError("host %s: %s exited (%s) while waiting for %s; see %s"
+                                   % (self.name, key, p.returncode, what, self.outside("/var/log/xen")))
+            if pred():
+                return
+            time.sleep(0.1)
+        raise LabError("host %s: %s not up after %d s (logs in %s)" % (self.name, what, timeout,
+                                                                     self.outside("/var/log/xen")))
+
+    def kill(self):
+        """Power the host off: SIGKILL every process in it, by the PIDs we started
+        and whatever runs in its network namespace (xend's children, remus)."""
+        pids = set()
+        out = sh(["ip", "netns", "pids", self.netns], check=False).stdout.decode().split()
+        pids.update(int(p) for p in out if p.isdigit())
+        for p in self.procs.values():
+            pids.add(p.pid)
+        if self.holder is not None:
+            pids.add(self.holder.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for p in list(self.procs.values()) + ([self.holder] if self.holder else []):
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs = {}
+        self.holder = None
+        self.keep_logs()
+
+    def keep_logs(self):
+        src = self.outside("/var/log/xen/xend.log")
+        if os.path.exists(src):
+            shutil.copy(src, os.path.join(self.dir, "xend.log"))
+
+    def image(self, name):
+        return "/var/lib/xen/images/%s.img" % name
+
+
+class Lab(object):
+    """Two hosts of one Xen version."""
+
+    def __init__(self, version, source, build_root, tag):
+        self.version = version
+        self.source = source
+        self.build = os.path.join(build_root, version)
+        self.tag = tag
+        self.py3 = sys.executable
+        self.py27 = py27()
+        self.logf = None
+        self.hosts = {}
+
+    def log(self, text):
+        if self.logf is not None:
+            self.logf.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), text))
+            self.logf.flush()
+
+    def bin(self, name):
+        return os.path.join(self.build, "bin", name)
+
+    def setup(self):
+        if os.path.exists(self.build):
+            self.cleanup_mounts()
+            shutil.rmtree(self.build)
+        os.makedirs(self.build)
+        self.logf = open(os.path.join(self.build, "lab.log"), "w")
+        self.tp = prepare_tree(self.version, self.source, self.build)
+        self.env = self.make_env()
+        self.make_bin()
+        self.make_ssh()
+        self.make_network()
+        for name in ("A", "B"):
+            h = Host(self, name)
+            h.create_dirs()
+            self.hosts[name] = h
+
+    def make_env(self):
+        path = [os.path.join(self.build, "bin"), os.path.join(STANDINS, "bin"), "/usr/local/sbin",
+                "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        return {"PATH": ":".join(path), "PYTHONPATH": ":".join([self.tp, STANDINS, REPO]),
+                "HOME": "/root", "LANG": "C.UTF-8", "XEND_LAB_BALLOON": "/var/lib/xend-lab-balloon",
+                "XEND_CONFIG": "/var/lib/xend-lab.sxp",
+                "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def make_bin(self):
+        b = os.path.join(self.build, "bin")
+        os.makedirs(b)
+        with open(os.path.join(b, "xm.py"), "w") as f:
+            f.write(XM_RUN)
+        scripts = {
+            "xm": "exec %s %s \"$@\"" % (self.py27, os.path.join(b, "xm.py")),
+            "remus": "exec %s %s \"$@\"" % (self.py27, os.path.join(self.build, "src", "tools", "remus", "remus")),
+            "xen-remus": "exec %s -m xen_remus_ext \"$@\"" % self.py27,
+        }
+        for name, body in scripts.items():
+            path = os.path.join(b, name)
+            with open(path, "w") as f:
+                f.write("#!/bin/sh\n# xend lab host tool\nexport PYTHONPATH=%s\nexport PATH=%s\n"
+                        "export XEND_CONFIG=/var/lib/xend-lab.sxp\n%s\n"
+                        % (self.env["PYTHONPATH"], self.env["PATH"], body))
+            os.chmod(path, 0o755)
+
+    def make_ssh(self):
+        d = os.path.join(self.build, "ssh")
+        os.makedirs(d)
+        for name in ("host", "client"):
+            sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, name)])
+        pub = open(os.path.join(d, "client.pub")).read().strip()
+        with open(os.path.join(d, "authorized_keys"), "w") as f:
+            f.write('environment="PATH=%s",environment="PYTHONPATH=%s",environment="XEND_CONFIG=%s" %s\n'
+                    % (self.env["PATH"], self.env["PYTHONPATH"], "/var/lib/xend-lab.sxp", pub))
+        os.chmod(os.path.join(d, "authorized_keys"), 0o600)
+        self.ssh = ("ssh -i %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes "
+                    "-o LogLevel=ERROR -o ConnectTimeout=5" % os.path.join(d, "client"))
+
+    def sshd_config(self, host):
+        d = os.path.join(self.build, "ssh")
+        path = os.path.join(self.build, "ssh", "sshd_config.%s" % host.name)
+        with open(path, "w") as f:
+            f.write("Port 22\nListenAddress %s\nHostKey %s/host\nAuthorizedKeysFile %s/authorized_keys\n"
+                    "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                    "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitUserEnvironment yes\n"
+                    "PidFile none\nPrintMotd no\n" % (host.addr, d, d))
+        return path
+
+    def make_network(self):
+        a, b = "xend%sa" % self.tag, "xend%sb" % self.tag
+        for ns in (a, b):
+            sh(["ip", "netns", "del", ns], check=False)
+            sh(["ip", "netns", "add", ns])
+        va, vb = "vxend%sa" % self.tag, "vxend%sb" % self.tag
+        sh(["ip", "link", "del", va], check=False)
+        sh(["ip", "link", "add", va, "netns", a, "type", "veth", "peer", "name", vb, "netns", b])
+        for ns, dev, addr in ((a, va, ADDRS["A"]), (b, vb, ADDRS["B"])):
+            sh(["ip", "-n", ns, "addr", "add", addr + "/24", "dev", dev])
+            sh(["ip", "-n", ns, "link", "set", dev, "up"])
+            sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def start(self, hook=True):
+        for h in self.hosts.values():
+            # xend reads $XEND_CONFIG: each host sees its own file at one path
+            cfg = h.outside("/var/lib/xend-lab.sxp")
+            if not os.path.islink(cfg):
+                os.symlink(os.path.join(h.root, "etc", "xend-config.sxp"), cfg)
+            bal = h.outside("/var/lib/xend-lab-balloon")
+            if not os.path.exists(bal):
+                os.symlink(os.path.join(h.root, "etc", "balloon"), bal)
+            h.start(hook=hook)
+
+    def make_image(self, name, hosts=("A", "B")):
+        """The same zeroed image on each host (as remus-fu copies it before starting)."""
+        for hn in hosts:
+            path = self.hosts[hn].outside(self.hosts[hn].image(name))
+            with open(path, "wb") as f:
+                f.truncate(IMAGE_SIZE)
+
+    def remus_uname(self, name, cls="tap2", backup="B"):
+        return "%s:remus:%s:%d|aio:/var/lib/xen/images/%s.img" % (cls, ADDRS[backup], DISK_PORT, name)
+
+    def write_cfg(self, name, uname=None):
+        """A PV guest cfg at /var/lib/xen/NAME.cfg on each host (default disk:
+        ``tap2:remus:B:9000|aio:IMAGE``, replicated toward B)."""
+        uname = uname or self.remus_uname(name)
+        text = ("name = %r\nkernel = '/var/lib/xen/boot/vmlinuz-lab'\nmemory = 64\nvcpus = 1\n"
+                "disk = ['%s,xvda,w']\non_crash = 'destroy'\n" % (name, uname))
+        for h in self.hosts.values():
+            with open(h.outside("/var/lib/xen/%s.cfg" % name), "w") as f:
+                f.write(text)
+        return "/var/lib/xen/%s.cfg" % name
+
+    # -- observing the guest -----------------------------------------------------------
+    def acked(self, name):
+        best = 0
+        for h in self.hosts.values():
+            if h.holder is None:
+                continue
+            try:
+                best = max(best, h.hv("status")["acked"].get(name, 0))
+            except hvclient.HvError:
+                continue
+        return best
+
+    def check_disk(self, host, name, acked):
+        st = self.hosts[host].hv("status")
+        seed = None
+        for d in st["domains"].values():
+            if d["memory"]:
+                seed = d["memory"]["seed"]
+        return seed, st
+
+    def cleanup_mounts(self):
+        pass
+
+    def stop(self):
+        for h in self.hosts.values():
+            if h.holder is not None:
+                h.kill()
+            h.keep_logs()
+        for ns in ("xend%sa" % self.tag, "xend%sb" % self.tag):
+            sh(["ip", "netns", "del", ns], check=False)
+        if self.logf is not None:
+            self.logf.close()
+            self.logf = None
+
+
+def records_missing(path, seed, acked):
+    """Acknowledged records ``0..acked-1`` a disk image lacks."""
+    return workload.check_disk_file(path, seed, acked)
+
+
+def wait(pred, what, timeout=30, step=0.1):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise LabError("timed out after %d s waiting for %s" % (timeout, what))
+
+
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def dump(obj):
+    return json.dumps(obj, indent=1, sort_keys=True)
