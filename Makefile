@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY3 = $$(tools/venv.sh py3)/bin/python
 XEN_SRC ?=
 
-.PHONY: all demo test test-py3 test-py27 lint deps bench chaos check-patches deb test-deb test-xen clean
+.PHONY: all demo test test-py3 test-py27 lint deps bench chaos check-patches deb test-deb test-xen test-xend clean
 
 all: test
 
@@ -49,3 +49,7 @@ test-deb:
 # real Xen 4.17 (Debian) on two QEMU/TCG hosts: tests/xen/README.md
 test-xen:
 	@tests/xen/run.sh
+
+# the real xend/xm of Xen 4.1.6.1 and 4.4.4 on two lab hosts: docs/xend-lab.md
+test-xend:
+	@tests/xend/run.sh

@@ -2,13 +2,15 @@
 # Installs the Debian packages the tests and benchmarks use, when root and missing.
 # rsync (benchmark peer), openssh (ssh transport tests), xenstore-utils (a real
 # xenstore client against our xenstored double), xfsprogs (FIEMAP/reflink tracker),
-# iproute2 (network namespaces), quilt (patch series check), and Pacemaker's
+# iproute2 (network namespaces), quilt (patch series check), Pacemaker's
 # offline tools for the OCF agent's tests: pacemaker-cli-utils (crm_resource,
 # crm_simulate, cibadmin), resource-agents (ocf-tester, ra-api-1.dtd),
-# libxml2-utils (xmllint).  `make test-cluster` installs the daemons itself.
+# libxml2-utils (xmllint), and libxen-dev and gcc (the xend lab builds Xen's own
+# xen.lowlevel.xs against Debian's libxenstore).  `make test-cluster` installs the
+# daemons itself.
 set -u
 pkgs=(rsync openssh-client openssh-server xenstore-utils xfsprogs iproute2 quilt
-      pacemaker-cli-utils resource-agents libxml2-utils)
+      pacemaker-cli-utils resource-agents libxml2-utils libxen-dev gcc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -234,6 +235,32 @@ def test_special_watches_and_domains(server, client):
         assert raw_call(server.socket_path, xsd.XS_RELEASE, b"5\0")[3] == b"OK\0"
         assert _events(m, 1) == [(b"@releaseDomain", b"r")]
         assert client.is_domain_introduced(5) is False
+
+
+def test_domain_exception_fires_release_domain_only(server, client):
+    """The hypervisor's VIRQ_DOM_EXC (a domain shut down, paused, died): the
+    real xenstored fires @releaseDomain, and xend sees a guest's shutdown
+    only through it."""
+    with client.monitor() as m:
+        m.watch(b"@releaseDomain", b"r")
+        m.watch(b"@introduceDomain", b"i")
+        m.watch(b"/local", b"l")
+        assert sorted(_events(m, 3)) == [(b"/local", b"l"), (b"@introduceDomain", b"i"),
+                                         (b"@releaseDomain", b"r")]
+        server.domain_exception()
+        assert _events(m, 1) == [(b"@releaseDomain", b"r")]
+        threads = [threading.Thread(target=server.domain_exception) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        client.write(b"/local/x", b"1")
+        got = []
+        while (b"/local/x", b"l") not in got:
+            got += [tuple(e) for e in _events(m, 1)]
+        # three exceptions: one to three @releaseDomain (they may coalesce), never another path
+        assert 1 <= got.count((b"@releaseDomain", b"r")) <= 3
+        assert set(got) == set([(b"@releaseDomain", b"r"), (b"/local/x", b"l")])
 
 
 def test_duplicate_watch_is_eexist_and_unknown_unwatch_enoent(server):

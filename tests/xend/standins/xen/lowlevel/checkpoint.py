@@ -24,7 +24,7 @@ class checkpointer(object):
     def open(self, domid):
         try:
             hvclient.call("xc", "domain_getinfo", [int(domid), 1], {})
-        except hvclient.HvError, exc:
+        except hvclient.HvError as exc:
             raise error(str(exc))
         self.domid = int(domid)
 
@@ -35,13 +35,13 @@ class checkpointer(object):
         while True:
             try:
                 mem = hvclient.call("checkpoint_suspend", self.domid)
-            except hvclient.HvError, exc:
+            except hvclient.HvError as exc:
                 raise error(str(exc))
             if suspend_cb is not None:
                 suspend_cb()
             try:
                 memimage.write_record(fileno, mem)
-            except OSError, exc:
+            except OSError as exc:
                 hvclient.call("checkpoint_resume", self.domid)
                 raise error("checkpoint stream: %s" % exc)
             hvclient.call("checkpoint_resume", self.domid)

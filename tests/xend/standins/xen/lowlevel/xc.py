@@ -4,6 +4,11 @@ the daemon does not know raises ``xc.Error``, so a new xend path shows up as
 a clear failure instead of a silent success."""
 import hvclient
 
+try:
+    text_type = unicode
+except NameError:  # only ever imported by xend, under 2.7
+    text_type = str
+
 XEN_SCHEDULER_SEDF = 4
 XEN_SCHEDULER_CREDIT = 5
 XEN_SCHEDULER_CREDIT2 = 6
@@ -33,7 +38,7 @@ class xc(object):
         def method(*args, **kwargs):
             try:
                 return _fix(hvclient.call("xc", name, list(args), kwargs))
-            except hvclient.HvError, exc:
+            except hvclient.HvError as exc:
                 raise Error(str(exc))
         method.__name__ = name
         return method
@@ -41,7 +46,7 @@ class xc(object):
 
 def _fix(value):
     """JSON gives unicode strings; xend's code compares with str and uses them as keys."""
-    if isinstance(value, unicode):
+    if isinstance(value, text_type):
         return value.encode("utf-8")
     if isinstance(value, list):
         return [_fix(v) for v in value]
