@@ -94,7 +94,68 @@ def scenario_a(L):
         L.version, acked, res["missing"], t_run - t_kill)
 
 
-SCENARIOS = [("a", scenario_a)]
+# ---- b: xm remus-failback on B -----------------------------------------------------------
+
+def failback_argv(L, *extra):
+    return ["remus-failback", DOM, lab.ADDRS["A"], "--ssh", L.ssh, "--local-host", lab.ADDRS["B"],
+            "--interval", "100", "--no-net"] + list(extra)
+
+
+def identical(L, timeout=20):
+    """Pause the domain on A, let Remus commit a checkpoint, compare both images byte for byte."""
+    A, B = L.hosts["A"], L.hosts["B"]
+    A.xm("pause", DOM)
+    try:
+        def same():
+            with open(A.outside(A.image(DOM)), "rb") as fa, open(B.outside(B.image(DOM)), "rb") as fb:
+                return fa.read() == fb.read()
+        try:
+            return wait(same, "B's copy equal to A's", timeout=timeout, step=0.3)
+        except LabError:
+            return False
+    finally:
+        A.xm("unpause", DOM)
+
+
+def scenario_b(L):
+    A, B = L.hosts["A"], L.hosts["B"]
+    check(DOM in xm_domains(B) and "p" not in xm_domains(B)[DOM], "scenario b needs a's state: %s running on B"
+          % DOM)
+    A.start(hook=True)     # A comes back with its stale disk
+    check(DOM not in xm_domains(A), "A should come back without the domain")
+    wait(lambda: B.hv("status")["acked"].get(DOM, 0) > 0, "the guest writing on B")
+    t0 = time.time()
+    rc, out, err = B.xm(*failback_argv(L), check=False, timeout=300)
+    L.log("failback output:\n%s\n%s" % (out, err))
+    check(rc == 0, "xm remus-failback exited %d: %s %s" % (rc, out.strip()[-800:], err.strip()[-800:]))
+    took = time.time() - t0
+    doms_a = xm_domains(A)
+    check(DOM in doms_a and "p" not in doms_a[DOM], "after failback %s should run on A, got %s" % (DOM, doms_a))
+    # Remus again, from A toward B: B holds the paused backup copy, A's tapdisk is protected
+    wait(lambda: DOM in xm_domains(B) and "p" in xm_domains(B)[DOM], "the new Remus backup copy on B", timeout=30)
+    wait(lambda: any(t["remus"] == "protected" for t in A.hv("status")["tapdisks"].values()),
+         "A's remus tapdisk connected to B", timeout=30)
+    before = L.acked(DOM)
+    wait(lambda: L.acked(DOM) > before + 100, "acknowledged writes on A under protection", timeout=30)
+    acked = L.acked(DOM)
+    seed = guest_seed(A)
+    res = lost_on(A, acked, seed)
+    check(res["missing"] == 0, "A's disk lacks %d acknowledged records (first %s)" % (res["missing"],
+                                                                                    res["first_missing"]))
+    same = identical(L)
+    check(same, "A's and B's images differ after a committed checkpoint")
+    t_susp = None
+    for ev in B.hv("status")["events"]:
+        if ev["what"] == "shutdown" and ev.get("reason") == 2 and ev["t"] >= t0:
+            t_susp = ev["t"]
+    t_run = event_time(A, "unpause", after=t_susp or t0)
+    check(t_susp is not None and t_run is not None, "no suspend on B / unpause on A in the hosts' events")
+    L.failback_took = took
+    return "xend-failback %s: acknowledged %d, lost %d, identical %s, suspended %.2f s" % (
+        L.version, acked, res["missing"], "yes" if same else "no", t_run - t_susp)
+
+
+SCENARIOS = [("a", scenario_a), ("b", scenario_b)]
 
 
 def run_version(version, source, build_root, only=None):

@@ -15,6 +15,7 @@ or failed, 2 usage.
 """
 from __future__ import absolute_import, division, print_function
 
+import argparse
 import json
 import os
 import sys
@@ -25,7 +26,6 @@ TOOLSTACKS = ("xend", "xl", "sim")
 
 
 def _size(text):
-    import argparse
     from xen_remus_ext.resync.plan import parse_size
     try:
         return parse_size(text)
@@ -38,7 +38,8 @@ def _toolstack_opts(p):
                    help="toolstack to drive: xend, xl or sim (default: xl if present, else xend)")
     p.add_argument("--agent", metavar="ADDR", help="sim: this host's agent (unix:PATH or HOST:PORT)")
     p.add_argument("--peer-agent", metavar="ADDR", help="sim: the peer's agent")
-    p.add_argument("--peer-uri", metavar="URI", help="xend: the peer's xend XML-RPC URI (default http://HOST:8006/)")
+    p.add_argument("--peer-uri", metavar="URI",
+                   help="xend: the peer's xend (default ssh://HOST: its Unix socket through --ssh)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -143,6 +144,17 @@ def register(subparsers):
     _toolstack_opts(r)
     r.set_defaults(func=cmd_resync_domain)
 
+    rs = subparsers.add_parser(
+        "remus-sender", help="start, stop or ask about the Remus sender of a domain running here",
+        description="The Remus sender (xend: the remus script; xl: xl remus) must run on the host "
+                    "that runs the domain.  A failback run elsewhere starts it here with "
+                    "'ssh HOST xen-remus remus-sender start ...'.  status exits 0 when it runs, 1 when not.")
+    rs.add_argument("action", choices=("start", "stop", "status"))
+    rs.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                    help="start: the sender's options, DOMAIN and BACKUP (remus [-i MS] [-p PORT] "
+                         "[--no-net] [--blackhole] DOMAIN HOST); stop/status: DOMAIN")
+    rs.set_defaults(func=cmd_remus_sender, json=False)
+
     s = subparsers.add_parser("status", help="Remus protection and failback state of the domains here")
     s.add_argument("domain", metavar="DOMAIN", nargs="?")
     _toolstack_opts(s)
@@ -175,6 +187,40 @@ def local_toolstack(args):
     from xen_remus_ext.wiring import SubprocessRunner
     # tap-ctl for retarget_disks (--reverse-only); its xenstore is added in cmd_failback
     return XendToolstack(runner=SubprocessRunner())
+
+
+def _parse_remus_args(args):
+    """``[-i MS] [-p PORT] [--no-net] [--blackhole] DOMAIN HOST`` -> remus_start kwargs."""
+    sp = argparse.ArgumentParser(prog="xen-remus remus-sender start", add_help=False)
+    sp.add_argument("-i", dest="interval", type=int, default=200)
+    sp.add_argument("-p", dest="port", type=int, default=None)
+    sp.add_argument("--no-net", dest="no_net", action="store_true")
+    sp.add_argument("--blackhole", action="store_true")
+    sp.add_argument("domain")
+    sp.add_argument("host")
+    try:
+        ns = sp.parse_args(args)
+    except SystemExit:
+        raise FailbackError("remus-sender start: expected [-i MS] [-p PORT] [--no-net] [--blackhole] "
+                            "DOMAIN HOST, got %s" % " ".join(args))
+    return ns
+
+
+def cmd_remus_sender(args):
+    from xen_remus_ext.toolstack.xend import XendToolstack
+    from xen_remus_ext.wiring import SubprocessRunner
+    ts = XendToolstack(runner=SubprocessRunner())
+    if args.action == "start":
+        ns = _parse_remus_args(args.args)
+        pid = ts.remus_start(ns.domain, ns.host, interval_ms=ns.interval, port=ns.port, net=not ns.no_net,
+                             blackhole=ns.blackhole)
+        print("remus for %s toward %s: pid %s" % (ns.domain, ns.host, pid))
+        return 0
+    if len(args.args) != 1:
+        raise FailbackError("remus-sender %s: expected DOMAIN, got %r" % (args.action, args.args))
+    if args.action == "stop":
+        return 0 if ts.remus_stop(args.args[0]) else 1
+    return 0 if ts.remus_running(args.args[0]) else 1
 
 
 def _options(args):

@@ -7,6 +7,8 @@
   (relocation port, hosts-allow, the tool) and install or remove the tool.
 - ``xm-modules install|remove [--dir DIR]``: the xen/xm/remus-*.py modules of
   xm's IMPORTED_COMMANDS route (docs/xm.md).
+- ``xend-relay [--socket PATH]``: joins stdin/stdout to this host's xend
+  Unix socket; a peer reaches this xend as ``ssh HOST xen-remus xend-relay``.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -50,6 +52,18 @@ def register(subparsers):
     m.add_argument("action", choices=("install", "remove"))
     m.add_argument("--dir", metavar="DIR", help="xm's module directory (default: that of xen.xm)")
     m.set_defaults(func=_xm_modules)
+
+    x = subparsers.add_parser(
+        "xend-relay", help="join stdin/stdout to this host's xend XML-RPC socket (run by a peer over ssh)",
+        description="How a peer reaches this host's xend: 'ssh HOST xen-remus xend-relay' carries "
+                    "XML-RPC to xend's Unix socket, so xend's unauthenticated TCP server stays off.")
+    x.add_argument("--socket", metavar="PATH", help="xend's socket (default /var/run/xend/xmlrpc.sock)")
+    x.set_defaults(func=_xend_relay)
+
+
+def _xend_relay(args):
+    from xen_remus_ext.toolstack.xend import relay
+    return relay(args.socket)
 
 
 def _hook(args):

@@ -23,8 +23,9 @@ LOG = logging.getLogger(__name__)
 def build_peer(toolstack, host, options=None):
     """The peer's toolstack, of the same kind as ``toolstack``.
 
-    * xend: XML-RPC to the peer's xend (``peer_uri``, default
-      ``http://HOST:8006/``, xend's ``xend-tcp-xmlrpc-server-port``);
+    * xend: XML-RPC to the peer's xend Unix socket through ssh (``peer_uri``,
+      default ``ssh://HOST``; the ``ssh`` option), and its Remus sender run
+      there over the same ssh;
     * xl: the peer's ``xl`` run through ``ssh HOST xl`` (``ssh`` option);
     * sim: the peer's agent address (``peer_agent``).
     """
@@ -32,7 +33,11 @@ def build_peer(toolstack, host, options=None):
     kind = getattr(toolstack, "kind", None)
     if kind == "xend":
         from xen_remus_ext.toolstack.xend import XendToolstack
-        return XendToolstack(uri=options.get("peer_uri") or "http://%s:8006/" % host, host=host)
+        from xen_remus_ext.toolstack.xend import ssh_uri
+        from xen_remus_ext.wiring import SubprocessRunner
+        ssh = (options.get("ssh") or "ssh").split()
+        return XendToolstack(uri=options.get("peer_uri") or ssh_uri(host), host=host, ssh=ssh,
+                             runner=SubprocessRunner())
     if kind == "xl":
         from xen_remus_ext.toolstack.xl import XlToolstack
         from xen_remus_ext.wiring import SubprocessRunner

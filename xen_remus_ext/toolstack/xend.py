@@ -2,7 +2,13 @@
 
 Transport: ``httpu:///var/run/xend/xmlrpc.sock`` (HTTP over xend's Unix
 socket, handler ``/RPC2``) unless ``XM_SERVER`` names another URI; ``http://``
-and ``https://`` URIs go through the standard transports.  ``allow_none``
+and ``https://`` URIs go through the standard transports.  A PEER's xend is
+reached as ``ssh://HOST[/SOCKET]``: each call runs ``SSH... HOST xen-remus
+xend-relay`` (:func:`relay`), which joins ssh's stdin/stdout to the peer's
+xend Unix socket, as the xl path runs ``ssh HOST xl``.  xend's TCP XML-RPC
+server (``http://HOST:8006/``) is off by default, binds to localhost, and
+its legacy ``xend.*`` methods take no authentication: exposing it is
+remote root, so nothing here needs it.  ``allow_none``
 is on, as in xend's own ServerProxy (migrate passes ``ssl=None``).
 
 Calls, as XMLRPCServer.py registers them (4.1.0):
@@ -21,8 +27,12 @@ A top-level string result arrives ``repr()``-escaped (xend's
 ``_marshaled_dispatch``); :func:`_unescape` undoes that without ``exec``.
 Faults become :class:`ToolstackError` carrying xend's message.
 
-Remus on xend is the ``remus`` script (``tools/remus/remus``), run in the
-background through :class:`RemusProcesses`: ``remus [-i MS] [-p PORT]
+Remus on xend is the ``remus`` script (``tools/remus/remus``), which must run
+on the PRIMARY (it opens that host's tapdisk FIFOs and checkpoints through
+its libxc).  For this host it runs in the background through
+:class:`RemusProcesses`; for a peer (``ssh`` given) the same command runs
+there: ``SSH... HOST xen-remus remus-sender start|stop|status ...``.  The
+script's options: ``remus [-i MS] [-p PORT]
 [--no-net] [--blackhole] DOMAIN HOST``.  It has no switch for disks (the
 domain's ``tap:remus:`` unames decide) nor an unsafe mode, so those options
 are refused here rather than silently ignored.
@@ -38,9 +48,13 @@ rewritten.  It needs the injected :class:`ports.Runner` and this host's
 from __future__ import absolute_import, division, print_function
 
 import codecs
+import errno
 import logging
 import os
+import select
 import socket
+import subprocess
+import tempfile
 
 import six
 from six.moves import http_client
@@ -99,10 +113,132 @@ class UnixTransport(xmlrpclib.Transport):
         return xmlrpclib.Transport.request(self, host, "/RPC2", request_body, verbose)
 
 
-def server_proxy(uri=None, timeout=None):
-    """A ServerProxy for ``uri`` (default: ``$XM_SERVER`` or xend's socket)."""
+class SshRelayConnection(http_client.HTTPConnection):
+    """HTTP to a peer's xend Unix socket through ``SSH... HOST xen-remus xend-relay``."""
+
+    def __init__(self, argv, timeout=None):
+        http_client.HTTPConnection.__init__(self, "localhost")
+        self.argv = list(argv)
+        self._xre_timeout = timeout
+        self._proc = None
+        self._err = None
+
+    def connect(self):
+        mine, theirs = socket.socketpair()
+        self._err = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(self.argv, stdin=theirs.fileno(), stdout=theirs.fileno(),
+                                          stderr=self._err, close_fds=True)
+        except (OSError, IOError) as exc:
+            mine.close()
+            raise socket.error(exc.errno or errno.EIO, "cannot run %s: %s" % (self.argv[0], exc))
+        finally:
+            theirs.close()
+        if self._xre_timeout is not None:
+            mine.settimeout(self._xre_timeout)
+        self.sock = mine
+
+    def stderr_text(self):
+        if self._err is None:
+            return ""
+        self._err.seek(0)
+        return self._err.read().decode("utf-8", "replace").strip()
+
+    def close(self):
+        http_client.HTTPConnection.close(self)
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            for _ in range(100):
+                if proc.poll() is not None:
+                    break
+                select.select([], [], [], 0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+class SshTransport(xmlrpclib.Transport):
+    """xmlrpclib transport: one ``SSH... HOST xen-remus xend-relay [--socket S]`` per request."""
+
+    def __init__(self, ssh_argv, host, socket_path=None, timeout=None):
+        xmlrpclib.Transport.__init__(self)
+        self.argv = list(ssh_argv) + [host, "xen-remus", "xend-relay"]
+        if socket_path:
+            self.argv += ["--socket", socket_path]
+        self.timeout = timeout
+        self.last = None
+
+    def make_connection(self, host):
+        self.last = SshRelayConnection(self.argv, self.timeout)
+        return self.last
+
+    def request(self, host, handler, request_body, verbose=0):
+        try:
+            return xmlrpclib.Transport.request(self, host, "/RPC2", request_body, verbose)
+        except (socket.error, http_client.HTTPException) as exc:
+            why = self.last.stderr_text() if self.last is not None else ""
+            raise six.raise_from(ToolstackError("%s: %s%s" % (" ".join(self.argv), exc or "no answer",
+                                                               "; ssh: %s" % why if why else "")), exc)
+        finally:
+            if self.last is not None:
+                self.last.close()
+
+
+def relay(socket_path=None, infd=0, outfd=1):
+    """Join ``infd``/``outfd`` (ssh's stdin/stdout) to xend's Unix socket
+    until both directions ended (``xen-remus xend-relay``).
+
+    :raises ToolstackError: xend's socket does not answer.
+    """
+    path = socket_path or XML_RPC_SOCKET
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except socket.error as exc:
+        sock.close()
+        raise ToolstackError("xend at %s: cannot connect: %s (is xend running?)" % (path, exc))
+    to_sock = True
+    try:
+        while True:
+            rlist = [sock] + ([infd] if to_sock else [])
+            ready, _, _ = select.select(rlist, [], [])
+            if to_sock and infd in ready:
+                data = os.read(infd, 65536)
+                if data:
+                    sock.sendall(data)
+                else:
+                    to_sock = False
+                    sock.shutdown(socket.SHUT_WR)
+            if sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    return 0
+                while data:
+                    n = os.write(outfd, data)
+                    data = data[n:]
+    finally:
+        sock.close()
+
+
+def ssh_uri(host, socket_path=None):
+    """The URI of ``host``'s xend over ssh."""
+    return "ssh://%s%s" % (host, socket_path or "")
+
+
+def server_proxy(uri=None, timeout=None, ssh=None):
+    """A ServerProxy for ``uri`` (default: ``$XM_SERVER`` or xend's socket).
+
+    :param ssh: argv prefix of ssh for ``ssh://HOST[/SOCKET]`` URIs (default ``["ssh"]``)
+    """
     uri = uri or os.environ.get("XM_SERVER") or DEFAULT_URI
     scheme, _, rest = uri.partition(":")
+    if scheme == "ssh":
+        hostpart = rest[2:] if rest.startswith("//") else rest
+        host, slash, path = hostpart.partition("/")
+        if not host:
+            raise ToolstackError("xend URI %s: expected ssh://HOST[/SOCKET]" % uri)
+        transport = SshTransport(list(ssh or ["ssh"]), host, "/" + path if slash else None, timeout)
+        return xmlrpclib.ServerProxy("http://localhost/RPC2", transport=transport, allow_none=True)
     if scheme == "httpu":
         path = rest[2:] if rest.startswith("//") else rest
         if not path.startswith("/"):
@@ -111,7 +247,7 @@ def server_proxy(uri=None, timeout=None):
                                      allow_none=True)
     if scheme in ("http", "https"):
         return xmlrpclib.ServerProxy(uri, allow_none=True)
-    raise ToolstackError("xend URI %s: expected httpu://, http:// or https://" % uri)
+    raise ToolstackError("xend URI %s: expected httpu://, ssh://, http:// or https://" % uri)
 
 
 def _unescape(value):
@@ -137,13 +273,17 @@ class XendToolstack(Toolstack):
     :param runner: a :class:`ports.Runner` for ``tap-ctl`` (retarget_disks)
     :param xenstore: this host's :class:`ports.XenStore` (retarget_disks)
     :param tap_ctl: argv prefix of tap-ctl (default ``["tap-ctl"]``)
+    :param ssh: argv prefix of ssh when this is a PEER's xend (``uri``
+        ``ssh://HOST``): its Remus sender then runs on that host, through
+        ``runner`` (which is required for it)
     """
 
     kind = "xend"
 
     def __init__(self, uri=None, remus=None, processes=None, host=None, timeout=None, runner=None,
-                 xenstore=None, tap_ctl=None):
+                 xenstore=None, tap_ctl=None, ssh=None):
         self.uri = uri or os.environ.get("XM_SERVER") or DEFAULT_URI
+        self.ssh = list(ssh) if ssh else None
         self.remus = list(remus or ["remus"])
         self.processes = processes or RemusProcesses()
         self.host = host
@@ -155,7 +295,7 @@ class XendToolstack(Toolstack):
 
     def _server(self):
         if self._proxy is None:
-            self._proxy = server_proxy(self.uri, self.timeout)
+            self._proxy = server_proxy(self.uri, self.timeout, ssh=self.ssh)
         return self._proxy
 
     def call(self, method, *args):
@@ -259,16 +399,45 @@ class XendToolstack(Toolstack):
             argv.append("--blackhole")
         return argv + [str(dom), host]
 
+    def _remote(self, verb, args, ok=(0,)):
+        """Run ``xen-remus remus-sender VERB ARGS`` on the peer; :returns: (rc, stdout)."""
+        if self.runner is None:
+            raise ToolstackError("xend at %s: the Remus sender runs on that host, through ssh; "
+                                 "expected a Runner, got none" % self.host)
+        argv = list(self.ssh) + [self.host, "xen-remus", "remus-sender", verb] + list(args)
+        try:
+            rc, out, err = self.runner.run(argv, timeout=60)
+        except (OSError, IOError) as exc:
+            raise ToolstackError("%s: cannot run: %s" % (" ".join(argv), exc))
+        out = out.decode("utf-8", "replace") if isinstance(out, bytes) else (out or "")
+        err = err.decode("utf-8", "replace") if isinstance(err, bytes) else (err or "")
+        if rc not in ok:
+            raise ToolstackError("on %s: xen-remus remus-sender %s %s: exit %d: %s"
+                                 % (self.host, verb, " ".join(args), rc, (err or out).strip() or "(no output)"))
+        return rc, out
+
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
                     blackhole=False, unsafe=False):
+        """Start the ``remus`` script protecting ``dom`` toward ``host``, on
+        the host that runs ``dom`` (this one, or the peer over ssh)."""
         argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe)
+        if self.ssh is not None:
+            _, out = self._remote("start", argv[len(self.remus):])
+            pid = out.strip().split()[-1] if out.strip() else ""
+            return int(pid) if pid.isdigit() else None
         env = {"XM_SERVER": self.uri} if self.uri != DEFAULT_URI else None
         return self.processes.start(dom, argv, env=env, match=argv[len(self.remus):])
 
     def remus_stop(self, dom):
+        if self.ssh is not None:
+            rc, _ = self._remote("stop", [str(dom)], ok=(0, 1))
+            return rc == 0
         return self.processes.stop(dom)
 
     def remus_running(self, dom):
+        if self.ssh is not None:
+            rc, _ = self._remote("status", [str(dom)], ok=(0, 1))
+            return rc == 0
         return self.processes.running(dom)
 
     # -- blktap2 remus disks -------------------------------------------------------
