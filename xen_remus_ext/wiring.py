@@ -1,13 +1,59 @@
 """Builds the real adapters.  Only this module and ``cli/`` choose them."""
 from __future__ import absolute_import, division, print_function
 
+import errno
 import os
+import socket
 import subprocess
 import threading
 import time
 
 from xen_remus_ext.errors import ToolstackError
 from xen_remus_ext.ports import Clock, Runner
+
+
+#: what xl itself checks before a command that changes anything (xl.c, XEND_LOCK)
+XEND_LOCK_FILES = ("/var/lock/subsys/xend", "/var/lock/xend")
+XEND_PID_FILE = "/var/run/xend.pid"
+XEND_SOCKET = "/var/run/xend/xmlrpc.sock"
+
+
+def xend_running(lock_files=XEND_LOCK_FILES, pid_file=XEND_PID_FILE, socket_path=XEND_SOCKET):
+    """Why we think xend runs on this host, or None.
+
+    Xen 4.1-4.4 install ``xl`` next to xend, so ``xl`` on PATH says nothing.
+    xl refuses to act while xend's lock file exists (``/var/lock/subsys/xend``
+    or ``/var/lock/xend``, made by xend's init script); the same files count
+    here, and so do xend's pid file naming a live process and its XML-RPC
+    socket accepting a connection (an xend started without the init script).
+    """
+    for path in lock_files:
+        if os.path.exists(path):
+            return "xend's lock file %s exists" % path
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().split()[0])
+        os.kill(pid, 0)
+        return "xend's pid file %s names running process %d" % (pid_file, pid)
+    except (IOError, OSError, ValueError, IndexError) as exc:
+        if getattr(exc, "errno", None) == errno.EPERM:
+            return "xend's pid file %s names a running process" % pid_file
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2)
+    try:
+        sock.connect(socket_path)
+        return "xend answers on %s" % socket_path
+    except (socket.error, OSError):
+        return None
+    finally:
+        sock.close()
+
+
+def default_toolstack_kind(on_path, running=xend_running):
+    """``xend`` when xend runs here, else ``xl`` when it is on PATH, else ``xend``."""
+    if running() is not None:
+        return "xend"
+    return "xl" if on_path("xl") else "xend"
 
 
 class SystemClock(Clock):

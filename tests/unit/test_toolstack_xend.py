@@ -21,7 +21,12 @@ def test_server_proxy_schemes():
     with pytest.raises(ToolstackError):
         server_proxy("httpu://relative.sock")
     with pytest.raises(ToolstackError):
-        server_proxy("ssh://root@hostb")
+        server_proxy("ftp://hostb/")
+    with pytest.raises(ToolstackError):
+        server_proxy("ssh:///var/run/xend/xmlrpc.sock")     # no host
+    ssh = server_proxy("ssh://root@hostb/run/x.sock", ssh=["ssh", "-p", "2222"])._ServerProxy__transport
+    assert ssh.argv == ["ssh", "-p", "2222", "root@hostb", "xen-remus", "xend-relay", "--socket", "/run/x.sock"]
+    assert server_proxy("ssh://hostb")._ServerProxy__transport.argv == ["ssh", "hostb", "xen-remus", "xend-relay"]
 
 
 def test_unescape_undoes_xends_repr():

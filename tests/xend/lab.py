@@ -444,6 +444,9 @@ class Lab(object):
             "xm": "exec %s %s \"$@\"" % (self.py27, os.path.join(b, "xm.py")),
             "remus": "exec %s %s \"$@\"" % (self.py27, os.path.join(self.build, "src", "tools", "remus", "remus")),
             "xen-remus": "exec %s -m xen_remus_ext \"$@\"" % self.py27,
+            # Xen 4.1-4.4 install xl next to xend; run while xend runs, it refuses
+            "xl": "echo 'xend is running, which may cause unpredictable results when using' >&2\n"
+                  "echo 'this xl command (xend lab: xl is not simulated).' >&2\nexit 1",
         }
         for name, body in scripts.items():
             path = os.path.join(b, name)

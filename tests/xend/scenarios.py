@@ -150,6 +150,10 @@ def scenario_b(L):
             t_susp = ev["t"]
     t_run = event_time(A, "unpause", after=t_susp or t0)
     check(t_susp is not None and t_run is not None, "no suspend on B / unpause on A in the hosts' events")
+    # with xl on PATH next to the running xend, the toolstack is still xend
+    rc, out, err = A.run([L.bin("xen-remus"), "status", DOM], check=False)
+    check(rc == 0 and DOM in out, "xen-remus status on A (xl on PATH, xend running): exit %d %s %s"
+          % (rc, out.strip(), err.strip()))
     L.failback_took = took
     return "xend-failback %s: acknowledged %d, lost %d, identical %s, suspended %.2f s" % (
         L.version, acked, res["missing"], "yes" if same else "no", t_run - t_susp)

@@ -35,7 +35,8 @@ def _size(text):
 
 def _toolstack_opts(p):
     p.add_argument("--toolstack", choices=TOOLSTACKS, default=None,
-                   help="toolstack to drive: xend, xl or sim (default: xl if present, else xend)")
+                   help="toolstack to drive: xend, xl or sim (default: xend if it runs here, else xl if "
+                        "present, else xend)")
     p.add_argument("--agent", metavar="ADDR", help="sim: this host's agent (unix:PATH or HOST:PORT)")
     p.add_argument("--peer-agent", metavar="ADDR", help="sim: the peer's agent")
     p.add_argument("--peer-uri", metavar="URI",
@@ -169,10 +170,12 @@ def _on_path(name):
 
 
 def local_toolstack(args):
-    """This host's toolstack, as ``--toolstack`` says (default: xl, else xend)."""
+    """This host's toolstack, as ``--toolstack`` says (default: xend when it
+    runs here, as xl itself detects it; else xl when on PATH; else xend)."""
     kind = args.toolstack
     if kind is None:
-        kind = "xl" if _on_path("xl") else "xend"
+        from xen_remus_ext.wiring import default_toolstack_kind
+        kind = default_toolstack_kind(_on_path)
     if kind == "sim":
         if not args.agent:
             raise FailbackError("--toolstack sim: expected --agent ADDR (this host's sim agent), got none")

@@ -175,7 +175,7 @@ class SshTransport(xmlrpclib.Transport):
     def request(self, host, handler, request_body, verbose=0):
         try:
             return xmlrpclib.Transport.request(self, host, "/RPC2", request_body, verbose)
-        except (socket.error, http_client.HTTPException) as exc:
+        except (socket.error, IOError, OSError, http_client.HTTPException) as exc:
             why = self.last.stderr_text() if self.last is not None else ""
             raise six.raise_from(ToolstackError("%s: %s%s" % (" ".join(self.argv), exc or "no answer",
                                                                "; ssh: %s" % why if why else "")), exc)
