@@ -324,9 +324,10 @@ def cmd_failback(args):
         if getattr(ts, "kind", None) == "xend" and getattr(ts, "xenstore", None) is None:
             ts.xenstore = xs    # retarget_disks finds the tapdisks through the vbd backends
         try:
+            opts = dict(_options(args), supervise=supervisor_starter(args, getattr(ts, "kind", None)))
             res = api.run_failback(ts, args.domain, args.host, peer_toolstack=peer,
                                    reverse_only=args.reverse_only, dry_run=args.dry_run, resume=args.resume,
-                                   abort=args.abort, options=_options(args), disk_sync=disks,
+                                   abort=args.abort, options=opts, disk_sync=disks,
                                    progress=_progress(args), xenstore=xs, peer_xenstore=peer_xs)
         finally:
             _close(xs, peer_xs)
@@ -340,6 +341,33 @@ def cmd_failback(args):
     return 0 if res.get("ok", True) else 1
 
 
+def supervisor_starter(args, kind):
+    """A callable ``(host or None)`` that makes sure ``xen-remus supervise``
+    runs on this host (None) or on ``host`` over ssh; None for the simulator
+    (its hosts rotate generations themselves)."""
+    if kind not in ("xl", "xend"):
+        return None
+    import shlex
+    from six.moves import shlex_quote
+    from xen_remus_ext.resync.transport import remote_command
+    from xen_remus_ext.wiring import SubprocessRunner
+    runner = SubprocessRunner()
+    words = ["-q", "supervise", "--daemon", "--toolstack", kind]
+
+    def start(host):
+        if host is None:
+            argv = [sys.executable, "-m", "xen_remus_ext"] + words
+        else:
+            argv = shlex.split(getattr(args, "ssh", None) or "ssh") + [host] + \
+                [shlex_quote(w) for w in remote_command() + words]
+        rc, _out, err = runner.run(argv, timeout=60)
+        if rc != 0:
+            msg = err.decode("utf-8", "replace").strip() if isinstance(err, bytes) else str(err or "")
+            raise FailbackError("`xen-remus supervise --daemon` on %s: exit %d: %s"
+                                % (host or "this host", rc, msg.splitlines()[-1] if msg else "no message"))
+    return start
+
+
 def cmd_protect(args):
     from xen_remus_ext.failback import api
     ts = local_toolstack(args)
@@ -347,8 +375,9 @@ def cmd_protect(args):
         peer, disks = peer_and_disks(args, ts)
         xs, peer_xs = xenstores(ts, peer)
         try:
+            opts = dict(_options(args), supervise=supervisor_starter(args, getattr(ts, "kind", None)))
             res = api.run_protect(ts, args.domain, args.host, peer_toolstack=peer, dry_run=args.dry_run,
-                                  resume=args.resume, abort=args.abort, options=_options(args), disk_sync=disks,
+                                  resume=args.resume, abort=args.abort, options=opts, disk_sync=disks,
                                   progress=_progress(args), xenstore=xs, peer_xenstore=peer_xs)
         finally:
             _close(xs, peer_xs)

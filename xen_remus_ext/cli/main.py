@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "resync_cmd",     # resync, receive, verify           (issue: resync engine)
     "failback_cmd",   # failback, status                  (issue: failback)
     "meta_cmd",       # meta show|invalidate|forget|create
+    "supervise_cmd",  # supervise (generation rotation on real hosts)
     "sim_cmd",        # sim xenstored|host|..., demo      (issue: toolstack + simulator)
     "hook_cmd",       # hook (external-migration-tool)    (issue: failback hooks)
     "ocf_cmd",        # ocf ACTION (the Pacemaker agent)

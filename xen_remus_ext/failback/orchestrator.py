@@ -464,6 +464,8 @@ class Orchestrator(object):
         checks, facts = self._checks()
         self.rec["checks"] = [c.to_dict() for c in checks]
         preflight.raise_failed(checks, self.rec["state"])
+        if self.mode != machine.PROTECT_MODE:
+            self._rotate_missed()
         if self.mode == machine.PROTECT_MODE:
             # a domain paused when protection began stays paused at the end
             self.rec["was_paused"] = preflight.domain_state(
@@ -471,6 +473,20 @@ class Orchestrator(object):
         self.rec["local_host"] = self.backup_host() if self.mode == machine.FAILBACK else self.local_host()
         self.rec["reverse"] = facts["direction"]
         self.rec["disks"] = [dict(d, precopy=[], final=None) for d in facts["disks"]]
+
+    def _rotate_missed(self):
+        """The domain runs here unprotected, after a failover: each copy here
+        takes writes its peer does not see, and its generation should have
+        rotated when that began (``xen-remus supervise``).  A copy still in
+        step with its peer by its record was missed: rotate it now, and
+        journal why."""
+        from xen_remus_ext.failback.watch import rotate_unseen
+        reason = ("failback: this copy runs the domain unprotected but its generation was not rotated when "
+                  "that began (no supervisor saw the failover)")
+        for r in rotate_unseen(self.ts, self.domain, reason):
+            journal.note(self.rec, self.clock.now(), "rotated", r["vdev"], r["old"], r["new"], reason)
+            self.progress("%s %s: generation rotated %s -> %s (the failover was not recorded)"
+                          % (self.domain, r["vdev"], r["old"], r["new"]))
 
     def _disk_tracker(self, d, start=False):
         tr = self.tracker(d["vdev"], start=start)
@@ -644,6 +660,17 @@ class Orchestrator(object):
         self._retarget(ts)
         extra = {} if self.opts["disk"] else {"disk": False}
         ts.remus_start(self.domain, backup, interval_ms=self.opts["interval_ms"], net=self.opts["net"], **extra)
+        supervise = self.opts.get("supervise")
+        if supervise is not None:
+            # generations rotate at the next failover (or loss of the sender)
+            # only where a supervisor watches: the new primary and the backup
+            for where in (None, self.host):
+                try:
+                    supervise(where)
+                except XenRemusError as exc:
+                    LOG.warning("%s: no supervisor on %s: %s", self.domain, where or "this host", exc)
+                    self.progress("%s: WARNING: no generation supervisor on %s (%s); start `xen-remus "
+                                  "supervise --daemon` there" % (self.domain, where or "this host", exc))
         again = "" if self.mode == machine.PROTECT_MODE else " again"
         self.progress("%s: Remus protects it%s toward %s" % (self.domain, again, backup))
         mark = getattr(self.disks, "mark_protected", None)
