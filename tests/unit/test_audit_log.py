@@ -69,3 +69,29 @@ def test_debian_package_rotates_the_log():
     with open(os.path.join(top, "debian", "xen-remus-ext.logrotate")) as f:
         text = f.read()
     assert xlog.DEFAULT_LOG in text and "copytruncate" not in text
+
+
+def test_receive_listen_refuses_a_missing_export(tmp_path, capsys):
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    os.chmod(str(key), 0o600)
+    rc = cli_main_quiet(["receive", "--listen", "127.0.0.1:0", "--key", str(key),
+                         "--export", "d=%s" % (tmp_path / "absent.img")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--export d=" in err and "absent.img" in err
+
+
+def cli_main_quiet(argv):
+    return cli.main(["-q"] + list(argv))
+
+
+def test_debian_services_are_disabled_by_default():
+    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(top, "debian", "rules")) as f:
+        rules = f.read()
+    for name in ("xen-remus-receive", "xen-remus-supervise"):
+        assert "dh_installsystemd --name=%s --no-enable --no-start" % name in rules
+        with open(os.path.join(top, "debian", "xen-remus-ext.%s.default" % name)) as f:
+            assert "ENABLED=no" in f.read()
+        for ext in ("service", "init"):
+            assert os.path.exists(os.path.join(top, "debian", "xen-remus-ext.%s.%s" % (name, ext)))

@@ -164,6 +164,24 @@ def parse_exports(items):
     return out
 
 
+def check_exports(exports):
+    """Every export names an existing image file or block device.
+
+    :raises ResyncError: naming the first that does not.
+    """
+    import stat
+    for name in sorted(exports):
+        path = exports[name]
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise ResyncError("--export %s=%s: expected an existing image file or block device, got: %s"
+                              % (name, path, getattr(exc, "strerror", None) or exc))
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            raise ResyncError("--export %s=%s: expected an image file or block device, got another kind of file"
+                              % (name, path))
+
+
 def cmd_receive(args):
     from xen_remus_ext.resync import protocol, transport
     from xen_remus_ext.resync.receiver import Receiver
@@ -179,7 +197,9 @@ def cmd_receive(args):
         return 0
     if not args.key:
         raise ResyncError("receive --listen: expected --key KEYFILE, got none")
-    server = transport.ResyncServer(args.listen, args.key, parse_exports(args.export))
+    exports = parse_exports(args.export)
+    check_exports(exports)
+    server = transport.ResyncServer(args.listen, args.key, exports)
     sys.stderr.write("xen-remus: receiving on %s:%d (exports: %s)\n"
                      % (server.address[0], server.address[1], ", ".join(sorted(server.exports))))
     sys.stderr.flush()

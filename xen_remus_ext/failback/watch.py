@@ -37,14 +37,25 @@ INCOMING_SUFFIX = "--incoming"
 
 
 def disk_paths(toolstack, config):
-    """This host's copy of each remus disk of ``config``."""
+    """This host's copy of each remus disk of ``config``, and of each other
+    writable disk (xl names none "remus": with memory-only Remus every
+    writable disk has a peer copy).  Only copies with a generation record
+    are ever rotated, so a disk nobody replicates is never touched."""
     fn = getattr(toolstack, "disk_path", None)
-    return [(d.vdev, fn(d.path) if fn is not None else d.path) for d in config.remus_disks]
+    out = []
+    seen = set()
+    for d in list(config.remus_disks) + [d for d in config.disks if d.mode and "w" in d.mode]:
+        path = d.path
+        if not path or d.vdev in seen:
+            continue
+        seen.add(d.vdev)
+        out.append((d.vdev, fn(path) if fn is not None else path))
+    return out
 
 
 def rotate_unseen(toolstack, name, reason, state_dir=None):
-    """Rotate every remus disk copy of ``name`` here that is still in step
-    with its peer (no bitmap generation).  :returns: list of
+    """Rotate every disk copy of ``name`` here (:func:`disk_paths`) whose
+    record says it is still in step with its peer (no bitmap generation).  :returns: list of
     ``{vdev, path, old, new}`` of the copies rotated."""
     out = []
     config = toolstack.domain_config(name)

@@ -257,10 +257,14 @@ class ResyncServer(object):
         self.sessions += 1
         chan = P.StreamChannel(sock=conn, peer="sender %s:%d" % peer[:2])
         conn.settimeout(HANDSHAKE_SECONDS)      # an idle stranger does not keep a thread
+        LOG.info("receive session start: sender %s:%d", peer[0], peer[1])
         try:
             Receiver(chan, self.exports, key=self.key, after_handshake=lambda: conn.settimeout(None)).run()
         except XenRemusError as exc:
             LOG.warning("receiver: connection from %s:%d: %s", peer[0], peer[1], exc)
+            LOG.info("receive session end: sender %s:%d: failed: %s", peer[0], peer[1], exc)
+        else:
+            LOG.info("receive session end: sender %s:%d: ok", peer[0], peer[1])
 
     def start(self):
         self._thread = threading.Thread(target=self.serve_forever, name="xre-server")
