@@ -5,6 +5,7 @@ from __future__ import absolute_import, division, print_function
 
 import logging
 import os
+import re
 
 import pytest
 
@@ -92,6 +93,6 @@ def test_debian_services_are_disabled_by_default():
     for name in ("xen-remus-receive", "xen-remus-supervise"):
         assert "dh_installsystemd --name=%s --no-enable --no-start" % name in rules
         with open(os.path.join(top, "debian", "xen-remus-ext.%s.default" % name)) as f:
-            assert "ENABLED=no" in f.read()
+            assert re.search(r"^[A-Z]+_OPTS=\"\"$", f.read(), re.M)
         for ext in ("service", "init"):
             assert os.path.exists(os.path.join(top, "debian", "xen-remus-ext.%s.%s" % (name, ext)))
