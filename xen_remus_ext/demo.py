@@ -199,7 +199,7 @@ def _cycle(cl, tl, rnd, seed, method, work, interval_ms, rate):
     wait_for(lambda: B.toolstack.sim_info(DOMAIN)["sim_state"] == "running", 5.0,
              "failover on B")
     tl.add("B took over: domain resumed from the last committed checkpoint")
-    wait_for(lambda: obs.acked(DOMAIN) > acked_at_kill, 5.0, "output from B")
+    wait_for(lambda: obs.acked(DOMAIN) > acked_at_kill, 10.0, "output from B")
     downtime["failover"] = round(obs.silence(DOMAIN, t_kill, time.time()), 3)
     res = B.toolstack.disk_check(IMAGE, wseed, acked_at_kill)
     tl.add("check right after failover: %d of %d acknowledged records on B's disk, %d missing"
