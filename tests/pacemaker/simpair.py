@@ -1,5 +1,5 @@
 """A simulated Remus pair for the agent's tests: hosts A and B (sim
-processes on 127.0.0.1 ports), one disk image on each, the agent's
+processes on 127.0.0.1 ports), the domain's disk image on A, the agent's
 environment (parameters, state dirs, the command it runs)."""
 from __future__ import absolute_import, division, print_function
 
@@ -36,8 +36,8 @@ class SimPair(object):
         os.environ["XEN_REMUS_STATE_DIR"] = self.state   # the hosts inherit it
         self.cluster = Cluster(root=os.path.join(root, "hosts"), netns=False).start()
         self.A, self.B = self.cluster["A"], self.cluster["B"]
-        for h in (self.A, self.B):
-            h.toolstack.disk_create(IMAGE, SIZE)
+        # B's copy is seeded by protect, or made by the test that needs it
+        self.A.toolstack.disk_create(IMAGE, SIZE)
         uname = "tap2:remus:B:%d|aio:%s" % (self.B.cfg["remus_port"], IMAGE)
         self.config = {"name": DOMAIN, "memory": 32,
                        "disks": [{"uname": uname, "vdev": "xvda", "mode": "w"}],

@@ -53,6 +53,7 @@ def agent(pair, node, **meta):
 
 def protect(pair):
     A, B = pair.A, pair.B
+    B.toolstack.disk_create(IMAGE, 1 << 20)
     m = meta.ensure(A.disk_path(IMAGE), 1 << 20, role="primary")
     meta.mark_synced(B.disk_path(IMAGE), m, role="backup")
     A.toolstack.create(pair.config, paused=True)
@@ -185,3 +186,23 @@ def test_demote_toward_the_promoted_node_is_a_failback(pair):
     pair.B.toolstack.pause(DOMAIN)
     res = pair.B.toolstack.disk_check(IMAGE, pair.config["workload"]["seed"], acked)
     assert res["missing"] == 0 and res["checked"] > 0
+
+
+def test_peer_started_notify_resyncs_and_reprotects_detached(pair):
+    # the guest runs on A unprotected (an operator's forced promote boots it)
+    assert agent(pair, "A").a_start() == decide.OCF_SUCCESS
+    assert agent(pair, "A").a_promote() == decide.OCF_SUCCESS
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_DEGRADED_PROMOTED
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    n = agent(pair, "A", notify_type="post", notify_operation="start", notify_start_uname="B")
+    t0 = time.time()
+    assert n.a_notify() == decide.OCF_SUCCESS
+    assert time.time() - t0 < 2.0          # detached: notify does not wait for the resync
+    wait(lambda: pair.A.toolstack.remus_running(DOMAIN), 30, "Remus A -> B")
+    wait(lambda: agent(pair, "A").worker_pid() is None, 10, "the re-protect worker to end")
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_RUNNING_PROMOTED
+    wait(lambda: (pair.B.toolstack.remus_backup(DOMAIN) or {}).get("checkpoints", 0) >= 2, 10, "checkpoints")
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert Recorder.scores[-1] == ("B", decide.SCORE_BACKUP)
+    log = open(agent(pair, "A")._state_path("worker.log")).read()
+    assert "re-protect toward B" in log, log

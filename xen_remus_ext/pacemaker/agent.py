@@ -37,15 +37,13 @@ HOLD_ABSENT = "hold-unsupported"
 
 def protect_toward(ts, peer_ts, disks, domain, peer_host, options, progress):
     """Bring ``peer_host``'s copy of every remus disk of ``domain`` (running
-    here) up to date and protect the domain toward it.
-
-    The one place the agent protects: today ``failback --reverse-only``
-    (resync the peer's copy live, pause, final delta, Remus toward the peer,
-    unpause).  :returns: the journal record's summary dict.
+    here) up to date and protect the domain toward it: ``xen-remus protect``
+    (seed a missing copy, live pre-copy, final delta while paused, Remus
+    toward the peer, journaled).  :returns: its result dict.
     """
     from xen_remus_ext.failback import api
-    return api.run_failback(ts, domain, peer_host, peer_toolstack=peer_ts, reverse_only=True,
-                            options=options, disk_sync=disks, progress=progress)
+    return api.run_protect(ts, domain, peer_host, peer_toolstack=peer_ts, options=options,
+                           disk_sync=disks, progress=progress)
 
 
 class Agent(object):
