@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY3 = $$(tools/venv.sh py3)/bin/python
 XEN_SRC ?=
 
-.PHONY: all demo test test-py3 test-py27 lint deps bench chaos check-patches deb test-deb test-xen test-xend clean
+.PHONY: all demo test test-py3 test-py27 lint deps bench chaos check-patches deb test-deb test-xen test-xend test-cluster clean
 
 all: test
 
@@ -45,6 +45,11 @@ deb:
 
 test-deb:
 	@tools/test-deb.sh
+
+# a real two-node Corosync + Pacemaker cluster (network namespaces, root)
+# driving the simulated Remus pair through the OCF agent: docs/pacemaker.md
+test-cluster:
+	@tools/test-cluster.sh
 
 # real Xen 4.17 (Debian) on two QEMU/TCG hosts: tests/xen/README.md
 test-xen:
