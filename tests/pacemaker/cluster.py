@@ -115,7 +115,8 @@ metadata) cat <<END
 <longdesc>Kills every process of a test node's network namespace.</longdesc>
 <parameters>
 <parameter name="port" unique="0" required="0"><content type="string"/><shortdesc lang="en">node</shortdesc></parameter>
-<parameter name="action" unique="0" required="0"><content type="string" default="reboot"/><shortdesc lang="en">action</shortdesc></parameter>
+<parameter name="action" unique="0" required="0"><content type="string" default="reboot"/>
+<shortdesc lang="en">action</shortdesc></parameter>
 </parameters>
 <actions><action name="on"/><action name="off"/><action name="reboot"/><action name="status"/>
 <action name="list"/><action name="monitor"/><action name="metadata"/></actions>
