@@ -77,7 +77,7 @@ def test_reverse_only_preflight_checks_the_config_file(tmp_path):
     assert [c.ok for c in checks if c.name == "config-file"] == [True]
 
 
-@pytest.mark.parametrize("version,ok", [("4.11.4", False), ("4.13.0", True), ("4.18.2-pre", True)])
+@pytest.mark.parametrize("version,ok", [("4.4.4", False), ("4.7.6", False), ("4.8.0", True), ("4.11.4", True), ("4.18.2-pre", True)])
 def test_xl_needs_migrate_p(tmp_path, version, ok):
     from tests.fakes.fake_toolstack import FakeToolstack
 
@@ -90,4 +90,4 @@ def test_xl_needs_migrate_p(tmp_path, version, ok):
     o.ts = Xl(world, "hostB", kind="xl")
     _state, _lines, checks, _facts = o.dry_run()
     got = [c for c in checks if c.name == "migrate-paused"][0]
-    assert got.ok is ok and (ok or "4.13" in got.detail)
+    assert got.ok is ok and (ok or "4.8.0" in got.detail)

@@ -7,7 +7,7 @@ Checks, in order (each a :class:`Check` with name, ok, detail):
 ``peer-reachable``  the peer's toolstack answers
 ``peer-free``       the peer has no domain of that name
 ``peer-memory``     the peer's free memory holds the domain's memory
-``migrate-paused``  (xl) ``xl migrate -p`` exists: Xen 4.13 or later
+``migrate-paused``  (xl) ``xl migrate -p`` exists: Xen 4.8.0 or later
 ``remus-disks``     the config has at least one remus disk
 ``backup-copy:VDEV`` (protect) the backup's copy is absent (to be seeded), or
                     an ancestor of ours; one with writes of its own, or with
@@ -152,9 +152,9 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
         else "%s: expected >= %d MiB free for %s, got %s MiB" % (host, need, domain, free))
     if mode == "failback" and getattr(toolstack, "kind", None) == "xl":
         ver = _version(_safe(toolstack.host_info)[0] or {})
-        add("migrate-paused", ver is None or ver >= (4, 13),
-            "xl migrate -p (leave paused on arrival) available" if ver is None or ver >= (4, 13) else
-            "xl on Xen %d.%d: expected 4.13 or later for `xl migrate -p` (the final disk delta needs the "
+        add("migrate-paused", ver is None or ver >= (4, 8),
+            "xl migrate -p (leave paused on arrival) available" if ver is None or ver >= (4, 8) else
+            "xl on Xen %d.%d: expected 4.8.0 or later for `xl migrate -p` (the final disk delta needs the "
             "domain paused on arrival); use --reverse-only, or upgrade" % ver)
     config, err = _safe(toolstack.domain_config, domain)
     if err is not None:

@@ -14,7 +14,7 @@ What is parsed (formats from ``tools/libxl/xl_cmdimpl.c``, 4.5):
 
 Commands sent: ``pause``, ``unpause``, ``destroy``, ``save [-c] DOM FILE``,
 ``restore [-p] FILE``, ``migrate [-s SSHCMD] [-p] [-C CFG] DOM HOST`` (``-p``,
-leave paused on arrival, exists from 4.13), and ``remus [-i MS] [-n] [-d]
+leave paused on arrival, exists from 4.8.0), and ``remus [-i MS] [-n] [-d]
 [-b] [-F] [-s SSHCMD] DOM HOST``, which runs for as long as protection
 lasts: it is started in the background by :class:`RemusProcesses` and
 stopped with SIGINT to the PID we started.  libxl refuses ``-n``, ``-d``
