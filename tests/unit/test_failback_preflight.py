@@ -77,7 +77,8 @@ def test_reverse_only_preflight_checks_the_config_file(tmp_path):
     assert [c.ok for c in checks if c.name == "config-file"] == [True]
 
 
-@pytest.mark.parametrize("version,ok", [("4.4.4", False), ("4.7.6", False), ("4.8.0", True), ("4.11.4", True), ("4.18.2-pre", True)])
+@pytest.mark.parametrize("version,ok", [("4.4.4", False), ("4.7.6", False), ("4.8.0", True), ("4.11.4", True),
+                                        ("4.18.2-pre", True)])
 def test_xl_needs_migrate_p(tmp_path, version, ok):
     from tests.fakes.fake_toolstack import FakeToolstack
 

@@ -20,17 +20,26 @@ from __future__ import absolute_import, division, print_function
 import io
 
 from xen_remus_ext.compat import binary_type, string_types
+from xen_remus_ext.config import limits
 from xen_remus_ext.errors import ConfigError
 
 FORMATS = ("xm", "xl", "sxp", "xml")
 
 
+#: the largest config file read (real ones are a few KiB)
+MAX_FILE_BYTES = 4 * limits.MAX_FILE_BYTES
+
+
 def _read(path):
     try:
         with io.open(path, "rb") as f:
-            return f.read()
+            data = f.read(MAX_FILE_BYTES + 1)
     except (IOError, OSError) as exc:
         raise ConfigError(path, None, "cannot read the file: %s" % (exc.strerror or exc,))
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(path, None, "the file is larger than %d KiB: not a domain config (those are a few "
+                          "KiB); not read further" % (MAX_FILE_BYTES // 1024))
+    return data
 
 
 def decode(data, path=None):

@@ -18,6 +18,12 @@ the common string methods (``join``, ``split``, ``strip``, ``replace``
 :class:`ConfigError` naming the file, the line and the construct.
 Running the file like xm does is the explicit opt-in ``allow_exec=True``.
 
+Limits (:mod:`.limits`): whatever the file holds, an evaluation reads at
+most 256 KiB, builds no value longer than 1 Mi characters or items, creates
+at most 48 MiB of values, takes at most about 5 s, and refuses a regular
+expression that could backtrack for long; each limit is checked BEFORE the
+operation runs, and a refusal is a :class:`ConfigError` with the line.
+
 Typographic quotes (``’ ‘ ′ ″ “ ”`` ...) pasted from web pages are
 reported before anything else, with line, column, the character and the
 ASCII quote to use (:func:`find_typographic_quotes`).
@@ -28,10 +34,12 @@ import ast
 import os
 import posixpath
 import re
+import threading
 
 import six
 
 from xen_remus_ext.compat import binary_type, integer_types, string_types, text_type
+from xen_remus_ext.config import limits
 from xen_remus_ext.config import settings as settings_mod
 from xen_remus_ext.config.quotes import (  # noqa: F401 - part of this module's interface
     TYPOGRAPHIC_QUOTES, asciify_quotes, find_typographic_quotes)
@@ -41,11 +49,11 @@ from xen_remus_ext.errors import ConfigError
 #: names xm puts into the cfg's locals before running it
 SEEDED_NAMES = ("sys", "os", "xm_file", "xm_help", "xm_vars")
 
-#: limits that keep a hostile cfg from eating the machine
-MAX_SEQUENCE = 1 << 20
+#: limits that keep a hostile cfg from eating the machine (see :mod:`.limits`)
+MAX_SEQUENCE = limits.MAX_SEQUENCE
 MAX_RANGE = 100000
 MAX_INT = 1 << 256
-_WIDE_FORMAT = re.compile(u"%[-#0 +]*(?:\\*|[0-9]{7,}|[0-9]*\\.(?:\\*|[0-9]{7,}))")
+_LONG_NUMBER = re.compile(u"[0-9]{%d,}" % (limits.MAX_INT_DIGITS + 1))
 
 _Constant = getattr(ast, "Constant", None)
 
@@ -89,13 +97,28 @@ def _text_args(fn):
     return wrapper
 
 
-def _re_fn(fn):
+def _re_flags(rest, flags_at):
+    flags = rest[flags_at] if len(rest) > flags_at else 0
+    if not isinstance(flags, integer_types) or isinstance(flags, bool):
+        raise TypeError("re flags: expected an integer, got %s" % q(flags))
+    return flags
+
+
+def _re_fn(fn, search, flags_at=0, results=False):
+    """A guarded ``re`` function: strings only, backtracking work bounded;
+    ``results``: it returns a list of pieces of the string (findall, split)."""
     def wrapper(pattern, string, *rest):
         if not isinstance(pattern, string_types) or not isinstance(string, string_types):
             raise TypeError("expected a pattern and a string, got %s, %s" % (q(pattern), q(string)))
         for r in rest:
-            if not isinstance(r, integer_types + string_types):
+            if not isinstance(r, integer_types) or isinstance(r, bool):
                 raise TypeError("unexpected argument %s" % q(r))
+        limits.check_regex(fn.__name__, pattern, _re_flags(rest, flags_at), len(string), search)
+        if results:
+            # at most one piece a position; groups split a match further
+            groups = re.compile(pattern, _re_flags(rest, flags_at)).groups
+            _budget().ensure((len(string) + 1) * (groups + 1) * 72 + 4 * len(string) * (groups + 1),
+                             "re.%s()" % fn.__name__)
         return fn(pattern, string, *rest)
     wrapper.__name__ = fn.__name__
     return wrapper
@@ -105,17 +128,80 @@ def _re_sub(pattern, repl, string, count=0, flags=0):
     for a in (pattern, repl, string):
         if not isinstance(a, string_types):
             raise TypeError("expected strings, got %s" % q(a))
+    for a in (count, flags):
+        if not isinstance(a, integer_types) or isinstance(a, bool):
+            raise TypeError("re.sub(): expected integers for count and flags, got %s" % q(a))
+    n = len(string)
+    limits.check_regex("sub", pattern, flags, n, True)
+    matches = n + 1 if count <= 0 else min(count, n + 1)
+    refs = repl.count(u"\\")
+    size = n + matches * (len(repl) + refs * n)
+    if size > MAX_SEQUENCE:
+        raise limits.LimitError("re.sub() could build %d characters: more than %d" % (size, MAX_SEQUENCE))
+    _budget().ensure(4 * size, "re.sub()")
     return re.sub(pattern, repl, string, count=count, flags=flags)
+
+
+_CURRENT = threading.local()
+
+
+def _budget():
+    """The budget of the evaluation running in this thread."""
+    stack = getattr(_CURRENT, "stack", None)
+    return stack[-1] if stack else limits.Budget()
 
 
 def _safe_range(*args):
     for a in args:
         if not isinstance(a, integer_types) or isinstance(a, bool):
             raise TypeError("range() expects integers, got %s" % q(a))
-    r = list(six.moves.range(*args))
-    if len(r) > MAX_RANGE:
-        raise ValueError("range() of %d items: more than %d" % (len(r), MAX_RANGE))
-    return r
+    try:
+        size = len(six.moves.range(*args))
+    except OverflowError:
+        size = MAX_RANGE + 1
+    if size > MAX_RANGE:
+        raise limits.LimitError("range() of %d items: more than %d" % (size, MAX_RANGE))
+    return list(six.moves.range(*args))
+
+
+def _to_int(value=0, *base):
+    if isinstance(value, string_types) and len(value.strip()) > limits.MAX_INT_DIGITS:
+        raise limits.LimitError("int() of a text of %d characters: more than %d"
+                                % (len(value), limits.MAX_INT_DIGITS))
+    if base and (not isinstance(base[0], integer_types) or len(base) > 1):
+        raise TypeError("int(): expected an integer base, got %s" % q(base))
+    return int(value, *base)
+
+
+def _to_list(value=()):
+    if not isinstance(value, (list, tuple, dict) + string_types):
+        raise TypeError("list() of %s is not supported" % q(value))
+    if len(value) > MAX_SEQUENCE:
+        raise limits.LimitError("list() of %d items: more than %d" % (len(value), MAX_SEQUENCE))
+    _budget().ensure(len(value) * (8 + (72 if isinstance(value, string_types) else 0)), "list()")
+    return list(value)
+
+
+def _bounded_minmax(fn):
+    def wrapper(*args):
+        for a in args:
+            _compare_guard(a, a)
+        return fn(*args)
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def _compare_guard(left, right, contains=False):
+    """Refuse a comparison that could take long (huge values, long searches)."""
+    if contains and isinstance(left, string_types) and isinstance(right, string_types):
+        work = limits.search_work(len(left), len(right))
+    elif contains:
+        work = limits.text_bound(right, limits.MAX_SEARCH_WORK, as_repr=True)
+    else:
+        work = min(limits.text_bound(left, limits.MAX_SEARCH_WORK, as_repr=True),
+                   limits.text_bound(right, limits.MAX_SEARCH_WORK, as_repr=True))
+    if work > limits.MAX_SEARCH_WORK:
+        raise limits.LimitError("a comparison of values this large could take too long")
 
 
 def _to_str(value=u""):
@@ -126,9 +212,21 @@ def _to_str(value=u""):
     raise TypeError("str() of %s is not supported" % q(value))
 
 
+def _sized(fn, factor=1):
+    """``fn`` over strings, refused when its result could exceed the limits."""
+    def wrapper(*args):
+        size = factor * sum(len(a) + 1 for a in args if isinstance(a, string_types))
+        if size > MAX_SEQUENCE:
+            raise limits.LimitError("%s() could build %d characters: more than %d"
+                                    % (fn.__name__, size, MAX_SEQUENCE))
+        return fn(*args)
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
 def _make_modules(uname):
     ospath = _Module("os.path", {
-        "join": _text_args(posixpath.join), "basename": _text_args(posixpath.basename),
+        "join": _sized(_text_args(posixpath.join)), "basename": _text_args(posixpath.basename),
         "dirname": _text_args(posixpath.dirname), "split": _text_args(posixpath.split),
         "splitext": _text_args(posixpath.splitext), "normpath": _text_args(posixpath.normpath),
         "isabs": _text_args(posixpath.isabs), "sep": u"/",
@@ -139,15 +237,17 @@ def _make_modules(uname):
 
     osmod = _Module("os", {"uname": os_uname, "path": ospath, "sep": u"/", "pathsep": u":",
                            "curdir": u".", "pardir": u".."})
-    remod = _Module("re", {"search": _re_fn(re.search), "match": _re_fn(re.match), "sub": _re_sub,
-                           "split": _re_fn(re.split), "findall": _re_fn(re.findall),
-                           "escape": _text_args(re.escape), "I": re.I, "IGNORECASE": re.I})
+    remod = _Module("re", {"search": _re_fn(re.search, True), "match": _re_fn(re.match, False),
+                           "sub": _re_sub, "split": _re_fn(re.split, True, 1, True),
+                           "findall": _re_fn(re.findall, True, 1, True),
+                           "escape": _sized(_text_args(re.escape), 2), "I": re.I, "IGNORECASE": re.I})
     sysmod = _Module("sys", {"platform": u"linux2"})
     return {"os": osmod, "os.path": ospath, "re": remod, "sys": sysmod}
 
 
-_BUILTINS = {"str": _to_str, "int": int, "float": float, "len": len, "list": list, "bool": bool,
-             "min": min, "max": max, "range": _safe_range, "True": True, "False": False, "None": None}
+_BUILTINS = {"str": _to_str, "int": _to_int, "float": float, "len": len, "list": _to_list, "bool": bool,
+             "min": _bounded_minmax(min), "max": _bounded_minmax(max), "range": _safe_range,
+             "True": True, "False": False, "None": None}
 
 _STR_METHODS = frozenset(("join", "split", "rsplit", "strip", "lstrip", "rstrip", "replace", "lower",
                           "upper", "startswith", "endswith", "find", "rfind", "count", "splitlines",
@@ -193,7 +293,8 @@ class _Unsupported(Exception):
 
 
 class _Evaluator(object):
-    def __init__(self, path, env, modules):
+    def __init__(self, path, env, modules, budget):
+        self.budget = budget
         self.path = path
         self.env = env
         self.modules = modules
@@ -211,6 +312,7 @@ class _Evaluator(object):
 
     def stmt(self, node):
         self.cur_line = node.lineno
+        self.budget.tick()
         kind = type(node).__name__
         if kind == "Assign":
             value = self.expr(node.value)
@@ -290,9 +392,10 @@ class _Evaluator(object):
 
     def const(self, value):
         if isinstance(value, binary_type) and six.PY2:
-            return value.decode("utf-8")
+            value = value.decode("utf-8")
         if isinstance(value, binary_type) or isinstance(value, complex):
             raise TypeError("%s literals are not supported" % type(value).__name__)
+        self.check_size(value)
         return value
 
     def lookup(self, name, node):
@@ -307,6 +410,7 @@ class _Evaluator(object):
 
     def expr(self, node):
         self.cur_line = getattr(node, "lineno", self.cur_line)
+        self.budget.tick()
         if self.is_const(node):
             for field in ("value", "n", "s"):
                 if hasattr(node, field):
@@ -316,13 +420,13 @@ class _Evaluator(object):
         if kind == "Name":
             return self.lookup(node.id, node)
         if kind == "List":
-            return [self.expr(e) for e in node.elts]
+            return self.new([self.expr(e) for e in node.elts])
         if kind == "Tuple":
-            return tuple(self.expr(e) for e in node.elts)
+            return self.new(tuple(self.expr(e) for e in node.elts))
         if kind == "Dict":
             if any(k is None for k in node.keys):
                 self.unsupported(node, "'**' in a dict literal")
-            return dict((self.expr(k), self.expr(v)) for k, v in zip(node.keys, node.values))
+            return self.new(dict((self.expr(k), self.expr(v)) for k, v in zip(node.keys, node.values)))
         if kind == "BinOp":
             return self.binop(node.op, self.expr(node.left), self.expr(node.right), node)
         if kind == "UnaryOp":
@@ -347,6 +451,8 @@ class _Evaluator(object):
             left = self.expr(node.left)
             for op, comp in zip(node.ops, node.comparators):
                 right = self.expr(comp)
+                if not isinstance(op, (ast.Is, ast.IsNot)):
+                    _compare_guard(left, right, contains=isinstance(op, (ast.In, ast.NotIn)))
                 if not _COMPARE[type(op)](left, right):
                     return False
                 left = right
@@ -378,6 +484,9 @@ class _Evaluator(object):
             index = self.expr(sl)
         if not isinstance(value, (list, tuple, dict) + string_types):
             raise TypeError("%s is not subscriptable" % q(value))
+        if isinstance(index, slice):
+            self.budget.ensure(limits.new_bytes(value), "a slice")
+            return self.new(value[index])
         return value[index]
 
     def attribute(self, obj, attr, node):
@@ -418,32 +527,81 @@ class _Evaluator(object):
             kwargs[str(kw.arg)] = self.expr(kw.value)
         if not callable(fn):
             raise TypeError("%s is not callable" % q(fn))
+        if kwargs and not getattr(fn, "__module__", "").startswith("xen_remus_ext"):
+            self.unsupported(node, "keyword arguments to %s()" % getattr(fn, "__name__", "this function"))
         self.guard_call(fn, args)
         result = fn(*args, **kwargs)
         self.check_size(result)
+        self.budget.charge(limits.new_bytes(result, fresh_items=True))
         return result
 
+    def new(self, value):
+        """Account for a value just built (literal, slice)."""
+        self.check_size(value)
+        self.budget.charge(limits.new_bytes(value))
+        return value
+
     def check_size(self, value):
-        if isinstance(value, (list, tuple) + string_types) and len(value) > MAX_SEQUENCE:
-            raise ValueError("a value of %d items: more than %d" % (len(value), MAX_SEQUENCE))
+        if isinstance(value, (list, tuple, dict) + string_types) and len(value) > MAX_SEQUENCE:
+            raise limits.LimitError("a value of %d items: more than %d" % (len(value), MAX_SEQUENCE))
         if isinstance(value, integer_types) and abs(value) > MAX_INT:
-            raise ValueError("an integer of more than %d bits" % MAX_INT.bit_length())
+            raise limits.LimitError("an integer of more than %d bits" % MAX_INT.bit_length())
 
     def guard_call(self, fn, args):
-        """Refuse string calls whose result would be too large to build."""
+        """Refuse a method call whose result would be too large to build or
+        whose work too long, before it runs."""
         owner = getattr(fn, "__self__", None)
+        name = getattr(fn, "__name__", "")
+        if isinstance(owner, list):
+            if name in ("append", "insert", "extend"):
+                more = len(args[-1]) if name == "extend" and args and hasattr(args[-1], "__len__") else 1
+                if len(owner) + more > MAX_SEQUENCE:
+                    raise limits.LimitError("%s() would make a list of %d items: more than %d"
+                                            % (name, len(owner) + more, MAX_SEQUENCE))
+                self.budget.ensure(8 * more, "%s()" % name)
+                self.budget.charge(8 * more)
+            elif name in ("index", "count") and args:
+                _compare_guard(args[0], owner, contains=True)
+            return
+        if isinstance(owner, tuple):
+            if args:
+                _compare_guard(args[0], owner, contains=True)
+            return
+        if isinstance(owner, dict):
+            if name == "items":
+                self.budget.ensure(len(owner) * 72, "items()")
+            return
         if not isinstance(owner, string_types):
             return
-        name = getattr(fn, "__name__", "")
-        if name == "join" and args and isinstance(args[0], (list, tuple)):
-            total = sum(len(x) for x in args[0] if isinstance(x, string_types))
-            total += len(owner) * max(len(args[0]) - 1, 0)
+        texts = [a for a in args if isinstance(a, string_types)]
+        if name == "join" and args and isinstance(args[0], (list, tuple, dict) + string_types):
+            parts = list(args[0])
+            total = sum(len(x) for x in parts if isinstance(x, string_types))
+            total += len(owner) * max(len(parts) - 1, 0)
             if total > MAX_SEQUENCE:
-                raise ValueError("join() of %d characters: more than %d" % (total, MAX_SEQUENCE))
-        if name == "replace" and len(args) >= 2 and all(isinstance(a, string_types) for a in args[:2]):
+                raise limits.LimitError("join() of %d characters: more than %d" % (total, MAX_SEQUENCE))
+            self.budget.ensure(4 * total, "join()")
+        elif name == "replace" and len(args) >= 2 and all(isinstance(a, string_types) for a in args[:2]):
             worst = (len(owner) + 1) * len(args[1]) if not args[0] else (len(owner) // len(args[0])) * len(args[1])
+            worst += len(owner)
             if worst > MAX_SEQUENCE:
-                raise ValueError("replace() could build more than %d characters" % MAX_SEQUENCE)
+                raise limits.LimitError("replace() could build more than %d characters" % MAX_SEQUENCE)
+            self.search_guard(owner, args[0])
+            self.budget.ensure(4 * worst, "replace()")
+        elif name in ("split", "rsplit", "splitlines", "partition", "rpartition"):
+            if texts:
+                self.search_guard(owner, texts[0])
+            # at most one piece per character, each a new object
+            self.budget.ensure((len(owner) + 1) * 72 + 4 * len(owner), "%s()" % name)
+        elif name in ("find", "rfind", "count", "index", "startswith", "endswith") and texts:
+            self.search_guard(owner, texts[0])
+        else:
+            self.budget.ensure(limits.new_bytes(owner), "%s()" % name)
+
+    def search_guard(self, hay, needle):
+        if limits.search_work(len(needle), len(hay)) > limits.MAX_SEARCH_WORK:
+            raise limits.LimitError("searching %d characters for %d characters could take too long"
+                                    % (len(hay), len(needle)))
 
     def binop(self, op, left, right, node):
         num = (float,) + integer_types
@@ -454,11 +612,19 @@ class _Evaluator(object):
                   or (isinstance(left, num) and isinstance(right, num)))
             if not ok:
                 raise TypeError("cannot add %s and %s" % (q(left), q(right)))
+            if not isinstance(left, num):
+                size = len(left) + len(right)
+                if size > MAX_SEQUENCE:
+                    raise limits.LimitError("a value of %d items: more than %d" % (size, MAX_SEQUENCE))
+                self.budget.ensure(4 * size + 56, "'+'")
             result = left + right
         elif isinstance(op, ast.Mod):
             if isinstance(left, string_types):
-                if _WIDE_FORMAT.search(left):
-                    raise ValueError("a %% format with a '*' or huge width: %s" % q(left[:40]))
+                size = limits.format_bound(left, right, MAX_SEQUENCE)
+                if size > MAX_SEQUENCE:
+                    raise limits.LimitError("a %% format that could build more than %d characters: %s"
+                                            % (MAX_SEQUENCE, q(left, 40)))
+                self.budget.ensure(4 * size + 56, "'%'")
                 result = left % right
             elif isinstance(left, num) and isinstance(right, num):
                 result = left % right
@@ -471,7 +637,8 @@ class _Evaluator(object):
                     (isinstance(right, (list, tuple) + string_types) and isinstance(left, integer_types)):
                 seq, n = (left, right) if isinstance(right, integer_types) else (right, left)
                 if len(seq) * max(n, 0) > MAX_SEQUENCE:
-                    raise ValueError("a value of %d items: more than %d" % (len(seq) * n, MAX_SEQUENCE))
+                    raise limits.LimitError("a value of %d items: more than %d" % (len(seq) * n, MAX_SEQUENCE))
+                self.budget.ensure(4 * len(seq) * max(n, 0) + 56, "'*'")
                 result = seq * n
             else:
                 raise TypeError("cannot multiply %s and %s" % (q(left), q(right)))
@@ -487,8 +654,7 @@ class _Evaluator(object):
                 result = left / right
         else:
             self.unsupported(node, "the operator %s" % type(op).__name__)
-        self.check_size(result)
-        return result
+        return self.new(result)
 
 
 def _xm_option_value(value):
@@ -523,6 +689,10 @@ def check_source(text, path=None):
 
     :returns: list of :class:`ConfigError`
     """
+    try:
+        check_length(text, path)
+    except ConfigError as exc:
+        return [exc]
     errors = find_typographic_quotes(text, path)
     try:
         _parse_ast(asciify_quotes(text), path)
@@ -552,6 +722,7 @@ def evaluate(text, path=None, allow_exec=False, uname=None, extra_vars=None):
         except UnicodeDecodeError as exc:
             raise ConfigError(path, text[:exc.start].count(b"\n") + 1,
                               "expected UTF-8 text, got byte 0x%02x" % bytearray(text)[exc.start])
+    check_length(text, path)
     quotes = find_typographic_quotes(text, path)
     if quotes:
         raise quotes[0]
@@ -563,19 +734,46 @@ def evaluate(text, path=None, allow_exec=False, uname=None, extra_vars=None):
     env = dict((k, v) for k, v in (extra_vars or {}).items())
     env.update({"sys": modules["sys"], "os": modules["os"], "xm_file": text_type(path or ""), "xm_help": 0})
     env["xm_vars"] = _XmVars(env)
-    ev = _Evaluator(path, env, modules)
+    ev = _Evaluator(path, env, modules, limits.Budget())
+    stack = _CURRENT.__dict__.setdefault("stack", [])
+    stack.append(ev.budget)
     try:
         ev.run(tree.body)
     except _Unsupported as exc:
         raise ConfigError(path, getattr(exc.node, "lineno", None),
                           "unsupported construct: %s (the evaluator knows literal assignments, "
                           "imports of os/re/sys, if/else, string and list operations; "
-                          "--exec runs the file as xm does)" % exc.construct,
+                          "--exec runs the file as xm does)" % limits.cut(exc.construct),
                           column=(getattr(exc.node, "col_offset", -1) + 1) or None)
+    except limits.LimitError as exc:
+        raise ConfigError(path, ev.cur_line, "evaluating the cfg: refused: %s" % limits.cut(_text(exc), 300))
     except (NameError, TypeError, ValueError, KeyError, IndexError, ZeroDivisionError,
             AttributeError, OverflowError, UnicodeError, re.error, RuntimeError, MemoryError) as exc:
-        raise ConfigError(path, ev.cur_line, "evaluating the cfg: %s: %s" % (type(exc).__name__, exc))
+        raise ConfigError(path, ev.cur_line, "evaluating the cfg: %s: %s"
+                          % (type(exc).__name__, limits.cut(_text(exc), 300)))
+    finally:
+        stack.pop()
     return _settings_from_env(env, ev.lines, ev.item_lines, extra_vars)
+
+
+def _text(exc):
+    """The message of an exception as text (2.7: unicode or bytes args)."""
+    try:
+        return text_type(exc)
+    except UnicodeError:
+        return text_type(repr(exc))
+
+
+def check_length(text, path):
+    """:raises ConfigError: a file longer than any real cfg, or a number
+    literal whose conversion alone would take long."""
+    if len(text) > limits.MAX_FILE_BYTES:
+        raise ConfigError(path, None, "the file has %d characters: more than %d (an xm cfg is a few KiB)"
+                          % (len(text), limits.MAX_FILE_BYTES))
+    m = _LONG_NUMBER.search(text)
+    if m:
+        raise ConfigError(path, text.count(u"\n", 0, m.start()) + 1, "a number of %d digits: more than %d"
+                          % (m.end() - m.start(), limits.MAX_INT_DIGITS))
 
 
 def _settings_from_env(env, lines, item_lines, extra_vars):
