@@ -3,9 +3,10 @@
 Parsers turn cfg text, SXP and Xen-API XML into these right away; nothing
 else crosses module boundaries.  Each type is a namedtuple that validates in
 ``__new__``.  Field meanings follow xm (xen-facts.md section 2): ``builder``
-is ``"linux"`` or ``"hvm"``, ``memory`` is MiB, disk fields are exactly what
-xm's ``preprocess_disk`` leaves (``uname``, ``dev`` as ``vdev``, ``mode``,
-optional ``backend`` and ``protocol``).
+is ``"linux"`` or ``"hvm"``, ``memory`` is MiB, disk fields are what xm's
+``preprocess_disk`` leaves (``uname``, ``dev`` as ``vdev``, ``mode``,
+optional ``backend`` and ``protocol``), with the device type xm writes as a
+``:cdrom`` suffix of ``dev`` held apart in ``devtype``, as libxl does.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -16,6 +17,7 @@ from xen_remus_ext.errors import ValidationError
 
 BUILDERS = ("linux", "hvm")
 DISK_MODES = ("r", "w", "w!")
+DEVTYPES = ("disk", "cdrom")
 
 
 class RemusSpec(collections.namedtuple("RemusSpec", "host port driver path")):
@@ -42,21 +44,42 @@ class RemusSpec(collections.namedtuple("RemusSpec", "host port driver path")):
 
 
 class DiskSpec(collections.namedtuple(
-        "DiskSpec", "uname vdev mode backend protocol remus line")):
+        "DiskSpec", "uname vdev mode backend protocol remus line devtype")):
     """One disk of a domain, as xm's disk list holds it.
 
-    ``remus`` is a :class:`RemusSpec` or None; ``line`` is the source line
-    (or None) so that checks can point at it.
+    ``vdev`` is the guest device name alone (``hdc``, ``xvda``, xm's
+    ``ioemu:hda``); ``devtype`` is ``disk`` or ``cdrom`` (xm's ``hdc:cdrom``,
+    xl's ``devtype=cdrom``, Xen-API's ``type="CD"``).  ``remus`` is a
+    :class:`RemusSpec` or None; ``line`` is the source line (or None) so
+    that checks can point at it.
     """
 
     __slots__ = ()
 
-    def __new__(cls, uname, vdev, mode, backend=None, protocol=None, remus=None, line=None):
+    def __new__(cls, uname, vdev, mode, backend=None, protocol=None, remus=None, line=None, devtype="disk"):
         if not isinstance(uname, string_types):
             raise ValidationError("disk uname: expected a string, got %r" % (uname,))
         if remus is not None and not isinstance(remus, RemusSpec):
             raise ValidationError("disk remus: expected RemusSpec, got %r" % (remus,))
-        return super(DiskSpec, cls).__new__(cls, uname, vdev, mode, backend, protocol, remus, line)
+        if devtype not in DEVTYPES:
+            raise ValidationError("disk devtype: expected disk or cdrom, got %r" % (devtype,))
+        if isinstance(vdev, string_types):
+            for suffix in DEVTYPES:   # xm's and xend's 'hdc:cdrom', 'hda:disk'
+                if vdev.endswith(":" + suffix):
+                    vdev = vdev[:-len(suffix) - 1]
+                    devtype = "cdrom" if "cdrom" in (suffix, devtype) else "disk"
+        return super(DiskSpec, cls).__new__(cls, uname, vdev, mode, backend, protocol, remus, line, str(devtype))
+
+    @property
+    def is_cdrom(self):
+        return self.devtype == "cdrom"
+
+    @property
+    def xm_dev(self):
+        """``vdev`` as xm and xend write it: ``hdc:cdrom`` for a cdrom."""
+        if self.vdev is not None and self.devtype == "cdrom":
+            return self.vdev + ":cdrom"
+        return self.vdev
 
     @property
     def is_remus(self):
@@ -72,7 +95,7 @@ class DiskSpec(collections.namedtuple(
 
     def to_dict(self):
         return {
-            "uname": self.uname, "vdev": self.vdev, "mode": self.mode,
+            "uname": self.uname, "vdev": self.vdev, "mode": self.mode, "devtype": self.devtype,
             "remus": self.remus.to_dict() if self.remus is not None else None,
         }
 

@@ -31,7 +31,7 @@ def test_show_json_seed(capsys):
     assert obj["name"] == u"hvmdomuname" and obj["memory"] == 256 and obj["builder"] == u"hvm"
     assert obj["kernel"] == u"/usr/lib/xen/boot/hvmloader" and obj["vcpus"] == 1 and obj["vifs"] == [u""]
     assert obj["disks"] == [{
-        u"uname": SEED_UNAME, u"vdev": u"hda", u"mode": u"w",
+        u"uname": SEED_UNAME, u"vdev": u"hda", u"mode": u"w", u"devtype": u"disk",
         u"remus": {u"host": u"hypervisor2-IP-addr", u"port": 9000, u"driver": u"aio",
                    u"path": u"/var/lib/xen/images/hvmguest.x86-64.img"}}]
 
@@ -43,7 +43,7 @@ def test_show_json_other_formats_have_the_schema(parts, capsys):
     assert rc == 0 and set(obj) == {"name", "memory", "builder", "kernel", "vcpus", "vifs", "disks"}
     assert isinstance(obj["memory"], int) and obj["builder"] in ("linux", "hvm")
     for d in obj["disks"]:
-        assert set(d) == {"uname", "vdev", "mode", "remus"}
+        assert set(d) == {"uname", "vdev", "mode", "devtype", "remus"}
 
 
 def test_show_sxp_and_human(capsys):
@@ -120,3 +120,70 @@ def test_real_process_no_traceback(argv, rc):
     assert b"Traceback" not in out + err
     if rc == 1:
         assert b":3:" in out + err and u"\u2019".encode("utf-8") in out + err
+
+
+MIXED = (u"name = 'g'\nmemory = 256\ndisk = ['tap2:remus:10.0.0.2:9000|aio:/img/a,xvda,w',\n"
+         u"        'tap2:remus:10.0.0.3:9001|aio:/img/b,xvdb,w']\n")
+IPV6 = u"name = 'g'\nmemory = 256\ndisk = ['tap2:remus:fe80::2:9000|aio:/img/a,xvda,w']\n"
+
+
+@pytest.mark.parametrize("text,needle", [(MIXED, u"all remus disks of a domain go to one backup"),
+                                         (IPV6, u"IPv6 literal")])
+def test_reverse_refuses_what_check_rejects(tmp_path, capsys, text, needle):
+    cfg = tmp_path / "g.cfg"
+    cfg.write_bytes(text.encode("utf-8"))
+    rc, out, _ = run(["config", "check", str(cfg)], capsys)
+    assert rc == 1 and needle in out
+    rc, out, err = run(["config", "reverse", str(cfg), "--backup", "10.0.0.1", "-o", str(tmp_path / "o")], capsys)
+    assert rc == 1 and out == u"" and not (tmp_path / "o").exists()
+    assert u"refused, `config check` finds 1 error" in err and needle in err
+
+
+def test_reverse_port_that_matches_nothing_and_backup_with_port(capsys):
+    rc, out, err = run(["config", "reverse", SEED, "--backup", "10.0.0.1", "--port", "9001=9002"], capsys)
+    assert rc == 1 and out == u"" and u"--port 9001=9002: no remus disk uses port 9001 (ports in use: 9000)" in err
+    rc, out, err = run(["config", "reverse", SEED, "--backup", "10.0.0.1:9100"], capsys)
+    assert rc == 1 and out == u"" and u"IPv6" not in err
+    assert u"expected a host without a port, got '10.0.0.1:9100'" in err and u"--port 9000=9100" in err
+
+
+@pytest.mark.parametrize("content", [b"", b"# nothing here\n\n", b"  \n"])
+def test_empty_config_is_an_error_for_show_and_check(tmp_path, capsys, content):
+    cfg = tmp_path / "empty.cfg"
+    cfg.write_bytes(content)
+    rc, out, err = run(["config", "show", str(cfg)], capsys)
+    assert rc == 1 and out == u"" and u"None" not in err
+    assert err.startswith(u"xen-remus: %s:0: error: the config sets nothing" % cfg)
+    rc, out, err = run(["config", "check", str(cfg)], capsys)
+    assert rc == 1 and u"error: the config sets nothing" in out and out.endswith(u": 1 error, 0 warnings\n")
+
+
+def test_check_without_remus_disk_warns_and_show_says_not_set(tmp_path, capsys):
+    cfg = tmp_path / "plain.cfg"
+    cfg.write_bytes(b"memory = 256\ndisk = ['phy:/dev/vg/a,xvda,w', 'file:/srv/tools.iso,hdc:cdrom,r']\n")
+    rc, out, _ = run(["config", "check", str(cfg)], capsys)
+    assert rc == 0
+    assert u"warning: no remus disk" in out and u"warning: no name" in out
+    assert out.endswith(u": 0 errors, 2 warnings\n")
+    rc, out, _ = run(["config", "show", str(cfg)], capsys)
+    assert rc == 0 and u"name:    (not set)" in out and u"None" not in out
+    assert u"disk:    hdc r file:/srv/tools.iso (cdrom)" in out
+    rc, out, _ = run(["config", "show", "--json", str(cfg)], capsys)
+    disks = json.loads(out)["disks"]
+    assert [(d["vdev"], d["devtype"]) for d in disks] == [(u"xvda", u"disk"), (u"hdc", u"cdrom")]
+    rc, out, _ = run(["config", "show", "--sxp", str(cfg)], capsys)
+    assert u"(dev hdc:cdrom)" in out and u"(dev xvda)" in out
+
+
+SXP_CD = b"(vm (name g) (memory 256) (device (vbd (uname file:/srv/tools.iso) (dev hdc:cdrom) (mode r))))\n"
+
+
+@pytest.mark.parametrize("source,fmt", [(os.path.join(DATA, "xlcfg", "hvm-remus.cfg"), "xl"), (SXP_CD, "sxp")])
+def test_cdrom_devtype_from_every_format(tmp_path, capsys, source, fmt):
+    if source is SXP_CD:
+        (tmp_path / "cd.sxp").write_bytes(source)
+        source = str(tmp_path / "cd.sxp")
+    rc, out, _ = run(["config", "show", "--json", "--format", fmt, source], capsys)
+    assert rc == 0
+    cds = [d for d in json.loads(out)["disks"] if d["devtype"] == u"cdrom"]
+    assert [d["vdev"] for d in cds] == [u"hdc"]

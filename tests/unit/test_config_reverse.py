@@ -34,8 +34,15 @@ def test_seed_changes_only_the_host():
 
 def test_port_map():
     old = read("cfg", "remus-fu-hvm.cfg")
-    new = reverse.reverse_text(old, "xm", u"10.0.0.1", {9000: 9100, 1234: 4321})
+    new = reverse.reverse_text(old, "xm", u"10.0.0.1", {9000: 9100})
     assert new == old.replace(SEED_HP, u"10.0.0.1:9100")
+
+
+def test_port_map_that_matches_nothing_is_an_error():
+    old = read("cfg", "remus-fu-hvm.cfg")
+    with pytest.raises(ConfigError) as exc:
+        reverse.reverse_text(old, "xm", u"10.0.0.1", {9000: 9100, 1234: 4321}, path="s.cfg")
+    assert "--port 1234=4321: no remus disk uses port 1234 (ports in use: 9000)" in exc.value.reason
 
 
 # (file, original host, ports in it)
@@ -53,7 +60,8 @@ GOLDEN = [
 def test_reverse_twice_is_identity_on_golden_files(parts, orig_host):
     with open(data(*parts), "rb") as f:
         old = f.read()
-    there = reverse.reverse_text(old, None, u"172.16.5.9", {9000: 9500, 9010: 9510})
+    ports = set(d.remus.port for d in config.parse_text(old, uname=(u"Linux", u"h", u"", u"", u"x86_64")).remus_disks)
+    there = reverse.reverse_text(old, None, u"172.16.5.9", dict((p, p + 500) for p in ports))
     assert isinstance(there, bytes) and there != old
     cfg = config.parse_text(there, uname=(u"Linux", u"h", u"", u"", u"x86_64"))
     assert {d.remus.host for d in cfg.remus_disks} == {u"172.16.5.9"}
@@ -62,7 +70,7 @@ def test_reverse_twice_is_identity_on_golden_files(parts, orig_host):
     assert len(old_lines) == len(new_lines)
     changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
     assert changed and all(b"remus:" in old_lines[i] for i in changed)
-    back = reverse.reverse_text(there, None, orig_host, {9500: 9000, 9510: 9010})
+    back = reverse.reverse_text(there, None, orig_host, dict((p + 500, p) for p in ports))
     assert back == old
 
 

@@ -43,7 +43,8 @@ def test_hvm_remus_golden():
     assert cfg.format == "xl"
     assert (cfg.name, cfg.memory, cfg.builder) == (u"xlhvm", 512, "hvm")  # memory = 0x200
     assert cfg.disks[0].remus == RemusSpec(u"192.168.10.2", 9000, u"aio", u"/var/lib/xen/images/xlhvm.img")
-    assert (cfg.disks[1].uname, cfg.disks[1].vdev, cfg.disks[1].mode) == (u"/srv/iso/tools.iso", u"hdc:cdrom", u"r")
+    assert (cfg.disks[1].uname, cfg.disks[1].vdev, cfg.disks[1].mode) == (u"/srv/iso/tools.iso", u"hdc", u"r")
+    assert cfg.disks[1].devtype == "cdrom" and cfg.disks[0].devtype == "disk"
     assert cfg.options["serial"] == u"pty"
 
 

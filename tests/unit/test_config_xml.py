@@ -58,8 +58,9 @@ def test_pv_modes_and_cdrom():
                u'<name><label>c</label><description/></name></vdi>')
     cfg = config.parse_text(text)
     assert (cfg.builder, cfg.kernel, cfg.memory, cfg.vcpus) == ("linux", u"/boot/vmlinuz", 512, 2)
-    assert [(d.uname, d.vdev, d.mode) for d in cfg.disks] == [
-        (u"phy:/dev/vg/a", u"xvda", u"w"), (u"file:/iso", u"hdc:cdrom", u"r"), (u"phy:/dev/vg/shared", u"xvdb", u"w!")]
+    assert [(d.uname, d.vdev, d.mode, d.devtype) for d in cfg.disks] == [
+        (u"phy:/dev/vg/a", u"xvda", u"w", "disk"), (u"file:/iso", u"hdc", u"r", "cdrom"),
+        (u"phy:/dev/vg/shared", u"xvdb", u"w!", "disk")]
     assert cfg.options["ramdisk"] == u"/boot/initrd"
 
 

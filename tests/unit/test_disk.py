@@ -86,7 +86,26 @@ def test_xl_equivalent_forms(text):
 ])
 def test_xl_cdrom_forms(text):
     d = disk.parse_xl_disk_spec(text)
-    assert (d.uname, d.vdev, d.mode) == (u"/root/image.iso", u"hdc:cdrom", u"r")
+    assert (d.uname, d.vdev, d.mode, d.devtype) == (u"/root/image.iso", u"hdc", u"r", "cdrom")
+
+
+@pytest.mark.parametrize("text,vdev,devtype", [
+    (u"phy:/dev/vg/a,hda,w", u"hda", "disk"),
+    (u"file:/srv/tools.iso,hdc:cdrom,r", u"hdc", "cdrom"),
+    (u"file:/srv/tools.iso,ioemu:hdc:cdrom,r", u"ioemu:hdc", "cdrom"),
+    (u"phy:/dev/vg/a,hdb:disk,w", u"hdb", "disk"),
+])
+def test_xm_devtype_is_held_apart(text, vdev, devtype):
+    d = disk.parse_disk_spec(text)
+    assert (d.vdev, d.devtype, d.xm_dev) == (vdev, devtype, vdev + (":cdrom" if devtype == "cdrom" else ""))
+
+
+def test_xl_devtype_values_like_libxlutil():
+    assert disk.parse_xl_disk_spec(u"/i.img,raw,xvdb,rw,devtype=disk").devtype == "disk"
+    assert disk.parse_xl_disk_spec(u"/i.iso,raw,xvdc:cdrom,r").devtype == "cdrom"
+    with pytest.raises(ConfigError) as exc:
+        disk.parse_xl_disk_spec(u"/i.iso,raw,xvdc,r,devtype=floppy", line=3, path="g.cfg")
+    assert exc.value.line == 3 and "devtype: expected cdrom or disk" in exc.value.reason
 
 
 def test_xl_target_eats_the_rest():
@@ -125,3 +144,25 @@ def test_disk_parsers_raise_only_config_error(text):
         assert isinstance(d, DiskSpec)
     r = disk.parse_remus_uname(text)
     assert r is None or isinstance(r, RemusSpec)
+
+
+@pytest.mark.parametrize("uname,path", [
+    (u"file:/srv/a.img", u"/srv/a.img"), (u"phy:/dev/vg/a", u"/dev/vg/a"), (u"tap2:aio:/srv/a.img", u"/srv/a.img"),
+    (u"tap:tapdisk:aio:/srv/a.img", u"/srv/a.img"), (u"tap2:remus:10.0.0.2:9000|aio:/srv/a:b.img", u"/srv/a:b.img"),
+    (u"tap2:log:|aio:/srv/a.img", u"/srv/a.img"), (u"/srv/bare.img", u"/srv/bare.img"),
+])
+def test_uname_path(uname, path):
+    assert disk.uname_path(uname) == path
+
+
+def test_sim_host_reads_unames_with_the_config_parser():
+    from xen_remus_ext.errors import ToolstackError
+    from xen_remus_ext.sim import host
+    assert host.parse_uname(u"tap2:remus:10.0.0.2:9000|aio:/srv/a.img") == ((u"10.0.0.2", 9000), u"/srv/a.img")
+    assert host.parse_uname(u"tap:tapdisk:remus:10.0.0.2:9001|aio:/srv/b.img") == ((u"10.0.0.2", 9001),
+                                                                                   u"/srv/b.img")
+    assert host.parse_uname(u"file:/srv/c.img") == (None, u"/srv/c.img")
+    for bad in (u"tap2:remus:10.0.0.2|aio:/srv/a.img", u"tap2:remus:10.0.0.2:99999|aio:/srv/a.img",
+                u"file:relative.img"):
+        with pytest.raises(ToolstackError):
+            host.parse_uname(bad)

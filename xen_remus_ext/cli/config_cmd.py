@@ -5,7 +5,8 @@
   vcpus, vifs and disks (uname, vdev, mode, remus: null or {host, port,
   driver, path}); ``--sxp`` the ``(vm ...)`` form ``xm create`` sends.
 * ``check [--format F] FILE``: ``FILE:LINE: error|warning: text`` lines;
-  exit 0 without errors, 1 with errors.
+  exit 0 without errors (warnings allowed), 1 with errors.  An empty
+  config is an error; a config without a remus disk, a warning.
 * ``reverse FILE --backup HOST [--port OLD=NEW]... [-o OUT | --in-place]``:
   point the remus disks at HOST with a minimal diff (stdout by default;
   ``--in-place`` keeps ``FILE.orig``).
@@ -59,20 +60,24 @@ def _fail(exc):
     return 1
 
 
+def _or_unset(value, unit=u""):
+    return u"(not set)" if value is None else u"%s%s" % (value, unit)
+
+
 def format_human(cfg):
     """:returns: the readable ``config show`` text of ``cfg``."""
     lines = [
-        u"name:    %s" % (cfg.name,),
+        u"name:    %s" % _or_unset(cfg.name),
         u"builder: %s" % (cfg.builder,),
-        u"memory:  %s MiB" % (cfg.memory,),
+        u"memory:  %s" % _or_unset(cfg.memory, u" MiB"),
         u"vcpus:   %s" % (cfg.vcpus,),
-        u"kernel:  %s" % (cfg.kernel,),
+        u"kernel:  %s" % _or_unset(cfg.kernel),
         u"format:  %s (%s)" % (cfg.format, cfg.source),
     ]
     for v in cfg.vifs:
         lines.append(u"vif:     %s" % (v if v else u"'' (defaults)"))
     for d in cfg.disks:
-        lines.append(u"disk:    %s %s %s" % (d.vdev, d.mode, d.uname))
+        lines.append(u"disk:    %s %s %s%s" % (d.vdev, d.mode, d.uname, u" (cdrom)" if d.is_cdrom else u""))
         if d.remus is not None:
             lines.append(u"         remus: backup %s port %s, under it %s:%s"
                          % (d.remus.host, d.remus.port, d.remus.driver, d.remus.path))
@@ -86,6 +91,9 @@ def cmd_show(args):
         cfg = config.load(args.file, fmt=args.format, allow_exec=args.exec_)
     except ConfigError as exc:
         return _fail(exc)
+    if config.is_empty(cfg):
+        return _fail(ConfigError(args.file, None, "the config sets nothing (an empty file or comments only): "
+                                 "not a domain config"))
     if args.json:
         write(sys.stdout, json.dumps(cfg.to_dict(), indent=2, sort_keys=True, separators=(",", ": ")) + u"\n")
     elif args.sxp:

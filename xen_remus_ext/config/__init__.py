@@ -126,6 +126,13 @@ def parse_text(text, path="<input>", fmt=None, allow_exec=False, uname=None):
     return xm_cfg.parse(text, path, allow_exec=allow_exec, uname=uname)
 
 
+def is_empty(cfg):
+    """True when ``cfg`` (a :class:`model.DomainConfig`) sets nothing at all:
+    an empty file, or one of comments only."""
+    return (cfg.name is None and cfg.memory is None and cfg.kernel is None and not cfg.disks
+            and not cfg.vifs and not cfg.options)
+
+
 def load(path, fmt=None, allow_exec=False, uname=None):
     """Read and parse the config file at ``path``.
 

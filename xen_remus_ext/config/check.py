@@ -11,9 +11,13 @@ driver tapdisk does not know; a ``,`` in a path (xm splits disk specs on
 every ``,``); plus anything that stops the file from being read at all
 (typographic quotes, syntax, a bad disk spec).
 
+An empty config (nothing set: an empty file, comments only) is an error
+too: it is no domain.
+
 Warnings: a host name instead of an IP address (remus-fu.txt: IPs are
 more reliable than lookups), a vdev used twice, one backup port used by
-two disks.
+two disks, no remus disk at all (Remus would replicate memory only), no
+domain name (xm create refuses it).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -231,8 +235,17 @@ def check_text(text, path="<input>", fmt=None, uname=None):
             cfg = config_pkg.parse_text(text, path=path, fmt=fmt)
         except ConfigError as exc:
             return [_from_error(exc, path)]
+    if cfg is not None and config_pkg.is_empty(cfg):
+        return [Diagnostic(path, None, ERROR, u"the config sets nothing (an empty file or comments only): "
+                           u"not a domain config")] + out
     if cfg is not None:
         out.extend(check_config(cfg, path))
+        if cfg.name is None:
+            out.append(Diagnostic(path, None, WARNING, u"no name: xm create and xl create refuse a domain "
+                                  u"without one"))
+        if not cfg.remus_disks and not has_errors(out):
+            out.append(Diagnostic(path, None, WARNING, u"no remus disk (tap2:remus:HOST:PORT|aio:PATH): Remus "
+                                  u"would replicate memory only, and the backup's disks would not follow"))
         if fmt == "xl":
             for d in cfg.remus_disks:
                 out.append(Diagnostic(path, d.line, WARNING, u"remus disk %s: xl has no remus: disks (xl remus "

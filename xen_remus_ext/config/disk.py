@@ -101,6 +101,23 @@ def parse_remus_uname(uname):
     return model.RemusSpec(host, port, driver, path)
 
 
+#: uname prefixes that name a backend or a driver, not part of the path
+_PATH_PREFIXES = ("phy", "file", "tap", "tap2", "tapdisk") + TAPDISK_DRIVERS
+
+
+def uname_path(uname):
+    """The image or device path of a disk uname: ``file:/p``, ``phy:/dev/x``,
+    ``tap2:aio:/p``, ``tap:tapdisk:aio:/p``, and for a stack
+    (``remus:H:P|aio:/p``, ``log:|aio:/p``) the lowest driver's path."""
+    spec = parse_remus_uname(uname)
+    if spec is not None:
+        return spec.path
+    rest = uname.split("|")[-1]
+    while ":" in rest and rest.split(":", 1)[0] in _PATH_PREFIXES:
+        rest = rest.split(":", 1)[1]
+    return rest
+
+
 def remus_hostport_span(uname):
     """:returns: ``(start, end)`` of ``HOST:PORT`` inside ``uname``, or None."""
     prefix = remus_prefix(uname)
@@ -128,8 +145,20 @@ def parse_disk_spec(text, line=None, path=None):
                           "(3 to 5 fields), got %d field(s)" % (q(text), len(fields)))
     fields += [None] * (5 - len(fields))
     uname, vdev, mode, backend, protocol = fields
+    vdev, devtype = split_devtype(vdev)
     return model.DiskSpec(uname, vdev, mode, backend, protocol,
-                          remus=parse_remus_uname(uname), line=line)
+                          remus=parse_remus_uname(uname), line=line, devtype=devtype)
+
+
+def split_devtype(vdev):
+    """``hdc:cdrom`` -> ``("hdc", "cdrom")``; ``hda:disk`` and ``hda`` ->
+    ``("hda", "disk")`` (xm and xend write the device type after a ``:``)."""
+    if vdev is None:
+        return None, "disk"
+    for devtype in model.DEVTYPES:
+        if vdev.endswith(u":" + devtype):
+            return vdev[:-len(devtype) - 1], devtype
+    return vdev, "disk"
 
 
 def _looks_like_vdev(text):
@@ -140,8 +169,10 @@ def parse_xl_disk_spec(text, line=None, path=None):
     """Parse one xl diskspec (positional, ``key=value`` or xm's old form).
 
     The model gets ``uname`` = the target as written (a legacy prefix such
-    as ``tap:remus:`` kept, so Remus unames are found), ``vdev`` with
-    ``:cdrom`` when ``devtype=cdrom``, ``mode`` ``r`` or ``w``.
+    as ``tap:remus:`` kept, so Remus unames are found), ``vdev`` the device
+    name alone and ``devtype`` ``cdrom`` for ``devtype=cdrom``, the
+    ``cdrom`` flag or the old form's ``hdc:cdrom`` (libxlutil's
+    ``is_cdrom``), ``mode`` ``r`` or ``w``.
 
     :raises ConfigError: a parameter given twice, too many positionals,
         an unknown key, a bad access value
@@ -203,7 +234,11 @@ def parse_xl_disk_spec(text, line=None, path=None):
         if access not in _XL_ACCESS:
             raise ConfigError(path, line, "disk %s: access: expected ro, r, rw or w, got %s" % (q(text), q(access)))
         mode = "r" if values.get("devtype") == "cdrom" and access == "" else _XL_ACCESS[access]
-    if values.get("devtype") == "cdrom" and vdev and not vdev.endswith(":cdrom"):
-        vdev += ":cdrom"
+    vdev, devtype = split_devtype(vdev)
+    if values.get("devtype") is not None:
+        if values["devtype"] not in model.DEVTYPES:
+            raise ConfigError(path, line, "disk %s: devtype: expected cdrom or disk, got %s"
+                              % (q(text), q(values["devtype"])))
+        devtype = values["devtype"]
     return model.DiskSpec(target, vdev, mode, values.get("backend") or None, None,
-                          remus=parse_remus_uname(target), line=line)
+                          remus=parse_remus_uname(target), line=line, devtype=devtype)

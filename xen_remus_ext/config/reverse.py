@@ -36,9 +36,15 @@ _FIXED_UNAME = (u"Linux", u"host", u"", u"", u"x86_64")  # what os.uname() says 
 
 
 def _check_host(host):
+    if host and host.count(u":") == 1 and not host.startswith(u"["):
+        name, port = host.split(u":")
+        raise ValidationError("backup host: expected a host without a port, got %s; the ports stay as they are "
+                              "(change one with --port OLD=NEW%s)"
+                              % (q(host), ", e.g. --port 9000=%s" % port if port.isdigit() else ""))
     if not host or any(c in host for c in u" \t\n|,:'\"()[]<>#;\\"):
         raise ValidationError("backup host: expected an IPv4 address or a host name, got %s%s"
-                              % (q(host), " (tapdisk cannot use IPv6)" if u":" in (host or u"") else ""))
+                              % (q(host), " (an IPv6 address: tapdisk only connects to IPv4)"
+                                 if u":" in (host or u"") else ""))
 
 
 def _line_starts(text):
@@ -155,12 +161,25 @@ def _parse(text, fmt, path):
     return config_pkg.parse_text(text, path=path, fmt=fmt, uname=_FIXED_UNAME)
 
 
+def _refuse_what_check_rejects(body, fmt, path):
+    """A config ``config check`` rejects is not rewritten: the result
+    would be as broken (an IPv6 backup, disks naming different backups)."""
+    from xen_remus_ext.config import check as check_mod
+    errors = [d for d in check_mod.check_text(body, path=path, fmt=fmt, uname=_FIXED_UNAME)
+              if d.severity == check_mod.ERROR]
+    if errors:
+        first = errors[0]
+        raise ConfigError(path, first.line, "reverse: refused, `config check` finds %d error%s in this config, "
+                          "the first: %s" % (len(errors), "" if len(errors) == 1 else "s", first.message))
+
+
 def _verify(before, after, backup, ports, path):
     if len(before.disks) != len(after.disks):
         raise ConfigError(path, None, "reverse: expected %d disks after rewriting, got %d"
                           % (len(before.disks), len(after.disks)))
     for old, new in zip(before.disks, after.disks):
-        if (old.vdev, old.mode, old.backend, old.protocol) != (new.vdev, new.mode, new.backend, new.protocol):
+        if (old.vdev, old.devtype, old.mode, old.backend, old.protocol) != \
+                (new.vdev, new.devtype, new.mode, new.backend, new.protocol):
             raise ConfigError(path, old.line, "reverse: disk %s changed beyond its remus host" % q(old.vdev))
         if old.remus is None:
             if old.uname != new.uname:
@@ -210,6 +229,12 @@ def reverse_text(text, fmt, backup_host, ports=None, path="<input>"):
     if not before.remus_disks:
         raise ConfigError(path, None, "reverse: no remus disk (tap:remus:, tap2:remus:, tap2:tapdisk:remus:) "
                           "in this config")
+    _refuse_what_check_rejects(body, fmt, path)
+    used = set(d.remus.port for d in before.remus_disks)
+    for old in sorted(ports or ()):
+        if old not in used:
+            raise ConfigError(path, None, "reverse: --port %d=%d: no remus disk uses port %d (ports in use: %s)"
+                              % (old, ports[old], old, ", ".join(text_type(p) for p in sorted(used, key=text_type))))
     try:
         spans = _SPANS[fmt](body)
     except ConfigError as exc:

@@ -397,12 +397,11 @@ def _disk_from_device(dev, path, line):
             raise ConfigError(path, line, "(device (%s (%s ...))): expected text, got %s" % (cls, key, q(val)))
     if uname is None:
         raise ConfigError(path, line, "(device (%s ...)): expected a (uname ...), found none" % cls)
-    if vdev is not None and vdev.endswith(u":disk"):
-        vdev = vdev[:-len(u":disk")]  # xend appends the frontend's device-type
+    vdev, devtype = disk_mod.split_devtype(vdev)  # xend appends the frontend's device type
     backend = child_value(dev, "backend")
     protocol = child_value(dev, "protocol")
     return model.DiskSpec(uname, vdev, mode, backend, protocol,
-                          remus=disk_mod.parse_remus_uname(uname), line=line)
+                          remus=disk_mod.parse_remus_uname(uname), line=line, devtype=devtype)
 
 
 def _brief(sxpr):
@@ -419,9 +418,9 @@ def domain_config_from_sxp(sxpr, path=None, lines=None):
     ``(vm ...)`` is what ``xm create`` sends to xend; ``(domain ...)`` is
     what xend returns (``xm list -l``, ``server.xend.domain(dom, 'all')``,
     save images).  The builder is the head of ``(image (linux|hvm ...))``;
-    ``memory`` is MiB in both forms; a ``dev`` of ``hda:disk`` (xend adds
-    the frontend's device type) becomes ``hda``; ``:cdrom`` is kept, as in
-    an xm cfg.  Every other ``(key value)`` child with an atom value, and
+    ``memory`` is MiB in both forms; a ``dev`` of ``hda:disk`` or ``hdc:cdrom``
+    (xend adds the frontend's device type) becomes ``vdev`` ``hda`` or
+    ``hdc`` and ``devtype`` ``disk`` or ``cdrom``.  Every other ``(key value)`` child with an atom value, and
     the image's, goes into ``options``.
 
     :param sxpr: a parsed s-expression, or text holding one
@@ -531,7 +530,7 @@ def domain_sxp(cfg):
         cls = "tap2" if d.uname.startswith("tap2:") else "tap" if d.uname.startswith("tap:") else "vbd"
         dev = [cls, ["uname", d.uname]]
         if d.vdev is not None:
-            dev.append(["dev", d.vdev])
+            dev.append(["dev", d.xm_dev])
         if d.mode is not None:
             dev.append(["mode", d.mode])
         if d.backend:

@@ -163,11 +163,11 @@ def domain_config_from_tree(root, path=None, vm_name=None, lines=None):
             mode = "r"
         else:
             raise ConfigError(path, vbd.sourceline, "<vbd mode=...>: expected RW or RO, got %s" % q(mode_attr))
-        vdev = _attr(vbd, "device", path)
-        if vbd.get("type") == "CD" and not vdev.endswith(":cdrom"):
-            vdev += ":cdrom"
+        vdev, devtype = disk_mod.split_devtype(_attr(vbd, "device", path))
+        if vbd.get("type") == "CD":
+            devtype = "cdrom"
         disks.append(model.DiskSpec(uname, vdev, mode, remus=disk_mod.parse_remus_uname(uname),
-                                    line=_attr_line(vdi, "src", lines)))
+                                    line=_attr_line(vdi, "src", lines), devtype=devtype))
     vifs = []
     for vif in vm.findall("vif"):
         parts = []

@@ -34,6 +34,7 @@ import time
 import uuid as uuidlib
 
 from xen_remus_ext.compat import to_bytes
+from xen_remus_ext.config import disk as disk_mod
 from xen_remus_ext.errors import ToolstackError, XenRemusError
 from xen_remus_ext.sim import wire
 from xen_remus_ext.sim.disk import DiskFile, create_image, file_digest
@@ -50,19 +51,17 @@ def parse_uname(uname):
     """``(remus, path)``: remus is ``(host, port)`` or None; path the image.
 
     ``tap2:remus:H:P|aio:/p``, ``tap:tapdisk:remus:H:P|aio:/p``,
-    ``tap2:aio:/p``, ``file:/p``, ``phy:/dev/x``.
+    ``tap2:aio:/p``, ``file:/p``, ``phy:/dev/x`` (read by the config
+    package's parser, as every other part of the product reads them).
     """
     remus = None
-    parts = uname.split("|")
-    head = parts[0]
-    lower = parts[-1]
-    if "remus:" in head:
-        spec = head.split("remus:", 1)[1]
-        host, _, port = spec.partition(":")
-        if not port.isdigit():
-            raise ToolstackError("disk %s: expected remus:HOST:PORT, got no port" % uname)
-        remus = (host, int(port))
-    path = lower.rsplit(":", 1)[-1] if ":" in lower else lower
+    spec = disk_mod.parse_remus_uname(uname)
+    if spec is not None:
+        if not isinstance(spec.port, int):
+            raise ToolstackError("disk %s: expected remus:HOST:PORT with a port 1-65535, got %r"
+                                 % (uname, spec.port))
+        remus = (spec.host, spec.port)
+    path = disk_mod.uname_path(uname)
     if not path.startswith("/"):
         raise ToolstackError("disk %s: expected an absolute image path, got %r" % (uname, path))
     return remus, path

@@ -121,13 +121,12 @@ def domain_config_from_xl_json(obj, source="xl list -l", memory_only=False):
     disks = []
     for d in cfg.get("disks") or []:
         vdev = d.get("vdev")
-        if d.get("is_cdrom") and vdev:
-            vdev += ":cdrom"
         writable = bool(d.get("readwrite", 1))
         remus = None
         if memory_only and writable and not d.get("is_cdrom") and d.get("pdev_path"):
             remus = model.RemusSpec("", None, d.get("format") or "raw", d["pdev_path"])
-        disks.append(model.DiskSpec(_disk_uname(d), vdev, "w" if writable else "r", remus=remus))
+        disks.append(model.DiskSpec(_disk_uname(d), vdev, "w" if writable else "r", remus=remus,
+                                    devtype="cdrom" if d.get("is_cdrom") else "disk"))
     vifs = []
     for n in cfg.get("nics") or []:
         vifs.append(",".join("%s=%s" % (k, n[k]) for k in ("mac", "bridge", "ip", "script") if n.get(k)))
