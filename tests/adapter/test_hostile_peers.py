@@ -20,7 +20,7 @@ import pytest
 from tests.adapter.resync_util import copy, make_image, mutate, same, write_key
 from xen_remus_ext.resync import api, meta
 from xen_remus_ext.resync import protocol as P
-from xen_remus_ext.resync.receiver import mac
+from xen_remus_ext.resync.protocol import mac
 
 SIZE = 1 << 20
 KEY = b"0123456789abcdef0123456789abcdef"

@@ -66,12 +66,12 @@ sys.stdin.read()
 
 
 @pytest.mark.parametrize("case,word", [
-    ("size-type", "sizes differ"),
+    ("size-type", "INFO record: expected size"),
     ("meta-garbage", "current"),
     ("oversized", "at most"),
-    ("done-garbage", "malformed record from the receiver"),
+    ("done-garbage", "START record: expected done"),
     ("digest-offset", "DIGESTS record"),
-    ("result-garbage", "malformed record from the receiver"),
+    ("result-garbage", "RESULT record: expected bytes_read"),
 ])
 def test_lying_receiver(tmp_path, monkeypatch, case, word):
     script = str(tmp_path / "liar.py")
@@ -83,3 +83,4 @@ def test_lying_receiver(tmp_path, monkeypatch, case, word):
     with pytest.raises(XenRemusError) as ei:
         api.resync(src, "XRE=1:" + dst, ssh="env", mode="checksum")
     assert word in str(ei.value)
+    assert str(ei.value).startswith("XRE=1:" + dst)        # names the peer

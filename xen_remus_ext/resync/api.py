@@ -1,27 +1,29 @@
 """Public API of the resync engine (what failback, the simulator and the CLI call).
 
-``resync(src, dest, mode="auto", extents=None, tracker=None, rate=None,
-verify=False, discard_target=False, ssh="ssh", key_file=None, events=None,
-block_size=65536, progress=False, resume=True, strong=False)``
+``resync(src, dest, options=None, extents=None, tracker=None, events=None, **overrides)``
     Bring ``dest`` up to date from ``src`` (the authoritative copy).
     ``dest``: a local path, ``HOST:PATH`` (receiver started through ssh) or
-    ``tcp://HOST:PORT/EXPORT``.  Modes: ``tracked`` (send exactly
-    ``extents`` / ``tracker.dirty_extents()``), ``checksum`` (receiver streams
-    keyed digests, only differing blocks are sent), ``full`` (everything;
-    zero blocks become holes), ``auto`` (tracked when extents are given or
-    ``tracker.trustworthy()`` and the target's generation is the one the
-    tracking started from; checksum otherwise).  ``rate``: bytes/s cap.
-    ``events``: callable receiving dicts (the ``--json`` stream; the last
-    one is the result object).  The engine reads ``tracker`` (``trustworthy``,
-    ``dirty_extents``) and never calls its ``mark``/``clear``: the caller
-    decides when synced extents are forgotten.  :returns: :class:`ResyncResult`.
+    ``tcp://HOST:PORT/EXPORT``.  ``options``: a :class:`ResyncOptions`
+    (``overrides`` replace its fields by name, e.g. ``mode="full"``).
+    Modes: ``tracked`` (send exactly ``extents`` /
+    ``tracker.dirty_extents()``; only into a consistent target holding the
+    source's generation or its bitmap ancestor), ``checksum`` (receiver
+    streams keyed digests, only differing blocks are sent), ``full``
+    (everything; zero blocks become holes), ``auto`` (tracked when extents
+    are given or ``tracker.trustworthy()`` and tracked is allowed for the
+    target; checksum otherwise).  ``events``: callable receiving dicts (the
+    ``--json`` stream; the last one is the result object).  The engine
+    reads ``tracker`` (``trustworthy``, ``dirty_extents``) and never calls
+    its ``mark``/``clear``: the caller decides when synced extents are
+    forgotten.  :returns: :class:`ResyncResult`.
     :raises SplitBrainError: the target holds writes the source never saw
     (unless ``discard_target``); :raises ResyncError: anything else.
 
-``verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None,
-block_size=65536, strong=False, progress=False)``
+``verify(src, dest, options=None, events=None, **overrides)``
     Compare both copies by keyed digests (read-only on both ends, usable
-    online with ``rate``).  :returns: :class:`VerifyResult`.
+    online with ``rate``; uses ``rate``, ``ssh``, ``key_file``,
+    ``block_size``, ``strong`` and ``progress`` of the options).
+    :returns: :class:`VerifyResult`.
 
 ``serve(listen, key_file, exports)``
     Run a TCP receiver (``xen-remus receive --listen``) until interrupted.
@@ -34,21 +36,17 @@ that crossed the transport, both directions, headers included.
 from __future__ import absolute_import, division, print_function
 
 import collections
-import contextlib
 import logging
 import os
 import stat
 import sys
 import time
 
-from xen_remus_ext.compat import stderr_isatty
-from xen_remus_ext.errors import (JournalError, ProtocolError, ResyncError, SplitBrainError, ValidationError,
-                                  XenRemusError)
-from xen_remus_ext.model import Extent
-from xen_remus_ext.resync import digest as dg
+from xen_remus_ext.compat import integer_types, stderr_isatty
+from xen_remus_ext.errors import JournalError, ProtocolError, ResyncError, SplitBrainError, ValidationError
 from xen_remus_ext.resync import meta, plan
 from xen_remus_ext.resync.blockio import BlockFile
-from xen_remus_ext.resync.receiver import check_block_size
+from xen_remus_ext.resync.protocol import check_block_size, check_rate, field
 from xen_remus_ext.resync.sender import SenderSession
 from xen_remus_ext.resync.transport import ResyncServer, connect, parse_dest
 
@@ -56,11 +54,29 @@ LOG = logging.getLogger(__name__)
 
 MODES = ("auto", "tracked", "checksum", "full")
 
+#: ``resumed``: bytes an interrupted run had already made durable (skipped), 0 for a fresh run
 ResyncResult = collections.namedtuple("ResyncResult",
-                                      "mode bytes_read bytes_sent extents seconds verified digest_bytes")
+                                      "mode bytes_read bytes_sent extents seconds verified digest_bytes resumed")
 VerifyResult = collections.namedtuple("VerifyResult", "identical differing bytes_read seconds")
 
-__all__ = ["resync", "verify", "serve", "ResyncResult", "VerifyResult", "ResyncServer"]
+__all__ = ["resync", "verify", "serve", "ResyncOptions", "ResyncResult", "VerifyResult", "ResyncServer"]
+
+
+#: the bar's width where the terminal reports none (a serial console, some emulators say 0 columns)
+FALLBACK_COLUMNS = 80
+
+
+def _bar_columns():
+    """The width for the progress bar: the tty's, or :data:`FALLBACK_COLUMNS`
+    when it reports 0 (tqdm would then draw no bar at all)."""
+    try:
+        import fcntl
+        import struct
+        import termios
+        cols = struct.unpack("hhhh", fcntl.ioctl(sys.stderr.fileno(), termios.TIOCGWINSZ, b"\0" * 8))[1]
+    except (IOError, OSError, ValueError, AttributeError):
+        cols = 0
+    return None if cols > 0 else FALLBACK_COLUMNS
 
 
 class _Progress(object):
@@ -82,7 +98,7 @@ class _Progress(object):
             self.want_bar = False
             return
         self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                        desc=self.phase, file=sys.stderr, leave=False)
+                        desc=self.phase, file=sys.stderr, leave=False, ncols=_bar_columns())
 
     def __call__(self, done, total, wire):
         if self.want_bar:
@@ -108,6 +124,61 @@ class _Progress(object):
 def _emit(events, obj):
     if events is not None:
         events(obj)
+
+
+class ResyncOptions(collections.namedtuple(
+        "ResyncOptions", "mode rate verify discard_target ssh key_file block_size progress resume strong")):
+    """How a resync (or a verify) runs; every field has a default.
+
+    ``mode``: auto, tracked, checksum or full.  ``rate``: bytes/s cap of the
+    disk reads (None or 0: none; else at least ``protocol.MIN_RATE``).
+    ``verify``: compare every block after the sync.  ``discard_target``:
+    the target may lose writes the source never saw.  ``ssh``: the command
+    reaching ``HOST`` of ``HOST:PATH``.  ``key_file``: the shared key of a
+    TCP receiver.  ``block_size``: digest block size.  ``progress``: a bar
+    on a tty.  ``resume``: continue from the receiver's journal.
+    ``strong``: HMAC-SHA256 digests instead of keyed xxh3-128.
+
+    :raises ValidationError: a field out of its range.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, mode="auto", rate=None, verify=False, discard_target=False, ssh="ssh", key_file=None,
+                block_size=65536, progress=False, resume=True, strong=False):
+        if mode not in MODES:
+            raise ValidationError("resync mode: expected one of %s, got %r" % (", ".join(MODES), mode))
+        try:
+            check_block_size(block_size)
+            if rate is not None:
+                check_rate(rate)
+        except ProtocolError as exc:
+            raise ValidationError(str(exc))
+        return super(ResyncOptions, cls).__new__(cls, mode, rate or None, bool(verify), bool(discard_target),
+                                                 ssh, key_file, block_size, bool(progress), bool(resume),
+                                                 bool(strong))
+
+    def replace(self, **fields):
+        """A copy with ``fields`` replaced (validated, unlike ``_replace``).
+
+        :raises TypeError: a name that is not a field.
+        """
+        unknown = sorted(set(fields) - set(self._fields))
+        if unknown:
+            raise TypeError("ResyncOptions: no field named %s" % ", ".join(unknown))
+        d = self._asdict()
+        d.update(fields)
+        return ResyncOptions(**d)
+
+
+def _options(options, overrides):
+    if options is None:
+        options = ResyncOptions()
+    return options.replace(**overrides) if overrides else options
+
+
+#: what one resync works on, besides its options
+_Job = collections.namedtuple("_Job", "src dest size src_meta opts extents tracker events")
 
 
 def _source(src):
@@ -146,6 +217,11 @@ def refuse_same_copy(src, dest):
                              a.st_dev, a.st_ino))
 
 
+def _naming(dest, exc):
+    """``exc`` (the receiver broke the protocol), its message led by ``dest``."""
+    return exc if str(exc).startswith(dest) else ProtocolError("%s: %s" % (dest, exc))
+
+
 def _handshake(sess, conn):
     try:
         return sess.handshake()
@@ -156,35 +232,31 @@ def _handshake(sess, conn):
         raise
 
 
-def _choose_mode(mode, extents, tracker, relation, src_meta, dst_meta):
+def _choose_mode(mode, extents, tracker, src_meta, dst_meta):
     if mode != "auto":
         return mode
-    lineage_ok = dst_meta is not None and dst_meta.current in (src_meta.current, src_meta.bitmap)
-    if lineage_ok and (extents is not None or (tracker is not None and tracker.trustworthy())):
+    if meta.tracked_allowed(src_meta, dst_meta) and (extents is not None or
+                                                     (tracker is not None and tracker.trustworthy())):
         return "tracked"
     return "checksum"
 
 
-def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify=False,
-           discard_target=False, ssh="ssh", key_file=None, events=None, block_size=65536,
-           progress=False, resume=True, strong=False):
+def resync(src, dest, options=None, extents=None, tracker=None, events=None, **overrides):
     """See the module docstring.  :returns: :class:`ResyncResult`."""
     t0 = time.time()
-    if mode not in MODES:
-        raise ValidationError("resync mode: expected one of %s, got %r" % (", ".join(MODES), mode))
-    check_block_size(block_size)
-    LOG.info("resync start: %s -> %s, mode %s%s", src, dest, mode, ", discarding the target's writes"
-             if discard_target else "")
+    opts = _options(options, overrides)
+    LOG.info("resync start: %s -> %s, mode %s%s", src, dest, opts.mode, ", discarding the target's writes"
+             if opts.discard_target else "")
     try:
         refuse_same_copy(src, dest)
         size, src_meta = _source(src)
-        conn = connect(dest, ssh=ssh, key_file=key_file,
-                       local_process=_local_mode(dest, mode, extents, tracker, src_meta) == "checksum")
+        job = _Job(src, dest, size, src_meta, opts, extents, tracker, events)
+        conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file,
+                       local_process=_local_mode(job) == "checksum")
         try:
-            with _receiver_faults(dest):
-                res, bytes_read, wire, chosen, verified = _run_resync(
-                    conn, src, dest, size, src_meta, mode, extents, tracker, rate, verify, discard_target,
-                    events, block_size, progress, resume, strong)
+            res, bytes_read, wire, chosen, verified = _run_resync(conn, job)
+        except ProtocolError as exc:
+            raise _naming(dest, exc)
         finally:
             conn.close()
     except (Exception, KeyboardInterrupt) as exc:   # the audit line, then the caller's handling
@@ -192,83 +264,93 @@ def resync(src, dest, mode="auto", extents=None, tracker=None, rate=None, verify
                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
         raise
     result = ResyncResult(chosen, bytes_read, wire, res["extents"], round(time.time() - t0, 3), verified,
-                          res["digest_bytes"])
-    LOG.info("resync end: %s -> %s: ok, %s mode, generation %s, %d bytes read, %d bytes sent, %.2f s%s",
+                          res["digest_bytes"], res["skipped"])
+    LOG.info("resync end: %s -> %s: ok, %s mode, generation %s, %d bytes read, %d bytes sent, %.2f s%s%s",
              src, dest, chosen, src_meta.current, bytes_read, wire, result.seconds,
-             ", verified" if verified else "")
+             ", verified" if verified else "",
+             ", resumed (%d bytes were already in sync)" % result.resumed if result.resumed else "")
     _emit(events, {"result": "ok", "mode": result.mode, "bytes_read": result.bytes_read,
                    "bytes_sent": result.bytes_sent, "digest_bytes": result.digest_bytes, "extents": result.extents,
-                   "seconds": result.seconds, "verified": result.verified})
+                   "seconds": result.seconds, "verified": result.verified, "resumed": result.resumed})
     return result
 
 
-def _local_mode(dest, mode, extents, tracker, src_meta):
+def _local_mode(job):
     """The mode a local ``dest`` will get (its metadata is on this host), so
     that the receiver can be started the way that mode runs fastest."""
-    if parse_dest(dest)[0] != "local":
+    if parse_dest(job.dest)[0] != "local":
         return None
     try:
-        dst_meta = meta.load(dest)
+        dst_meta = meta.load(job.dest)
     except JournalError:
         dst_meta = None
-    return _choose_mode(mode, extents, tracker, None, src_meta, dst_meta)
+    return _choose_mode(job.opts.mode, job.extents, job.tracker, job.src_meta, dst_meta)
 
 
-@contextlib.contextmanager
-def _receiver_faults(dest):
-    """A reply of a shape no check foresaw is the receiver's fault: say so."""
+def _target_meta(dest, info):
+    """The target's metadata from the receiver's INFO (None: it has none)."""
+    raw = field(info, "INFO", "meta", dict, None)
+    if raw is None:
+        return None
     try:
-        yield
-    except XenRemusError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-        raise ProtocolError("%s: malformed record from the receiver: %s: %s" % (dest, type(exc).__name__, exc))
+        return meta.DiskMeta.from_dict(raw)
+    except ValidationError as exc:
+        raise ProtocolError("%s: INFO record: %s" % (dest, exc))
 
 
-def _run_resync(conn, src, dest, size, src_meta, mode, extents, tracker, rate, verify, discard_target,
-                events, block_size, progress, resume, strong):
-    sess = SenderSession(conn, events=events)
+def _check_size(dest, src, size, info):
+    theirs = field(info, "INFO", "size", integer_types, None)
+    if theirs != size:
+        raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s" % (dest, src, size, theirs))
+
+
+def _run_resync(conn, job):
+    opts, dest, src_meta = job.opts, job.dest, job.src_meta
+    sess = SenderSession(conn, events=job.events)
     info = _handshake(sess, conn)
-    if info.get("size") != size:
-        raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s"
-                          % (dest, src, size, info.get("size")))
-    dst_meta = meta.DiskMeta.from_dict(info["meta"]) if info.get("meta") else None
+    _check_size(dest, job.src, job.size, info)
+    dst_meta = _target_meta(dest, info)
     relation = meta.compare(src_meta, dst_meta)
     if relation not in meta.SAFE:
-        if not discard_target:
+        if not opts.discard_target:
             cls = SplitBrainError if relation == meta.SPLIT_BRAIN else ResyncError
             raise cls("%s: target is %s relative to source %s (target generation %s, source %s); "
                       "refusing: name the loser with --discard-target to overwrite it"
-                      % (dest, relation, src, dst_meta.current if dst_meta else None, src_meta.current))
+                      % (dest, relation, job.src, dst_meta.current if dst_meta else None, src_meta.current))
         LOG.warning("%s: target is %s; discarding its writes as asked", dest, relation)
-    chosen = _choose_mode(mode, extents, tracker, relation, src_meta, dst_meta)
+    chosen = _choose_mode(opts.mode, job.extents, job.tracker, src_meta, dst_meta)
     if chosen == "tracked":
+        why = meta.tracked_refusal(src_meta, dst_meta)
+        if why:
+            raise ResyncError("%s: tracked mode refused: %s; use checksum or full mode" % (dest, why))
+        extents = job.extents
         if extents is None:
-            if tracker is None:
+            if job.tracker is None:
                 raise ResyncError("tracked mode: expected dirty extents or a tracker, got neither")
-            extents = tracker.dirty_extents()
-        work = plan.extents_to_intervals(extents, size)
+            extents = job.tracker.dirty_extents()
+        work = plan.extents_to_intervals(extents, job.size)
     else:
-        work = [(0, size)] if size else []
-    _emit(events, {"event": "start", "src": src, "dest": dest, "mode": chosen, "size": size,
-                   "relation": relation, "work": plan.total(work), "source_generation": src_meta.current})
-    digest = sess.pick_digest(strong) if chosen == "checksum" else None
-    bar = _Progress(events, progress, chosen)
+        work = [(0, job.size)] if job.size else []
+    _emit(job.events, {"event": "start", "src": job.src, "dest": dest, "mode": chosen, "size": job.size,
+                       "relation": relation, "work": plan.total(work), "source_generation": src_meta.current})
+    digest = sess.pick_digest(opts.strong) if chosen == "checksum" else None
+    bar = _Progress(job.events, opts.progress, chosen)
     sess.report = bar
     try:
-        res = sess.run_phase(chosen, src, src_meta, work, bs=block_size, rate=rate, digest=digest,
-                             discard_target=discard_target, resume=resume, commit=None if verify else True)
+        res = sess.run_phase(chosen, job.src, src_meta, work, bs=opts.block_size, rate=opts.rate, digest=digest,
+                             discard_target=opts.discard_target, resume=opts.resume,
+                             commit=None if opts.verify else True)
     finally:
         bar.close()
     bytes_read = res["bytes_read"]
     verified = False
-    if verify:
-        _emit(events, {"event": "phase", "phase": "verify"})
-        bar = _Progress(events, progress, "verify")
+    if opts.verify:
+        _emit(job.events, {"event": "phase", "phase": "verify"})
+        bar = _Progress(job.events, opts.progress, "verify")
         sess.report = bar
         try:
-            vres = sess.run_phase("verify", src, src_meta, [(0, size)] if size else [], bs=block_size,
-                                  rate=rate, digest=sess.pick_digest(strong),
+            vres = sess.run_phase("verify", job.src, src_meta, [(0, job.size)] if job.size else [],
+                                  bs=opts.block_size, rate=opts.rate, digest=sess.pick_digest(opts.strong),
                                   commit=lambda state: not state["differing"])
         finally:
             bar.close()
@@ -284,20 +366,21 @@ def _run_resync(conn, src, dest, size, src_meta, mode, extents, tracker, rate, v
     return res, bytes_read, wire, chosen, verified
 
 
-def verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None, block_size=65536,
-           strong=False, progress=False):
+def verify(src, dest, options=None, events=None, **overrides):
     """See the module docstring.  :returns: :class:`VerifyResult`."""
     t0 = time.time()
-    check_block_size(block_size)
+    opts = _options(options, overrides)
     with BlockFile(src) as f:
         size = f.size
     src_meta = meta.load(src) or meta.DiskMeta(src, size, True)
+    job = _Job(src, dest, size, src_meta._replace(size=size), opts, None, None, events)
     LOG.info("verify start: %s against %s", src, dest)
     try:
-        conn = connect(dest, ssh=ssh, key_file=key_file, local_process=True)
+        conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, local_process=True)
         try:
-            with _receiver_faults(dest):
-                res = _run_verify(conn, src, dest, size, src_meta, rate, events, block_size, strong, progress)
+            res = _run_verify(conn, job)
+        except ProtocolError as exc:
+            raise _naming(dest, exc)
         finally:
             conn.close()
     except (Exception, KeyboardInterrupt) as exc:   # the audit line, then the caller's handling
@@ -314,19 +397,18 @@ def verify(src, dest, rate=None, ssh="ssh", key_file=None, events=None, block_si
     return result
 
 
-def _run_verify(conn, src, dest, size, src_meta, rate, events, block_size, strong, progress):
+def _run_verify(conn, job):
+    opts = job.opts
     sess = SenderSession(conn)
     info = _handshake(sess, conn)
-    if info.get("size") != size:
-        raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s"
-                          % (dest, src, size, info.get("size")))
-    _emit(events, {"event": "start", "src": src, "dest": dest, "mode": "verify", "size": size,
-                   "work": size})
-    bar = _Progress(events, progress, "verify")
+    _check_size(job.dest, job.src, job.size, info)
+    _emit(job.events, {"event": "start", "src": job.src, "dest": job.dest, "mode": "verify", "size": job.size,
+                       "work": job.size})
+    bar = _Progress(job.events, opts.progress, "verify")
     sess.report = bar
     try:
-        res = sess.run_phase("verify", src, src_meta._replace(size=size), [(0, size)] if size else [],
-                             bs=block_size, rate=rate, digest=sess.pick_digest(strong), commit=None)
+        res = sess.run_phase("verify", job.src, job.src_meta, [(0, job.size)] if job.size else [],
+                             bs=opts.block_size, rate=opts.rate, digest=sess.pick_digest(opts.strong), commit=None)
     finally:
         bar.close()
     sess.bye()
@@ -346,11 +428,3 @@ def serve(listen, key_file, exports, ready=None):
     except KeyboardInterrupt:
         pass
     return server
-
-
-def digests_available():
-    return dg.available()
-
-
-def extents_from_pairs(pairs):
-    return [Extent(int(a), int(b)) for a, b in pairs]

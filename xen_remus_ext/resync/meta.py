@@ -99,7 +99,7 @@ class DiskMeta(collections.namedtuple("DiskMeta", "disk size consistent current 
         try:
             return cls(d["disk"], int(d["size"]), d["consistent"], d["current"], d.get("bitmap"),
                        d.get("history") or (), d.get("role"))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValidationError("disk meta: expected disk, size, consistent, current; got %r (%s)" % (d, exc))
 
     def lineage(self):
@@ -344,3 +344,27 @@ def forget(disk):
         if getattr(exc, "errno", None) != 2:
             raise JournalError("disk meta %s: cannot delete %s: %s" % (disk, path, exc))
     return m
+
+
+def tracked_refusal(src, dst):
+    """Why tracked mode (sending only a list of dirty extents) cannot bring
+    ``dst`` to ``src``, or None when it can.
+
+    A dirty list describes the writes since one generation: it is enough
+    only when the target is consistent and holds the source's own
+    generation or its bitmap ancestor (the generation the tracking started
+    from).  A new, unrelated or half-written target needs full or checksum.
+    """
+    if dst is None:
+        return "the target has no generation (a new copy)"
+    if not dst.consistent:
+        return "the target is inconsistent (an interrupted resync)"
+    if dst.current != src.current and (src.bitmap is None or dst.current != src.bitmap):
+        return ("the target's generation %s is neither the source's (%s) nor its bitmap ancestor (%s)"
+                % (dst.current, src.current, src.bitmap))
+    return None
+
+
+def tracked_allowed(src, dst):
+    """True when :func:`tracked_refusal` has no objection."""
+    return tracked_refusal(src, dst) is None

@@ -22,7 +22,9 @@ _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_size(text):
-    """``"64K"``, ``"50M"``, ``"0x1000"``, ``"4096"`` -> bytes (int).
+    """``"64K"``, ``"1.5M"``, ``"0x1000"``, ``"4096"`` -> bytes (int).
+
+    A fraction is allowed when the result is a whole number of bytes.
 
     :raises ValidationError: anything else.
     """
@@ -35,9 +37,22 @@ def parse_size(text):
     if s and s[-1] in _SUFFIX and not s.startswith("0x"):
         mult = _SUFFIX[s[-1]]
         s = s[:-1]
+    whole, dot, frac = s.partition(".")
     try:
-        value = int(s, 16) if s.startswith("0x") else int(s, 10)
-    except ValueError:
+        if s.startswith("0x"):
+            value = int(s, 16)
+        elif dot:
+            if not (whole or frac) or not (whole or "0").isdigit() or not (frac or "0").isdigit():
+                raise ValueError(s)
+            num, den = int((whole or "0") + frac) * mult, 10 ** len(frac)
+            if num % den:
+                raise ValidationError("size: expected a whole number of bytes, got %r" % (text,))
+            value, mult = num // den, 1
+        else:
+            value = int(s, 10)
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            raise
         raise ValidationError("size: expected a number with optional K/M/G/T suffix, got %r" % (text,))
     if value < 0:
         raise ValidationError("size: expected a non-negative number, got %r" % (text,))

@@ -15,9 +15,13 @@ Channels carry records between the two ends:
 """
 from __future__ import absolute_import, division, print_function
 
+import binascii
 import errno
+import hashlib
+import hmac
 import io
 import json
+import os
 import select
 import socket
 import struct
@@ -26,7 +30,7 @@ import threading
 import six
 from six.moves import queue
 
-from xen_remus_ext.compat import to_bytes, to_text
+from xen_remus_ext.compat import integer_types, string_types, to_bytes, to_text
 from xen_remus_ext.errors import ProtocolError, ResyncError, TargetBusyError
 
 VERSION = 2
@@ -72,6 +76,93 @@ LIMITS = {HELLO: JSON_MAX, AUTH: JSON_MAX, INFO: JSON_MAX, START: JSON_MAX,
           FINE: U64U32.size * (MAX_DATA // 4096) + (MAX_DATA // 4096) * 32,
           DATA: U64.size + MAX_DATA, ZERO: U64U64.size, MARK: 4096 * 16, END: JSON_MAX,
           RESULT: JSON_MAX, BYE: 0, ERROR: JSON_MAX}
+
+
+# -- helpers both ends use ----------------------------------------------------
+
+def mac(key, label, *parts):
+    """HMAC-SHA256 under ``key`` of ``label|part|part...`` (the handshake's MACs)."""
+    return hmac.new(key, to_bytes(label) + b"|" + b"|".join(parts), hashlib.sha256).digest()
+
+
+def hexb(b):
+    """bytes -> hex text (nonces, MACs and salts travel as hex in JSON)."""
+    return to_text(binascii.hexlify(b))
+
+
+def is_int(v):
+    """True for an integer that is not a bool (JSON ``true`` is not a number)."""
+    return isinstance(v, integer_types) and not isinstance(v, bool)
+
+
+def field(obj, record, name, types, default):
+    """``obj[name]`` of a peer's JSON record, type-checked.
+
+    :param types: a type or a tuple of types; a bool only passes when
+        ``bool`` is named (JSON ``true`` is not a number).
+    :raises ProtocolError: present with another type (None counts as absent).
+    """
+    v = obj.get(name)
+    if v is None:
+        return default
+    allowed = types if isinstance(types, tuple) else (types,)
+    if isinstance(v, bool) and bool not in allowed or not isinstance(v, allowed):
+        raise ProtocolError("%s record: expected %s of type %s, got %s"
+                            % (record, name, "/".join(sorted(set(t.__name__ for t in allowed))),
+                               type(v).__name__))
+    return v
+
+
+def unhexb(name, s):
+    if not isinstance(s, string_types):
+        raise ProtocolError("%s: expected hex digits, got %s" % (name, type(s).__name__))
+    try:
+        return binascii.unhexlify(to_bytes(s))
+    except (TypeError, ValueError, binascii.Error):
+        raise ProtocolError("%s: expected hex digits, got %r" % (name, s))
+
+
+def check_block_size(bs):
+    if not is_int(bs) or bs < 4096 or bs > MAX_DATA or bs & (bs - 1):
+        raise ProtocolError("block size: expected a power of two from 4096 to %d, got %r" % (MAX_DATA, bs))
+
+
+#: the lowest rate cap (bytes/s) besides 0 (no cap): a few seconds per chunk at most
+MIN_RATE = 256 * 1024
+
+
+def check_rate(rate, what="rate"):
+    """:returns: ``rate`` (bytes/s, 0 = no cap) as a number.
+
+    :raises ProtocolError: not a finite number, negative, or under :data:`MIN_RATE`.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, integer_types + (float,)) \
+            or rate != rate or rate in (float("inf"), float("-inf")):
+        raise ProtocolError("%s: expected a number of bytes/s, got %r" % (what, rate))
+    if rate != 0 and not MIN_RATE <= rate:
+        raise ProtocolError("%s: expected 0 (no cap) or at least %d bytes/s, got %r" % (what, MIN_RATE, rate))
+    return rate
+
+
+def read_key_file(path):
+    """:returns: the key bytes of a root-only key file.
+
+    :raises ResyncError: missing, readable by others, or shorter than 16 bytes.
+    """
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    except (IOError, OSError) as exc:
+        raise ResyncError("key file %s: cannot read: %s" % (path, getattr(exc, "strerror", None) or exc))
+    if st.st_mode & 0o077:
+        raise ResyncError("key file %s: expected mode 0600 or stricter (owner only), got %04o"
+                          % (path, st.st_mode & 0o7777))
+    if st.st_uid != os.geteuid():
+        raise ResyncError("key file %s: expected to be owned by uid %d, got uid %d" % (path, os.geteuid(), st.st_uid))
+    if len(key) < 16:
+        raise ResyncError("key file %s: expected at least 16 bytes of key, got %d" % (path, len(key)))
+    return key
 
 
 def type_name(mtype):

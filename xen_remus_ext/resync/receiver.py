@@ -13,7 +13,6 @@ generation (:func:`meta.mark_synced`).
 """
 from __future__ import absolute_import, division, print_function
 
-import binascii
 import hashlib
 import hmac
 import logging
@@ -29,6 +28,7 @@ from xen_remus_ext.resync import journal as jn
 from xen_remus_ext.resync import meta, plan
 from xen_remus_ext.resync import protocol as P
 from xen_remus_ext.resync import refine
+from xen_remus_ext.resync.protocol import check_block_size, field, hexb, is_int, mac, unhexb
 from xen_remus_ext.resync.blockio import BlockFile
 from xen_remus_ext.resync.ratelimit import TokenBucket
 
@@ -36,67 +36,6 @@ LOG = logging.getLogger(__name__)
 
 WRITE_MODES = ("checksum", "full", "tracked")
 MODES = WRITE_MODES + ("verify",)
-
-
-def mac(key, label, *parts):
-    return hmac.new(key, to_bytes(label) + b"|" + b"|".join(parts), hashlib.sha256).digest()
-
-
-def hexb(b):
-    return to_text(binascii.hexlify(b))
-
-
-def is_int(v):
-    return isinstance(v, integer_types) and not isinstance(v, bool)
-
-
-def field(obj, record, name, types, default):
-    """``obj[name]`` of a peer's JSON record, type-checked.
-
-    :raises ProtocolError: present with another type (None counts as absent).
-    """
-    v = obj.get(name)
-    if v is None:
-        return default
-    if types is integer_types and not is_int(v) or not isinstance(v, types):
-        raise ProtocolError("%s record: expected %s of type %s, got %s"
-                            % (record, name, getattr(types, "__name__", "number"), type(v).__name__))
-    return v
-
-
-def unhexb(name, s):
-    if not isinstance(s, string_types):
-        raise ProtocolError("%s: expected hex digits, got %s" % (name, type(s).__name__))
-    try:
-        return binascii.unhexlify(to_bytes(s))
-    except (TypeError, ValueError, binascii.Error):
-        raise ProtocolError("%s: expected hex digits, got %r" % (name, s))
-
-
-def check_block_size(bs):
-    if not is_int(bs) or bs < 4096 or bs > P.MAX_DATA or bs & (bs - 1):
-        raise ProtocolError("block size: expected a power of two from 4096 to %d, got %r" % (P.MAX_DATA, bs))
-
-
-def read_key_file(path):
-    """:returns: the key bytes of a root-only key file.
-
-    :raises ResyncError: missing, readable by others, or shorter than 16 bytes.
-    """
-    try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            key = f.read().strip()
-    except (IOError, OSError) as exc:
-        raise ResyncError("key file %s: cannot read: %s" % (path, getattr(exc, "strerror", None) or exc))
-    if st.st_mode & 0o077:
-        raise ResyncError("key file %s: expected mode 0600 or stricter (owner only), got %04o"
-                          % (path, st.st_mode & 0o7777))
-    if st.st_uid != os.geteuid():
-        raise ResyncError("key file %s: expected to be owned by uid %d, got uid %d" % (path, os.geteuid(), st.st_uid))
-    if len(key) < 16:
-        raise ResyncError("key file %s: expected at least 16 bytes of key, got %d" % (path, len(key)))
-    return key
 
 
 class Receiver(object):
@@ -162,14 +101,14 @@ class Receiver(object):
         :returns: None; :raises XenRemusError: after reporting it to the peer.
         """
         try:
-            try:
-                self._serve()
-            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-                # a field of a shape no check above foresaw: still the peer's fault
-                raise ProtocolError("malformed record from the sender: %s: %s" % (type(exc).__name__, exc))
+            self._serve()
         except XenRemusError as exc:
             LOG.warning("receiver %s: %s", self.path or "(handshake)", exc)
             self.chan.send_error(str(exc), code=getattr(exc, "code", None))
+            raise
+        except Exception as exc:
+            # a bug of ours, not the peer's: tell the peer it was internal, keep the traceback
+            self.chan.send_error("receiver internal error: %s: %s" % (type(exc).__name__, exc))
             raise
         finally:
             self.chan.close()
@@ -208,10 +147,7 @@ class Receiver(object):
         dname = field(start, "START", "digest", string_types, None)
         hasher = dg.make(dname, hmac.new(self.base_key, b"digest|" + salt, hashlib.sha256).digest()) \
             if mode in ("checksum", "verify") else None
-        rate = field(start, "START", "rate", integer_types + (float,), 0)
-        if rate < 0:
-            raise ProtocolError("START record: expected rate >= 0, got %r" % (rate,))
-        rate = TokenBucket(rate)
+        rate = TokenBucket(P.check_rate(field(start, "START", "rate", integer_types + (float,), 0), "START rate"))
         fine = field(start, "START", "fine", integer_types, 0) if mode in ("checksum", "verify") else 0
         refine.check_fine(fine, bs)
         discard = field(start, "START", "discard_target", bool, False)
@@ -224,6 +160,10 @@ class Receiver(object):
                 cls = SplitBrainError if rel == meta.SPLIT_BRAIN else ResyncError
                 raise cls("%s: target is %s relative to the source; refusing without --discard-target"
                           % (self.path, rel))
+        if mode == "tracked":
+            why = meta.tracked_refusal(src, mine)
+            if why:
+                raise ResyncError("%s: tracked mode refused: %s; use checksum or full mode" % (self.path, why))
         out = BlockFile(self.path, write=True, exclusive=True) if writing else None
         try:
             done = []

@@ -26,7 +26,7 @@ from xen_remus_ext.resync import protocol as P
 from xen_remus_ext.resync import refine
 from xen_remus_ext.resync.blockio import BlockFile, is_zero
 from xen_remus_ext.resync.ratelimit import TokenBucket
-from xen_remus_ext.resync.receiver import hexb, mac, unhexb
+from xen_remus_ext.resync.protocol import field, hexb, is_int, mac, unhexb
 
 #: the sender checkpoints (MARK) after an 8th of the work, clamped to these
 #: bounds, or after MARK_SECONDS, whichever comes first.  Each MARK costs the
@@ -173,6 +173,20 @@ def _raw(mv):
     return mv.tobytes()
 
 
+def _done_ranges(pairs, size):
+    """The receiver's journal ranges from its START answer, checked.
+
+    :raises ProtocolError: not ``[start, end]`` integer pairs inside the disk.
+    """
+    out = []
+    for p in pairs:
+        if not (isinstance(p, list) and len(p) == 2 and all(is_int(v) for v in p) and 0 <= p[0] < p[1] <= size):
+            raise ProtocolError("START record: expected done as [start, end] pairs within %d bytes, got %r"
+                                % (size, p))
+        out.append((p[0], p[1]))
+    return plan.normalize(out)
+
+
 class SenderSession(object):
     """The sending end of one connection.
 
@@ -205,7 +219,7 @@ class SenderSession(object):
             raise ProtocolError("HELLO: expected %s version in %s, got %r %r"
                                 % (P.MAGIC, list(P.VERSIONS), hello.get("magic"), hello.get("version")))
         self.version = hello["version"]
-        self.digests = [d for d in hello.get("digests") or [] if d in dg.available()]
+        self.digests = [d for d in field(hello, "HELLO", "digests", list, []) if d in dg.available()]
         nonce_s = unhexb("HELLO nonce", hello.get("nonce", ""))
         key = self.conn.key
         if hello.get("auth"):
@@ -241,7 +255,7 @@ class SenderSession(object):
             start["fine"] = fine
         self.chan.send_json(P.START, start)
         _, ack = self.chan.recv_json(P.START)
-        done = plan.normalize(tuple(p) for p in ack.get("done") or [])
+        done = _done_ranges(field(ack, "START", "done", list, []), src_meta.size)
         work = plan.subtract(work, done)
         if mode in ("checksum", "verify"):
             for payload in P.pack_ranges(work) + [b""]:
@@ -326,7 +340,7 @@ class SenderSession(object):
             commit = commit(state)
         self.chan.send_json(P.END, {"commit": commit})
         _, res = self.chan.recv_json(P.RESULT)
-        return {"bytes_read": reader.bytes_read + int(res.get("bytes_read") or 0),
+        return {"bytes_read": reader.bytes_read + field(res, "RESULT", "bytes_read", integer_types, 0),
                 "extents": state["extents"], "differing": plan.intervals_to_extents(state["differing"]),
                 "skipped": plan.total(done), "work": total, "digest_bytes": self.digest_bytes}
 

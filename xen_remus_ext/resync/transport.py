@@ -26,7 +26,8 @@ from six.moves import shlex_quote
 
 from xen_remus_ext.errors import ResyncError, XenRemusError
 from xen_remus_ext.resync import protocol as P
-from xen_remus_ext.resync.receiver import Receiver, read_key_file
+from xen_remus_ext.resync.protocol import read_key_file
+from xen_remus_ext.resync.receiver import Receiver
 
 LOG = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ def parse_dest(dest):
         if not m:
             raise ResyncError("destination %r: expected tcp://HOST:PORT/EXPORT" % dest)
         return ("tcp", m.group(1).strip("[]"), int(m.group(2)), m.group(3))
+    if dest.startswith("["):                     # [IPv6]:PATH
+        host, sep, path = dest[1:].partition("]:")
+        if not sep or not host or not path or "]" in host:
+            raise ResyncError("destination %r: expected [ADDRESS]:PATH" % dest)
+        return ("ssh", host, path)
     if ":" in dest and not dest.startswith("/") and not dest.startswith("."):
         host, path = dest.split(":", 1)
         if host and path:
@@ -69,13 +75,20 @@ def tune_socket(sock):
 
 
 def parse_listen(listen):
+    """``"ADDR:PORT"`` (``[ADDR]:PORT`` for IPv6; no ADDR: 127.0.0.1) -> ``(addr, port)``.
+
+    :raises ResyncError: no port, or a port outside 0-65535.
+    """
     if isinstance(listen, tuple):
         return listen
     host, _, port = listen.rpartition(":")
     try:
-        return (host.strip("[]") or "127.0.0.1", int(port))
+        value = int(port)
     except ValueError:
         raise ResyncError("listen address %r: expected ADDR:PORT" % (listen,))
+    if not 0 <= value <= 65535:
+        raise ResyncError("listen address %r: expected a port from 0 to 65535, got %d" % (listen, value))
+    return (host.strip("[]") or "127.0.0.1", value)
 
 
 class Connection(object):
@@ -152,6 +165,8 @@ def _connect_local(path):
             recv.run()
         except XenRemusError as exc:
             errors.append(exc)
+        except Exception:      # a bug of ours; the sender was told, the traceback goes to the log
+            LOG.exception("local receiver of %s failed", path)
 
     t = threading.Thread(target=serve, name="xre-local-receiver")
     t.daemon = True
@@ -167,13 +182,28 @@ def remote_command():
     return shlex.split(cmd) if cmd else ["xen-remus"]
 
 
+def split_ssh(ssh):
+    """``-s SSHCMD`` split like a shell would.
+
+    :raises ResyncError: unbalanced quotes, or no command at all (ssh would
+        otherwise run the host name as the command).
+    """
+    try:
+        words = shlex.split(ssh)
+    except ValueError as exc:
+        raise ResyncError("ssh command %r: expected shell words, got %s" % (ssh, exc))
+    if not words:
+        raise ResyncError("ssh command: expected a command (e.g. ssh), got an empty one")
+    return words
+
+
 def ssh_argv(ssh, host, path):
     """argv of the ssh receiver: ``SSH... HOST xen-remus receive --stdio PATH``.
 
     The remote words are shell-quoted because ssh hands them to a shell.
     """
     remote = remote_command() + ["receive", "--stdio", path]
-    return shlex.split(ssh) + [host] + [shlex_quote(w) for w in remote]
+    return split_ssh(ssh) + [host] + [shlex_quote(w) for w in remote]
 
 
 def _connect_ssh(host, path, ssh):
@@ -263,6 +293,8 @@ class ResyncServer(object):
         except XenRemusError as exc:
             LOG.warning("receiver: connection from %s:%d: %s", peer[0], peer[1], exc)
             LOG.info("receive session end: sender %s:%d: failed: %s", peer[0], peer[1], exc)
+        except Exception:      # a bug of ours; the sender was told, the traceback goes to the log
+            LOG.exception("receiver: connection from %s:%d failed", peer[0], peer[1])
         else:
             LOG.info("receive session end: sender %s:%d: ok", peer[0], peer[1])
 
