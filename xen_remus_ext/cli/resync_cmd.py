@@ -1,16 +1,20 @@
 """``xen-remus resync``, ``xen-remus receive`` and ``xen-remus verify``.
 
-resync SRC DEST   bring DEST (path, HOST:PATH, tcp://HOST:PORT/EXPORT) up to date from SRC
+resync SRC DEST   bring DEST (path, HOST:PATH, [IPV6]:PATH, tcp://HOST:PORT/EXPORT) up to date from SRC
 receive           the receiving end: ``--stdio PATH`` (started through ssh) or
                   ``--listen ADDR:PORT --key KEYFILE --export NAME=PATH ...``
-verify SRC DEST   compare both copies by keyed digests; exit 0 identical, 1 differ
+verify SRC DEST   compare both copies by keyed digests; exit 0 identical, 1 differ, 2 error (as cmp)
+
+Exit codes of resync and receive: 0 done, 1 failed, 2 usage (an option
+value that cannot be used, e.g. ``--rate 1``, ``-s "'x"``, a port over 65535).
 
 ``--json`` prints one JSON object a line on stdout; the last is the result
 (``{"result": "ok", "mode": ..., "bytes_read": ..., "bytes_sent": ...,
-"extents": ..., "seconds": ...}`` or ``{"result": "error", "error": ...}``).
+"extents": ..., "seconds": ..., "resumed": ...}`` or ``{"result": "error", "error": ...}``).
 """
 from __future__ import absolute_import, division, print_function
 
+import argparse
 import json
 import os
 import sys
@@ -18,29 +22,72 @@ import sys
 from xen_remus_ext.compat import to_text
 from xen_remus_ext.errors import ConfigError, ResyncError, ValidationError, XenRemusError
 
+#: the lowest --rate besides 0 (protocol.MIN_RATE; kept here so that --help needs no import)
+MIN_RATE = 256 * 1024
+
 
 def _size(text):
     from xen_remus_ext.resync.plan import parse_size
     try:
         return parse_size(text)
     except ValidationError as exc:
-        raise _argtype_error(str(exc))
+        raise argparse.ArgumentTypeError(str(exc))
 
 
-def _argtype_error(msg):
-    import argparse
-    return argparse.ArgumentTypeError(msg)
+def _rate(text):
+    """``--rate``: bytes/s with K/M/G suffix, fractions allowed; 0 means no cap."""
+    value = _size(text)
+    if value and value < MIN_RATE:
+        raise argparse.ArgumentTypeError("rate: expected 0 (no cap) or at least %dK bytes/s, got %r"
+                                         % (MIN_RATE >> 10, text))
+    return value or None
+
+
+def _block_size(text):
+    from xen_remus_ext.errors import ProtocolError
+    from xen_remus_ext.resync.protocol import check_block_size
+    value = _size(text)
+    try:
+        check_block_size(value)
+    except ProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    return value
+
+
+def _ssh(text):
+    from xen_remus_ext.resync.transport import split_ssh
+    try:
+        split_ssh(text)
+    except ResyncError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    return text
+
+
+def _listen(text):
+    from xen_remus_ext.resync.transport import parse_listen
+    try:
+        return parse_listen(text)
+    except ResyncError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def _usage(args, message):
+    """An option combination that cannot be used: argparse's format, exit 2."""
+    sys.stderr.write("xen-remus %s: error: %s\n" % (args.command, message))
+    return 2
 
 
 def _common(p, rate=True):
-    p.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD",
+    p.add_argument("-s", "--ssh", default="ssh", type=_ssh, metavar="SSHCMD",
                    help="command used to reach HOST for HOST:PATH (default: ssh), as xl migrate -s")
     p.add_argument("--key", metavar="KEYFILE", help="shared key file (owner-only) for tcp:// destinations")
-    p.add_argument("--block-size", type=_size, default=65536, metavar="SIZE", help="digest block size (default 64K)")
+    p.add_argument("--block-size", type=_block_size, default=65536, metavar="SIZE",
+                   help="digest block size, a power of two from 4K to 1M (default 64K)")
     p.add_argument("--strong", action="store_true", help="use HMAC-SHA256 digests instead of keyed xxh3-128")
     if rate:
-        p.add_argument("--rate", type=_size, default=None, metavar="RATE",
-                       help="cap the disk reads at RATE bytes/s (e.g. 50M)")
+        p.add_argument("--rate", type=_rate, default=None, metavar="RATE",
+                       help="cap the disk reads at RATE bytes/s (e.g. 50M or 1.5M; at least %dK; "
+                            "0, the default, means no cap)" % (MIN_RATE >> 10))
     p.add_argument("--json", action="store_true", help="one JSON event a line on stdout; the last is the result")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a tty")
 
@@ -58,8 +105,9 @@ def register(subparsers):
     p.add_argument("--dirty", metavar="FILE",
                    help="dirty extents for tracked mode: 'OFFSET LENGTH' per line (see docs/protocol.md)")
     p.add_argument("--verify", action="store_true", help="compare every block after the sync")
-    p.add_argument("--discard-target", action="store_true",
-                   help="overwrite a target holding writes the source never saw (split brain: DEST loses)")
+    p.add_argument("--discard-target", "--discard-peer", dest="discard_target", action="store_true",
+                   help="overwrite a target holding writes the source never saw (split brain: DEST loses); "
+                        "--discard-peer is the same option under failback's name")
     p.add_argument("--resume", dest="resume", action="store_true", default=True,
                    help="continue an interrupted run from the receiver's journal (default)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore the receiver's journal")
@@ -70,14 +118,16 @@ def register(subparsers):
                               description="Serve resyncs into local disks.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--stdio", metavar="PATH", help="one session on stdin/stdout into PATH (started by ssh)")
-    g.add_argument("--listen", metavar="ADDR:PORT", help="accept authenticated TCP senders")
+    g.add_argument("--listen", metavar="ADDR:PORT", type=_listen,
+                   help="accept authenticated TCP senders ([ADDR]:PORT for IPv6; port 0 picks one)")
     p.add_argument("--key", metavar="KEYFILE", help="shared key file (owner-only), required with --listen")
     p.add_argument("--export", action="append", default=[], metavar="NAME=PATH",
                    help="a disk senders may write, by name (repeatable)")
     p.set_defaults(func=cmd_receive)
 
     p = subparsers.add_parser("verify", help="compare two disk copies block by block",
-                              description="Compare SRC and DEST by keyed digests; exit 0 when identical.")
+                              description="Compare SRC and DEST by keyed digests; exit 0 when identical, "
+                                          "1 when they differ, 2 on an error (as cmp).")
     p.add_argument("src", metavar="SRC")
     p.add_argument("dest", metavar="DEST")
     _common(p)
@@ -94,6 +144,16 @@ def _printer(enabled):
     return emit
 
 
+def _teller(dest):
+    """Events for a human: a resumed run says so on stderr."""
+    def tell(obj):
+        if obj.get("event") == "resume":
+            sys.stderr.write("xen-remus: %s: resuming an interrupted run: %d bytes already in sync, %d to go\n"
+                             % (dest, obj["skipped"], obj["remaining"]))
+            sys.stderr.flush()
+    return tell
+
+
 def _run(args, fn):
     events = _printer(args.json)
     try:
@@ -104,13 +164,24 @@ def _run(args, fn):
         raise
 
 
+def _options(args, **fields):
+    from xen_remus_ext.resync.api import ResyncOptions
+    return ResyncOptions(rate=args.rate, ssh=args.ssh, key_file=args.key, block_size=args.block_size,
+                         strong=args.strong, progress=not args.no_progress and not args.json, **fields)
+
+
 def cmd_resync(args):
     from xen_remus_ext.resync import api, plan
     from xen_remus_ext.resync.blockio import disk_size
 
+    mode = args.mode
+    if args.dirty and mode not in ("auto", "tracked"):
+        return _usage(args, "--dirty: only tracked mode sends a dirty list; --mode %s would ignore it" % mode)
+    if mode == "tracked" and not args.dirty:
+        return _usage(args, "--mode tracked: expected --dirty FILE, got none")
+
     def go(events):
         extents = None
-        mode = args.mode
         if args.dirty:
             try:
                 with open(args.dirty, "rb") as f:
@@ -118,18 +189,15 @@ def cmd_resync(args):
             except (IOError, OSError) as exc:
                 raise ConfigError(args.dirty, 0, "cannot read: %s" % (getattr(exc, "strerror", None) or exc))
             extents = plan.parse_dirty(text, disk_size(args.src), args.dirty)
-            if mode == "auto":
-                mode = "tracked"
-        elif args.mode == "tracked":
-            raise ResyncError("tracked mode from the command line needs --dirty FILE")
-        res = api.resync(args.src, args.dest, mode=mode, extents=extents, rate=args.rate, verify=args.verify,
-                         discard_target=args.discard_target, ssh=args.ssh, key_file=args.key, events=events,
-                         block_size=args.block_size, progress=not args.no_progress and not args.json,
-                         resume=args.resume, strong=args.strong)
+        opts = _options(args, mode="tracked" if args.dirty else mode, verify=args.verify,
+                        discard_target=args.discard_target, resume=args.resume)
+        res = api.resync(args.src, args.dest, opts, extents=extents,
+                         events=events if events is not None or getattr(args, "quiet", False) else _teller(args.dest))
         if events is None and not getattr(args, "quiet", False):
-            sys.stderr.write("xen-remus: %s -> %s: %s mode, %d extent(s), %d bytes read, %d bytes sent, %.2f s%s\n"
+            sys.stderr.write("xen-remus: %s -> %s: %s mode, %d extent(s), %d bytes read, %d bytes sent, %.2f s%s%s\n"
                              % (args.src, args.dest, res.mode, res.extents, res.bytes_read, res.bytes_sent,
-                                res.seconds, ", verified" if res.verified else ""))
+                                res.seconds, ", verified" if res.verified else "",
+                                ", resumed (%d bytes were already in sync)" % res.resumed if res.resumed else ""))
         return 0
     return _run(args, go)
 
@@ -138,9 +206,7 @@ def cmd_verify(args):
     from xen_remus_ext.resync import api
 
     def go(events):
-        res = api.verify(args.src, args.dest, rate=args.rate, ssh=args.ssh, key_file=args.key, events=events,
-                         block_size=args.block_size, strong=args.strong,
-                         progress=not args.no_progress and not args.json)
+        res = api.verify(args.src, args.dest, _options(args), events=events)
         if events is None and not getattr(args, "quiet", False):
             if res.identical:
                 sys.stderr.write("xen-remus: %s and %s are identical (%d bytes read, %.2f s)\n"
@@ -151,7 +217,11 @@ def cmd_verify(args):
                                  % (args.src, args.dest, len(res.differing),
                                     sum(e.length for e in res.differing), first.offset, first.length))
         return 0 if res.identical else 1
-    return _run(args, go)
+    try:
+        return _run(args, go)
+    except XenRemusError as exc:       # 1 means "differ": an error is 2, as cmp
+        sys.stderr.write("xen-remus: %s\n" % (exc,))
+        return 2
 
 
 def parse_exports(items):
