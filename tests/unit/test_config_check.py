@@ -57,17 +57,55 @@ def test_xl_cfg_with_remus_uname_warns_xend_only():
     assert "xl has no remus: disks" in diags[0].message
 
 
-def test_seed_fixed_only_warns_about_host_name():
+def test_seed_fixed_warns_about_host_name_and_tap_prefix():
     diags = check.check_file(data("cfg", "remus-fu-hvm.cfg"))
-    assert [(d.line, d.severity) for d in diags] == [(14, "warning")]
+    assert [(d.line, d.severity) for d in diags] == [(14, "warning"), (14, "warning")]
     assert "'hypervisor2-IP-addr' is a name" in diags[0].message
+    assert "'tap:' reaches xend's blktap2 (and its remus driver) only on Xen 4.0" in diags[1].message
+    assert "write 'tap2:remus:...'" in diags[1].message
+
+
+@pytest.mark.parametrize("version,expected", [
+    (None, [(14, "warning", "only on Xen 4.0")]),
+    ((4, 0), []),
+    ((4, 0, 1), []),
+    ((4, 1, 6, 1), [(14, "error", "on Xen 4.1.6.1, xm sends a 'tap:' disk to xend's BlktapController")]),
+    ((4, 4, 4), [(14, "error", "write 'tap2:remus:hypervisor2-IP-addr:9000|aio:")]),
+    ((3, 4), [(14, "error", "Xen 3.4 has no blktap2")]),
+])
+def test_tap_prefix_routes_by_xen_release(version, expected):
+    diags = [d for d in check.check_file(data("cfg", "remus-fu-hvm.cfg"), xen_version=version)
+             if "is a name" not in d.message]
+    assert [(d.line, d.severity) for d in diags] == [(line, sev) for line, sev, _ in expected]
+    for d, (_line, _sev, needle) in zip(diags, expected):
+        assert needle in d.message
+
+
+@pytest.mark.parametrize("version", [None, (4, 0), (4, 1), (4, 4, 4)])
+def test_tap2_prefix_reaches_blktap2_from_4_0(version):
+    text = u"name = 'g'\ndisk = ['tap2:remus:10.0.0.2:9000|aio:/img/a,xvda,w']\n"
+    assert check.check_text(text, path="g.cfg", xen_version=version) == []
+    assert check.has_errors(check.check_text(text, path="g.cfg", xen_version=(3, 4)))
+
+
+def test_sxp_device_class_decides_not_the_prefix():
+    tap2 = u"(vm (name a)\n (device (tap2 (uname 'tap:remus:10.0.0.1:9000|aio:/x') (dev hda) (mode w))))"
+    assert check.check_text(tap2, path="a.sxp", xen_version=(4, 1)) == []
+    tap = u"(vm (name a)\n (device (tap (uname 'tap2:remus:10.0.0.1:9000|aio:/x') (dev hda) (mode w))))"
+    assert [(d.line, d.severity) for d in check.check_text(tap, path="a.sxp", xen_version=(4, 1))] == [
+        (2, "error")]
+
+
+def test_xenapi_xml_tap_disks_are_not_routed_by_prefix():
+    diags = check.check_file(data("xml", "hvmdomu.xml"), xen_version=(4, 1))
+    assert not [d for d in diags if "blktap" in d.message]
 
 
 def test_sxp_and_xml_lines_point_at_the_uname():
     sxp_diags = check.check_text(
         u"(vm (name a)\n (device (tap (uname 'tap:remus:10.0.0.1|aio:/x') (dev hda) (mode w))))", path="a.sxp")
-    assert [(d.line, d.severity) for d in sxp_diags] == [(2, "error")]
-    assert "no port" in sxp_diags[0].message
+    assert [(d.line, d.severity) for d in sxp_diags] == [(2, "error"), (2, "warning")]
+    assert "no port" in sxp_diags[0].message and "'tap:' reaches" in sxp_diags[1].message
 
 
 def test_comma_in_path_from_xml():

@@ -4,7 +4,9 @@
   would see it; ``--json`` prints name, memory (MiB), builder, kernel,
   vcpus, vifs and disks (uname, vdev, mode, remus: null or {host, port,
   driver, path}); ``--sxp`` the ``(vm ...)`` form ``xm create`` sends.
-* ``check [--format F] FILE``: ``FILE:LINE: error|warning: text`` lines;
+* ``check [--format F] [--xen-version V] FILE``: ``FILE:LINE:
+  error|warning: text`` lines (``--xen-version``: the release the domain
+  runs on, which decides where ``tap:`` and ``tap2:`` disks go);
   exit 0 without errors (warnings allowed), 1 with errors.  An empty
   config is an error; a config without a remus disk, a warning.
 * ``reverse FILE --backup HOST [--port OLD=NEW]... [-o OUT | --in-place]``:
@@ -15,11 +17,13 @@ Exit codes: 0 ok, 1 failure or errors found, 2 usage.
 """
 from __future__ import absolute_import, division, print_function
 
+import argparse
 import json
 import sys
 
 from xen_remus_ext import config
 from xen_remus_ext.config import check as check_mod
+from xen_remus_ext.config import disk as disk_mod
 from xen_remus_ext.config import reverse as reverse_mod
 from xen_remus_ext.config import sxp
 from xen_remus_ext.errors import ConfigError, ValidationError
@@ -104,7 +108,7 @@ def cmd_show(args):
 
 
 def cmd_check(args):
-    diags = check_mod.check_file(args.file, fmt=args.format)
+    diags = check_mod.check_file(args.file, fmt=args.format, xen_version=args.xen_version)
     for d in diags:
         write(sys.stdout, check_mod.format_diagnostic(d) + u"\n")
     n_err = sum(1 for d in diags if d.severity == check_mod.ERROR)
@@ -130,6 +134,13 @@ def cmd_reverse(args):
     return 0
 
 
+def _xen_version(text):
+    try:
+        return disk_mod.parse_xen_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
 def register(subparsers):
     """Add ``config`` and its subcommands to ``subparsers``."""
     p = subparsers.add_parser("config", help="show, check or reverse a domain config (xm, xl, SXP, XML)",
@@ -152,6 +163,9 @@ def register(subparsers):
 
     sp = sub.add_parser("check", help="validate the remus disks (exit 1 on errors)")
     fmt_arg(sp)
+    sp.add_argument("--xen-version", type=_xen_version, default=None, metavar="VERSION",
+                    help="the Xen release the domain runs on (e.g. 4.0, 4.1.6.1, 4.4.4): 'tap:' disks reach "
+                         "blktap2 on 4.0 only, blktap1 from 4.1 on (default: warn for every release)")
     sp.add_argument("file", metavar="FILE")
     sp.set_defaults(func=cmd_check)
 

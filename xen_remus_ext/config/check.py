@@ -14,10 +14,19 @@ every ``,``); plus anything that stops the file from being read at all
 An empty config (nothing set: an empty file, comments only) is an error
 too: it is no domain.
 
+Which controller a remus disk reaches depends on its prefix and the Xen
+release (:data:`disk.XEN_ROUTES`): ``tap2:remus:`` reaches blktap2 on Xen
+4.0 and later; ``tap:remus:`` reaches blktap2 on 4.0 only, and blktap1
+(no remus driver) from 4.1 on.  For an xm cfg or SXP, ``tap:remus:`` is an
+error for a named release of 4.1 or later, one warning naming every such
+disk when no release is named, nothing for 4.0; any remus disk is an error before 4.0.  Xen-API
+XML is exempt: xend gives every ``tap`` VBD of it to Blktap2Controller.
+
 Warnings: a host name instead of an IP address (remus-fu.txt: IPs are
 more reliable than lookups), a vdev used twice, one backup port used by
-two disks, no remus disk at all (Remus would replicate memory only), no
-domain name (xm create refuses it).
+two disks, no remus disk at all (Remus would replicate memory only), an xl
+config without a name (xl create refuses it; xm names the domain after
+the file).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -136,6 +145,63 @@ def check_disk(d, path):
     return out
 
 
+def check_routes(cfg, path=None, xen_version=None, classes=None):
+    """Does each remus disk reach xend's blktap2?  ``xen_version``: a tuple
+    (None: say what each release does); ``classes``: uname -> the SXP
+    device class when the file names it (``tap``, ``tap2``).
+
+    :returns: list of Diagnostic"""
+    path = path or cfg.source
+    out = []
+    unrouted = []
+    for d in cfg.remus_disks:
+        who = u"remus disk %s" % q(d.vdev)
+        uname = d.uname
+        cls = (classes or {}).get(uname)
+        if cls in ("tap", "tap2"):
+            uname = cls + u":" + uname.split(u":", 1)[1]   # the class decides, not the prefix
+        if xen_version is not None:
+            route = disk_mod.xen_route(uname, xen_version)
+            where = u"Xen %s" % u".".join(str(p) for p in xen_version)
+            if route is None:
+                continue
+            controller, ok = route
+            if controller is None:
+                out.append(Diagnostic(path, d.line, ERROR, u"%s: %s has no blktap2, so no remus disk "
+                                      u"(blktap2 and its remus driver came with Xen 4.0)" % (who, where)))
+            elif not ok:
+                out.append(Diagnostic(path, d.line, ERROR, u"%s: on %s, xm sends a 'tap:' disk to xend's %s: "
+                                      u"Remus cannot start; write 'tap2:%s'"
+                                      % (who, where, controller, d.uname.split(u":", 1)[1])))
+        elif uname.startswith(u"tap:"):
+            unrouted.append(d)
+    if unrouted:
+        out.append(Diagnostic(path, unrouted[0].line, WARNING, u"remus disk%s %s: 'tap:' reaches xend's blktap2 "
+                              u"(and its remus driver) only on Xen 4.0; from 4.1 on xm sends it to "
+                              u"BlktapController (blktap1, no remus driver); write 'tap2:remus:...', which "
+                              u"reaches blktap2 on 4.0 and later (--xen-version names the release to check for)"
+                              % (u"s" if len(unrouted) > 1 else u"", u", ".join(q(d.vdev) for d in unrouted))))
+    return out
+
+
+def _sxp_classes(text, path):
+    """uname -> device class of each ``(device (CLASS (uname U) ...))``."""
+    from xen_remus_ext.config import sxp
+    try:
+        tree = sxp.parse(text, path)
+    except ConfigError:
+        return {}
+    out = {}
+    for form in tree if isinstance(tree, list) else ():
+        for kid in sxp.children(form, "device") if isinstance(form, list) else ():
+            dev = kid[1] if len(kid) > 1 and isinstance(kid[1], list) and kid[1] else None
+            if dev is not None:
+                uname = sxp.child_value(dev, "uname")
+                if uname is not None:
+                    out[uname] = dev[0]
+    return out
+
+
 def check_config(cfg, path=None):
     """Checks across the disks of one domain.  :returns: list of Diagnostic"""
     path = path or cfg.source
@@ -202,8 +268,12 @@ def _check_settings(st, path):
     return out, cfg._replace(disks=tuple(disks))
 
 
-def check_text(text, path="<input>", fmt=None, uname=None):
-    """:returns: sorted list of :class:`Diagnostic` for a config's text."""
+def check_text(text, path="<input>", fmt=None, uname=None, xen_version=None):
+    """:returns: sorted list of :class:`Diagnostic` for a config's text.
+
+    :param xen_version: the Xen release the config is for, a tuple such as
+        ``(4, 1)``; None checks for every release (see :func:`check_routes`)
+    """
     from xen_remus_ext.config import xl_cfg, xm_cfg
     try:
         if fmt is None:
@@ -240,9 +310,11 @@ def check_text(text, path="<input>", fmt=None, uname=None):
                            u"not a domain config")] + out
     if cfg is not None:
         out.extend(check_config(cfg, path))
-        if cfg.name is None:
-            out.append(Diagnostic(path, None, WARNING, u"no name: xm create and xl create refuse a domain "
-                                  u"without one"))
+        if fmt in ("xm", "sxp"):
+            classes = _sxp_classes(config_pkg.decode(text, path), path) if fmt == "sxp" else None
+            out.extend(check_routes(cfg, path, xen_version, classes))
+        if cfg.name is None and fmt == "xl":
+            out.append(Diagnostic(path, None, WARNING, u"no name: xl create refuses a domain without one"))
         if not cfg.remus_disks and not has_errors(out):
             out.append(Diagnostic(path, None, WARNING, u"no remus disk (tap2:remus:HOST:PORT|aio:PATH): Remus "
                                   u"would replicate memory only, and the backup's disks would not follow"))
@@ -254,14 +326,14 @@ def check_text(text, path="<input>", fmt=None, uname=None):
     return sorted(out, key=lambda d: (d.line or 0, d.severity != ERROR))
 
 
-def check_file(path, fmt=None, uname=None):
+def check_file(path, fmt=None, uname=None, xen_version=None):
     """:returns: list of :class:`Diagnostic` for the config file at ``path``
     (an unreadable file is one error)."""
     try:
         data = config_pkg.read_file(path)
     except ConfigError as exc:
         return [_from_error(exc, path)]
-    return check_text(data, path=path, fmt=fmt, uname=uname)
+    return check_text(data, path=path, fmt=fmt, uname=uname, xen_version=xen_version)
 
 
 def has_errors(diagnostics):

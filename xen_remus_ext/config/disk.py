@@ -44,6 +44,43 @@ _XL_ACCESS = {"ro": "r", "r": "r", "rw": "w", "w": "w", "": "w"}
 _VDEV_RE = re.compile(r"^(?:ioemu:)?(?:hd|sd|xvd)[a-z]+[0-9]*(?::(?:disk|cdrom))?$|^[0-9]+$")
 
 
+#: Which xend device controller an xm cfg's disk prefix reaches, by release
+#: (xm/create.py ``configure_disks`` picks the device class from the prefix,
+#: XendDevices maps the class to a controller).  Read in the 4.1.6.1 and
+#: 4.4.4 sources: ``tap2:`` -> class ``tap2`` -> Blktap2Controller (blktap2,
+#: which has the remus driver); ``tap:`` -> class ``tap`` -> BlktapController
+#: (blktap1: aio, sync, vmdk, ram, qcow, qcow2, ioemu; no remus).  Xen 4.0
+#: sent ``tap:`` to blktap2 as well; 4.1.0 gave ``tap:`` back to blktap1.
+#: Before 4.0 there is no blktap2, so no remus disk at all.
+XEN_ROUTES = (
+    # (prefix, first release, last release or None, controller, can remus)
+    ("tap2:", (4, 0), None, "Blktap2Controller (blktap2)", True),
+    ("tap:", (4, 0), (4, 0), "Blktap2Controller (blktap2)", True),
+    ("tap:", (4, 1), None, "BlktapController (blktap1, no remus driver)", False),
+)
+
+
+def parse_xen_version(text):
+    """``"4.1.6.1"`` -> ``(4, 1, 6, 1)``.  :raises ValueError: not N.N[.N...]"""
+    if not re.match(r"^[0-9]{1,3}(\.[0-9]{1,3}){1,3}$", text or ""):
+        raise ValueError("expected a Xen release such as 4.1 or 4.4.4, got %s" % q(text))
+    return tuple(int(p) for p in text.split("."))
+
+
+def xen_route(uname, version):
+    """:returns: ``(controller, can_remus)`` for an xm cfg's ``uname`` on
+    Xen ``version`` (a tuple), or None when it is not a ``tap``/``tap2``
+    disk.  Releases before 4.0 have no blktap2: ``(None, False)``."""
+    for prefix, first, last, controller, ok in XEN_ROUTES:
+        if uname.startswith(prefix):
+            major = tuple(version[:2])
+            if major < (4, 0):
+                return None, False
+            if major >= first and (last is None or major <= last):
+                return controller, ok
+    return None
+
+
 def remus_prefix(uname):
     """:returns: the remus prefix ``uname`` starts with, or None."""
     for prefix in REMUS_PREFIXES:
