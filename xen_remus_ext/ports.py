@@ -1,20 +1,38 @@
-"""Interfaces between the pure core and the world (STYLE.md section 2).
+"""Interfaces between the pure core and the world.
 
 The orchestration (failback, resync, status) talks only to these.  Real
-adapters live in ``toolstack/`` and ``trackers/``; doubles in ``tests/fakes``
-and the simulator in ``sim/``.  One contract suite (tests/adapter) runs over
-each adapter and each double so they cannot drift.
+adapters live in ``toolstack/``, ``trackers/`` and the resync engine
+(``resync/disksync.py``); doubles in ``tests/fakes`` and the simulator in
+``sim/``; only the composition root (``wiring``) picks one.  One contract
+suite (tests/adapter/test_contract_toolstack.py) runs over each Toolstack,
+the doubles included, so they cannot drift.
 
 Domains are named by name or domid (``dom``), as xm and xl accept both.
+
+A :class:`Toolstack` has required operations (``NotImplementedError`` here)
+and optional capabilities, each with a default meaning "this toolstack does
+not have it" that the core can act on without asking what kind of toolstack
+it holds.
 """
 from __future__ import absolute_import, division, print_function
+
+import time
+
+from xen_remus_ext.errors import ToolstackError, XenStoreError
 
 
 class Toolstack(object):
     """xend (XML-RPC), xl (CLI) or the simulator's agent, on ONE host."""
 
-    #: "xend", "xl" or "sim"
+    #: "xend", "xl" or "sim": a name for logs, journals and messages only
+    #: (the core asks the capabilities below, never the kind)
     kind = None
+
+    #: whether ``migrate(..., paused=True)`` leaves the domain paused on
+    #: arrival.  False (xend): migrate refuses ``paused``; the domain runs on
+    #: arrival, and failback sends the final disk delta from the
+    #: device-migrate hook while the domain is suspended (xend/hook.py).
+    migrates_paused = True
 
     def list_domains(self):
         """:returns: list of :class:`model.DomainInfo` (dom0 included)."""
@@ -67,6 +85,58 @@ class Toolstack(object):
         """:returns: True when a Remus sender for ``dom`` runs on this host."""
         raise NotImplementedError
 
+    # -- optional capabilities (the defaults: not available) ------------------
+
+    def check_migrate_paused(self):
+        """:returns: None when ``migrate(paused=True)`` works here, else why
+        not (text; e.g. an xl older than 4.8).  Default: None."""
+        return None
+
+    def disk_path(self, path):
+        """Where this process opens the copy, on this toolstack's host, of
+        the disk a domain's config names ``path``.
+
+        :returns: a local path (simulated hosts: a file under the host's
+            root), or None (default): the host's own ``path``, which is a
+            local path for this host and is reached over ssh or TCP for a peer.
+        """
+        return None
+
+    def tracker_for(self, dom, vdev):
+        """:returns: an unmarked :class:`Tracker` of ``dom``'s disk
+        ``vdev``, or None (default): no dirty-block tracking, the final pass
+        compares checksums.
+        :raises XenRemusError: tracking is offered but not possible for this disk."""
+        return None
+
+    def tracks_writes(self):
+        """:returns: True when :meth:`tracker_for` gives trackers (default False)."""
+        return False
+
+    def check_retarget(self):
+        """:returns: None when :meth:`retarget_disks` can re-point a domain's
+        remus disks on this host, else why not (text).  Default: it cannot."""
+        return "the %s toolstack cannot re-point a running domain's remus disks" % (self.kind or "?",)
+
+    def retarget_disks(self, dom, config):
+        """Re-point the paused domain ``dom``'s remus disks at the hosts
+        ``config``'s remus unames name.  Default: :meth:`check_retarget`'s reason.
+
+        :raises ToolstackError: not possible here.
+        """
+        raise ToolstackError("retarget the remus disks of %s: %s" % (dom, self.check_retarget()))
+
+    def remus_backup(self, dom):
+        """:returns: None when ``dom`` here is not known to be a Remus
+        backup's copy (default), else ``{"state": "receiving"|"broken",
+        "checkpoints": N or None}``."""
+        return None
+
+    def migration_downtime(self):
+        """:returns: seconds the last :meth:`migrate` kept the domain
+        stopped, as the toolstack measured it, or None (default: not reported)."""
+        return None
+
 
 class XenStore(object):
     """Paths and values are text here; adapters convert to bytes."""
@@ -95,6 +165,29 @@ class XenStore(object):
     def watch(self, path, token):
         """:returns: an iterator of ``(path, token)`` events; close() ends it."""
         raise NotImplementedError
+
+    def close(self):
+        """Release the connection (default: nothing to release)."""
+
+
+def run_transaction(store, fn, attempts=20):
+    """Run ``fn(tx)`` in a transaction of ``store``, retrying on EAGAIN.
+
+    :param store: any :class:`XenStore`.
+    :returns: what ``fn`` returned in the attempt that committed.
+    :raises XenStoreError: EAGAIN after ``attempts`` conflicts, or any other error.
+    """
+    import errno
+    for _attempt in range(attempts):
+        try:
+            with store.transaction() as tx:
+                result = fn(tx)
+            return result
+        except XenStoreError as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+    raise XenStoreError("xenstore transaction: expected a commit within %d attempts" % attempts,
+                        errno=errno.EAGAIN)
 
 
 class Tracker(object):
@@ -137,3 +230,56 @@ class Clock(object):
 
     def sleep(self, seconds):
         raise NotImplementedError
+
+
+class SystemClock(Clock):
+    """The wall clock and a real sleep."""
+
+    def now(self):
+        return time.time()
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
+
+
+class DiskSync(object):
+    """What failback asks of a domain's disks: the generation relation of
+    the peer's copy to ours, sizes, and one resync pass.
+
+    ``dest`` is what the resync engine takes: a local path, ``HOST:PATH``
+    (ssh) or ``tcp://HOST:PORT/EXPORT``.
+    """
+
+    #: the keys of the dict :meth:`sync` returns
+    RESULT_FIELDS = ("mode", "bytes_read", "bytes_sent", "extents", "seconds", "verified")
+
+    def relation(self, src, dest):
+        """:returns: ``identical``, ``target-behind``, ``target-new``,
+        ``target-ahead``, ``split-brain`` or ``unrelated`` (resync/meta.py)."""
+        raise NotImplementedError
+
+    def size(self, path):
+        raise NotImplementedError
+
+    def peer_size(self, dest):
+        """:returns: the size of the peer's copy, or None if unknown."""
+        raise NotImplementedError
+
+    def sync(self, src, dest, tracker=None, rate=None, verify=False, discard_target=False,
+             final=False, events=None):
+        """One resync pass; :returns: dict with :data:`RESULT_FIELDS`."""
+        raise NotImplementedError
+
+    def peer_state(self, dest):
+        """:returns: dict ``exists`` (bool), ``size`` (int or None), ``meta``
+        (the copy's generation record as a dict, or None)."""
+        raise NotImplementedError
+
+    def create(self, dest, size):
+        """Create the absent copy ``dest`` as a sparse image of ``size``
+        bytes; :raises ResyncError: it exists, or cannot be created."""
+        raise NotImplementedError
+
+    def mark_protected(self, path):
+        """Remus protects ``path``'s domain again with both copies in step.
+        Default: nothing to record."""

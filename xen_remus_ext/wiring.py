@@ -1,15 +1,79 @@
-"""Builds the real adapters.  Only this module and ``cli/`` choose them."""
+"""The composition root: the one place that chooses adapters.
+
+The core (``config/``, ``failback/``, resync's plan, protocol and metadata)
+works on the ports (``ports.py``) and never asks which toolstack it holds.
+The front ends (``cli/``, the xm front end through it, and the xend hook)
+turn their options into a :class:`Site` here:
+
+==============  ==============================  ============================  =====================
+``toolstack``   this host                       the peer (``host``)           disks
+==============  ==============================  ============================  =====================
+``xl``          ``xl`` through a runner         ``ssh HOST xl``               resync engine (ssh/tcp)
+``xend``        xend's XML-RPC (local socket)   its socket over ssh           resync engine (ssh/tcp)
+                + tap-ctl and xenstore for      (``ssh://HOST``, or
+                re-pointing remus disks         ``peer_uri``)
+``sim``         the sim host's agent            the peer's agent              the source host's agent
+                (``agent``)                     (``peer_agent``)              resyncs over TCP
+==============  ==============================  ============================  =====================
+
+The xenstores are informational (the ``remus-ext`` status keys): None where
+none can be reached.  Nothing here runs an operation; it only builds.
+"""
 from __future__ import absolute_import, division, print_function
 
 import errno
 import os
 import socket
-import subprocess
-import threading
-import time
 
-from xen_remus_ext.errors import ToolstackError
-from xen_remus_ext.ports import Clock, Runner
+from xen_remus_ext.errors import ValidationError, XenRemusError
+from xen_remus_ext.ports import SystemClock
+from xen_remus_ext.toolstack.runner import SubprocessRunner
+
+__all__ = ["TOOLSTACKS", "Site", "SubprocessRunner", "SystemClock", "default_toolstack",
+           "default_toolstack_kind", "xend_running", "open_site", "local_toolstack", "peer_toolstack",
+           "peer_and_disks", "resync_disk_sync"]
+
+#: what ``--toolstack`` accepts
+TOOLSTACKS = ("xend", "xl", "sim")
+
+class Site(object):
+    """The adapters one command uses: this host's toolstack and xenstore,
+    the peer's (when the command has one), the disks and the clock.
+
+    A ``with`` block (or :meth:`close`) releases the xenstore connections.
+    """
+
+    def __init__(self, toolstack, peer=None, disk_sync=None, xenstore=None, peer_xenstore=None,
+                 clock=None, supervise=None):
+        self.toolstack = toolstack
+        self.peer = peer
+        self.disk_sync = disk_sync
+        self.xenstore = xenstore
+        self.peer_xenstore = peer_xenstore
+        self.clock = clock or SystemClock()
+        #: ``(host or None) -> None``: make sure ``xen-remus supervise`` runs
+        #: on this host (None) or on ``host``; None where the hosts rotate
+        #: generations themselves (the simulator)
+        self.supervise = supervise
+
+    def close(self):
+        for xs in (self.xenstore, self.peer_xenstore):
+            if xs is not None:
+                xs.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _on_path(name):
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if d and os.access(os.path.join(d, name), os.X_OK):
+            return True
+    return False
 
 
 #: what xl itself checks before a command that changes anything (xl.c, XEND_LOCK)
@@ -56,56 +120,159 @@ def default_toolstack_kind(on_path, running=xend_running):
     return "xl" if on_path("xl") else "xend"
 
 
-class SystemClock(Clock):
-    def now(self):
-        return time.time()
-
-    def sleep(self, seconds):
-        time.sleep(seconds)
+def default_toolstack():
+    """The toolstack of this host: :func:`default_toolstack_kind`."""
+    return default_toolstack_kind(_on_path)
 
 
-class SubprocessRunner(Runner):
-    """Runs argv lists with subprocess; no shell, ever.
+def _kind(toolstack):
+    kind = toolstack or default_toolstack()
+    if kind not in TOOLSTACKS:
+        raise ValidationError("toolstack: expected one of %s, got %r" % (", ".join(TOOLSTACKS), kind))
+    return kind
 
-    The child gets none of our other descriptors (inside xend that would be
-    its sockets: Python 2.7's ``close_fds`` defaults to False) and, without
-    ``input``, /dev/null as stdin.  ``timeout`` (seconds) kills it and raises
-    :class:`ToolstackError`.
+
+def _pyxs_store(path=None, must_exist=False):
+    """A pyxs XenStore, or None when pyxs or the daemon is missing."""
+    try:
+        from xen_remus_ext.toolstack.xenstore import PyxsXenStore
+    except ImportError:
+        return None
+    try:
+        xs = PyxsXenStore(path) if path else PyxsXenStore()
+        if must_exist and not os.path.exists(xs.where):
+            return None
+        return xs
+    except XenRemusError:
+        return None
+
+
+def _sim_xenstore(ts):
+    """The xenstored double of a sim host (its agent says where)."""
+    try:
+        path = ts.host_info().get("xenstored")
+    except XenRemusError:
+        return None
+    return _pyxs_store(path) if path else None
+
+
+def local_toolstack(toolstack=None, agent=None, memory_only=False, tracker=None, xenstore=None):
+    """This host's :class:`ports.Toolstack`.
+
+    :param toolstack: ``xl``, ``xend``, ``sim`` or None (:func:`default_toolstack`)
+    :param agent: sim: this host's agent (``unix:PATH`` or ``HOST:PORT``)
+    :param memory_only: xl: Remus without disk replication (``xl remus -d``)
+    :param tracker: xl: ``"fiemap"`` to track disk writes
+    :param xenstore: xend: the local xenstore re-pointing remus disks needs
+    :raises ValidationError: an unknown toolstack, or sim without ``agent``
     """
+    kind = _kind(toolstack)
+    if kind == "sim":
+        if not agent:
+            raise ValidationError("--toolstack sim: expected --agent ADDR (this host's sim agent), got none")
+        from xen_remus_ext.sim.toolstack import SimToolstack
+        return SimToolstack(agent, name="local")
+    if kind == "xl":
+        from xen_remus_ext.toolstack.xl import XlToolstack
+        return XlToolstack(SubprocessRunner(), memory_only=memory_only, tracker=tracker)
+    from xen_remus_ext.toolstack.xend import XendToolstack
+    return XendToolstack(runner=SubprocessRunner(), xenstore=xenstore)
 
-    def run(self, argv, input=None, timeout=None, env=None):
-        if isinstance(argv, (str, bytes)):
-            raise TypeError("argv must be a list, got %r" % (argv,))
-        full_env = None
-        if env:
-            full_env = dict(os.environ)
-            full_env.update(env)
-        null = None if input is not None else open(os.devnull, "rb")
-        try:
-            proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE if input is not None else null,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-                                    close_fds=True)
-        finally:
-            if null is not None:
-                null.close()
-        expired = []
-        timer = None
-        if timeout is not None:
-            def kill():
-                expired.append(True)
-                try:
-                    proc.kill()
-                except OSError:
-                    pass
-            timer = threading.Timer(timeout, kill)
-            timer.daemon = True
-            timer.start()
-        try:
-            out, err = proc.communicate(input)
-        finally:
-            if timer is not None:
-                timer.cancel()
-                timer.join()   # no daemon thread left waiting at interpreter exit (2.7 prints a traceback)
-        if expired:
-            raise ToolstackError("%s: no result after %s s; killed" % (" ".join(argv), timeout))
-        return proc.returncode, out, err
+
+def peer_toolstack(toolstack, host, ssh="ssh", peer_uri=None, peer_agent=None):
+    """The peer's :class:`ports.Toolstack`, of the same kind as this host's.
+
+    * xend: XML-RPC to the peer's xend Unix socket through ssh (``peer_uri``,
+      default ``ssh://HOST``), and its Remus sender run there over the same ssh;
+    * xl: the peer's ``xl`` run through ``SSH HOST xl``;
+    * sim: the peer's agent (``peer_agent``).
+    """
+    kind = _kind(toolstack)
+    if kind == "sim":
+        if not peer_agent:
+            raise ValidationError("peer %s: --toolstack sim: expected --peer-agent ADDR, got none" % (host,))
+        from xen_remus_ext.sim.toolstack import SimToolstack
+        return SimToolstack(peer_agent, name=host)
+    if kind == "xl":
+        from xen_remus_ext.toolstack.xl import XlToolstack
+        return XlToolstack(SubprocessRunner(), xl=(ssh or "ssh").split() + [host, "xl"], host=host)
+    from xen_remus_ext.toolstack.xend import XendToolstack, ssh_uri
+    return XendToolstack(uri=peer_uri or ssh_uri(host), host=host, ssh=(ssh or "ssh").split(),
+                         runner=SubprocessRunner())
+
+
+def peer_and_disks(toolstack, host, ssh="ssh", key_file=None, peer_uri=None, peer_agent=None):
+    """The peer's toolstack and the disk port for a command on ``toolstack``
+    (built by :func:`local_toolstack`) toward ``host``.
+
+    :returns: ``(peer toolstack, DiskSync)``
+    """
+    peer = peer_toolstack(toolstack.kind, host, ssh=ssh, peer_uri=peer_uri, peer_agent=peer_agent)
+    if toolstack.kind == "sim":
+        from xen_remus_ext.sim.disksync import SimDiskSync
+        return peer, SimDiskSync([toolstack, peer])
+    return peer, resync_disk_sync(ssh, key_file)
+
+
+def resync_disk_sync(ssh="ssh", key_file=None):
+    """The disks of real hosts: the resync engine over ssh or TCP."""
+    from xen_remus_ext.resync.disksync import ResyncDiskSync
+    return ResyncDiskSync(ssh=ssh or "ssh", key_file=key_file, runner=SubprocessRunner())
+
+
+def supervisor_starter(toolstack, ssh="ssh", runner=None):
+    """A callable ``(host or None)`` that makes sure ``xen-remus supervise``
+    runs on this host (None) or on ``host`` over ssh."""
+    import shlex
+    import sys
+    from six.moves import shlex_quote
+    from xen_remus_ext.errors import FailbackError
+    from xen_remus_ext.resync.transport import remote_command
+    runner = runner or SubprocessRunner()
+    words = ["-q", "supervise", "--daemon", "--toolstack", toolstack]
+
+    def start(host):
+        if host is None:
+            argv = [sys.executable, "-m", "xen_remus_ext"] + words
+        else:
+            argv = shlex.split(ssh or "ssh") + [host] + [shlex_quote(w) for w in remote_command() + words]
+        rc, _out, err = runner.run(argv, timeout=60)
+        if rc != 0:
+            msg = err.decode("utf-8", "replace").strip() if isinstance(err, bytes) else str(err or "")
+            raise FailbackError("`xen-remus supervise --daemon` on %s: exit %d: %s"
+                                % (host or "this host", rc, msg.splitlines()[-1] if msg else "no message"))
+    return start
+
+
+def open_site(toolstack=None, host=None, peer=True, agent=None, peer_agent=None, peer_uri=None,
+              ssh="ssh", key_file=None, memory_only=False, tracker=None, xenstores=True):
+    """Build what a command needs from its options.
+
+    :param host: the peer's name or address (None: no peer)
+    :param peer: whether the command talks to the peer's toolstack.  A
+        simulated host's disks are reached through its peer's agent, so the
+        sim always builds the peer when ``host`` is given.
+    :param xenstores: build the xenstore connections (status keys)
+    :returns: a :class:`Site`
+    :raises ValidationError: inconsistent options
+    """
+    kind = _kind(toolstack)
+    if kind == "sim":
+        ts = local_toolstack(kind, agent=agent)
+        xs = _sim_xenstore(ts) if xenstores else None
+        other = peer_toolstack(kind, host, peer_agent=peer_agent) if host is not None else None
+        peer_xs = _sim_xenstore(other) if xenstores and other is not None else None
+        from xen_remus_ext.sim.disksync import SimDiskSync
+        disks = SimDiskSync([t for t in (ts, other) if t is not None])
+        return Site(ts, other, disks, xs, peer_xs)
+    xs = _pyxs_store(must_exist=True) if xenstores else None
+    try:
+        ts = local_toolstack(kind, memory_only=memory_only, tracker=tracker, xenstore=xs)
+        other = None
+        if host is not None and peer:
+            other = peer_toolstack(kind, host, ssh=ssh, peer_uri=peer_uri)
+    except Exception:
+        if xs is not None:
+            xs.close()
+        raise
+    return Site(ts, other, resync_disk_sync(ssh, key_file), xs, None, supervise=supervisor_starter(kind, ssh))

@@ -17,8 +17,9 @@ import pytest
 from tests.fakes.fake_xenstore import FakeXenStore
 from xen_remus_ext.errors import ValidationError, XenStoreError
 from xen_remus_ext.sim.xenstored import XenstoredServer
-from xen_remus_ext.toolstack import status
-from xen_remus_ext.toolstack.xenstore import PyxsXenStore, run_transaction
+from xen_remus_ext import status_keys as status
+from xen_remus_ext.ports import run_transaction
+from xen_remus_ext.toolstack.xenstore import PyxsXenStore
 
 
 @pytest.fixture(params=["pyxs+xenstored-double", "fake"])

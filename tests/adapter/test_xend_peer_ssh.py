@@ -19,10 +19,10 @@ import time
 import pytest
 
 from tests.fakes.xend_server import XendServer
+from xen_remus_ext import wiring
 from xen_remus_ext.errors import ToolstackError
-from xen_remus_ext.failback import api
+from xen_remus_ext.toolstack.runner import SubprocessRunner
 from xen_remus_ext.toolstack.xend import XendToolstack, ssh_uri
-from xen_remus_ext.wiring import SubprocessRunner
 
 FAKES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fakes")
 REPO = os.path.dirname(os.path.dirname(FAKES))
@@ -115,13 +115,13 @@ def test_relay_to_a_dead_socket_fails_cleanly(peer):
 
 
 def test_peer_remus_runs_on_the_peer(peer):
-    """build_peer's xend toolstack starts, sees and stops the remus script ON the
+    """wiring's peer xend toolstack starts, sees and stops the remus script ON the
     peer (its state directory, its PATH), never locally."""
     local_state = tempfile.mkdtemp(prefix="xre-local-")
     old = os.environ.get("XEN_REMUS_STATE_DIR")
     os.environ["XEN_REMUS_STATE_DIR"] = local_state
     try:
-        ts = api.build_peer(XendToolstack(), "hostb", {"ssh": peer.ssh, "peer_uri": ssh_uri("hostb", peer.socket_path)})
+        ts = wiring.peer_toolstack("xend", "hostb", ssh=peer.ssh, peer_uri=ssh_uri("hostb", peer.socket_path))
         assert ts.ssh == [peer.ssh] and ts.host == "hostb"
         assert not ts.remus_running("web1")
         pid = ts.remus_start("web1", "hosta", interval_ms=100, net=False)
@@ -147,7 +147,7 @@ def test_peer_remus_runs_on_the_peer(peer):
 
 
 def test_remote_remus_start_failure_reports_the_peers_message(peer):
-    ts = api.build_peer(XendToolstack(), "hostb", {"ssh": peer.ssh, "peer_uri": ssh_uri("hostb", peer.socket_path)})
+    ts = wiring.peer_toolstack("xend", "hostb", ssh=peer.ssh, peer_uri=ssh_uri("hostb", peer.socket_path))
     with pytest.raises(ToolstackError) as err:
         ts.remus_start("nosuch", "hosta", interval_ms=100, net=False)
     assert "on hostb" in str(err.value) and "remus-sender start" in str(err.value)

@@ -23,7 +23,7 @@ import os
 
 from xen_remus_ext import model
 from xen_remus_ext.errors import ToolstackError, XenRemusError
-from xen_remus_ext.ports import Toolstack, Tracker
+from xen_remus_ext.ports import DiskSync, Toolstack, Tracker
 
 SECTOR = 512
 
@@ -185,6 +185,7 @@ class FakeToolstack(Toolstack):
         self.world = world
         self.host = host
         self.kind = kind
+        self.migrates_paused = kind != "xend"
 
     # -- helpers --------------------------------------------------------------
     def _doms(self):
@@ -308,6 +309,9 @@ class FakeToolstack(Toolstack):
         self._doms()
         return (self.host, dom) in self.world.remus
 
+    def check_retarget(self):
+        return None
+
     def retarget_disks(self, dom, config):
         """Re-point the paused domain's remus disks (tap-ctl pause/unpause -a)."""
         d = self._get(dom)
@@ -323,6 +327,9 @@ class FakeToolstack(Toolstack):
         raise ToolstackError("restore: not modelled by the fake")
 
     # -- simulator extras the orchestrator uses ------------------------------
+    def tracks_writes(self):
+        return True
+
     def tracker_for(self, dom, vdev):
         """An unmarked tracker (as the simulator's: it records after mark())."""
         self._get(dom)
@@ -334,8 +341,8 @@ class FakeToolstack(Toolstack):
         return self.world.disk_file(self.host, path)
 
 
-class FileDiskSync(object):
-    """A failback ``DiskSync`` over plain local files (failback/disks.py's port).
+class FileDiskSync(DiskSync):
+    """A ``ports.DiskSync`` over plain local files.
 
     It copies, really: the tracker's extents when given one, else every
     64 KiB block that differs.  ``relations`` maps a destination path to the

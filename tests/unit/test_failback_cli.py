@@ -1,7 +1,7 @@
 """``xen-remus failback|resync-domain|status`` over the FakeToolstack.
 
-The CLI's two seams (``local_toolstack`` and ``peer_and_disks``, what
-``--toolstack`` builds) are pointed at the stateful fakes; everything else
+The CLI's one seam (``open_site``: what ``--toolstack`` and its options
+build through the composition root) is pointed at the stateful fakes; everything else
 (argument parsing, the api, the orchestrator, JSON and exit codes) is the
 real code, and disks are real files.
 """
@@ -13,6 +13,7 @@ import pytest
 
 from tests.fakes.fake_toolstack import FakeToolstack, FileDiskSync
 from tests.unit.test_failback_orchestrator import PATH, make_world
+from xen_remus_ext import wiring
 from xen_remus_ext.cli import failback_cmd
 from xen_remus_ext.cli import main as cli
 
@@ -23,9 +24,8 @@ def world(tmp_path, monkeypatch):
     sync = FileDiskSync(w)
     w.sync = sync
     w.guest = guest
-    monkeypatch.setattr(failback_cmd, "local_toolstack", lambda args: FakeToolstack(w, "hostB"))
-    monkeypatch.setattr(failback_cmd, "peer_and_disks", lambda args, ts: (FakeToolstack(w, args.host), sync))
-    monkeypatch.setattr(failback_cmd, "peer_and_disks_real", lambda args: sync)
+    monkeypatch.setattr(failback_cmd, "open_site", lambda args, peer=True: wiring.Site(
+        FakeToolstack(w, "hostB"), FakeToolstack(w, getattr(args, "host", None) or "hostA"), sync))
     return w
 
 

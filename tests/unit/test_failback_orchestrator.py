@@ -19,6 +19,7 @@ from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, K
 from xen_remus_ext.errors import FailbackError, ToolstackError
 from xen_remus_ext.failback import journal, machine
 from xen_remus_ext.failback.orchestrator import Orchestrator
+from xen_remus_ext.ports import Toolstack
 
 SIZE = 256 * 1024
 PATH = "/img/vm1.img"
@@ -454,7 +455,7 @@ def test_remus_ext_status_keys_follow_the_run(tmp_path):
     """The keys go where the domain runs: here while failing back, on the
     peer once home and protected (FakeXenStore: the in-memory double)."""
     from tests.fakes.fake_xenstore import FakeXenStore
-    from xen_remus_ext.toolstack import status as xs_status
+    from xen_remus_ext import status_keys as xs_status
     world, guest = make_world(tmp_path)
     xs_b, xs_a = FakeXenStore(), FakeXenStore()
     seen = []
@@ -480,7 +481,9 @@ def test_remus_ext_status_keys_follow_the_run(tmp_path):
 
 def test_without_a_tracker_the_final_pass_compares_and_downtime_is_estimated(tmp_path):
     class Untracked(FakeToolstack):
-        tracker_for = None   # a host with no dirty-block tracking
+        """A host with no dirty-block tracking: the port's defaults."""
+        tracker_for = Toolstack.tracker_for
+        tracks_writes = Toolstack.tracks_writes
 
     world, guest = make_world(tmp_path)
     lines = []

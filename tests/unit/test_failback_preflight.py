@@ -79,16 +79,28 @@ def test_reverse_only_preflight_checks_the_config_file(tmp_path):
 
 @pytest.mark.parametrize("version,ok", [("4.4.4", False), ("4.7.6", False), ("4.8.0", True), ("4.11.4", True),
                                         ("4.18.2-pre", True)])
-def test_xl_needs_migrate_p(tmp_path, version, ok):
+def test_xl_needs_migrate_p(version, ok):
+    from xen_remus_ext.toolstack.xl import XlToolstack
+
+    class Info(object):
+        def run(self, argv, input=None, timeout=None, env=None):
+            assert argv == ["xl", "info"], argv
+            return 0, ("host : b\nxen_version : %s\nfree_memory : 2048\n" % version).encode(), b""
+
+    lacks = XlToolstack(Info()).check_migrate_paused()
+    assert (lacks is None) is ok and (ok or "4.8.0" in lacks)
+
+
+def test_preflight_refuses_a_toolstack_that_cannot_migrate_paused(tmp_path):
     from tests.fakes.fake_toolstack import FakeToolstack
 
-    class Xl(FakeToolstack):
-        def host_info(self):
-            return dict(FakeToolstack.host_info(self), xen_version=version)
+    class Old(FakeToolstack):
+        def check_migrate_paused(self):
+            return "xl on Xen 4.7: expected 4.8.0 or later for `xl migrate -p`"
 
     world, _g = make_world(tmp_path, guest=False)
     o = orch(world)
-    o.ts = Xl(world, "hostB", kind="xl")
+    o.ts = Old(world, "hostB")
     _state, _lines, checks, _facts = o.dry_run()
     got = [c for c in checks if c.name == "migrate-paused"][0]
-    assert got.ok is ok and (ok or "4.8.0" in got.detail)
+    assert not got.ok and "4.8.0" in got.detail and "--reverse-only" in got.detail

@@ -1,5 +1,5 @@
 """The failback runner with the REAL resync engine and generation metadata
-(failback/disks.py ResyncDiskSync -> resync.api, resync.meta) over local
+(resync/disksync.py ResyncDiskSync -> resync.api, resync.meta) over local
 files; the toolstack is the FakeToolstack (it stands in for xend/xl as in
 test_failback_orchestrator.py)."""
 from __future__ import absolute_import, division, print_function
@@ -10,7 +10,7 @@ from tests.fakes.fake_toolstack import FakeToolstack
 from tests.unit.test_failback_orchestrator import PATH, FakeClock, assert_home_and_protected, make_world
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import machine
-from xen_remus_ext.failback.disks import ResyncDiskSync
+from xen_remus_ext.resync.disksync import ResyncDiskSync
 from xen_remus_ext.failback.orchestrator import Orchestrator
 from xen_remus_ext.resync import meta
 

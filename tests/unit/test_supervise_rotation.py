@@ -17,7 +17,7 @@ import pytest
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, remus_config
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import journal, machine
-from xen_remus_ext.failback.disks import ResyncDiskSync
+from xen_remus_ext.resync.disksync import ResyncDiskSync
 from xen_remus_ext.failback.orchestrator import Orchestrator
 from xen_remus_ext.failback.watch import Watcher
 from xen_remus_ext.resync import meta

@@ -7,7 +7,7 @@ import pytest
 from pyxs.exceptions import PyXSError
 
 from xen_remus_ext.errors import ValidationError, XenStoreError
-from xen_remus_ext.toolstack import status
+from xen_remus_ext import status_keys as status
 from xen_remus_ext.toolstack.xenstore import PyxsXenStore, _xs_error
 
 

@@ -198,8 +198,12 @@ def test_the_fake_is_strict():
 
 def test_xl_has_no_retarget():
     # xl remus has no remus: disk uname to re-point (DRBD or memory-only)
+    from xen_remus_ext.errors import ToolstackError
     from xen_remus_ext.toolstack.xl import XlToolstack
-    assert not hasattr(XlToolstack, "retarget_disks")
+    xl = XlToolstack(runner=None)
+    assert "cannot re-point" in xl.check_retarget()
+    with pytest.raises(ToolstackError, match="cannot re-point"):
+        xl.retarget_disks("vm1", None)
 
 
 def test_check_retarget_says_what_is_missing(world):

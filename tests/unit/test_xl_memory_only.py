@@ -54,10 +54,12 @@ class _ListRunner(object):
 
 
 def test_fiemap_tracker_offered_only_when_asked():
-    assert not hasattr(XlToolstack(runner=None), "tracker_for")
+    plain = XlToolstack(runner=None)
+    assert plain.tracker_for("guest", "xvda") is None and not plain.tracks_writes()
     with pytest.raises(ValidationError):
         XlToolstack(runner=None, tracker="dm-era")
     xl = XlToolstack(_ListRunner(), tracker="fiemap")
+    assert xl.tracks_writes()
     tr = xl.tracker_for("guest", "xvda")
     assert (tr.name, tr.image) == ("fiemap", "/var/lib/xrl/disks/guest.img")
     with pytest.raises(ToolstackError):

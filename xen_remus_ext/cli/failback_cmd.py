@@ -17,12 +17,12 @@ from __future__ import absolute_import, division, print_function
 
 import argparse
 import json
-import os
 import sys
 
+from xen_remus_ext import wiring
 from xen_remus_ext.errors import FailbackError, ValidationError, XenRemusError
 
-TOOLSTACKS = ("xend", "xl", "sim")
+TOOLSTACKS = wiring.TOOLSTACKS
 
 
 def _size(text):
@@ -162,34 +162,13 @@ def register(subparsers):
     s.set_defaults(func=cmd_status)
 
 
-def _on_path(name):
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        if d and os.access(os.path.join(d, name), os.X_OK):
-            return True
-    return False
-
-
-def local_toolstack(args):
-    """This host's toolstack, as ``--toolstack`` says (default: xend when it
-    runs here, as xl itself detects it; else xl when on PATH; else xend)."""
-    kind = args.toolstack
-    if kind is None:
-        from xen_remus_ext.wiring import default_toolstack_kind
-        kind = default_toolstack_kind(_on_path)
-    if kind == "sim":
-        if not args.agent:
-            raise FailbackError("--toolstack sim: expected --agent ADDR (this host's sim agent), got none")
-        from xen_remus_ext.sim.toolstack import SimToolstack
-        return SimToolstack(args.agent, name="local")
-    if kind == "xl":
-        from xen_remus_ext.toolstack.xl import XlToolstack
-        from xen_remus_ext.wiring import SubprocessRunner
-        return XlToolstack(SubprocessRunner(), memory_only=bool(getattr(args, "no_disk", False)),
-                           tracker=getattr(args, "tracker", None))
-    from xen_remus_ext.toolstack.xend import XendToolstack
-    from xen_remus_ext.wiring import SubprocessRunner
-    # tap-ctl for retarget_disks (--reverse-only); its xenstore is added in cmd_failback
-    return XendToolstack(runner=SubprocessRunner())
+def open_site(args, peer=True):
+    """What ``--toolstack`` and its options build (wiring.open_site)."""
+    return wiring.open_site(toolstack=args.toolstack, host=getattr(args, "host", None), peer=peer,
+                            agent=args.agent, peer_agent=args.peer_agent, peer_uri=args.peer_uri,
+                            ssh=getattr(args, "ssh", "ssh"), key_file=getattr(args, "key", None),
+                            memory_only=bool(getattr(args, "no_disk", False)),
+                            tracker=getattr(args, "tracker", None))
 
 
 def _parse_remus_args(args):
@@ -210,9 +189,7 @@ def _parse_remus_args(args):
 
 
 def cmd_remus_sender(args):
-    from xen_remus_ext.toolstack.xend import XendToolstack
-    from xen_remus_ext.wiring import SubprocessRunner
-    ts = XendToolstack(runner=SubprocessRunner())
+    ts = wiring.local_toolstack("xend")
     if args.action == "start":
         ns = _parse_remus_args(args.args)
         pid = ts.remus_start(ns.domain, ns.host, interval_ms=ns.interval, port=ns.port, net=not ns.no_net,
@@ -228,8 +205,7 @@ def cmd_remus_sender(args):
 
 def _options(args):
     opts = {"rate": getattr(args, "rate", None), "verify": getattr(args, "verify", False),
-            "ssh": getattr(args, "ssh", "ssh"), "key_file": getattr(args, "key", None),
-            "peer_agent": getattr(args, "peer_agent", None), "peer_uri": getattr(args, "peer_uri", None)}
+            "ssh": getattr(args, "ssh", "ssh"), "key_file": getattr(args, "key", None)}
     if getattr(args, "dest", None):
         opts["dest_template"] = args.dest
     for name, key in (("interval", "interval_ms"), ("port", "port"), ("local_host", "local_host"),
@@ -247,55 +223,6 @@ def _options(args):
     if getattr(args, "shared_disk", None):
         opts["shared_disks"] = list(args.shared_disk)
     return opts
-
-
-def peer_and_disks(args, ts):
-    """The peer's toolstack and the disk port: the resync engine, or for the
-    simulator the resync run by the source host's agent over TCP."""
-    from xen_remus_ext.failback import api
-    peer = api.build_peer(ts, args.host, _options(args))
-    if getattr(ts, "kind", None) == "sim":
-        from xen_remus_ext.sim.disksync import SimDiskSync
-        return peer, SimDiskSync([ts, peer])
-    from xen_remus_ext.failback.disks import ResyncDiskSync
-    return peer, ResyncDiskSync(ssh=args.ssh, key_file=args.key)
-
-
-def xenstores(ts, peer):
-    """This host's and the peer's xenstore, where we can reach them (the
-    remus-ext status keys are informational: None when unreachable)."""
-    from xen_remus_ext.errors import XenStoreError
-    try:
-        from xen_remus_ext.toolstack.xenstore import PyxsXenStore
-    except ImportError:
-        return None, None
-
-    def one(t, local):
-        try:
-            if getattr(t, "kind", None) == "sim":
-                path = t.host_info().get("xenstored")
-                return PyxsXenStore(path) if path else None
-            if local:
-                xs = PyxsXenStore()
-                return xs if os.path.exists(xs.where) else None
-        except XenRemusError:
-            return None
-        return None
-    try:
-        return one(ts, True), (one(peer, False) if peer is not None else None)
-    except XenStoreError:
-        return None, None
-
-
-def _close(*stores):
-    for xs in stores:
-        if xs is not None and hasattr(xs, "close"):
-            xs.close()
-
-
-def peer_and_disks_real(args):
-    from xen_remus_ext.failback.disks import ResyncDiskSync
-    return ResyncDiskSync(ssh=args.ssh, key_file=args.key)
 
 
 def _emit_error(args, exc):
@@ -317,20 +244,13 @@ def _progress(args):
 
 def cmd_failback(args):
     from xen_remus_ext.failback import api
-    ts = local_toolstack(args)
     try:
-        peer, disks = peer_and_disks(args, ts)
-        xs, peer_xs = xenstores(ts, peer)
-        if getattr(ts, "kind", None) == "xend" and getattr(ts, "xenstore", None) is None:
-            ts.xenstore = xs    # retarget_disks finds the tapdisks through the vbd backends
-        try:
-            opts = dict(_options(args), supervise=supervisor_starter(args, getattr(ts, "kind", None)))
-            res = api.run_failback(ts, args.domain, args.host, peer_toolstack=peer,
+        with open_site(args) as site:
+            res = api.run_failback(site.toolstack, args.domain, args.host, site.peer,
                                    reverse_only=args.reverse_only, dry_run=args.dry_run, resume=args.resume,
-                                   abort=args.abort, options=opts, disk_sync=disks,
-                                   progress=_progress(args), xenstore=xs, peer_xenstore=peer_xs)
-        finally:
-            _close(xs, peer_xs)
+                                   abort=args.abort, options=dict(_options(args), supervise=site.supervise),
+                                   disk_sync=site.disk_sync, progress=_progress(args), clock=site.clock,
+                                   xenstore=site.xenstore, peer_xenstore=site.peer_xenstore)
     except XenRemusError as exc:
         _emit_error(args, exc)
         raise
@@ -341,46 +261,15 @@ def cmd_failback(args):
     return 0 if res.get("ok", True) else 1
 
 
-def supervisor_starter(args, kind):
-    """A callable ``(host or None)`` that makes sure ``xen-remus supervise``
-    runs on this host (None) or on ``host`` over ssh; None for the simulator
-    (its hosts rotate generations themselves)."""
-    if kind not in ("xl", "xend"):
-        return None
-    import shlex
-    from six.moves import shlex_quote
-    from xen_remus_ext.resync.transport import remote_command
-    from xen_remus_ext.wiring import SubprocessRunner
-    runner = SubprocessRunner()
-    words = ["-q", "supervise", "--daemon", "--toolstack", kind]
-
-    def start(host):
-        if host is None:
-            argv = [sys.executable, "-m", "xen_remus_ext"] + words
-        else:
-            argv = shlex.split(getattr(args, "ssh", None) or "ssh") + [host] + \
-                [shlex_quote(w) for w in remote_command() + words]
-        rc, _out, err = runner.run(argv, timeout=60)
-        if rc != 0:
-            msg = err.decode("utf-8", "replace").strip() if isinstance(err, bytes) else str(err or "")
-            raise FailbackError("`xen-remus supervise --daemon` on %s: exit %d: %s"
-                                % (host or "this host", rc, msg.splitlines()[-1] if msg else "no message"))
-    return start
-
-
 def cmd_protect(args):
     from xen_remus_ext.failback import api
-    ts = local_toolstack(args)
     try:
-        peer, disks = peer_and_disks(args, ts)
-        xs, peer_xs = xenstores(ts, peer)
-        try:
-            opts = dict(_options(args), supervise=supervisor_starter(args, getattr(ts, "kind", None)))
-            res = api.run_protect(ts, args.domain, args.host, peer_toolstack=peer, dry_run=args.dry_run,
-                                  resume=args.resume, abort=args.abort, options=opts, disk_sync=disks,
-                                  progress=_progress(args), xenstore=xs, peer_xenstore=peer_xs)
-        finally:
-            _close(xs, peer_xs)
+        with open_site(args) as site:
+            res = api.run_protect(site.toolstack, args.domain, args.host, site.peer, dry_run=args.dry_run,
+                                  resume=args.resume, abort=args.abort,
+                                  options=dict(_options(args), supervise=site.supervise),
+                                  disk_sync=site.disk_sync, progress=_progress(args), clock=site.clock,
+                                  xenstore=site.xenstore, peer_xenstore=site.peer_xenstore)
     except XenRemusError as exc:
         _emit_error(args, exc)
         raise
@@ -407,12 +296,11 @@ def format_plan(res):
 
 def cmd_resync_domain(args):
     from xen_remus_ext.failback import api
-    ts = local_toolstack(args)
     try:
-        peer, disks = (peer_and_disks(args, ts) if getattr(ts, "kind", None) == "sim"
-                       else (None, peer_and_disks_real(args)))
-        res = api.resync_domain(ts, args.domain, args.host, peer_toolstack=peer, options=_options(args),
-                                disk_sync=disks, progress=_progress(args))
+        # resync-domain reaches the peer's disks, not its toolstack
+        with open_site(args, peer=False) as site:
+            res = api.resync_domain(site.toolstack, args.domain, args.host, peer_toolstack=site.peer,
+                                    options=_options(args), disk_sync=site.disk_sync, progress=_progress(args))
     except XenRemusError as exc:
         _emit_error(args, exc)
         raise
@@ -423,13 +311,9 @@ def cmd_resync_domain(args):
 
 def cmd_status(args):
     from xen_remus_ext.failback import api
-    ts = local_toolstack(args)
     try:
-        xs = xenstores(ts, None)[0]
-        try:
-            rows = api.status(ts, args.domain, xenstore=xs)
-        finally:
-            _close(xs)
+        with open_site(args, peer=False) as site:
+            rows = api.status(site.toolstack, args.domain, xenstore=site.xenstore)
     except XenRemusError as exc:
         _emit_error(args, exc)
         raise

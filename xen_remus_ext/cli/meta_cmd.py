@@ -147,7 +147,7 @@ def cmd_forget(args):
 
 
 def cmd_create(args):
-    from xen_remus_ext.failback.disks import create_sparse
+    from xen_remus_ext.resync.disksync import create_sparse
     create_sparse(args.disk, args.size)
     _print(args, {"disk": args.disk, "size": args.size, "created": True},
            "%s: created, %d bytes, sparse" % (args.disk, args.size))

@@ -97,11 +97,10 @@ def cmd_supervise(args):
     if args.interval <= 0 or args.grace < 0:
         raise ValidationError("supervise: expected --interval > 0 and --grace >= 0, got %s and %s"
                               % (args.interval, args.grace))
-    from xen_remus_ext.cli.failback_cmd import local_toolstack
+    from xen_remus_ext import wiring
     from xen_remus_ext.failback.watch import Watcher
-    from xen_remus_ext.wiring import SystemClock
-    ts = local_toolstack(args)
-    watcher = Watcher(ts, SystemClock(), grace=args.grace, domains=args.domains or None)
+    ts = wiring.local_toolstack(args.toolstack, agent=args.agent)
+    watcher = Watcher(ts, wiring.SystemClock(), grace=args.grace, domains=args.domains or None)
     if args.once:
         rotated = watcher.poll()
         if args.json:

@@ -20,46 +20,14 @@ from xen_remus_ext.failback.orchestrator import Orchestrator
 LOG = logging.getLogger(__name__)
 
 
-def build_peer(toolstack, host, options=None):
-    """The peer's toolstack, of the same kind as ``toolstack``.
-
-    * xend: XML-RPC to the peer's xend Unix socket through ssh (``peer_uri``,
-      default ``ssh://HOST``; the ``ssh`` option), and its Remus sender run
-      there over the same ssh;
-    * xl: the peer's ``xl`` run through ``ssh HOST xl`` (``ssh`` option);
-    * sim: the peer's agent address (``peer_agent``).
-    """
-    options = options or {}
-    kind = getattr(toolstack, "kind", None)
-    if kind == "xend":
-        from xen_remus_ext.toolstack.xend import XendToolstack
-        from xen_remus_ext.toolstack.xend import ssh_uri
-        from xen_remus_ext.wiring import SubprocessRunner
-        ssh = (options.get("ssh") or "ssh").split()
-        return XendToolstack(uri=options.get("peer_uri") or ssh_uri(host), host=host, ssh=ssh,
-                             runner=SubprocessRunner())
-    if kind == "xl":
-        from xen_remus_ext.toolstack.xl import XlToolstack
-        from xen_remus_ext.wiring import SubprocessRunner
-        ssh = (options.get("ssh") or "ssh").split()
-        return XlToolstack(SubprocessRunner(), xl=ssh + [host, "xl"], host=host)
-    if kind == "sim":
-        agent = options.get("peer_agent")
-        if not agent:
-            raise FailbackError("peer %s: the sim toolstack needs the peer's agent address (--peer-agent)" % host)
-        from xen_remus_ext.sim.toolstack import SimToolstack
-        return SimToolstack(agent, name=host)
-    raise FailbackError("peer %s: cannot reach a %r toolstack; pass peer_toolstack" % (host, kind))
-
-
-def run_failback(toolstack, domain, host, peer_toolstack=None, reverse_only=False, dry_run=False,
+def run_failback(toolstack, domain, host, peer_toolstack, reverse_only=False, dry_run=False,
                  resume=False, abort=False, options=None, disk_sync=None, progress=None, state_dir=None,
                  clock=None, xenstore=None, peer_xenstore=None):
     """Fail ``domain`` back from this host to ``host`` (or, ``reverse_only``,
     protect it from here toward ``host``).
 
-    :param options: dict of :data:`orchestrator.DEFAULTS` keys, plus
-        ``peer_uri``/``peer_agent`` for :func:`build_peer`.
+    :param peer_toolstack: ``host``'s toolstack (``wiring.open_site`` builds it)
+    :param options: dict of :data:`orchestrator.DEFAULTS` keys.
     :returns: dict: ``domain, host, mode, state, plan`` (dry run),
         ``checks``, ``downtime``, ``journal`` (the record's path) ...
     :raises FailbackError: refused or failed (the journal keeps where).
@@ -69,7 +37,7 @@ def run_failback(toolstack, domain, host, peer_toolstack=None, reverse_only=Fals
                 progress, state_dir, clock, xenstore, peer_xenstore)
 
 
-def run_protect(toolstack, domain, host, peer_toolstack=None, dry_run=False, resume=False, abort=False,
+def run_protect(toolstack, domain, host, peer_toolstack, dry_run=False, resume=False, abort=False,
                 options=None, disk_sync=None, progress=None, state_dir=None, clock=None, xenstore=None,
                 peer_xenstore=None):
     """Protect ``domain`` (running here) with Remus toward ``host``: seed each
@@ -88,7 +56,9 @@ def _run(mode, toolstack, domain, host, peer_toolstack, dry_run, resume, abort, 
     options = dict(options or {})
     if sum(1 for f in (dry_run, resume, abort) if f) > 1:
         raise FailbackError("%s: --dry-run, --resume and --abort exclude each other" % mode)
-    peer = peer_toolstack or build_peer(toolstack, host, options)
+    if peer_toolstack is None:
+        raise FailbackError("%s of %s to %s: expected the peer's toolstack, got none" % (mode, domain, host))
+    peer = peer_toolstack
     orch = Orchestrator(toolstack, peer, domain, host, mode=mode, options=options, disk_sync=disk_sync,
                         clock=clock, state_base=state_dir, progress=progress, xenstore=xenstore,
                         peer_xenstore=peer_xenstore)
@@ -119,16 +89,18 @@ def resync_domain(toolstack, domain, host, peer_toolstack=None, options=None, di
                   progress=None):
     """Bring ``host``'s copy of every remus disk of ``domain`` up to date from here.
 
+    :param peer_toolstack: ``host``'s toolstack when its disks are found
+        through it (simulated hosts), else None: they are reached at
+        ``options["dest_template"]``.
+
     The domain keeps running; the result is a consistent copy only of what
     was on disk when each block was read (use failback or --reverse-only for
     a copy that stays in step).
     :returns: dict ``{"domain", "host", "disks": [{vdev, src, dest, relation, result...}]}``.
     """
     options = dict(options or {})
-    peer = peer_toolstack
-    if peer is None and getattr(toolstack, "kind", None) == "sim":
-        peer = build_peer(toolstack, host, options)
-    orch = Orchestrator(toolstack, peer, domain, host, options=options, disk_sync=disk_sync, progress=progress)
+    orch = Orchestrator(toolstack, peer_toolstack, domain, host, options=options, disk_sync=disk_sync,
+                        progress=progress)
     if preflight.find_domain(toolstack, domain) is None:
         raise FailbackError("%s: expected it to run on this host, not found" % domain, step="resync")
     config = toolstack.domain_config(domain)
@@ -199,16 +171,11 @@ INCOMING_SUFFIX = "--incoming"
 def _remus_backup(toolstack, info):
     """None, or ``{"state": "receiving"|"broken", "checkpoints": N|None}``
     when the domain here is a Remus backup's paused copy, not a primary."""
-    probe = getattr(toolstack, "remus_backup", None)
-    if probe is not None:
-        try:
-            return probe(info.name)
-        except ToolstackError as exc:
-            LOG.debug("%s: backup state unknown: %s", info.name, exc)
-            return None
-    if info.name.endswith(INCOMING_SUFFIX):
-        return {"state": "receiving", "checkpoints": None}
-    return None
+    try:
+        return toolstack.remus_backup(info.name)
+    except ToolstackError as exc:
+        LOG.debug("%s: backup state unknown: %s", info.name, exc)
+        return None
 
 
 def _crashed(info):
@@ -219,7 +186,7 @@ def _crashed(info):
 def _xs_status(xs, domid):
     if xs is None:
         return None
-    from xen_remus_ext.toolstack import status as xs_status
+    from xen_remus_ext import status_keys as xs_status
     try:
         st = xs_status.read_status(xs, domid)
     except XenRemusError as exc:
@@ -237,7 +204,7 @@ def _disk_generations(toolstack, name):
         LOG.debug("%s: config unreadable for status: %s", name, exc)
         return out
     for d in config.remus_disks:
-        path = toolstack.disk_path(d.path) if hasattr(toolstack, "disk_path") else d.path
+        path = toolstack.disk_path(d.path) or d.path
         try:
             m = meta.load(path)
         except XenRemusError as exc:

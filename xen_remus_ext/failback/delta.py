@@ -16,17 +16,21 @@ import logging
 
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import journal, machine
-from xen_remus_ext.failback.disks import ResyncDiskSync, send_final_delta
-from xen_remus_ext.wiring import SystemClock
+from xen_remus_ext.failback.disks import send_final_delta
+from xen_remus_ext.ports import SystemClock
 
 LOG = logging.getLogger(__name__)
 
 
-def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_fn=None, clock=None):
+def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_fn=None, clock=None,
+                    disk_sync_for=None):
     """Send the final disk delta of ``domname``'s failback to ``dst_host``.
 
     :param state_dir: the state directory holding ``failback/`` (default:
         the package's).
+    :param disk_sync: the :class:`ports.DiskSync` to send with, or
+    :param disk_sync_for: ``(ssh=, key_file=) -> DiskSync``, called with
+        the options the failback journaled (``wiring.resync_disk_sync``).
     :param tracker_fn: ``vdev -> Tracker or None``: the dirty-block source of
         each disk (default: none, every disk's delta is found by checksum).
     :returns: the journal's ``delta`` record, or None when no failback of
@@ -49,7 +53,10 @@ def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_f
     if rec.get("delta", {}).get("sent"):
         return rec["delta"]
     opts = rec.get("options", {})
-    sync = disk_sync or ResyncDiskSync(ssh=opts.get("ssh") or "ssh", key_file=opts.get("key_file"))
+    if disk_sync is None and disk_sync_for is None:
+        raise FailbackError("%s: final disk delta: expected a disk port, got none" % (domname,),
+                            state=rec["state"], step=machine.FINAL_DELTA)
+    sync = disk_sync or disk_sync_for(ssh=opts.get("ssh") or "ssh", key_file=opts.get("key_file"))
     clock = clock or SystemClock()
     LOG.info("%s: domain suspended for migration to %s: sending the final disk delta", domname, dst_host)
     try:

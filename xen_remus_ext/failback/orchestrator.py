@@ -14,11 +14,16 @@ Where the disks are: the domain's config's remus disks.  The local copy is
 file: simulator, tests), else ``options["dest_template"] % {host, path,
 vdev}`` (default ``HOST:PATH``: the resync engine's ssh transport).
 
-Downtime: on the xl/sim path the domain is suspended inside ``migrate
-(paused=True)`` and runs again when ``unpause`` returns; the runner records
-``timing`` for every step and ``downtime`` = end of unpause - end of
-migrate (the part failback adds) plus the toolstack's own stop-and-copy
-time when it reports one (``last_migration_downtime``).
+The migration: a toolstack whose ``migrate(paused=True)`` leaves the domain
+paused on arrival (xl, the simulator) gets the final delta from this runner
+while the domain is paused there; one that cannot (``migrates_paused`` is
+False: xend) gets it from the device-migrate hook while the domain is
+suspended, and the runner adopts the hook's journal record.
+
+Downtime: the runner records ``timing`` for every step and ``downtime`` =
+end of unpause - end of migrate (the part failback adds) plus the
+toolstack's own stop-and-copy time when it reports one
+(``migration_downtime()``).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -28,8 +33,8 @@ import six
 
 from xen_remus_ext.errors import FailbackError, ToolstackError, XenRemusError
 from xen_remus_ext.failback import journal, machine, preflight
-from xen_remus_ext.failback.disks import ResyncDiskSync, send_final_delta, sync_waiting
-from xen_remus_ext.wiring import SystemClock
+from xen_remus_ext.failback.disks import send_final_delta, sync_waiting
+from xen_remus_ext.ports import SystemClock
 
 LOG = logging.getLogger(__name__)
 
@@ -59,13 +64,14 @@ class Orchestrator(object):
     """Runs (or resumes, or aborts) one domain's failback.
 
     :param toolstack: this host's :class:`ports.Toolstack` (the domain runs here).
-    :param peer_toolstack: the peer's (``host``, the original primary).
+    :param peer_toolstack: the peer's (``host``, the original primary); None
+        only for :meth:`disk_pairs` of a resync toward a real host.
     :param mode: ``machine.FAILBACK`` or ``machine.REVERSE``.
-    :param disk_sync: a :class:`disks.DiskSync` (default: the resync engine).
+    :param disk_sync: the :class:`ports.DiskSync` of the disks.
     :param progress: callable taking one line of text for the user.
     :param xenstore: this host's :class:`ports.XenStore` (optional), and
         ``peer_xenstore`` the peer's: the run keeps the domain's remus-ext
-        status keys (toolstack/status.py) up to date there, for remus-status.
+        status keys (status_keys.py) up to date there, for remus-status.
     """
 
     def __init__(self, toolstack, peer_toolstack, domain, host, mode=machine.FAILBACK, options=None,
@@ -78,7 +84,9 @@ class Orchestrator(object):
         self.mode = mode
         self.opts = dict(DEFAULTS)
         self.opts.update(dict((k, v) for k, v in (options or {}).items() if v is not None))
-        self.disks = disk_sync or ResyncDiskSync(ssh=self.opts["ssh"], key_file=self.opts["key_file"])
+        if disk_sync is None:
+            raise FailbackError("%s: expected a disk port (DiskSync), got none" % (domain,))
+        self.disks = disk_sync
         self.clock = clock or SystemClock()
         self.base = state_base
         self.progress = progress or (lambda line: LOG.info("%s", line))
@@ -93,7 +101,7 @@ class Orchestrator(object):
             return self.opts["local_host"]
         try:
             return self.ts.host_info().get("host")
-        except (ToolstackError, AttributeError):
+        except ToolstackError:
             return None
 
     def backup_host(self):
@@ -122,10 +130,9 @@ class Orchestrator(object):
     def disk_pairs(self, config):
         out = []
         for d in config.remus_disks:
-            src = self.ts.disk_path(d.path) if hasattr(self.ts, "disk_path") else d.path
-            if hasattr(self.peer, "disk_path"):
-                dest = self.peer.disk_path(d.path)
-            else:
+            src = self.ts.disk_path(d.path) or d.path
+            dest = self.peer.disk_path(d.path) if self.peer is not None else None
+            if dest is None:
                 dest = self.opts["dest_template"] % {"host": self.host, "path": d.path, "vdev": d.vdev}
             out.append((d, src, dest))
         return out
@@ -140,11 +147,10 @@ class Orchestrator(object):
         """
         if not start:
             return self._trackers.get(vdev)
-        fn = getattr(self.ts, "tracker_for", None)
-        if fn is None:
-            return None
         try:
-            tr = fn(self.domain, vdev)
+            tr = self.ts.tracker_for(self.domain, vdev)
+            if tr is None:
+                return None
             tr.mark()
         except XenRemusError as exc:
             LOG.warning("%s %s: no dirty-block tracker (%s); checksums instead", self.domain, vdev, exc)
@@ -196,7 +202,7 @@ class Orchestrator(object):
                 raise FailbackError("%s: --resume: expected an unfinished failback journal at %s, found none"
                                     % (self.domain, journal.journal_path(self.domain, self.base)))
             rec = journal.new_record(self.domain, self.host, self.mode, self.local_host(),
-                                     getattr(self.ts, "kind", None), self._journal_opts(), self.clock.now())
+                                     self.ts.kind, self._journal_opts(), self.clock.now())
         else:
             if rec["host"] != self.host or rec["mode"] != self.mode:
                 raise FailbackError(
@@ -228,7 +234,7 @@ class Orchestrator(object):
         state, lines = self.plan_lines()
         checks, facts = self._checks()
         for d in facts["disks"]:
-            d["tracker"] = "available" if hasattr(self.ts, "tracker_for") else None
+            d["tracker"] = "available" if self.ts.tracks_writes() else None
         return state, lines, checks, facts
 
     def run(self, resume=False):
@@ -346,7 +352,7 @@ class Orchestrator(object):
     def _publish(self):
         """Write the domain's remus-ext keys where it runs (informational:
         a xenstore error is logged, never fatal)."""
-        from xen_remus_ext.toolstack import status as xs_status
+        from xen_remus_ext import status_keys as xs_status
         where = self._PUBLISH[self.mode].get(self.rec["state"])
         if where is None:
             return
@@ -371,7 +377,7 @@ class Orchestrator(object):
         """What our keys on this host say about the domain (for the log)."""
         if self.xs is None:
             return None
-        from xen_remus_ext.toolstack import status as xs_status
+        from xen_remus_ext import status_keys as xs_status
         try:
             info = preflight.find_domain(self.ts, self.domain)
             return xs_status.read_status(self.xs, info.domid) if info is not None else None
@@ -492,7 +498,7 @@ class Orchestrator(object):
         tr = self.tracker(d["vdev"], start=start)
         if tr is not None and not tr.trustworthy():
             LOG.warning("%s %s: tracker %s may have lost writes; checksums instead",
-                        self.domain, d["vdev"], getattr(tr, "name", "?"))
+                        self.domain, d["vdev"], tr.name)
             return None
         return tr
 
@@ -504,7 +510,7 @@ class Orchestrator(object):
         for d in self.rec["disks"]:
             d["precopy"] = []
             tr = self._disk_tracker(d, start=True)
-            d["tracker"] = getattr(tr, "name", None) if tr is not None else None
+            d["tracker"] = tr.name if tr is not None else None
             passes = self.opts["precopy_passes"] if tr is not None else 1
             for n in range(max(1, passes)):
                 res = sync_waiting(self.disks, self.clock, self.opts, d["src"], d["dest"],
@@ -537,8 +543,8 @@ class Orchestrator(object):
     def step_migrate(self):
         self.rec["delta"] = {"sent": False}
         self._save()
-        if getattr(self.ts, "kind", None) == "xend":
-            # xend cannot leave the domain paused: the external-migration-tool
+        if not self.ts.migrates_paused:
+            # the domain cannot stay paused on arrival: the external-migration-tool
             # hook sends the final delta at device-migrate step 2 (delta.py)
             self.ts.migrate(self.domain, self.host, live=True, port=self.opts["port"])
             self._adopt_hook_delta()
@@ -566,12 +572,11 @@ class Orchestrator(object):
         backup = self.rec.get("local_host") if self.mode == machine.FAILBACK else self.host
         cfg, changed = preflight.plan_direction(ts.domain_config(self.domain), backup, self.backup_aliases())
         if changed:
-            fn = getattr(ts, "retarget_disks", None)
-            if fn is None:
-                raise FailbackError("%s: disks %s replicate elsewhere than %s and this toolstack cannot "
-                                    "re-point them" % (self.domain, ", ".join(changed), backup),
-                                    state=self.rec["state"])
-            fn(self.domain, cfg)
+            lacks = ts.check_retarget()
+            if lacks:
+                raise FailbackError("%s: disks %s replicate elsewhere than %s and cannot be re-pointed: %s"
+                                    % (self.domain, ", ".join(changed), backup, lacks), state=self.rec["state"])
+            ts.retarget_disks(self.domain, cfg)
             self.progress("%s: disks %s now replicate to %s" % (self.domain, ", ".join(changed), backup))
 
     def step_seed(self):
@@ -633,7 +638,7 @@ class Orchestrator(object):
         end = self.clock.now()
         if ref is None:
             return
-        extra = getattr(self.ts, "last_migration_downtime", None) if self.mode == machine.FAILBACK else None
+        extra = self.ts.migration_downtime() if self.mode == machine.FAILBACK else None
         # what failback adds after the memory moved (final delta, protect,
         # unpause), plus the toolstack's stop-and-copy time when it reports it
         self.rec["downtime"] = (end - ref) + (extra or 0.0)
@@ -673,10 +678,8 @@ class Orchestrator(object):
                                   "supervise --daemon` there" % (self.domain, where or "this host", exc))
         again = "" if self.mode == machine.PROTECT_MODE else " again"
         self.progress("%s: Remus protects it%s toward %s" % (self.domain, again, backup))
-        mark = getattr(self.disks, "mark_protected", None)
-        if mark is not None:
-            for d in self.rec["disks"]:
-                mark(d["src"])   # this host's copy is in step with the primary again
+        for d in self.rec["disks"]:
+            self.disks.mark_protected(d["src"])   # this host's copy is in step with the primary again
 
 
 def _obs_text(obs):

@@ -88,15 +88,6 @@ def plan_direction(config, backup, aliases=()):
     return config._replace(disks=tuple(disks)), changed
 
 
-def _version(info):
-    """``xen_version`` of a host_info dict as ``(major, minor)``, or None."""
-    parts = str(info.get("xen_version") or "").split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (ValueError, IndexError):
-        return None
-
-
 def _safe(fn, *args):
     try:
         return fn(*args), None
@@ -116,7 +107,7 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
     :param disk_pairs: callable ``(config) -> [(DiskSpec, src, dest)]``.
     :param backup_aliases: other names/addresses of the backup host.
     :param retarget_ts: the toolstack that must re-point the disks when the
-        config names another backup (it needs ``retarget_disks``).
+        config names another backup (its ``check_retarget()`` must pass).
     :param config_file: the domain's config file, checked by :func:`check_config_file`.
     """
     checks = []
@@ -150,12 +141,12 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
     add("peer-memory", free is not None and free >= need,
         "%s has %s MiB free, %s needs %d MiB" % (host, free, domain, need) if free is not None and free >= need
         else "%s: expected >= %d MiB free for %s, got %s MiB" % (host, need, domain, free))
-    if mode == "failback" and getattr(toolstack, "kind", None) == "xl":
-        ver = _version(_safe(toolstack.host_info)[0] or {})
-        add("migrate-paused", ver is None or ver >= (4, 8),
-            "xl migrate -p (leave paused on arrival) available" if ver is None or ver >= (4, 8) else
-            "xl on Xen %d.%d: expected 4.8.0 or later for `xl migrate -p` (the final disk delta needs the "
-            "domain paused on arrival); use --reverse-only, or upgrade" % ver)
+    if mode == "failback" and toolstack.migrates_paused:
+        lacks = _safe(toolstack.check_migrate_paused)[0]
+        add("migrate-paused", not lacks,
+            "migrate can leave the domain paused on arrival" if not lacks else
+            "%s (the final disk delta needs the domain paused on arrival); use --reverse-only, or upgrade"
+            % lacks)
     config, err = _safe(toolstack.domain_config, domain)
     if err is not None:
         add("remus-disks", False, "%s: cannot read its config: %s" % (domain, err))
@@ -208,22 +199,17 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
             add("direction", False, str(exc))
         else:
             facts["direction"] = changed
-            able = not changed or hasattr(retarget_ts, "retarget_disks")
-            # a toolstack that has the method may still lack what it needs
-            # (xend: tap-ctl and xenstore); better refused now than with the
-            # domain paused at the protect step
-            lacks = getattr(retarget_ts, "check_retarget", None) if changed and able else None
-            lacks = lacks() if lacks is not None else None
+            # refused now rather than with the domain paused at the protect
+            # step: a toolstack may be unable to re-point disks at all, or
+            # lack what it needs for it (xend: tap-ctl and xenstore)
+            lacks = retarget_ts.check_retarget() if changed else None
             if lacks:
                 add("direction", False, "%s: disks %s replicate elsewhere than %s and cannot be re-pointed "
-                    "here: %s" % (domain, ", ".join(changed), backup, lacks))
+                    "here: %s; if their uname names %s by another address, give it with --local-host"
+                    % (domain, ", ".join(changed), backup, lacks, backup))
             else:
-                add("direction", able, "remus disks replicate to %s%s" % (
-                    backup, "; reversing %s" % ", ".join(changed) if changed else "") if able else
-                    "%s: disks %s replicate elsewhere than %s, and the %s toolstack cannot re-point a "
-                    "domain's remus disks (retarget_disks); if their uname names %s by another address, "
-                    "give it with --local-host" % (domain, ", ".join(changed), backup,
-                                                   getattr(retarget_ts, "kind", "?"), backup))
+                add("direction", True, "remus disks replicate to %s%s" % (
+                    backup, "; reversing %s" % ", ".join(changed) if changed else ""))
     if config_file:
         add(*check_config_file(config_file, backup, backup_aliases))
     return checks, facts

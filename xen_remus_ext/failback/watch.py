@@ -41,7 +41,6 @@ def disk_paths(toolstack, config):
     writable disk (xl names none "remus": with memory-only Remus every
     writable disk has a peer copy).  Only copies with a generation record
     are ever rotated, so a disk nobody replicates is never touched."""
-    fn = getattr(toolstack, "disk_path", None)
     out = []
     seen = set()
     for d in list(config.remus_disks) + [d for d in config.disks if d.mode and "w" in d.mode]:
@@ -49,7 +48,7 @@ def disk_paths(toolstack, config):
         if not path or d.vdev in seen:
             continue
         seen.add(d.vdev)
-        out.append((d.vdev, fn(path) if fn is not None else path))
+        out.append((d.vdev, toolstack.disk_path(path) or path))
     return out
 
 

@@ -46,6 +46,12 @@ def protect_toward(ts, peer_ts, disks, domain, peer_host, options, progress):
                            disk_sync=disks, progress=progress)
 
 
+def _peer_and_disks(args, ts):
+    """The peer's toolstack and the disk port, as ``failback`` builds them."""
+    from xen_remus_ext import wiring
+    return wiring.peer_and_disks(ts, args.host, ssh=args.ssh, key_file=args.key, peer_uri=args.peer_uri,
+                                 peer_agent=args.peer_agent)
+
 class Agent(object):
     """One invocation.  :param env: the environment Pacemaker gave us."""
 
@@ -124,15 +130,14 @@ class Agent(object):
     def toolstack(self):
         """This host's toolstack, as the ``toolstack`` parameter says."""
         if self._ts is None:
-            from xen_remus_ext.cli import failback_cmd
+            from xen_remus_ext import wiring
             kind = self.params.get("toolstack") or None
             agent = None
             if kind == "sim":
                 agent = decide.parse_map(self.params.get("sim_agents"), "parameter sim_agents").get(self.node())
                 if not agent:
                     raise XenRemusError("parameter sim_agents: expected an address for node %s" % self.node())
-            self._ts = failback_cmd.local_toolstack(argparse.Namespace(
-                toolstack=kind, agent=agent, no_disk=False, tracker=None))
+            self._ts = wiring.local_toolstack(kind, agent=agent)
         return self._ts
 
     def peer_args(self, peer_node):
@@ -239,7 +244,7 @@ class Agent(object):
                 from xen_remus_ext.cli import failback_cmd
                 args = self.peer_args(peer)
                 ts = self.toolstack()
-                peer_ts, disks = failback_cmd.peer_and_disks(args, ts)
+                peer_ts, disks = _peer_and_disks(args, ts)
                 t0 = time.time()
                 res = protect_toward(ts, peer_ts, disks, self.domain, args.host,
                                      failback_cmd._options(args), self.log)
@@ -307,7 +312,7 @@ class Agent(object):
             args = self.peer_args(peer or rec["host"])
             from xen_remus_ext.cli import failback_cmd
             ts = self.toolstack()
-            peer_ts, disks = failback_cmd.peer_and_disks(args, ts)
+            peer_ts, disks = _peer_and_disks(args, ts)
             api.run_failback(ts, self.domain, rec["host"], peer_toolstack=peer_ts,
                              reverse_only=rec["mode"] == "reverse", abort=True,
                              options=failback_cmd._options(args), disk_sync=disks, progress=self.log)
@@ -495,7 +500,7 @@ class Agent(object):
         if isinstance(config, dict):
             for spec in config.get("disks", ()):
                 _, path = parse_uname(spec["uname"])
-                out.append(ts.disk_path(path) if hasattr(ts, "disk_path") else path)
+                out.append(ts.disk_path(path) or path)
         elif config is not None:
             out = [d.path for d in config.remus_disks]
         return out
@@ -532,7 +537,7 @@ class Agent(object):
             if ts.remus_running(self.domain):
                 ts.remus_stop(self.domain)
                 self.rotate_local(ts)
-            peer_ts, disks = failback_cmd.peer_and_disks(args, ts)
+            peer_ts, disks = _peer_and_disks(args, ts)
             t0 = time.time()
             res = api.run_failback(ts, self.domain, args.host, peer_toolstack=peer_ts,
                                    options=failback_cmd._options(args), disk_sync=disks, progress=self.log)
@@ -546,7 +551,7 @@ class Agent(object):
         """Remus stopped: this copy now takes writes the peer's does not see."""
         from xen_remus_ext.resync import meta
         for d in ts.domain_config(self.domain).remus_disks:
-            path = ts.disk_path(d.path) if hasattr(ts, "disk_path") else d.path
+            path = ts.disk_path(d.path) or d.path
             meta.rotate(path)
 
     def a_notify(self):

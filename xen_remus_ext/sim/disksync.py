@@ -1,6 +1,6 @@
 """The failback runner's disk port over simulated hosts.
 
-:class:`SimDiskSync` implements ``failback.disks.DiskSync`` for disks that
+:class:`SimDiskSync` implements :class:`ports.DiskSync` for disks that
 live on sim hosts: paths are the host-side files ``SimToolstack.disk_path``
 returns; generations are read with :mod:`resync.meta` (the hosts and the
 controller share one state directory, records keyed by each host's own
@@ -13,7 +13,7 @@ from __future__ import absolute_import, division, print_function
 import os
 
 from xen_remus_ext.errors import ResyncError
-from xen_remus_ext.failback.disks import RESULT_FIELDS, DiskSync
+from xen_remus_ext.ports import DiskSync
 
 
 class SimDiskSync(DiskSync):
@@ -46,7 +46,7 @@ class SimDiskSync(DiskSync):
             return None
 
     def peer_state(self, dest):
-        from xen_remus_ext.failback.disks import local_state
+        from xen_remus_ext.resync.disksync import local_state
         return local_state(dest)
 
     def create(self, dest, size):
@@ -69,4 +69,4 @@ class SimDiskSync(DiskSync):
                            discard_target=discard_target)
         if events is not None:
             events(dict(res, result="ok"))
-        return dict((k, res.get(k)) for k in RESULT_FIELDS)
+        return dict((k, res.get(k)) for k in self.RESULT_FIELDS)

@@ -515,7 +515,10 @@ class Host(object):
         self.event("remus-stop", d.name)
 
     def op_remus_running(self, dom):
-        d = self.find(dom)
+        try:
+            d = self.find(dom)
+        except ToolstackError:
+            return False    # as xend's and xl's: no sender runs for a domain that is not here
         s = self.senders.get(d.name)
         return s is not None and s.state == "protecting" and d.remus is s
 

@@ -127,6 +127,9 @@ class SimToolstack(Toolstack):
         self.call("remus_start", dom=dom, host=host, interval_ms=interval_ms, port=port,
                   net=net, disk=disk)
 
+    def check_retarget(self):
+        return None
+
     def retarget_disks(self, dom, config):
         """Re-point the remus disks of the PAUSED domain ``dom`` to the
         targets their unames name in ``config`` (a :class:`model.DomainConfig`,
@@ -187,6 +190,9 @@ class SimToolstack(Toolstack):
 
     def events(self, since=0):
         return self.call("events", since=since)
+
+    def tracks_writes(self):
+        return True
 
     def tracker_for(self, dom, vdev):
         """:returns: a :class:`ports.Tracker` over ``dom``'s disk ``vdev``:

@@ -280,6 +280,10 @@ class XendToolstack(Toolstack):
 
     kind = "xend"
 
+    #: xend's migrate resumes the domain on arrival; the device-migrate hook
+    #: sends failback's final disk delta while it is suspended (xend/hook.py)
+    migrates_paused = False
+
     def __init__(self, uri=None, remus=None, processes=None, host=None, timeout=None, runner=None,
                  xenstore=None, tap_ctl=None, ssh=None):
         self.uri = uri or os.environ.get("XM_SERVER") or DEFAULT_URI

@@ -18,7 +18,7 @@ carry (control characters, non-ASCII) are refused with ValidationError.
 Transactions: ``with store.transaction() as tx:`` runs on a copy of the pyxs
 client (same connection, own transaction id, as pyxs intends), commits on a
 normal exit, rolls back on an exception; a conflicting commit raises
-XenStoreError with ``errno == EAGAIN``.  :func:`run_transaction` is the
+XenStoreError with ``errno == EAGAIN``.  :func:`ports.run_transaction` is the
 retry loop around it, for any :class:`ports.XenStore`.
 
 Watches: :meth:`PyxsXenStore.watch` returns a :class:`WatchStream` (an
@@ -276,23 +276,3 @@ class WatchStream(object):
             self._m.close()
         except PyXSError as exc:
             LOG.debug("unwatch failed (%s): %s", self._where, exc)
-
-
-def run_transaction(store, fn, attempts=20):
-    """Run ``fn(tx)`` in a transaction of ``store``, retrying on EAGAIN.
-
-    :param store: any :class:`ports.XenStore`.
-    :returns: what ``fn`` returned in the attempt that committed.
-    :raises XenStoreError: EAGAIN after ``attempts`` conflicts, or any other error.
-    """
-    for attempt in range(attempts):
-        try:
-            with store.transaction() as tx:
-                result = fn(tx)
-            return result
-        except XenStoreError as exc:
-            if exc.errno != errno_mod.EAGAIN or attempt == attempts - 1:
-                raise
-            LOG.debug("xenstore transaction conflict, retry %d", attempt + 1)
-    raise XenStoreError("xenstore transaction: expected a commit within %d attempts" % attempts,
-                        errno=errno_mod.EAGAIN)

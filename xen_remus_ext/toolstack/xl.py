@@ -88,6 +88,15 @@ def parse_xl_info(text):
     return info
 
 
+def xen_version(info):
+    """``xen_version`` of a host_info dict as ``(major, minor)``, or None."""
+    parts = str(info.get("xen_version") or "").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        return None
+
+
 def _disk_uname(d):
     path = d.get("pdev_path") or ""
     script = d.get("script") or ""
@@ -157,8 +166,8 @@ class XlToolstack(Toolstack):
     :param remus_ssh: default ``-s`` for ``xl remus`` (None: xl's own ``ssh``)
     :param memory_only: Remus runs with ``-d``; writable disks are resynced
         by failback (see the module docstring)
-    :param tracker: None, or ``"fiemap"``: offer ``tracker_for`` (the
-        failback runner looks for that method, so it exists only then)
+    :param tracker: None, or ``"fiemap"``: :meth:`tracker_for` gives reflink +
+        FIEMAP trackers (else None, the port's default: no tracking)
     """
 
     TRACKERS = ("fiemap",)
@@ -174,10 +183,9 @@ class XlToolstack(Toolstack):
         self.remus_ssh = remus_ssh
         self.timeout = timeout
         self.memory_only = memory_only
-        if tracker is not None:
-            if tracker not in self.TRACKERS:
-                raise ValidationError("xl tracker: expected one of %s, got %r" % (", ".join(self.TRACKERS), tracker))
-            self.tracker_for = self._fiemap_tracker
+        if tracker is not None and tracker not in self.TRACKERS:
+            raise ValidationError("xl tracker: expected one of %s, got %r" % (", ".join(self.TRACKERS), tracker))
+        self.tracker = tracker
 
     def run(self, args):
         """Run ``xl ARGS``; :returns: stdout (text); :raises ToolstackError: non-zero exit."""
@@ -219,8 +227,30 @@ class XlToolstack(Toolstack):
     def host_info(self):
         return parse_xl_info(self.run(["info"]))
 
-    def _fiemap_tracker(self, dom, vdev):
-        """:returns: a :class:`FiemapTracker` on ``dom``'s disk ``vdev`` (not yet marked)."""
+    def check_migrate_paused(self):
+        """``xl migrate -p`` (leave the domain paused on arrival) came with Xen 4.8.0."""
+        ver = xen_version(self.host_info())
+        if ver is not None and ver < (4, 8):
+            return "xl on Xen %d.%d: expected 4.8.0 or later for `xl migrate -p`" % ver
+        return None
+
+    #: the name ``xl migrate-receive`` (and so ``xl remus`` on the backup)
+    #: gives a domain while its copy arrives
+    INCOMING_SUFFIX = "--incoming"
+
+    def remus_backup(self, dom):
+        if str(dom).endswith(self.INCOMING_SUFFIX):
+            return {"state": "receiving", "checkpoints": None}
+        return None
+
+    def tracks_writes(self):
+        return self.tracker is not None
+
+    def tracker_for(self, dom, vdev):
+        """:returns: a :class:`FiemapTracker` on ``dom``'s disk ``vdev`` (not
+        yet marked) when built with ``tracker="fiemap"``, else None."""
+        if self.tracker is None:
+            return None
         from xen_remus_ext.trackers.fiemap import FiemapTracker
         for d in self.domain_config(dom).disks:
             if d.vdev == vdev:

@@ -140,10 +140,11 @@ def _clear(path):
 
 def _final_delta(domname, host):
     try:
-        from xen_remus_ext.failback import delta  # heavy: only on the suspended disk path
+        from xen_remus_ext import wiring  # heavy: only on the suspended disk path
+        from xen_remus_ext.failback import delta
     except ImportError as exc:
         raise ToolstackError("failback.delta: expected the final-delta module, got %s" % (exc,))
-    return delta.final_delta_for(domname, host)
+    return delta.final_delta_for(domname, host, disk_sync_for=wiring.resync_disk_sync)
 
 
 def _describe(result):

@@ -25,7 +25,7 @@ import re
 
 from xen_remus_ext.compat import integer_types
 from xen_remus_ext.errors import ValidationError, XenStoreError
-from xen_remus_ext.toolstack.xenstore import run_transaction
+from xen_remus_ext.ports import run_transaction
 
 ROLES = ("primary", "backup", "unprotected")
 KEYS = ("role", "state", "generation", "last-checkpoint", "lag")
