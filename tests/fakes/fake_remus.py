@@ -17,6 +17,11 @@ import signal
 import sys
 import time
 
+if __name__ == "__main__" and os.environ.get("FAKE_REMUS_LOG"):
+    # first of all: a loaded machine may stop us before the imports below finish
+    with open(os.environ["FAKE_REMUS_LOG"], "a") as _f:
+        _f.write(json.dumps(sys.argv[1:]) + "\n")
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from six.moves import xmlrpc_client as xmlrpclib  # noqa: E402
@@ -24,10 +29,6 @@ from xen_remus_ext.toolstack.xend import server_proxy  # noqa: E402
 
 
 def main(argv):
-    log = os.environ.get("FAKE_REMUS_LOG")
-    if log:
-        with open(log, "a") as f:
-            f.write(json.dumps(argv) + "\n")
     try:
         opts, rest = getopt.gnu_getopt(argv, "i:p:", ["no-net", "blackhole"])
     except getopt.GetoptError as exc:
