@@ -76,6 +76,15 @@ class ProtocolError(ResyncError):
     """The peer sent something the resync protocol does not allow."""
 
 
+class ReplicationError(XenRemusError):
+    """Checkpoint-consistent disk replication failed (stream, relay, replica)."""
+
+
+class StreamFormatError(ReplicationError):
+    """The migration stream a relay scans is not what Xen's specs describe;
+    the message names the byte offset and the field."""
+
+
 class FailbackError(XenRemusError):
     """A failback step failed; ``state`` and ``step`` say where."""
 

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "sim_cmd",        # sim xenstored|host|..., demo      (issue: toolstack + simulator)
     "hook_cmd",       # hook (external-migration-tool)    (issue: failback hooks)
     "ocf_cmd",        # ocf ACTION (the Pacemaker agent)
+    "replicate_cmd",  # replicate serve|relay|backup (disk replication for xl remus)
 )
 
 

@@ -1,0 +1,94 @@
+"""`xen-remus replicate serve|relay|backup` as processes, wired the way
+`xl remus -s 'xen-remus replicate relay ...'` wires them: the relay's stdin
+is the pipe libxc writes into, the backup runs the receiver command xl
+passes.  SIGKILL of the relay (host A gone, as the backup sees it) must
+leave the backup's disk at the checkpoint the receiver resumes from."""
+from __future__ import absolute_import, division, print_function
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.adapter import replication_util as U
+
+SIZE = 8 << 20
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+CLI = [sys.executable, "-m", "xen_remus_ext.cli.main"]
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = TOP + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def wait_file(path, proc=None, limit=30):
+    end = time.time() + limit
+    while time.time() < end:
+        if os.path.exists(path):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("%s exited %s before %s appeared" % (proc.args, proc.returncode, path))
+        time.sleep(0.02)
+    raise AssertionError("%s did not appear" % path)
+
+
+def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
+    t = str(tmp_path)
+    a_img, b_img = os.path.join(t, "a.img"), os.path.join(t, "b.img")
+    for p in (a_img, b_img):
+        with open(p, "wb") as f:
+            f.truncate(SIZE)
+    nbd, ctl = os.path.join(t, "nbd.sock"), os.path.join(t, "ctl.sock")
+    serve = subprocess.Popen(CLI + ["replicate", "serve", a_img, "--nbd", "unix:" + nbd, "--control", ctl,
+                                    "--ready-file", os.path.join(t, "ready")], env=env())
+    relay = None
+    try:
+        wait_file(os.path.join(t, "ready"), serve)
+        remote = " ".join(CLI)
+        relay = subprocess.Popen(
+            CLI + ["replicate", "relay", "--control", ctl, "--backup-disk", b_img, "--baseline", "none",
+                   "--ssh", "", "--remote", remote, "--timeout", "2",
+                   "--attached-file", os.path.join(t, "attached"), "--report", os.path.join(t, "relay.json"),
+                   "--backup-report", os.path.join(t, "backup.json"),
+                   "hostb", sys.executable, os.path.join(HERE, "fake_xl_receive.py"), b_img,
+                   os.path.join(t, "receiver.json")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env())
+        wait_file(os.path.join(t, "attached"), relay)
+        banner = os.read(relay.stdout.fileno(), 256)
+        assert banner.startswith(b"xl migration receiver ready")
+        guest = U.Guest(U.NbdClient(nbd, "xvda"), pace=0.002)
+        libxc = U.Libxc(relay.stdin.fileno(), guest)
+        guest.thread.start()
+        libxc.thread.start()
+        end = time.time() + 60
+        while time.time() < end and not (len(libxc.snapshots) >= 5 and guest.acked > libxc.snapshots[-1][0] + 3):
+            assert relay.poll() is None, "relay exited %s" % relay.returncode
+            time.sleep(0.01)
+        assert len(libxc.snapshots) >= 5
+        relay.send_signal(signal.SIGKILL)          # host A is gone
+        relay.wait()
+        guest.stop = libxc.stop = True
+        wait_file(os.path.join(t, "backup.json"), limit=30)
+        wait_file(os.path.join(t, "receiver.json"), limit=30)
+        with open(os.path.join(t, "backup.json")) as f:
+            back = json.load(f)
+        with open(os.path.join(t, "receiver.json")) as f:
+            rec = json.load(f)
+        assert back["failover"] is True and back["receiver_exit"] == 0
+        assert back["committed"] == rec["checkpoint"] >= 1
+        assert rec["violations"] == []
+        assert (rec["acked"], rec["inflight"]) == libxc.snapshots[rec["checkpoint"]]
+        lost, future = U.check_disk(b_img, rec["acked"], rec["inflight"])
+        assert lost == [] and future == []
+        assert max(U.records_on(a_img)) > rec["acked"]
+    finally:
+        if relay is not None and relay.poll() is None:
+            relay.kill()
+            relay.wait()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait() == 0

@@ -1,0 +1,202 @@
+"""``xen-remus replicate serve|relay|backup``: disk replication for ``xl remus``.
+
+On the primary::
+
+    xen-remus replicate serve /var/lib/xen/guest.img --nbd unix:/run/xrl/guest.nbd \\
+        --control /run/xrl/guest.ctl &
+    nbd-client -unix /run/xrl/guest.nbd /dev/nbd0 -N xvda     # the guest's disk: phy:/dev/nbd0
+    xl remus -n -F -s 'xen-remus replicate relay --control /run/xrl/guest.ctl \\
+        --backup-disk /var/lib/xen/guest.img' guest hostb
+
+xl runs the relay as ``<that command> hostb xl migrate-receive -r [-e]``; the
+relay runs ``ssh hostb xen-remus replicate backup --disk PATH -- xl
+migrate-receive -r [-e]`` and carries xl's stream and the disk epochs over
+that one connection (docs/design/xl-disk-replication.md).
+"""
+from __future__ import absolute_import, division, print_function
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+from xen_remus_ext.errors import ReplicationError
+
+LOG = logging.getLogger(__name__)
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "replicate", help="checkpoint-consistent disk replication for xl remus",
+        description="Serve a guest disk over NBD with every write captured by checkpoint "
+                    "epoch, and relay xl remus's stream with those epochs to the backup, "
+                    "which applies epoch N only once checkpoint N is committed.")
+    sub = p.add_subparsers(dest="replicate_command", metavar="ACTION")
+
+    s = sub.add_parser("serve", help="serve DISK over NBD; a relay attaches on --control")
+    s.add_argument("disk", help="the guest's disk image or block device (primary copy)")
+    s.add_argument("--nbd", required=True, metavar="unix:PATH|tcp:HOST:PORT",
+                   help="where the NBD server listens (dom0's nbd-client connects there)")
+    s.add_argument("--control", required=True, metavar="PATH", help="unix socket for the relay")
+    s.add_argument("--name", default="xvda", help="NBD export name (default xvda)")
+    s.add_argument("--ready-file", metavar="FILE", help="created once both sockets listen")
+    s.set_defaults(func=_serve)
+
+    r = sub.add_parser("relay", help="run by xl remus -s in place of ssh")
+    r.add_argument("--control", required=True, metavar="PATH", help="the disk server's control socket")
+    r.add_argument("--backup-disk", required=True, metavar="PATH", help="the disk's copy on the backup")
+    r.add_argument("--baseline", choices=("full", "none"), default="full",
+                   help="full: epoch 0 carries the whole disk (default); none: the backup's copy "
+                        "is identical and the guest is paused until --attached-file appears")
+    r.add_argument("--ssh", default="ssh", metavar="CMD", help="command to reach HOST (default ssh)")
+    r.add_argument("--remote", default="xen-remus", metavar="CMD",
+                   help="xen-remus on the backup (default xen-remus)")
+    r.add_argument("--timeout", type=float, default=3.0,
+                   help="seconds of silence after which the backup fails over (default 3)")
+    r.add_argument("--attached-file", metavar="FILE", help="created once every write is captured")
+    r.add_argument("--report", metavar="FILE", help="write the relay's statistics (JSON) here at the end")
+    r.add_argument("--backup-report", metavar="FILE", help="the backup writes its failover report here")
+    r.add_argument("host", help="the backup host (xl passes it)")
+    r.add_argument("receiver", nargs=argparse.REMAINDER,
+                   help="the receiver command xl passes (xl migrate-receive -r ...)")
+    r.set_defaults(func=_relay)
+
+    b = sub.add_parser("backup", help="the backup's end of the relay (run over ssh)")
+    b.add_argument("--disk", required=True, metavar="PATH", help="the backup's copy of the disk")
+    b.add_argument("--spool", metavar="PATH", help="spool file of uncommitted epochs (default DISK.spool)")
+    b.add_argument("--timeout", type=float, default=3.0, help="seconds of silence that mean failover")
+    b.add_argument("--report", metavar="FILE", help="write the failover report (JSON) here")
+    b.add_argument("receiver", nargs=argparse.REMAINDER, help="-- xl migrate-receive -r ...")
+    b.set_defaults(func=_backup)
+
+
+def _listen(spec):
+    if spec.startswith("unix:"):
+        path = spec[5:]
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+    elif spec.startswith("tcp:") and spec.count(":") == 2:
+        _, host, port = spec.split(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+    else:
+        raise ReplicationError("--nbd %s: expected unix:PATH or tcp:HOST:PORT" % spec)
+    sock.listen(8)
+    return sock
+
+
+def _serve(args):
+    from xen_remus_ext.replication.nbd import CaptureDisk, NbdServer
+    disk = CaptureDisk(args.disk)
+    server = NbdServer(disk, _listen(args.nbd), _listen("unix:" + args.control), name=args.name).start()
+    if args.ready_file:
+        open(args.ready_file, "w").close()
+    sys.stderr.write("xen-remus replicate: serving %s (%d bytes) on %s, control %s\n"
+                     % (args.disk, disk.size, args.nbd, args.control))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+
+
+def _write_report(path, obj):
+    if path:
+        with open(path + ".tmp", "w") as f:
+            json.dump(obj, f, sort_keys=True)
+            f.write("\n")
+        os.rename(path + ".tmp", path)
+
+
+def _relay(args):
+    from xen_remus_ext.replication.relay import PrimaryRelay
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    if not args.receiver:
+        raise ReplicationError("relay: no receiver command after HOST (xl passes 'xl migrate-receive -r')")
+    remote = args.remote.split() + ["replicate", "backup", "--disk", args.backup_disk,
+                                    "--timeout", str(args.timeout)]
+    if args.backup_report:
+        remote += ["--report", args.backup_report]
+    remote += ["--"] + list(args.receiver)
+    if args.ssh:
+        argv = args.ssh.split() + [args.host, " ".join(_quote(a) for a in remote)]
+    else:
+        argv = remote           # the backup on this host (tests, or HOST reached otherwise)
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        control.connect(args.control)
+    except (OSError, socket.error) as exc:
+        child.kill()
+        raise ReplicationError("disk server control socket %s: %s" % (args.control, exc))
+
+    def attached(info):
+        if args.attached_file:
+            open(args.attached_file, "w").close()
+
+    relay = PrimaryRelay(0, 1, child.stdout.fileno(), child.stdin.fileno(), control,
+                         baseline=args.baseline, beat=min(0.2, args.timeout / 5), on_attached=attached)
+    try:
+        stats = relay.run()
+    finally:
+        _write_report(args.report, relay.stats)
+        sys.stderr.write("xen-remus replicate relay: %s\n" % json.dumps(_summary(relay.stats)))
+        child.stdin.close()
+    child.wait()
+    return 0 if stats else 1
+
+
+def _summary(stats):
+    cuts = stats.get("cuts") or []
+    lat = stats.get("ack_latency") or []
+    return {"checkpoints": stats.get("checkpoints"), "acks": stats.get("acks"),
+            "writes": stats.get("writes"), "write_bytes": stats.get("write_bytes"),
+            "stream_bytes": stats.get("stream_bytes"),
+            "cut_hold_max": max([c["hold"] for c in cuts] or [0]),
+            "ack_latency_max": max(lat or [0])}
+
+
+def _quote(arg):
+    if arg and all(c.isalnum() or c in "-_./:=,@" for c in arg):
+        return arg
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _backup(args):
+    from xen_remus_ext.replication.relay import BackupRelay, kill_process
+    from xen_remus_ext.replication.replica import Replica
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    receiver = list(args.receiver)
+    if receiver and receiver[0] == "--":
+        receiver = receiver[1:]
+    if not receiver:
+        raise ReplicationError("backup: no receiver command (-- xl migrate-receive -r ...)")
+    replica = Replica(args.disk, args.spool or args.disk + ".spool")
+    child = subprocess.Popen(receiver, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child_in = os.dup(child.stdin.fileno())
+    child.stdin.close()
+    relay = BackupRelay(0, 1, child_in, child.stdout.fileno(), replica, timeout=args.timeout,
+                        kill_child=kill_process(child.pid))
+    try:
+        report = relay.run()
+    finally:
+        replica.close()
+    rc = child.wait()
+    report["receiver_exit"] = rc
+    _write_report(args.report, report)
+    sys.stderr.write("xen-remus replicate backup: %s\n" % json.dumps(report, sort_keys=True))
+    if report.get("aborted"):
+        return 1
+    return rc
