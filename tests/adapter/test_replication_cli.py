@@ -55,6 +55,7 @@ def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
                    "--ssh", "", "--remote", remote, "--timeout", "2",
                    "--attached-file", os.path.join(t, "attached"), "--report", os.path.join(t, "relay.json"),
                    "--backup-report", os.path.join(t, "backup.json"),
+                   "--backup-snapshot", os.path.join(t, "snap.img"),
                    "hostb", sys.executable, os.path.join(HERE, "fake_xl_receive.py"), b_img,
                    os.path.join(t, "receiver.json")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env())
@@ -85,6 +86,8 @@ def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
         assert (rec["acked"], rec["inflight"]) == libxc.snapshots[rec["checkpoint"]]
         lost, future = U.check_disk(b_img, rec["acked"], rec["inflight"])
         assert lost == [] and future == []
+        with open(b_img, "rb") as f1, open(os.path.join(t, "snap.img"), "rb") as f2:
+            assert f1.read() == f2.read()        # the copy taken at failover
         assert max(U.records_on(a_img)) > rec["acked"]
     finally:
         if relay is not None and relay.poll() is None:

@@ -112,6 +112,8 @@ def test_a_truncated_stream_reports_only_complete_checkpoints():
 @pytest.mark.parametrize("mutate,message", [
     (lambda d: b"Xen saved domain, xm format\n \0 \r" + d[32:], "not an xl migration stream"),
     (lambda d: d[:32] + struct.pack("<I", 0x04030201) + d[36:], "byte order"),
+    (lambda d: d[:36] + struct.pack("<I", 1) + d[40:], "mandatory flags 0x1"),       # a legacy stream
+    (lambda d: d[:36] + struct.pack("<I", 2 | 8) + d[40:], "mandatory flags 0xa"),   # an unknown flag
 ])
 def test_bad_xl_header_names_the_offset(mutate, message):
     data, _ = X.remus_stream(1)

@@ -5,7 +5,7 @@ On the primary::
     xen-remus replicate serve /var/lib/xen/guest.img --nbd unix:/run/xrl/guest.nbd \\
         --control /run/xrl/guest.ctl &
     nbd-client -unix /run/xrl/guest.nbd /dev/nbd0 -N xvda     # the guest's disk: phy:/dev/nbd0
-    xl remus -n -F -s 'xen-remus replicate relay --control /run/xrl/guest.ctl \\
+    xl remus -n -d -F -s 'xen-remus replicate relay --control /run/xrl/guest.ctl \\
         --backup-disk /var/lib/xen/guest.img' guest hostb
 
 xl runs the relay as ``<that command> hostb xl migrate-receive -r [-e]``; the
@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,8 @@ def register(subparsers):
     r.add_argument("--attached-file", metavar="FILE", help="created once every write is captured")
     r.add_argument("--report", metavar="FILE", help="write the relay's statistics (JSON) here at the end")
     r.add_argument("--backup-report", metavar="FILE", help="the backup writes its failover report here")
+    r.add_argument("--backup-snapshot", metavar="FILE",
+                   help="the backup copies its disk here at failover, before the guest resumes")
     r.add_argument("host", help="the backup host (xl passes it)")
     r.add_argument("receiver", nargs=argparse.REMAINDER,
                    help="the receiver command xl passes (xl migrate-receive -r ...)")
@@ -71,6 +74,8 @@ def register(subparsers):
     b.add_argument("--spool", metavar="PATH", help="spool file of uncommitted epochs (default DISK.spool)")
     b.add_argument("--timeout", type=float, default=3.0, help="seconds of silence that mean failover")
     b.add_argument("--report", metavar="FILE", help="write the failover report (JSON) here")
+    b.add_argument("--snapshot", metavar="FILE",
+                   help="at failover, copy the disk here before the guest resumes (for checks)")
     b.add_argument("receiver", nargs=argparse.REMAINDER, help="-- xl migrate-receive -r ...")
     b.set_defaults(func=_backup)
 
@@ -129,6 +134,8 @@ def _relay(args):
                                     "--timeout", str(args.timeout)]
     if args.backup_report:
         remote += ["--report", args.backup_report]
+    if args.backup_snapshot:
+        remote += ["--snapshot", args.backup_snapshot]
     remote += ["--"] + list(args.receiver)
     if args.ssh:
         argv = args.ssh.split() + [args.host, " ".join(_quote(a) for a in remote)]
@@ -187,8 +194,12 @@ def _backup(args):
     child = subprocess.Popen(receiver, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     child_in = os.dup(child.stdin.fileno())
     child.stdin.close()
+    def snapshot(report):
+        if args.snapshot:
+            shutil.copyfile(args.disk, args.snapshot)
+
     relay = BackupRelay(0, 1, child_in, child.stdout.fileno(), replica, timeout=args.timeout,
-                        kill_child=kill_process(child.pid))
+                        kill_child=kill_process(child.pid), on_failover=snapshot)
     try:
         report = relay.run()
     finally:

@@ -272,16 +272,19 @@ class BackupRelay(object):
     :param replica: a :class:`~xen_remus_ext.replication.replica.Replica`.
     :param timeout: seconds of silence on the link that mean failover.
     :param kill_child: called on ABORT (stop xl without a failover).
+    :param on_failover: called with the report once the uncommitted epochs
+        are dropped, before xl is told (e.g. to keep a copy of the disk).
     """
 
     def __init__(self, link_in, link_out, child_in, child_out, replica, timeout=3.0,
-                 clock=time.time, kill_child=None):
+                 clock=time.time, kill_child=None, on_failover=None):
         self.link_in, self.link_out = link_in, link_out
         self.child_in, self.child_out = child_in, child_out
         self.replica = replica
         self.timeout = timeout
         self.clock = clock
         self.kill_child = kill_child
+        self.on_failover = on_failover
         self.scanner = stream.StreamScanner()
         self.tracker = stream.CheckpointTracker()
         self.report = {"committed": -1, "applied_writes": 0, "applied_bytes": 0,
@@ -359,6 +362,8 @@ class BackupRelay(object):
         self.report["dropped"] = list(self.replica.failover())
         LOG.warning("failover (%s): disk at checkpoint %d, dropped %d epochs / %d writes / %d bytes",
                     reason, self.report["committed"], *self.report["dropped"])
+        if self.on_failover is not None:
+            self.on_failover(self.report)
         os.close(self.child_in)        # xl migrate-receive: end of stream -> Remus failover
         return self.report
 

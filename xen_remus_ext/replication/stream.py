@@ -38,6 +38,8 @@ from xen_remus_ext.errors import StreamFormatError
 
 XL_MAGIC = b"Xen saved domain, xl format\n \0 \r"
 XL_BYTEORDER = 0x01020304
+XL_FLAG_JSON = 1 << 0                      # XL_MANDATORY_FLAG_JSON (tools/xl/xl.h)
+XL_FLAG_STREAMV2 = 1 << 1                  # XL_MANDATORY_FLAG_STREAMv2
 XL_FIXED = struct.Struct("<IIII")          # after the 32-byte magic
 LIBXL_IDENT = 0x4c6962786c466d74           # "LibxlFmt"
 LIBXL_HEADER = struct.Struct(">QII")
@@ -182,8 +184,9 @@ class StreamScanner(object):
             order, mandatory, _optional, optlen = XL_FIXED.unpack(head[32:])
             if order != XL_BYTEORDER:
                 self._fail("xl header byte order 0x%08x, expected 0x%08x" % (order, XL_BYTEORDER))
-            if not mandatory & 1:
-                self._fail("xl header without the stream-v2 flag (mandatory flags 0x%x)" % mandatory)
+            if not mandatory & XL_FLAG_STREAMV2 or mandatory & ~(XL_FLAG_JSON | XL_FLAG_STREAMV2):
+                self._fail("xl header mandatory flags 0x%x: expected the stream-v2 flag and no unknown one"
+                           % mandatory)
             return self._body(Element(XL_HEADER, None, optlen, None), optlen,
                               "libxl-header", LIBXL_HEADER.size, pad=False)
         if state == "libxl-header":
