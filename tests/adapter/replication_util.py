@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 
-from tests.unit import xl_streams as X
+from xen_remus_ext.replication import synth as X
 from xen_remus_ext.replication import stream as S
 
 SECTOR = 512

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tests.unit import xl_streams as X
+from xen_remus_ext.replication import synth as X
 from xen_remus_ext.errors import StreamFormatError
 from xen_remus_ext.replication import stream as S
 

@@ -1,4 +1,7 @@
-"""Builders of xl remus migration streams, as Xen 4.17 writes them (test data).
+"""Synthetic xl remus migration streams, as Xen 4.17 writes them (pure).
+
+For the tests and the benchmark: no Xen needed to exercise the scanner and
+the relays.
 
 Layouts from docs/specs/libxl-migration-stream.pandoc and
 libxc-migration-stream.pandoc: xl's save-file header, the libxl v2 header and
