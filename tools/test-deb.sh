@@ -41,7 +41,7 @@ version=$(dpkg-deb -f "$deb" Version)
 deps=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -e 's/([^)]*)//' -e 's/|.*//' -e 's/:any//' \
        -e 's/ //g' | grep -v '^python3$' | grep -v '^$')
 need=()
-for p in $deps lintian bash-completion; do
+for p in $deps lintian bash-completion resource-agents libxml2-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -209,6 +209,23 @@ check "completion: 'xm remus-f<TAB>' -> remus-failback" \
 check "completion: 'xen-remus resync --mode <TAB>' offers checksum" \
   grep -qx checksum <<<"$(complete_words 'xen-remus resync --mode ')"
 
+# the Pacemaker agent, installed where Pacemaker looks, tested by ocf-tester
+# against two simulated hosts run from the installed package
+ocf_agent=/usr/lib/ocf/resource.d/xen-remus/remus
+check "the OCF agent $ocf_agent, mode 755" test "$(stat -c %a "$ocf_agent" 2>/dev/null)" = 755
+if command -v ocf-tester >/dev/null && command -v xmllint >/dev/null; then
+  ocfdir=$(mktemp -d)
+  cp tests/pacemaker/simpair.py tests/pacemaker/ocf_tester_run.py "$ocfdir/"
+  (cd / && XEN_REMUS_LOG= /usr/bin/python3 "$ocfdir/ocf_tester_run.py" "$ocf_agent") >"$work/ocf.out" 2>&1
+  rc=$?
+  check "ocf-tester passes on the installed agent ($(tail -n 1 "$work/ocf.out" | sed 's/^ocf-tester: //'))" \
+    test "$rc" = 0
+  [ "$rc" = 0 ] || sed 's/^/    /' "$work/ocf.out"
+  rm -rf "$ocfdir"
+else
+  bad "ocf-tester and xmllint (resource-agents, libxml2-utils) not installed"
+fi
+
 # the resync engine with Debian's xxhash: a local resync, then verify
 head -c 3145728 /dev/urandom >"$work/src.img"
 cp "$work/src.img" "$work/dst.img"
@@ -244,6 +261,7 @@ left=$(while IFS= read -r f; do
 check "no file of the package left" test -z "$left"
 [ -z "$left" ] || echo "$left" | sed 's/^/    /'
 check "no /usr/lib/python3/dist-packages/xen_remus_ext" test ! -e /usr/lib/python3/dist-packages/xen_remus_ext
+check "no /usr/lib/ocf/resource.d/xen-remus" test ! -e /usr/lib/ocf/resource.d/xen-remus
 # The marker put there after the install must be gone with the directory; a
 # directory without it was made anew by another process after the purge
 # (e.g. a test run from the work tree on a shared machine).

@@ -527,6 +527,31 @@ def _agent_pid(cl, node, action):
     return None
 
 
+class MonLog(object):
+    """``PCMK_CLUSTER_MONLOG=FILE``: every distinct ``crm_mon -1`` picture of
+    the run (resource part), stamped with the scenario, for the docs."""
+
+    def __init__(self, cl, path):
+        import threading
+        self.cl, self.path, self.scenario, self.last, self.stop = cl, path, "start", None, False
+        self.f = open(path, "w")
+        self.t = threading.Thread(target=self.loop)
+        self.t.daemon = True
+        self.t.start()
+
+    def loop(self):
+        t0 = time.time()
+        while not self.stop:
+            node = "n1" if self.cl.alive("n1") else "n2"
+            out = self.cl.crm_mon(node)
+            body = out.split("Node List:", 1)[-1]
+            if "Clone Set" in body and body != self.last:
+                self.last = body
+                self.f.write("=== %s, t=%.1f s, asked on %s\nNode List:%s\n" % (self.scenario, time.time() - t0, node, body))
+                self.f.flush()
+            time.sleep(0.3)
+
+
 RUN = {"protect": s_protect, "failover": s_failover, "rejoin": s_rejoin, "switchover": s_switchover,
        "partition": s_partition, "promote-retry": s_promote_retry}
 
@@ -542,7 +567,10 @@ def main(argv=None):
     failed = passed = 0
     try:
         cl.start()
+        mon = MonLog(cl, os.environ["PCMK_CLUSTER_MONLOG"]) if os.environ.get("PCMK_CLUSTER_MONLOG") else None
         for n in names:
+            if mon is not None:
+                mon.scenario = n
             try:
                 line = RUN[n](cl)
                 print("cluster-%s: %s" % (n, line))
