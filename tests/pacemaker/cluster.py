@@ -547,7 +547,8 @@ class MonLog(object):
             body = out.split("Node List:", 1)[-1]
             if "Clone Set" in body and body != self.last:
                 self.last = body
-                self.f.write("=== %s, t=%.1f s, asked on %s\nNode List:%s\n" % (self.scenario, time.time() - t0, node, body))
+                self.f.write("=== %s, t=%.1f s, asked on %s\nNode List:%s\n"
+                             % (self.scenario, time.time() - t0, node, body))
                 self.f.flush()
             time.sleep(0.3)
 
