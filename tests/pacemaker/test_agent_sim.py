@@ -206,3 +206,11 @@ def test_peer_started_notify_resyncs_and_reprotects_detached(pair):
     assert Recorder.scores[-1] == ("B", decide.SCORE_BACKUP)
     log = open(agent(pair, "A")._state_path("worker.log")).read()
     assert "re-protect toward B" in log, log
+
+
+def test_start_where_the_guest_already_runs_succeeds_and_keeps_it(pair):
+    pair.A.toolstack.create(pair.config)
+    assert agent(pair, "A").a_start() == decide.OCF_SUCCESS
+    assert pair.A.toolstack.sim_info(DOMAIN)["sim_state"] == "running"
+    assert Recorder.scores[-1] == ("A", decide.SCORE_PRIMARY)
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_DEGRADED_PROMOTED

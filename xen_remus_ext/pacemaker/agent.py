@@ -338,7 +338,11 @@ class Agent(object):
                          "see docs/pacemaker.md")
             self.settle_journal()
             self.save_state(state=decide.STARTED, target=None)
-        return self.a_monitor(apply_code=False)
+        code = self.a_monitor(apply_code=False)     # sets the score of what is here
+        if code in (decide.OCF_SUCCESS, decide.OCF_RUNNING_PROMOTED, decide.OCF_DEGRADED_PROMOTED,
+                    decide.OCF_DEGRADED):
+            return decide.OCF_SUCCESS               # started; the guest may already run here
+        return code
 
     def a_stop(self):
         code, msg = decide.check_params(self.params)
