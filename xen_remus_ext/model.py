@@ -20,6 +20,12 @@ DISK_MODES = ("r", "w", "w!")
 DEVTYPES = ("disk", "cdrom")
 
 
+def _r(value, limit=120):
+    """``repr`` of a value for a message, cut to about ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else "%s... (%d characters)" % (text[:limit], len(text))
+
+
 class RemusSpec(collections.namedtuple("RemusSpec", "host port driver path")):
     """The replication part of a remus uname: ``remus:HOST:PORT|DRIVER:PATH``.
 
@@ -34,9 +40,9 @@ class RemusSpec(collections.namedtuple("RemusSpec", "host port driver path")):
     def __new__(cls, host, port, driver, path):
         for name, val in (("host", host), ("driver", driver), ("path", path)):
             if not isinstance(val, string_types):
-                raise ValidationError("remus %s: expected a string, got %r" % (name, val))
+                raise ValidationError("remus %s: expected a string, got %s" % (name, _r(val)))
         if not isinstance(port, integer_types + string_types) and port is not None:
-            raise ValidationError("remus port: expected an int, got %r" % (port,))
+            raise ValidationError("remus port: expected an int, got %s" % (_r(port),))
         return super(RemusSpec, cls).__new__(cls, host, port, driver, path)
 
     def to_dict(self):
@@ -58,11 +64,11 @@ class DiskSpec(collections.namedtuple(
 
     def __new__(cls, uname, vdev, mode, backend=None, protocol=None, remus=None, line=None, devtype="disk"):
         if not isinstance(uname, string_types):
-            raise ValidationError("disk uname: expected a string, got %r" % (uname,))
+            raise ValidationError("disk uname: expected a string, got %s" % (_r(uname),))
         if remus is not None and not isinstance(remus, RemusSpec):
-            raise ValidationError("disk remus: expected RemusSpec, got %r" % (remus,))
+            raise ValidationError("disk remus: expected RemusSpec, got %s" % (_r(remus),))
         if devtype not in DEVTYPES:
-            raise ValidationError("disk devtype: expected disk or cdrom, got %r" % (devtype,))
+            raise ValidationError("disk devtype: expected disk or cdrom, got %s" % (_r(devtype),))
         if isinstance(vdev, string_types):
             for suffix in DEVTYPES:   # xm's and xend's 'hdc:cdrom', 'hda:disk'
                 if vdev.endswith(":" + suffix):
@@ -114,9 +120,9 @@ class DomainConfig(collections.namedtuple(
     def __new__(cls, name=None, memory=None, builder="linux", kernel=None, vcpus=1,
                 vifs=(), disks=(), options=None, source=None, format=None):
         if memory is not None and not isinstance(memory, integer_types):
-            raise ValidationError("memory: expected an int (MiB), got %r" % (memory,))
+            raise ValidationError("memory: expected an int (MiB), got %s" % (_r(memory),))
         if builder not in BUILDERS:
-            raise ValidationError("builder: expected one of %s, got %r" % (", ".join(BUILDERS), builder))
+            raise ValidationError("builder: expected one of %s, got %s" % (", ".join(BUILDERS), _r(builder)))
         return super(DomainConfig, cls).__new__(
             cls, name, memory, builder, kernel, vcpus, tuple(vifs), tuple(disks),
             dict(options or {}), source, format)
@@ -144,7 +150,7 @@ class DomainInfo(collections.namedtuple("DomainInfo", "domid name state memory h
 
     def __new__(cls, domid, name, state="", memory=0, host=None):
         if not isinstance(domid, integer_types):
-            raise ValidationError("domid: expected an int, got %r" % (domid,))
+            raise ValidationError("domid: expected an int, got %s" % (_r(domid),))
         return super(DomainInfo, cls).__new__(cls, domid, name, state, memory, host)
 
     @property

@@ -224,3 +224,17 @@ def test_fuzz_hostile_programs_stay_bounded(lines):
             assert exc.path == "h.cfg"
             assert "MemoryError" not in exc.reason, (text, exc.reason)
             assert len(exc.reason) < 400
+
+
+_BIG = u"x" * 200000
+
+
+@pytest.mark.parametrize("fmt,text", [
+    ("sxp", u"(vm (image (%s)))" % _BIG), ("sxp", u"(vm (memory %s))" % _BIG),
+    ("xl", u"memory = \"%s\"" % _BIG), ("xl", u"type = \"%s\"" % _BIG),
+    ("xm", u"memory = 'x' * 1000000\n"), ("xm", u"builder = 'y' * 1000000\n"),
+])
+def test_every_format_cuts_huge_values_in_messages(fmt, text):
+    with pytest.raises(ConfigError) as exc:
+        config.parse_text(text, path="p.cfg", fmt=fmt, uname=UNAME)
+    assert exc.value.path == "p.cfg" and len(str(exc.value)) < 400

@@ -43,6 +43,7 @@ import six
 from xen_remus_ext import model
 from xen_remus_ext.compat import binary_type, integer_types, string_types, text_type
 from xen_remus_ext.config import disk as disk_mod
+from xen_remus_ext.config import limits
 from xen_remus_ext.config.util import q
 from xen_remus_ext.errors import ConfigError, ValidationError
 
@@ -455,7 +456,8 @@ def domain_config_from_sxp(sxpr, path=None, lines=None):
                               "(image ...): expected (image (linux|hvm ...)), got %s" % (q(img),))
         if img[0] not in model.BUILDERS:
             raise ConfigError(path, lines.get(id(img), top_line),
-                              "(image (%s ...)): expected builder linux or hvm" % (img[0],))
+                              "(image (%s ...)): expected builder linux or hvm"
+                              % (limits.cut(img[0], 80) if isinstance(img[0], string_types) else q(img[0], 80),))
         builder = img[0]
         kernel = child_value(img, "kernel") or None
         for kid in children(img):
