@@ -18,6 +18,9 @@ setup(
         # xxh3 digests for checksum resync (2.x is the last line for 2.7)
         "xxhash<3; python_version < '3'",
         "xxhash; python_version >= '3'",
+        # zstd compression of resync data (0.14 is the last line for 2.7)
+        "zstandard<0.15; python_version < '3'",
+        "zstandard; python_version >= '3'",
         # the progress bar of long runs (4.64 is the last line for 2.7)
         "tqdm<4.65; python_version < '3'",
         "tqdm; python_version >= '3'",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and benchmarks use, when root and missing.
-# rsync (benchmark peer), openssh (ssh transport tests), xenstore-utils (a real
+# rsync (benchmark peer), openssh (ssh transport tests), openssl (TLS certificates), xenstore-utils (a real
 # xenstore client against our xenstored double), xfsprogs (FIEMAP/reflink tracker),
 # iproute2 (network namespaces), quilt (patch series check), Pacemaker's
 # offline tools for the OCF agent's tests: pacemaker-cli-utils (crm_resource,
@@ -10,7 +10,7 @@
 # nbdcopy/nbdinfo, for the disk-replication server's tests).  `make test-cluster`
 # installs the daemons itself.
 set -u
-pkgs=(rsync openssh-client openssh-server xenstore-utils xfsprogs iproute2 quilt
+pkgs=(rsync openssh-client openssh-server openssl xenstore-utils xfsprogs iproute2 quilt
       pacemaker-cli-utils resource-agents libxml2-utils libxen-dev gcc libnbd-bin)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,5 +1,5 @@
 """Hostile peers on the resync TCP port: a real receiver (api.ResyncServer,
-what ``xen-remus receive --listen`` runs) on 127.0.0.1, and raw sockets
+what ``xen-remus receive --listen`` runs) on 127.0.0.1, and raw TLS sockets
 speaking the wire protocol (docs/protocol.md) wrongly on purpose.
 
 Each case: refused with a clear log line, the target's bytes unchanged,
@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.adapter.resync_util import copy, make_image, mutate, same, write_key
-from xen_remus_ext.resync import api, meta
+from xen_remus_ext.resync import api, meta, tls
 from xen_remus_ext.resync import protocol as P
 from xen_remus_ext.resync.protocol import mac
 
@@ -64,7 +64,10 @@ def _still_serving(rig):
 
 
 def _connect(rig):
+    """A TLS connection (the receiver's default), as a sender opens it; the
+    certificate's fingerprint, which every MAC covers, goes to ``rig.binding``."""
     s = socket.create_connection(("127.0.0.1", rig.port), timeout=10)
+    s, rig.binding = tls.client_wrap(s, "test")
     return s
 
 
@@ -128,7 +131,7 @@ def _authenticated(rig, export="d"):
     assert mtype == P.HELLO
     nonce_s = binascii.unhexlify(json.loads(body.decode("utf-8"))["nonce"])
     _send_json(s, P.AUTH, {"mac": binascii.hexlify(mac(KEY, "client", nonce_s, nonce_c,
-                                                       export.encode("utf-8"))).decode()})
+                                                       export.encode("utf-8"), rig.binding)).decode()})
     assert _recv(s)[0] == P.AUTH
     mtype, body = _recv(s)
     assert mtype == P.INFO
@@ -158,7 +161,7 @@ def test_wrong_key_is_refused(rig, caplog):
     nonce_c = _hello(s)
     mtype, body = _recv(s)
     nonce_s = binascii.unhexlify(json.loads(body.decode("utf-8"))["nonce"])
-    bad = mac(b"not-the-key-at-all-not-the-key!!", "client", nonce_s, nonce_c, b"d")
+    bad = mac(b"not-the-key-at-all-not-the-key!!", "client", nonce_s, nonce_c, b"d", rig.binding)
     _send_json(s, P.AUTH, {"mac": binascii.hexlify(bad).decode()})
     err = _drain_until_closed(s)
     assert err and "authentication failed" in err
@@ -183,7 +186,7 @@ def test_replayed_handshake_is_refused(rig, caplog):
              "nonce": binascii.hexlify(nonce_c).decode(), "export": "d"}
     _send_json(s, P.HELLO, hello)
     nonce_s = binascii.unhexlify(json.loads(_recv(s)[1].decode("utf-8"))["nonce"])
-    auth = {"mac": binascii.hexlify(mac(KEY, "client", nonce_s, nonce_c, b"d")).decode()}
+    auth = {"mac": binascii.hexlify(mac(KEY, "client", nonce_s, nonce_c, b"d", rig.binding)).decode()}
     _send_json(s, P.AUTH, auth)
     assert _recv(s)[0] == P.AUTH
     s.close()

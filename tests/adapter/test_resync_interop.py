@@ -1,8 +1,9 @@
 """Python 2.7 and 3 on the two ends, mixed: a 2.7 sender with a 3 receiver and back.
 
 The sender is ``python -m xen_remus_ext resync`` from one venv; the
-receiver runs from the other venv, over TCP (``receive --listen``) and over
-ssh (``receive --stdio`` through our throwaway sshd).
+receiver runs from the other venv, over TCP (``receive --listen``: TLS and
+zstd, the defaults) and over ssh (``receive --stdio`` through our throwaway
+sshd: zstd).  The images hold real text, so that compressed records cross.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -13,6 +14,7 @@ import subprocess
 import pytest
 
 from tests.adapter.resync_util import VENV_PY, copy, make_image, mutate, same, write_key
+from tests.adapter.test_resync_compress import text_image
 from tests.adapter.sshd_util import Sshd, remote_cmd
 
 MiB = 1 << 20
@@ -39,16 +41,25 @@ def test_tcp_mixed_versions(tmp_path, sender, receiver):
                              "--key", key, "--export", "d=" + dst], stderr=subprocess.PIPE, env=env)
     try:
         line = recv.stderr.readline().decode("utf-8")
+        assert "TLS certificate SHA-256" in line and "plaintext refused" in line, line
         port = int(line.split("receiving on ")[1].split()[0].rsplit(":", 1)[1])
         url = "tcp://127.0.0.1:%d/d" % port
         rc, lines, err = run(sender, ["resync", src, url, "--key", key, "--verify", "--json"])
         assert rc == 0, err
         assert lines[-1]["result"] == "ok" and lines[-1]["verified"] is True
         assert same(src, dst)
-        mutate(dst, 2, seed=5)
-        rc, lines, err = run(sender, ["resync", src, url, "--key", key, "--mode", "full", "--strong", "--json"])
+        # compressible data, full mode: zstd records through TLS
+        text = text_image(str(tmp_path / "text.img"), 4 * MiB)
+        rc, lines, err = run(sender, ["resync", text, url, "--key", key, "--mode", "full", "--strong", "--json",
+                                      "--discard-target"])
         assert rc == 0, err
-        assert same(src, dst)
+        assert same(text, dst)
+        assert lines[-1]["compress"] == "zstd" and lines[-1]["bytes_sent"] < 2 * MiB
+        # plaintext is refused by a receiver that did not allow it, before any data
+        before = open(dst, "rb").read()
+        rc, lines, err = run(sender, ["resync", src, url, "--key", key, "--plaintext", "--json"])
+        assert rc != 0 and "accepts only TLS" in lines[-1]["error"]
+        assert open(dst, "rb").read() == before
     finally:
         recv.terminate()
         recv.wait()
@@ -67,6 +78,14 @@ def test_ssh_mixed_versions(tmp_path, sender, receiver):
         rc, lines, err = run(sender, ["resync", src, "127.0.0.1:" + dst, "-s", sshd.ssh, "--json"], env=env)
         assert rc == 0, err
         assert lines[-1]["mode"] == "checksum" and same(src, dst)
+        text = text_image(str(tmp_path / "text.img"), 4 * MiB)
+        rc, lines, err = run(sender, ["resync", text, "127.0.0.1:" + dst, "-s", sshd.ssh, "--json", "--mode", "full",
+                                      "--discard-target"], env=env)
+        assert rc == 0, err
+        assert same(text, dst) and lines[-1]["compress"] == "zstd" and lines[-1]["bytes_sent"] < 2 * MiB
+        rc, lines, err = run(sender, ["resync", src, "127.0.0.1:" + dst, "-s", sshd.ssh, "--json",
+                                      "--discard-target"], env=env)
+        assert rc == 0 and same(src, dst), err
         rc, lines, err = run(sender, ["verify", src, "127.0.0.1:" + dst, "-s", sshd.ssh, "--json", "--strong"],
                              env=env)
         assert rc == 0 and lines[-1]["identical"] is True, err

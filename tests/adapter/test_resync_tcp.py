@@ -1,5 +1,7 @@
 """Resync over real TCP on 127.0.0.1 against a ResyncServer (``receive --listen``).
 
+(TLS itself, the default, is covered by test_resync_tls.py.)
+
 Authentication (HMAC-SHA256 challenge-response), export names from the
 receiver's own configuration only, and malformed / oversized /
 unauthenticated input: a clear error, the connection closed, the target
@@ -28,7 +30,9 @@ def server(tmp_path):
     src = make_image(str(tmp_path / "src.img"), 4 * MiB)
     dst = copy(src, str(tmp_path / "dst.img"))
     key = write_key(str(tmp_path / "key"))
-    srv = ResyncServer("127.0.0.1:0", key, {"disk0": dst}).start()
+    # plaintext allowed: the raw-socket tests below speak the records in clear;
+    # api.resync still uses TLS (its default)
+    srv = ResyncServer("127.0.0.1:0", key, {"disk0": dst}, plaintext=True).start()
     yield srv, src, dst, key
     srv.stop()
 

@@ -23,7 +23,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 MAN_DIR = os.path.join(TOP, "docs", "man")
 PACKAGE = "xen-remus-ext"
 #: the Python 3 packages of Debian 12 the package must depend on
-RUNTIME_DEPENDS = ("python3-pyxs", "python3-lxml", "python3-six", "python3-xxhash", "python3-tqdm")
+RUNTIME_DEPENDS = ("python3-pyxs", "python3-lxml", "python3-six", "python3-xxhash", "python3-tqdm",
+                   "python3-zstandard", "openssl")
 
 
 def read(*parts):

@@ -81,6 +81,8 @@ def _common(p, rate=True):
     p.add_argument("-s", "--ssh", default="ssh", type=_ssh, metavar="SSHCMD",
                    help="command used to reach HOST for HOST:PATH (default: ssh), as xl migrate -s")
     p.add_argument("--key", metavar="KEYFILE", help="shared key file (owner-only) for tcp:// destinations")
+    p.add_argument("--plaintext", action="store_true",
+                   help="tcp:// without TLS (disk contents cross in clear text; the receiver must allow it)")
     p.add_argument("--block-size", type=_block_size, default=65536, metavar="SIZE",
                    help="digest block size, a power of two from 4K to 1M (default 64K)")
     p.add_argument("--strong", action="store_true", help="use HMAC-SHA256 digests instead of keyed xxh3-128")
@@ -111,6 +113,8 @@ def register(subparsers):
     p.add_argument("--resume", dest="resume", action="store_true", default=True,
                    help="continue an interrupted run from the receiver's journal (default)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore the receiver's journal")
+    p.add_argument("--compress", choices=("auto", "zstd", "none"), default="auto",
+                   help="zstd-compress the data sent; auto: on over ssh and TCP, off for a local target")
     _common(p)
     p.set_defaults(func=cmd_resync)
 
@@ -119,8 +123,14 @@ def register(subparsers):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--stdio", metavar="PATH", help="one session on stdin/stdout into PATH (started by ssh)")
     g.add_argument("--listen", metavar="ADDR:PORT", type=_listen,
-                   help="accept authenticated TCP senders ([ADDR]:PORT for IPv6; port 0 picks one)")
+                   help="accept authenticated TCP senders over TLS ([ADDR]:PORT for IPv6; port 0 picks one)")
+    g.add_argument("--gen-cert", action="store_true",
+                   help="write a new self-signed TLS certificate (--cert, or the default) and print its SHA-256")
     p.add_argument("--key", metavar="KEYFILE", help="shared key file (owner-only), required with --listen")
+    p.add_argument("--cert", metavar="PEMFILE",
+                   help="TLS certificate and key of --listen (default STATE_DIR/tls/receiver.pem, made if missing)")
+    p.add_argument("--plaintext", action="store_true",
+                   help="with --listen: also accept senders without TLS (disk contents in clear text)")
     p.add_argument("--export", action="append", default=[], metavar="NAME=PATH",
                    help="a disk senders may write, by name (repeatable)")
     p.set_defaults(func=cmd_receive)
@@ -167,7 +177,8 @@ def _run(args, fn):
 def _options(args, **fields):
     from xen_remus_ext.resync.api import ResyncOptions
     return ResyncOptions(rate=args.rate, ssh=args.ssh, key_file=args.key, block_size=args.block_size,
-                         strong=args.strong, progress=not args.no_progress and not args.json, **fields)
+                         strong=args.strong, progress=not args.no_progress and not args.json,
+                         plaintext=args.plaintext, **fields)
 
 
 def cmd_resync(args):
@@ -190,7 +201,7 @@ def cmd_resync(args):
                 raise ConfigError(args.dirty, 0, "cannot read: %s" % (getattr(exc, "strerror", None) or exc))
             extents = plan.parse_dirty(text, disk_size(args.src), args.dirty)
         opts = _options(args, mode="tracked" if args.dirty else mode, verify=args.verify,
-                        discard_target=args.discard_target, resume=args.resume)
+                        discard_target=args.discard_target, resume=args.resume, compress=args.compress)
         res = api.resync(args.src, args.dest, opts, extents=extents,
                          events=events if events is not None or getattr(args, "quiet", False) else _teller(args.dest))
         if events is None and not getattr(args, "quiet", False):
@@ -265,13 +276,20 @@ def cmd_receive(args):
         except XenRemusError:
             return 1     # already logged, and sent to the sender, which reports it
         return 0
+    from xen_remus_ext.resync import tls
+    if args.gen_cert:
+        path = args.cert or tls.default_cert_path()
+        fp = tls.gen_cert(path)
+        sys.stdout.write("%s\nSHA-256 %s\n" % (path, tls.pretty(fp)))
+        return 0
     if not args.key:
         raise ResyncError("receive --listen: expected --key KEYFILE, got none")
     exports = parse_exports(args.export)
     check_exports(exports)
-    server = transport.ResyncServer(args.listen, args.key, exports)
-    sys.stderr.write("xen-remus: receiving on %s:%d (exports: %s)\n"
-                     % (server.address[0], server.address[1], ", ".join(sorted(server.exports))))
+    server = transport.ResyncServer(args.listen, args.key, exports, cert=args.cert, plaintext=args.plaintext)
+    sys.stderr.write("xen-remus: receiving on %s:%d (exports: %s; TLS certificate SHA-256 %s; plaintext %s)\n"
+                     % (server.address[0], server.address[1], ", ".join(sorted(server.exports)),
+                        tls.pretty(server.tls.fingerprint), "allowed" if args.plaintext else "refused"))
     sys.stderr.flush()
     try:
         server.serve_forever()

@@ -25,7 +25,7 @@
     ``block_size``, ``strong`` and ``progress`` of the options).
     :returns: :class:`VerifyResult`.
 
-``serve(listen, key_file, exports)``
+``serve(listen, key_file, exports, cert=None, plaintext=False)``
     Run a TCP receiver (``xen-remus receive --listen``) until interrupted.
     For a background receiver use :class:`ResyncServer` (``.start()``,
     ``.address``, ``.stop()``).
@@ -44,6 +44,7 @@ import time
 
 from xen_remus_ext.compat import integer_types, stderr_isatty
 from xen_remus_ext.errors import JournalError, ProtocolError, ResyncError, SplitBrainError, ValidationError
+from xen_remus_ext.resync import compress as cz
 from xen_remus_ext.resync import meta, plan
 from xen_remus_ext.resync.blockio import BlockFile
 from xen_remus_ext.resync.protocol import check_block_size, check_rate, field
@@ -127,7 +128,8 @@ def _emit(events, obj):
 
 
 class ResyncOptions(collections.namedtuple(
-        "ResyncOptions", "mode rate verify discard_target ssh key_file block_size progress resume strong")):
+        "ResyncOptions",
+        "mode rate verify discard_target ssh key_file block_size progress resume strong compress plaintext")):
     """How a resync (or a verify) runs; every field has a default.
 
     ``mode``: auto, tracked, checksum or full.  ``rate``: bytes/s cap of the
@@ -138,6 +140,9 @@ class ResyncOptions(collections.namedtuple(
     TCP receiver.  ``block_size``: digest block size.  ``progress``: a bar
     on a tty.  ``resume``: continue from the receiver's journal.
     ``strong``: HMAC-SHA256 digests instead of keyed xxh3-128.
+    ``compress``: ``auto`` (zstd over ssh and TCP, none for a local
+    target), ``zstd`` or ``none``.  ``plaintext``: a ``tcp://`` destination
+    without TLS (TLS is the default; the receiver must allow plaintext).
 
     :raises ValidationError: a field out of its range.
     """
@@ -145,9 +150,13 @@ class ResyncOptions(collections.namedtuple(
     __slots__ = ()
 
     def __new__(cls, mode="auto", rate=None, verify=False, discard_target=False, ssh="ssh", key_file=None,
-                block_size=65536, progress=False, resume=True, strong=False):
+                block_size=65536, progress=False, resume=True, strong=False, compress="auto", plaintext=False):
         if mode not in MODES:
             raise ValidationError("resync mode: expected one of %s, got %r" % (", ".join(MODES), mode))
+        if compress not in cz.CHOICES:
+            raise ValidationError("compress: expected one of %s, got %r" % (", ".join(cz.CHOICES), compress))
+        if compress == cz.ZSTD and cz.ZSTD not in cz.available():
+            raise ValidationError("compress zstd: the zstandard module is not installed on this host")
         try:
             check_block_size(block_size)
             if rate is not None:
@@ -156,7 +165,7 @@ class ResyncOptions(collections.namedtuple(
             raise ValidationError(str(exc))
         return super(ResyncOptions, cls).__new__(cls, mode, rate or None, bool(verify), bool(discard_target),
                                                  ssh, key_file, block_size, bool(progress), bool(resume),
-                                                 bool(strong))
+                                                 bool(strong), compress, bool(plaintext))
 
     def replace(self, **fields):
         """A copy with ``fields`` replaced (validated, unlike ``_replace``).
@@ -251,8 +260,9 @@ def resync(src, dest, options=None, extents=None, tracker=None, events=None, **o
         refuse_same_copy(src, dest)
         size, src_meta = _source(src)
         job = _Job(src, dest, size, src_meta, opts, extents, tracker, events)
-        conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file,
+        conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, plaintext=opts.plaintext,
                        local_process=_local_mode(job) == "checksum")
+        conn.compress = pick_codec(opts.compress, dest)
         try:
             res, bytes_read, wire, chosen, verified = _run_resync(conn, job)
         except ProtocolError as exc:
@@ -271,8 +281,22 @@ def resync(src, dest, options=None, extents=None, tracker=None, events=None, **o
              ", resumed (%d bytes were already in sync)" % result.resumed if result.resumed else "")
     _emit(events, {"result": "ok", "mode": result.mode, "bytes_read": result.bytes_read,
                    "bytes_sent": result.bytes_sent, "digest_bytes": result.digest_bytes, "extents": result.extents,
-                   "seconds": result.seconds, "verified": result.verified, "resumed": result.resumed})
+                   "seconds": result.seconds, "verified": result.verified, "resumed": result.resumed,
+                   "compress": conn.chan.codec.name if conn.chan.codec is not None else None})
     return result
+
+
+def pick_codec(compress, dest):
+    """``compress`` (of :class:`ResyncOptions`) for ``dest`` -> the codec to offer, or None.
+
+    ``auto``: zstd over ssh and TCP (when the zstandard module is there),
+    none for a local target.
+    """
+    if compress == cz.ZSTD:
+        return cz.ZSTD
+    if compress == "auto" and parse_dest(dest)[0] != "local" and cz.ZSTD in cz.available():
+        return cz.ZSTD
+    return None
 
 
 def _local_mode(job):
@@ -376,7 +400,7 @@ def verify(src, dest, options=None, events=None, **overrides):
     job = _Job(src, dest, size, src_meta._replace(size=size), opts, None, None, events)
     LOG.info("verify start: %s against %s", src, dest)
     try:
-        conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, local_process=True)
+        conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, local_process=True, plaintext=opts.plaintext)
         try:
             res = _run_verify(conn, job)
         except ProtocolError as exc:
@@ -415,12 +439,12 @@ def _run_verify(conn, job):
     return res
 
 
-def serve(listen, key_file, exports, ready=None):
+def serve(listen, key_file, exports, ready=None, cert=None, plaintext=False):
     """Run a TCP receiver in this thread until KeyboardInterrupt.
 
     :param ready: optional callable receiving the bound ``(addr, port)``.
     """
-    server = ResyncServer(listen, key_file, exports)
+    server = ResyncServer(listen, key_file, exports, cert=cert, plaintext=plaintext)
     if ready is not None:
         ready(server.address)
     try:

@@ -23,6 +23,7 @@ from six.moves import queue
 
 from xen_remus_ext.compat import integer_types, string_types, to_bytes, to_text
 from xen_remus_ext.errors import ProtocolError, ResyncError, SplitBrainError, ValidationError, XenRemusError
+from xen_remus_ext.resync import compress as cz
 from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import journal as jn
 from xen_remus_ext.resync import meta, plan
@@ -45,10 +46,13 @@ class Receiver(object):
     :param exports: dict ``name -> path`` this receiver may write.
     :param key: bytes; when set, the peer must prove it holds the key.
     :param after_handshake: called once the peer is authenticated.
+    :param binding: under TLS, the fingerprint of this receiver's
+        certificate: the authentication covers it (see :mod:`resync.tls`).
     """
 
-    def __init__(self, chan, exports, key=None, after_handshake=None):
+    def __init__(self, chan, exports, key=None, after_handshake=None, binding=b""):
         self.after_handshake = after_handshake
+        self.binding = binding
         self.chan = chan
         self.exports = dict(exports)
         self.key = key
@@ -70,15 +74,25 @@ class Receiver(object):
             raise ProtocolError("HELLO: expected a nonce of 16+ bytes, got %d" % len(nonce_c))
         nonce_s = os.urandom(16)
         export = to_text(field(hello, "HELLO", "export", string_types, ""))
-        self.chan.send_json(P.HELLO, {"magic": P.MAGIC, "version": max(versions), "digests": digests,
-                                      "nonce": hexb(nonce_s), "auth": "hmac-sha256" if self.key else None})
+        version = max(versions)
+        reply = {"magic": P.MAGIC, "version": version, "digests": digests,
+                 "nonce": hexb(nonce_s), "auth": "hmac-sha256" if self.key else None}
+        codec = cz.choose(hello.get("compress")) if version >= 2 else None
+        if version >= 2:
+            reply["compress"] = codec
+        self.chan.send_json(P.HELLO, reply)
+        if codec is not None:
+            self.chan.codec = cz.Codec(codec, sending=False)
         if self.key:
             _, auth = self.chan.recv_json(P.AUTH)
-            want = mac(self.key, "client", nonce_s, nonce_c, to_bytes(export))
+            tls = (self.binding,) if self.binding else ()
+            want = mac(self.key, "client", nonce_s, nonce_c, to_bytes(export), *tls)
             got = unhexb("AUTH mac", field(auth, "AUTH", "mac", string_types, ""))
             if not hmac.compare_digest(want, got):
-                raise ProtocolError("authentication failed: the sender does not hold this receiver's key")
-            self.chan.send_json(P.AUTH, {"mac": hexb(mac(self.key, "server", nonce_c, nonce_s))})
+                raise ProtocolError("authentication failed: the sender does not hold this receiver's key%s"
+                                    % (", or it saw another TLS certificate than this receiver's (a man in "
+                                       "the middle?)" if tls else ""))
+            self.chan.send_json(P.AUTH, {"mac": hexb(mac(self.key, "server", nonce_c, nonce_s, *tls))})
             self.base_key = mac(self.key, "session", nonce_s, nonce_c)
         if export not in self.exports:
             raise ResyncError("export %r: expected one of this receiver's exports, got an unknown name" % export)

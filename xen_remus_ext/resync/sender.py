@@ -20,6 +20,7 @@ from six.moves import queue
 
 from xen_remus_ext.compat import integer_types, to_bytes
 from xen_remus_ext.errors import ProtocolError, ResyncError, XenRemusError
+from xen_remus_ext.resync import compress as cz
 from xen_remus_ext.resync import digest as dg
 from xen_remus_ext.resync import plan
 from xen_remus_ext.resync import protocol as P
@@ -204,6 +205,9 @@ class SenderSession(object):
         self.info = None
         self.digests = []
         self.version = 1
+        #: the codec to offer (``compress.ZSTD``) or None; :attr:`compressed` is what was agreed
+        self.compress = getattr(conn, "compress", None)
+        self.compressed = None
         #: bytes of RANGES, DIGESTS, REFINE and FINE records (headers included), both ways
         self.digest_bytes = 0
         self._inflight = collections.deque()   # REFINE requests awaiting FINE: _Refinement
@@ -212,25 +216,38 @@ class SenderSession(object):
 
     def handshake(self):
         nonce_c = os.urandom(16)
-        self.chan.send_json(P.HELLO, {"magic": P.MAGIC, "versions": list(P.VERSIONS), "digests": dg.available(),
-                                      "nonce": hexb(nonce_c), "export": self.conn.export})
+        offer = {"magic": P.MAGIC, "versions": list(P.VERSIONS), "digests": dg.available(),
+                 "nonce": hexb(nonce_c), "export": self.conn.export}
+        if self.compress:
+            offer["compress"] = [self.compress]
+        self.chan.send_json(P.HELLO, offer)
         _, hello = self.chan.recv_json(P.HELLO)
         if hello.get("magic") != P.MAGIC or hello.get("version") not in P.VERSIONS:
             raise ProtocolError("HELLO: expected %s version in %s, got %r %r"
                                 % (P.MAGIC, list(P.VERSIONS), hello.get("magic"), hello.get("version")))
         self.version = hello["version"]
+        chosen = hello.get("compress") if self.version >= 2 else None
+        if chosen is not None:
+            if chosen != self.compress:
+                raise ProtocolError("HELLO: expected compression %s or none, got %r" % (self.compress, chosen))
+            self.chan.codec = cz.Codec(chosen, sending=True)
+        self.compressed = chosen
         self.digests = [d for d in field(hello, "HELLO", "digests", list, []) if d in dg.available()]
         nonce_s = unhexb("HELLO nonce", hello.get("nonce", ""))
         key = self.conn.key
         if hello.get("auth"):
             if key is None:
                 raise ResyncError("%s: the receiver requires authentication; pass --key KEYFILE" % self.conn.describe)
+            binding = getattr(self.conn, "binding", b"")
+            tls = (binding,) if binding else ()
             self.chan.send_json(P.AUTH, {"mac": hexb(mac(key, "client", nonce_s, nonce_c,
-                                                         to_bytes(self.conn.export)))})
+                                                         to_bytes(self.conn.export), *tls))})
             _, auth = self.chan.recv_json(P.AUTH)
             got = unhexb("AUTH mac", auth.get("mac", ""))
-            if not hmac.compare_digest(got, mac(key, "server", nonce_c, nonce_s)):
-                raise ProtocolError("authentication failed: the receiver does not hold our key")
+            if not hmac.compare_digest(got, mac(key, "server", nonce_c, nonce_s, *tls)):
+                raise ProtocolError("authentication failed: the receiver does not hold our key%s"
+                                    % (", or its TLS certificate is not the one we saw (a man in the middle?)"
+                                       if tls else ""))
             self.base_key = mac(key, "session", nonce_s, nonce_c)
         elif key is not None:
             raise ProtocolError("%s: expected the receiver to authenticate, it offered no authentication"

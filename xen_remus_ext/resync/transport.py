@@ -26,6 +26,7 @@ from six.moves import shlex_quote
 
 from xen_remus_ext.errors import ResyncError, XenRemusError
 from xen_remus_ext.resync import protocol as P
+from xen_remus_ext.resync import tls
 from xen_remus_ext.resync.protocol import read_key_file
 from xen_remus_ext.resync.receiver import Receiver
 
@@ -94,8 +95,10 @@ def parse_listen(listen):
 class Connection(object):
     """A channel to a receiver plus what must be cleaned up afterwards."""
 
-    def __init__(self, chan, export, describe, cleanup=None, key=None, proc=None):
+    def __init__(self, chan, export, describe, cleanup=None, key=None, proc=None, binding=b""):
         self.chan = chan
+        #: under TLS, the fingerprint of the receiver's certificate (authenticated with the key)
+        self.binding = binding
         self.export = export
         self.describe = describe
         self.key = key
@@ -124,7 +127,7 @@ class Connection(object):
             self._cleanup = None
 
 
-def connect(dest, ssh="ssh", key_file=None, local_process=False):
+def connect(dest, ssh="ssh", key_file=None, local_process=False, plaintext=False):
     """Open a :class:`Connection` to the receiver of ``dest`` (no handshake yet).
 
     :param local_process: for a local ``dest``, run the receiver as a child
@@ -132,6 +135,8 @@ def connect(dest, ssh="ssh", key_file=None, local_process=False):
         thread: both ends then hash on their own core, which is what
         checksum and verify want; full and tracked prefer the thread, whose
         channel hands the data over without copying it.
+    :param plaintext: a ``tcp://`` destination without TLS (the receiver
+        must allow it with ``--plaintext``).
     """
     kind = parse_dest(dest)
     if kind[0] == "local":
@@ -150,9 +155,13 @@ def connect(dest, ssh="ssh", key_file=None, local_process=False):
         sock = socket.create_connection((host, port), timeout=30)
     except (IOError, OSError, socket.error) as exc:
         raise ResyncError("destination %s: cannot connect: %s" % (dest, getattr(exc, "strerror", None) or exc))
-    sock.settimeout(None)
     tune_socket(sock)
-    return Connection(P.StreamChannel(sock=sock, peer="receiver %s:%d" % (host, port)), export, dest, key=key)
+    binding = b""
+    if not plaintext:
+        sock, binding = tls.client_wrap(sock, dest)    # within the connect timeout
+    sock.settimeout(None)
+    return Connection(P.StreamChannel(sock=sock, peer="receiver %s:%d" % (host, port)), export, dest, key=key,
+                      binding=binding)
 
 
 def _connect_local(path):
@@ -236,17 +245,22 @@ class ResyncServer(object):
         (read it back from :attr:`address`).
     :param key_file: root-only key file shared with the senders.
     :param exports: dict ``name -> path``.
+    :param cert: the TLS certificate file (default :func:`tls.default_cert_path`;
+        created when missing).
+    :param plaintext: also accept senders without TLS.
 
     Lifecycle: constructed = bound and listening; :meth:`serve_forever`
     (or :meth:`start` for a background thread) accepts connections, one
     thread each; :meth:`stop` closes the listener and waits for the loop.
     """
 
-    def __init__(self, listen, key_file, exports):
+    def __init__(self, listen, key_file, exports, cert=None, plaintext=False):
         self.key = read_key_file(key_file)
         self.exports = dict(exports)
         if not self.exports:
             raise ResyncError("receiver: expected at least one --export NAME=PATH, got none")
+        self.tls = tls.ServerTLS(cert)
+        self.plaintext = plaintext
         host, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -285,11 +299,18 @@ class ResyncServer(object):
 
     def _handle(self, conn, peer):
         self.sessions += 1
-        chan = P.StreamChannel(sock=conn, peer="sender %s:%d" % peer[:2])
         conn.settimeout(HANDSHAKE_SECONDS)      # an idle stranger does not keep a thread
         LOG.info("receive session start: sender %s:%d", peer[0], peer[1])
         try:
-            Receiver(chan, self.exports, key=self.key, after_handshake=lambda: conn.settimeout(None)).run()
+            sock, binding = self.tls.accept(conn, self.plaintext, "sender %s:%d" % peer[:2])
+        except ResyncError as exc:
+            LOG.warning("receiver: %s", exc)
+            conn.close()
+            return
+        chan = P.StreamChannel(sock=sock, peer="sender %s:%d" % peer[:2])
+        try:
+            Receiver(chan, self.exports, key=self.key, after_handshake=lambda: sock.settimeout(None),
+                     binding=binding).run()
         except XenRemusError as exc:
             LOG.warning("receiver: connection from %s:%d: %s", peer[0], peer[1], exc)
             LOG.info("receive session end: sender %s:%d: failed: %s", peer[0], peer[1], exc)
