@@ -71,9 +71,11 @@ class BlockFile(object):
 
     :param write: open read-write (the resync target).
     :param exclusive: with ``write``: O_EXCL for block devices plus an flock.
+    :param shared: a shared flock (readers of a target that must not
+        change under them, e.g. a verify): writers are then refused.
     """
 
-    def __init__(self, path, write=False, exclusive=False):
+    def __init__(self, path, write=False, exclusive=False, shared=False):
         self.path = path
         self.write = write
         try:
@@ -93,13 +95,14 @@ class BlockFile(object):
                 raise ResyncError("%s: block device is in use (mounted or opened exclusively, "
                                   "e.g. by a running domain); refusing to write it" % path)
             raise _err(path, "open", exc)
-        if write and exclusive:
+        if (write and exclusive) or shared:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self.fd, (fcntl.LOCK_EX if write and exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
             except (IOError, OSError) as exc:
                 os.close(self.fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise TargetBusyError("%s: another resync is writing this target" % path)
+                    raise TargetBusyError("%s: another resync is writing %sthis target"
+                                          % (path, "or verifying " if write else ""))
                 raise _err(path, "lock", exc)
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
         self.bytes_read = 0

@@ -26,6 +26,7 @@ import select
 import socket
 import struct
 import threading
+import time
 
 import six
 from six.moves import queue
@@ -223,6 +224,15 @@ class Channel(object):
     def close(self):
         raise NotImplementedError
 
+    def wait_closed(self, timeout):
+        """After our last record: wait up to ``timeout`` seconds for the peer
+        to close its end (records still arriving are dropped), so that what
+        it held for us (the target's lock) is free when we return.
+
+        :returns: True when the peer closed in time.
+        """
+        return False
+
     def send_json(self, mtype, obj):
         self.send(mtype, encode_json(obj))
 
@@ -340,6 +350,20 @@ class StreamChannel(Channel):
         self.bytes_in += n
         return buf
 
+    def wait_closed(self, timeout):
+        fd = self.sock.fileno() if self.sock is not None else self._r.fileno()
+        deadline = time.time() + timeout
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                return False
+            try:
+                if not select.select([fd], [], [], left)[0]:
+                    return False
+                self.recv()
+            except (ResyncError, IOError, OSError, ValueError):
+                return True
+
     def recv(self):
         hdr = self._read_exact(HEADER.size)
         mtype, flags, reserved, length = HEADER.unpack(bytes(hdr))
@@ -452,6 +476,20 @@ class LocalChannel(Channel):
                 self._out.put_nowait(_CLOSED)
             except queue.Full:
                 pass
+
+    def wait_closed(self, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                item = self._in.get(timeout=0.05)
+            except queue.Empty:
+                if self.other.closed:
+                    return True
+                continue
+            if item is _CLOSED:
+                self.closed = True
+                return True
+        return False
 
 
 def local_pair(depth=16):

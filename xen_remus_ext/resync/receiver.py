@@ -59,6 +59,7 @@ class Receiver(object):
         self.base_key = b""
         self.path = None
         self.wrote_phase = None   # source meta of a completed write phase awaiting commit
+        self.held = None          # the target, locked from the first session until the connection ends
 
     # -- handshake --------------------------------------------------------
     def handshake(self):
@@ -125,7 +126,28 @@ class Receiver(object):
             self.chan.send_error("receiver internal error: %s: %s" % (type(exc).__name__, exc))
             raise
         finally:
+            self._release()          # before the close: a sender that saw us close finds the target free
             self.chan.close()
+
+    def _hold(self, writing):
+        """Lock the target for the rest of the connection: exclusively from
+        the first writing session on (its verify phase included, so no other
+        sender can write between a write phase and the verify that commits
+        it), shared for a read-only connection.  :returns: the open target.
+
+        :raises TargetBusyError: another connection holds it.
+        """
+        if self.held is not None and (self.held.write or not writing):
+            return self.held
+        self._release()          # a shared hold becomes exclusive (another writer may win meanwhile)
+        self.held = BlockFile(self.path, write=True, exclusive=True) if writing else \
+            BlockFile(self.path, shared=True)
+        return self.held
+
+    def _release(self):
+        if self.held is not None:
+            self.held.close()
+            self.held = None
 
     def _serve(self):
         self.handshake()
@@ -167,6 +189,7 @@ class Receiver(object):
         discard = field(start, "START", "discard_target", bool, False)
         resume = field(start, "START", "resume", bool, False)
         writing = mode in WRITE_MODES
+        target = self._hold(writing)     # before the generations are read: they must not change under us
         mine = meta.load(self.path)
         if writing:
             rel = meta.compare(src, mine)
@@ -178,81 +201,78 @@ class Receiver(object):
             why = meta.tracked_refusal(src, mine)
             if why:
                 raise ResyncError("%s: tracked mode refused: %s; use checksum or full mode" % (self.path, why))
-        out = BlockFile(self.path, write=True, exclusive=True) if writing else None
+        out = target if writing else None
+        written = out.bytes_written if out else 0
+        done = []
+        jour = None
+        if writing:
+            old = jn.Journal.load(self.path)
+            jour = jn.Journal(self.path, self.size, src.current, mode, bs)
+            if resume and old is not None and old.key() == jour.key():
+                jour.done = old.done
+                done = old.done
+            meta.mark_inconsistent(self.path, self.size)
+            jour.save()
+        self.chan.send_json(P.START, {"ok": True, "done": [list(p) for p in done]})
+        ranges = []
+        if mode in ("checksum", "verify"):
+            while True:
+                mtype, payload = self.chan.recv()
+                if mtype == P.ERROR:
+                    P.raise_peer_error(payload)
+                if mtype != P.RANGES:
+                    raise ProtocolError("expected RANGES record, got %s" % P.type_name(mtype))
+                if not len(payload):
+                    break
+                ranges.extend(P.unpack_ranges(payload, self.size))
+        digester = None
+        if ranges:
+            digester = _Digester(self.chan, self.path, plan.normalize(ranges), bs, hasher, rate)
+            digester.start()
+        syncer = _Syncer(out, jour) if writing else None
+        if syncer is not None:
+            syncer.start()
+        refiner = _Refiner(self.chan, self.path, self.size, bs, fine, hasher) if fine else None
+        if refiner is not None:
+            refiner.start()
         try:
-            done = []
-            jour = None
-            if writing:
-                old = jn.Journal.load(self.path)
-                jour = jn.Journal(self.path, self.size, src.current, mode, bs)
-                if resume and old is not None and old.key() == jour.key():
-                    jour.done = old.done
-                    done = old.done
-                meta.mark_inconsistent(self.path, self.size)
-                jour.save()
-            self.chan.send_json(P.START, {"ok": True, "done": [list(p) for p in done]})
-            ranges = []
-            if mode in ("checksum", "verify"):
-                while True:
-                    mtype, payload = self.chan.recv()
-                    if mtype == P.ERROR:
-                        P.raise_peer_error(payload)
-                    if mtype != P.RANGES:
-                        raise ProtocolError("expected RANGES record, got %s" % P.type_name(mtype))
-                    if not len(payload):
-                        break
-                    ranges.extend(P.unpack_ranges(payload, self.size))
-            digester = None
-            if ranges:
-                digester = _Digester(self.chan, self.path, plan.normalize(ranges), bs, hasher, rate)
-                digester.start()
-            syncer = _Syncer(out, jour) if writing else None
-            if syncer is not None:
-                syncer.start()
-            refiner = _Refiner(self.chan, self.path, self.size, bs, fine, hasher) if fine else None
-            if refiner is not None:
-                refiner.start()
-            try:
-                end = self._apply(out, syncer, refiner)
-            except BaseException:
-                if digester is not None:
-                    digester.abandon()
-                if refiner is not None:
-                    refiner.abandon()
-                if syncer is not None:
-                    syncer.finish()
-                raise
+            end = self._apply(out, syncer, refiner)
+        except BaseException:
             if digester is not None:
-                digester.join()
+                digester.abandon()
             if refiner is not None:
-                refiner.finish()
-                if refiner.error is not None:
-                    raise refiner.error
+                refiner.abandon()
             if syncer is not None:
                 syncer.finish()
-                if syncer.error is not None:
-                    raise syncer.error
-            read = (digester.bytes_read if digester else 0) + (refiner.bytes_read if refiner else 0)
-            if digester is not None and digester.error is not None:
-                raise digester.error
-            if out is not None:
-                out.sync()
-            commit = field(end, "END", "commit", bool, None)
-            if writing:
-                self.wrote_phase = src
-            if commit is True and self.wrote_phase is not None:
-                meta.mark_synced(self.path, self.wrote_phase)
-                jn.remove(self.path)
-                self.wrote_phase = None
-            elif commit is False and not writing and self.wrote_phase is not None:
-                jn.remove(self.path)   # a failed verify: nothing in the journal is trusted
-                self.wrote_phase = None
-            self.chan.send_json(P.RESULT, {"ok": True, "bytes_read": read,
-                                           "bytes_written": out.bytes_written if out else 0,
-                                           "committed": commit is True})
-        finally:
-            if out is not None:
-                out.close()
+            raise
+        if digester is not None:
+            digester.join()
+        if refiner is not None:
+            refiner.finish()
+            if refiner.error is not None:
+                raise refiner.error
+        if syncer is not None:
+            syncer.finish()
+            if syncer.error is not None:
+                raise syncer.error
+        read = (digester.bytes_read if digester else 0) + (refiner.bytes_read if refiner else 0)
+        if digester is not None and digester.error is not None:
+            raise digester.error
+        if out is not None:
+            out.sync()
+        commit = field(end, "END", "commit", bool, None)
+        if writing:
+            self.wrote_phase = src
+        if commit is True and self.wrote_phase is not None:
+            meta.mark_synced(self.path, self.wrote_phase)
+            jn.remove(self.path)
+            self.wrote_phase = None
+        elif commit is False and not writing and self.wrote_phase is not None:
+            jn.remove(self.path)   # a failed verify: nothing in the journal is trusted
+            self.wrote_phase = None
+        self.chan.send_json(P.RESULT, {"ok": True, "bytes_read": read,
+                                       "bytes_written": out.bytes_written - written if out else 0,
+                                       "committed": commit is True})
 
     def _apply(self, out, syncer, refiner=None):
         """Apply DATA/ZERO/MARK records (and pass REFINE on) until END; :returns: END's object."""

@@ -36,6 +36,8 @@ MARK_MIN = 1 << 20
 MARK_MAX = 1 << 30
 MARK_SECONDS = 5.0
 READ_AHEAD = 8
+#: seconds the sender waits after BYE for the receiver to close
+BYE_WAIT = 10.0
 #: source bytes held for REFINE requests in flight; past this the sender
 #: waits for FINE answers before it compares more (bounded memory)
 REFINE_WINDOW = 16 << 20
@@ -491,7 +493,11 @@ class SenderSession(object):
                 self._differ(req.mode, boff, mv, first * fine, min(length, (first + count) * fine), fine, state)
 
     def bye(self):
+        """End the connection, and wait (briefly) until the receiver has
+        released the target and closed: a caller's next resync of the same
+        target then does not find it still held by this one."""
         try:
             self.chan.send(P.BYE)
         except ResyncError:
-            pass
+            return
+        self.chan.wait_closed(BYE_WAIT)

@@ -15,7 +15,15 @@ a random moment one fault:
   itself (keepalive, TCP_USER_TIMEOUT) and release the target;
 - ``enospc``: the target lives on a tmpfs too small for the data;
 - ``journal-corrupt``: the sender is killed, then the receiver's resume
-  journal is torn (truncated), bit-flipped or rewritten to claim work not done.
+  journal is torn (truncated), bit-flipped or rewritten to claim work not done;
+- ``verify-race``: while a ``--verify`` run is in its verify phase, a second
+  sender (its own host: another state dir) syncs a source differing only in
+  blocks already verified; it must find the target held (else the first
+  run would commit its generation over the second's bytes);
+- ``tracked-after-kill``: the sender of a full run is killed, then the
+  operator runs a tracked resync with a 1 MiB dirty list into the
+  half-written target; both ends must refuse it (else the target would be
+  marked consistent with most of its bytes stale).
 
 Recovery: the same command again (restarting a killed receiver, growing
 the tmpfs), until it succeeds.  Then: the target must be byte-identical to
@@ -37,7 +45,8 @@ from xen_remus_ext.resync import journal as jn
 from xen_remus_ext.resync import meta
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-KINDS = ("kill-sender", "kill-receiver", "link-cut", "enospc", "journal-corrupt", "sender-poweroff")
+KINDS = ("kill-sender", "kill-receiver", "link-cut", "enospc", "journal-corrupt", "sender-poweroff",
+         "verify-race", "tracked-after-kill")
 NEEDS_NETNS = ("link-cut", "sender-poweroff")
 #: kinds whose recovery waits for the receiver's dead-peer detection (about
 #: 10-30 s): a smaller share of the campaign (one run in RARE_EVERY)
@@ -205,15 +214,15 @@ class ResyncRun(object):
             self.ctx.reg.undo(self.receiver[1])
             self.receiver = None
 
-    def start_sender(self, rate=None):
+    def start_sender(self, rate=None, src=None, mode=None, extra=None, state=None):
         argv = self.ctx.net.prefix("sender") + [
-            sys.executable, "-m", "xen_remus_ext", "resync", self.src,
+            sys.executable, "-m", "xen_remus_ext", "resync", src or self.src,
             "tcp://%s:%d/d" % (self.ctx.net.addr, self.ctx.port), "--key", self.key, "--json",
-            "--no-progress", "--mode", self.mode]
+            "--no-progress", "--mode", mode or self.mode] + list(self.extra if extra is None else extra)
         if rate:
             argv += ["--rate", str(int(rate))]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                env=_env(self.state), cwd=REPO, close_fds=True)
+                                env=_env(state or self.state), cwd=REPO, close_fds=True)
         return proc, self.ctx.reg.process(proc)
 
     def wait_sender(self, proc, tok, timeout):
@@ -259,6 +268,18 @@ class ResyncRun(object):
             meta.rotate(self.src, role="primary")                 # the source moved on
             scribble(self.src, self.rng, self.rng.randint(4, 40))
             self.mode = self.rng.choice(("checksum", "full"))
+        self.extra = ()
+        if self.kind == "verify-race":
+            self.extra = ("--verify",)
+            self.src2 = os.path.join(self.dir, "src2.img")     # the second sender's disk
+            copy_file(self.src, self.src2)
+            with open(self.src2, "r+b") as f:
+                f.write(os.urandom(1 << 20))
+        elif self.kind == "tracked-after-kill":
+            self.mode = "full"
+            self.dirty = os.path.join(self.dir, "dirty.txt")
+            with open(self.dirty, "w") as f:
+                f.write("0 1M\n")
 
     def execute(self):
         t_start = time.time()
@@ -271,6 +292,8 @@ class ResyncRun(object):
             proc, tok = self.start_sender(rate=self.size / secs)
             lo = 0.5 if self.kind == "journal-corrupt" else 0.1    # late enough for MARKs to exist
             t_fault = self.rng.uniform(lo, 0.9) * secs
+            if self.kind == "verify-race":                       # in the verify phase
+                t_fault = self.rng.uniform(1.1, 1.7) * secs
             while proc.poll() is None and time.time() - t_start < t_fault + 1.0 and \
                     time.time() < t_start + t_fault:
                 time.sleep(0.01)
@@ -294,7 +317,7 @@ class ResyncRun(object):
 
     def discard_images(self):
         """The work tmpfs holds 200 runs' logs, not their images."""
-        for path in (getattr(self, "src", None), getattr(self, "dst", None)):
+        for path in (getattr(self, "src", None), getattr(self, "dst", None), getattr(self, "src2", None)):
             if path and os.path.exists(path):
                 os.unlink(path)
         if getattr(self, "mount_tok", None) is not None:
@@ -337,6 +360,31 @@ class ResyncRun(object):
             self._sigkill(proc, tok)
             self._wait_unlocked()
             self.corrupt_journal()
+        elif kind == "verify-race":
+            running = proc.poll() is None
+            b, btok = self.start_sender(src=self.src2, mode="checksum", extra=(),
+                                        state=os.path.join(self.dir, "state-b"))
+            ok_b, out_b = self.wait_sender(b, btok, ATTEMPT_TIMEOUT)
+            self.notes.append("second sender %s%s: %s" % ("succeeded" if ok_b else "refused",
+                                                         "" if running else " (after the first ended)",
+                                                         (out_b or {}).get("error", "")[:120]))
+            if ok_b and running:
+                raise AssertionError("verify-race: a second sender wrote the target during a --verify run")
+            ok, _ = self.wait_sender(proc, tok, ATTEMPT_TIMEOUT)
+            self.first_ok = ok and not ok_b
+        elif kind == "tracked-after-kill":
+            deadline = time.time() + 10      # kill it once it has begun writing (the target marked inconsistent)
+            while proc.poll() is None and time.time() < deadline:
+                md = meta.load(self.dst)
+                if md is not None and not md.consistent:
+                    break
+                time.sleep(0.01)
+            self._sigkill(proc, tok)
+            self._wait_unlocked()
+            t, ttok = self.start_sender(mode="tracked", extra=("--dirty", self.dirty))
+            ok_t, out_t = self.wait_sender(t, ttok, ATTEMPT_TIMEOUT)
+            self.notes.append("tracked run %s: %s" % ("succeeded" if ok_t else "refused",
+                                                      (out_t or {}).get("error", "")[:120]))
         else:
             raise ValueError("unknown fault kind %r" % kind)
 
@@ -384,7 +432,7 @@ class ResyncRun(object):
         self.notes.append("journal %s" % how)
 
     def recover(self, fault_at):
-        if self.kind == "link-cut" and getattr(self, "first_ok", False):
+        if self.kind in ("link-cut", "verify-race") and getattr(self, "first_ok", False):
             return True
         deadline = fault_at + RECOVERY_BUDGET
         attempt = 0
