@@ -218,7 +218,7 @@ def test_register_refuses_a_module_without_xm_tables():
 def test_entry_registers_then_runs_xm(xm, capsys, monkeypatch):
     rec = Recorder()
     monkeypatch.setattr(xm_commands, "build_cli_parser", cli_parser)
-    monkeypatch.setattr("xen_remus_ext.cli.main.main", rec)
+    monkeypatch.setattr("xen_remus_ext.cli.app.main", rec)
     with pytest.raises(SystemExit) as exc:
         xm_entry.main(["xm", "remus-status"], xm_main=xm)
     assert exc.value.code == 0
@@ -253,7 +253,7 @@ def test_imported_modules_run_through_xm_importcommand(xm, tmp_path, capsys, mon
     """The IMPORTED_COMMANDS route: generated xen/xm/remus-*.py, one-line patch."""
     rec = Recorder(rc=3)
     monkeypatch.setattr(xm_commands, "build_cli_parser", cli_parser)
-    monkeypatch.setattr("xen_remus_ext.cli.main.main", rec)
+    monkeypatch.setattr("xen_remus_ext.cli.app.main", rec)
     paths = xm_imported.write_modules(str(tmp_path))
     assert sorted(os.path.basename(p) for p in paths) == [
         "remus-failback.py", "remus-protect.py", "remus-resync.py", "remus-status.py"]

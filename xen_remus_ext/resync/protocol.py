@@ -23,7 +23,6 @@ import io
 import json
 import os
 import select
-import socket
 import struct
 import threading
 import time
@@ -253,7 +252,7 @@ class Channel(object):
             rec["code"] = code
         try:
             self.send_json(ERROR, rec)
-        except (ResyncError, IOError, OSError, socket.error):
+        except (ResyncError, IOError, OSError):
             pass
 
 
@@ -269,6 +268,14 @@ def raise_peer_error(payload):
         msg, code = "unreadable error record", None
     cls = _PEER_ERRORS.get(code, ResyncError) if isinstance(code, six.string_types) else ResyncError
     raise cls("peer: %s" % (msg,))
+
+
+#: ``socket.SHUT_RDWR`` (2 on Linux): how :meth:`StreamChannel.close` shuts a
+#: socket down, so that a peer blocked reading sees the end at once.  Spelled
+#: out here so that the protocol does not import the socket module (sockets
+#: belong to the transports; ``socket.error`` is an ``IOError``/``OSError``
+#: on both Pythons).
+SHUT_RDWR = 2
 
 
 class StreamChannel(Channel):
@@ -306,7 +313,7 @@ class StreamChannel(Channel):
                         while len(view):
                             n = self._w.write(view)
                             view = view[n:]
-            except (IOError, OSError, socket.error) as exc:
+            except (IOError, OSError) as exc:
                 said = self._peer_last_words()
                 if said is not None:  # e.g. the receiver's ENOSPC, not our EPIPE
                     raise ResyncError("peer: %s" % (said,))
@@ -327,7 +334,7 @@ class StreamChannel(Channel):
             if mtype != ERROR:
                 return None
             return decode_json(ERROR, payload).get("error", "unknown error")
-        except (ResyncError, IOError, OSError, socket.error, ValueError):
+        except (ResyncError, IOError, OSError, ValueError):
             return None
 
     def _read_exact(self, n):
@@ -340,7 +347,7 @@ class StreamChannel(Channel):
                     k = self.sock.recv_into(view[got:], n - got)
                 else:
                     k = self._r.readinto(view[got:])
-            except (IOError, OSError, socket.error) as exc:
+            except (IOError, OSError) as exc:
                 if getattr(exc, "errno", None) == errno.EINTR:
                     continue
                 raise ProtocolError("%s: connection lost (%s)" % (self.peer, getattr(exc, "strerror", None) or exc))
@@ -380,8 +387,8 @@ class StreamChannel(Channel):
         self.closed = True
         if self.sock is not None:
             try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except (IOError, OSError, socket.error):
+                self.sock.shutdown(SHUT_RDWR)
+            except (IOError, OSError):
                 pass
             self.sock.close()
 

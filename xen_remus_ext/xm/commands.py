@@ -52,8 +52,8 @@ TOOLSTACK = "xend"
 
 def build_cli_parser():
     """:returns: the ``xen-remus`` argparse parser (built fresh)."""
-    from xen_remus_ext.cli import main as cli_main
-    return cli_main.build_parser()
+    from xen_remus_ext.cli import app
+    return app.build_parser()
 
 
 def subparser_for(parser, target):
@@ -136,7 +136,7 @@ def xen_remus_argv(cmd, args, subparser=None):
 def run(name, args, main_fn=None, parser=None):
     """Run ``xm <name> ARGS`` through the ``xen-remus`` command, in process.
 
-    :param main_fn: the ``xen-remus`` entry (``cli.main.main``) taking argv
+    :param main_fn: what runs a ``xen-remus`` command line (``cli.app.main``) taking argv
                     and returning the exit status
     :returns: the exit status (0 ok, 1 failure, 2 usage)
     """
@@ -146,8 +146,8 @@ def run(name, args, main_fn=None, parser=None):
         raise ProgrammerError("xm command: expected one of %s, got %r"
                               % (", ".join(sorted(BY_NAME)), name))
     if main_fn is None:
-        from xen_remus_ext.cli import main as cli_main
-        main_fn = cli_main.main
+        from xen_remus_ext.cli import app
+        main_fn = app.main
     if parser is None:
         parser = build_cli_parser()
     sub = subparser_for(parser, cmd.target)

@@ -102,7 +102,7 @@ def _handler(xm_main, cmd, main_fn, parser):
 def register(xm_main, main_fn=None, parser=None):
     """Insert the remus subcommands into ``xm_main`` (``xen.xm.main``).
 
-    :param main_fn: what runs the command (default ``xen_remus_ext.cli.main.main``)
+    :param main_fn: what runs the command (default ``xen_remus_ext.cli.app.main``)
     :param parser: the ``xen-remus`` parser to read options from (default:
                    built the first time one of our commands or its help runs)
     :returns: the list of names registered
