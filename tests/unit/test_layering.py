@@ -8,7 +8,7 @@ the bottom up:
 base       errors, compat, paths, log, model, ports
 core       config/, failback/, status_keys, and resync's plan, protocol,
            metadata and the other pure parts of the engine
-adapters   toolstack/, trackers/, sim/, resync's transports, sessions
+adapters   toolstack/, trackers/, sim/, resync's transports (TLS too), sessions
            and api, resync/disksync, replication/ (but for its pure
            stream, wire and epochs modules: core)
 root       wiring (the composition root: the only place choosing adapters)
@@ -45,7 +45,7 @@ LAYERS = {
     "toolstack": ADAPTERS, "trackers": ADAPTERS, "sim": ADAPTERS,
     "replication": ADAPTERS, "replication.stream": CORE, "replication.wire": CORE, "replication.epochs": CORE,
     "resync.transport": ADAPTERS, "resync.api": ADAPTERS, "resync.sender": ADAPTERS,
-    "resync.receiver": ADAPTERS, "resync.disksync": ADAPTERS,
+    "resync.receiver": ADAPTERS, "resync.disksync": ADAPTERS, "resync.tls": ADAPTERS,
     "wiring": ROOT,
     "cli": FRONT, "xm": FRONT, "xend": FRONT, "hooks": FRONT, "pacemaker": FRONT, "demo": FRONT,
     "__main__": FRONT,
