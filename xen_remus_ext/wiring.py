@@ -162,7 +162,9 @@ def local_toolstack(toolstack=None, agent=None, memory_only=False, tracker=None,
     :param toolstack: ``xl``, ``xend``, ``sim`` or None (:func:`default_toolstack`)
     :param agent: sim: this host's agent (``unix:PATH`` or ``HOST:PORT``)
     :param memory_only: xl: Remus without disk replication (``xl remus -d``)
-    :param tracker: xl: ``"fiemap"`` to track disk writes
+    :param tracker: ``"fiemap"`` to track disk writes (xl: only when asked;
+        xend: the default, falling back to checksums where the images'
+        filesystem cannot clone)
     :param xenstore: xend: the local xenstore re-pointing remus disks needs
     :raises ValidationError: an unknown toolstack, or sim without ``agent``
     """
@@ -176,7 +178,7 @@ def local_toolstack(toolstack=None, agent=None, memory_only=False, tracker=None,
         from xen_remus_ext.toolstack.xl import XlToolstack
         return XlToolstack(SubprocessRunner(), memory_only=memory_only, tracker=tracker)
     from xen_remus_ext.toolstack.xend import XendToolstack
-    return XendToolstack(runner=SubprocessRunner(), xenstore=xenstore)
+    return XendToolstack(runner=SubprocessRunner(), xenstore=xenstore, tracker=tracker or "fiemap")
 
 
 def peer_toolstack(toolstack, host, ssh="ssh", peer_uri=None, peer_agent=None):

@@ -194,6 +194,14 @@ mkdir -p $R/var/lib $R/run $R/var/log $R/dev
 mount --bind $R/var/lib /var/lib
 mount --bind $R/run /run
 mount --bind $R/var/log /var/log
+# the images on XFS with reflink, where loop devices can be had (the FIEMAP tracker)
+fs=plain
+if [ ! -f $R/images-xfs.img ]; then
+  truncate -s 400M $R/images-xfs.img && mkfs.xfs -q -m reflink=1 $R/images-xfs.img 2>/dev/null \
+    || rm -f $R/images-xfs.img
+fi
+mkdir -p /var/lib/xen/images
+if [ -f $R/images-xfs.img ] && mount -o loop $R/images-xfs.img /var/lib/xen/images 2>/dev/null; then fs=xfs; fi
 mount -t tmpfs -o mode=755 xend-lab-dev $R/dev
 for n in null zero full random urandom tty ptmx; do touch $R/dev/$n; mount --bind /dev/$n $R/dev/$n; done
 mkdir -p $R/dev/pts $R/dev/shm $R/dev/xen/blktap-2
@@ -202,7 +210,7 @@ mount -t tmpfs xend-lab-shm $R/dev/shm
 ln -s /proc/self/fd $R/dev/fd
 mount --rbind $R/dev /dev
 ip link set lo up
-echo ready
+echo ready $fs
 exec sleep 100000
 """
 
@@ -240,10 +248,14 @@ class Host(object):
         self.netns = "xend%s%s" % (lab.tag, name.lower())
         self.holder = None
         self.procs = {}
+        self.images_fs = None
 
     # -- paths seen from outside ---------------------------------------------
     def outside(self, path):
-        """A path of this host (``/var/lib/...``) as the lab sees it."""
+        """A path of this host (``/var/lib/...``) as the lab sees it (the
+        images through the host's own mounts: they may sit on its XFS)."""
+        if path.startswith("/var/lib/xen/images/") and self.holder is not None:
+            return "/proc/%d/root%s" % (self.holder.pid, path)
         for top in ("/var/lib", "/run", "/var/log"):
             if path == top or path.startswith(top + "/"):
                 return self.root + path
@@ -309,9 +321,10 @@ class Host(object):
         self.holder = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation",
                                         "private", "sh", "-c", HOLDER % {"root": self.root}],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        line = self.holder.stdout.readline().decode().strip()
-        if line != "ready":
+        line = self.holder.stdout.readline().decode().split()
+        if not line or line[0] != "ready":
             raise LabError("host %s: namespace holder failed: %s" % (self.name, self.holder.stderr.read().decode()))
+        self.images_fs = line[1]
 
     def start(self, hook=True):
         """hostd, sshd and xend; ``hook``: our external-migration-tool in xend-config.sxp."""

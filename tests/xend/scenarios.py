@@ -8,6 +8,8 @@ xend.log is kept as ``build/test-xend/VERSION/HOST/xend.log``.
 from __future__ import absolute_import, division, print_function
 
 import argparse
+import glob
+import json
 import os
 import sys
 import time
@@ -117,6 +119,13 @@ def identical(L, timeout=20):
         A.xm("unpause", DOM)
 
 
+def failback_journal(host):
+    paths = glob.glob(host.outside("/var/lib/xen-remus-ext/failback/%s*.json" % DOM))
+    check(paths, "no failback journal on %s" % host.name)
+    with open(paths[0]) as f:
+        return json.load(f)
+
+
 def scenario_b(L):
     A, B = L.hosts["A"], L.hosts["B"]
     check(DOM in xm_domains(B) and "p" not in xm_domains(B)[DOM], "scenario b needs a's state: %s running on B"
@@ -154,9 +163,19 @@ def scenario_b(L):
     rc, out, err = A.run([L.bin("xen-remus"), "status", DOM], check=False)
     check(rc == 0 and DOM in out, "xen-remus status on A (xl on PATH, xend running): exit %d %s %s"
           % (rc, out.strip(), err.strip()))
+    # the final delta, sent by the hook in the suspend window: tracked where the images can reflink
+    rec = failback_journal(B)
+    finals = [(d.get("tracker"), (d.get("final") or {}).get("mode")) for d in rec.get("disks", ())]
+    check(rec.get("delta", {}).get("by") == "xend-hook", "the final delta should come from xend's hook at "
+          "step 2, got %s" % rec.get("delta"))
+    if A.images_fs == "xfs" and B.images_fs == "xfs":
+        check(finals and all(f == ("fiemap", "tracked") for f in finals),
+              "expected a tracked final delta (fiemap), got %s" % finals)
+    L.final_modes = finals
     L.failback_took = took
-    return "xend-failback %s: acknowledged %d, lost %d, identical %s, suspended %.2f s" % (
-        L.version, acked, res["missing"], "yes" if same else "no", t_run - t_susp)
+    return "xend-failback %s: acknowledged %d, lost %d, identical %s, suspended %.2f s (final delta: %s)" % (
+        L.version, acked, res["missing"], "yes" if same else "no", t_run - t_susp,
+        ", ".join("%s/%s" % f for f in finals))
 
 
 SCENARIOS = [("a", scenario_a), ("b", scenario_b)]

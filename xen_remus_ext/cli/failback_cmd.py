@@ -79,8 +79,9 @@ def register(subparsers):
                    help="xl: memory-only Remus (xl remus -d; e.g. DRBD without protocol D): the domain's "
                         "writable disks are the ones failback resyncs")
     p.add_argument("--tracker", choices=("fiemap",), default=None,
-                   help="xl: track disk writes by reflink + FIEMAP (image files on XFS/Btrfs), so later "
-                        "pre-copy passes and the final delta send only what changed")
+                   help="track disk writes by reflink + FIEMAP (image files on XFS/Btrfs), so later "
+                        "pre-copy passes and the final delta send only what changed (xend: the default, "
+                        "falling back to checksums where the images cannot be cloned; xl: only when asked)")
     p.add_argument("-p", "--port", type=int, default=None, help="relocation port for the migration")
     p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
     p.add_argument("-c", "--config", metavar="FILE",

@@ -276,18 +276,26 @@ class XendToolstack(Toolstack):
     :param ssh: argv prefix of ssh when this is a PEER's xend (``uri``
         ``ssh://HOST``): its Remus sender then runs on that host, through
         ``runner`` (which is required for it)
+    :param tracker: ``"fiemap"`` (offer :meth:`tracker_for`: reflink +
+        FIEMAP on the disk's image file, where its filesystem can clone; a
+        failback falls back to checksums where it cannot) or None
     """
 
     kind = "xend"
+    TRACKERS = ("fiemap",)
 
     #: xend's migrate resumes the domain on arrival; the device-migrate hook
     #: sends failback's final disk delta while it is suspended (xend/hook.py)
     migrates_paused = False
 
     def __init__(self, uri=None, remus=None, processes=None, host=None, timeout=None, runner=None,
-                 xenstore=None, tap_ctl=None, ssh=None):
+                 xenstore=None, tap_ctl=None, ssh=None, tracker=None):
         self.uri = uri or os.environ.get("XM_SERVER") or DEFAULT_URI
         self.ssh = list(ssh) if ssh else None
+        if tracker is not None:
+            if tracker not in self.TRACKERS:
+                raise ToolstackError("xend tracker: expected one of %s, got %r" % (", ".join(self.TRACKERS), tracker))
+            self.tracker_for = self._fiemap_tracker
         self.remus = list(remus or ["remus"])
         self.processes = processes or RemusProcesses()
         self.host = host
@@ -359,6 +367,14 @@ class XendToolstack(Toolstack):
         except (KeyError, ValueError) as exc:
             raise ToolstackError("xend.node.info: expected free_memory and xen_major/minor, got %s" % (exc,))
         return info
+
+    def _fiemap_tracker(self, dom, vdev):
+        """:returns: a :class:`FiemapTracker` on ``dom``'s disk ``vdev`` (not yet marked)."""
+        from xen_remus_ext.trackers.fiemap import FiemapTracker
+        for d in self.domain_config(dom).disks:
+            if _vdev(d.vdev) == _vdev(vdev) and d.path:
+                return FiemapTracker(d.path)
+        raise ToolstackError("xend tracker of %s: expected a disk %s with an image file, got none" % (dom, vdev))
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -144,7 +144,26 @@ def _final_delta(domname, host):
         from xen_remus_ext.failback import delta
     except ImportError as exc:
         raise ToolstackError("failback.delta: expected the final-delta module, got %s" % (exc,))
-    return delta.final_delta_for(domname, host, disk_sync_for=wiring.resync_disk_sync)
+    return delta.final_delta_for(domname, host, disk_sync_for=wiring.resync_disk_sync,
+                                 tracker_fn=journal_trackers(domname))
+
+
+def journal_trackers(domname, base=None):
+    """``f(vdev)`` -> the dirty-block tracker the failback's pre-copy marked
+    for that disk, or None.  Only a tracker whose mark outlives the process
+    that set it can serve here (this hook runs in xend's tool process): the
+    reflink + FIEMAP tracker keeps its mark as a clone beside the image."""
+    from xen_remus_ext.failback import journal
+    rec = journal.load(domname, base) or {}
+    kinds = dict((d.get("vdev"), (d.get("tracker"), d.get("src"))) for d in rec.get("disks", ()))
+
+    def get(vdev):
+        kind, src = kinds.get(vdev, (None, None))
+        if kind == "fiemap" and src:
+            from xen_remus_ext.trackers.fiemap import FiemapTracker
+            return FiemapTracker(src)
+        return None
+    return get
 
 
 def _describe(result):
