@@ -92,6 +92,14 @@ class Toolstack(object):
         not (text; e.g. an xl older than 4.8).  Default: None."""
         return None
 
+    def check_migrate_hook(self):
+        """For a toolstack that cannot migrate paused: :returns: None when
+        this host's running toolstack sends the final disk delta while the
+        domain is suspended during migrate (xend: our external-migration-tool
+        or blktap override), else why not (text); without it the destination
+        resumes the domain on a stale disk.  Default: None."""
+        return None
+
     def disk_path(self, path):
         """Where this process opens the copy, on this toolstack's host, of
         the disk a domain's config names ``path``.

@@ -166,3 +166,36 @@ def test_device_value_reads_xend_device_sxp():
     assert blktap.device_value(conf, "uname") == "tap:remus:h:1|aio:/x"
     assert blktap.device_value(conf, "mode") is None
     assert blktap.device_value("junk", "uname") is None
+
+
+def test_override_covers_tap_and_tap2_on_old_style_classes():
+    """xm maps ``tap:`` to BlktapController (blktap1) and only ``tap2:`` to
+    Blktap2Controller; xend's controllers are old-style classes on 2.7.
+    Installing on Blktap2Controller wraps the migrate both inherit."""
+    ns = {}
+    exec("class DevController:\n"
+         "    deviceClass = 'vbd'\n"
+         "    def migrate(self, cfg, network, dst, step, domName=''):\n"
+         "        return 'base %s' % self.deviceClass\n"
+         "    def recover_migrate(self, cfg, network, dst, step, domName=''):\n"
+         "        return 'recover'\n"
+         "class BlktapController(DevController):\n"
+         "    deviceClass = 'tap'\n"
+         "class Blktap2Controller(BlktapController):\n"
+         "    deviceClass = 'tap2'\n", ns)
+    seen = []
+
+    def delta(domname, host):
+        seen.append((domname, host))
+        return None      # no failback in progress: nothing sent
+    del blktap.INSTALLED[:]
+    assert blktap.install(ns["Blktap2Controller"], delta_fn=delta) is True
+    assert blktap.installed() == ["BlktapController", "Blktap2Controller"]
+    assert blktap.install(ns["Blktap2Controller"], delta_fn=delta) is False
+    tap, tap2 = ns["BlktapController"](), ns["Blktap2Controller"]()
+    assert tap.migrate(["tap"], True, "hostb", 2, "web1") == "base tap"
+    assert tap2.migrate(["tap2"], True, "hostb", 2, "web1") == "base tap2"
+    assert seen == [("web1", "hostb"), ("web1", "hostb")]
+    assert ns["DevController"]().migrate(["vbd"], True, "hostb", 2, "web1") == "base vbd"
+    assert len(seen) == 2        # plain vbds are not ours
+    del blktap.INSTALLED[:]

@@ -1,5 +1,7 @@
-"""XendToolstack pieces that need no server: URIs, string results, remus argv."""
+"""XendToolstack pieces: URIs, string results, remus argv, and which migrate hook the running xend has."""
 from __future__ import absolute_import, division, print_function
+
+import os
 
 import pytest
 
@@ -54,3 +56,48 @@ def test_unreachable_xend_is_a_toolstack_error(tmp_path):
     with pytest.raises(ToolstackError) as err:
         ts.list_domains()
     assert "is xend running?" in str(err.value) and "absent.sock" in str(err.value)
+
+
+def _xend_with_hooks(tmp_path, report=None):
+    from tests.fakes.xend_server import XendServer
+    srv = XendServer(str(tmp_path / "xmlrpc.sock"))
+    if report is not None:
+        srv.double.domain_remus_hooks = lambda: report
+    return srv.start()
+
+
+def test_migrate_hook_asks_the_running_xend(tmp_path):
+    ours = {"migration_tool": "/usr/bin/xen-remus hook", "tool_is_ours": True, "blktap_override": []}
+    override = {"migration_tool": "", "tool_is_ours": False, "blktap_override": ["BlktapController"]}
+    none = {"migration_tool": "/site/tool", "tool_is_ours": False, "blktap_override": []}
+    for report, ok, word in ((ours, True, "xen-remus hook"), (override, True, "BlktapController"),
+                             (none, False, "/site/tool")):
+        srv = _xend_with_hooks(tmp_path, report)
+        try:
+            got_ok, detail = XendToolstack(uri=srv.uri).migrate_hook(config_path=str(tmp_path / "absent.sxp"))
+        finally:
+            srv.stop()
+        assert (got_ok, word in detail) == (ok, True), detail
+
+
+def test_migrate_hook_of_an_xend_without_our_methods_reads_its_config(tmp_path):
+    import time
+    cfg = tmp_path / "xend-config.sxp"
+    srv = _xend_with_hooks(tmp_path)
+    try:
+        ts = XendToolstack(uri=srv.uri)
+        cfg.write_text(u"(xend-relocation-server yes)\n")
+        ok, detail = ts.migrate_hook(config_path=str(cfg))
+        assert not ok and "hook-config install" in detail
+        old = time.time() - 3600
+        cfg.write_text(u"(external-migration-tool '/usr/bin/xen-remus hook')\n")
+        os.utime(str(cfg), (old, old))
+        ok, detail = ts.migrate_hook(config_path=str(cfg))
+        assert ok and "/usr/bin/xen-remus hook" in detail
+        os.utime(str(cfg), None)     # installed after xend started: xend has not read it
+        later = time.time() + 60
+        os.utime(str(cfg), (later, later))
+        ok, detail = ts.migrate_hook(config_path=str(cfg))
+        assert not ok and "restart xend" in detail
+    finally:
+        srv.stop()

@@ -286,7 +286,7 @@ class Host(object):
 
     def run(self, cmd, check=True, timeout=300, input=None):
         proc = subprocess.run(self.argv(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
-                              timeout=timeout, input=input)
+                              timeout=timeout, input=input, cwd="/")
         out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
         self.lab.log("%s$ %s -> %d\n%s%s" % (self.name, " ".join(cmd), proc.returncode, out, err))
         if check and proc.returncode != 0:
@@ -297,7 +297,7 @@ class Host(object):
     def spawn(self, key, cmd, log):
         logf = open(self.outside(log) if log.startswith("/var/log") else log, "ab")
         proc = subprocess.Popen(self.argv(cmd), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                env=self.env(), start_new_session=True)
+                                env=self.env(), start_new_session=True, cwd="/")
         logf.close()
         self.procs[key] = proc
         return proc
@@ -343,13 +343,45 @@ class Host(object):
         self.start_xend()
         self.wait_for(lambda: self._port_open(22), "sshd")
 
-    def start_xend(self):
-        self.spawn("xend", [self.lab.py27, "-c", XEND_RUN], "/var/log/xen/xend.out")
+    def start_xend(self, bare=False):
+        """xend under the 2.7 venv (our package importable: the patches load it);
+        ``bare``: the plain interpreter without our package, so the patched
+        xend behaves as stock (no remus methods, no blktap override)."""
+        if bare:
+            env = dict(self.env(), PYTHONPATH=":".join([self.lab.tp, STANDINS]))
+            logf = open(self.outside("/var/log/xen/xend.out"), "ab")
+            self.procs["xend"] = subprocess.Popen(self.argv([self.lab.py27_base, "-c", XEND_RUN]),
+                                                  stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                                  env=env, start_new_session=True, cwd="/")
+            logf.close()
+        else:
+            self.spawn("xend", [self.lab.py27, "-c", XEND_RUN], "/var/log/xen/xend.out")
         self.wait_for(lambda: self._port_open(RELOC_PORT) and os.path.exists(
             self.outside("/var/run/xend/xmlrpc.sock")), "xend", timeout=60)
         # the socket exists before the server thread serves it: wait for an answer
         self.wait_for(lambda: self.run([self.lab.bin("xm"), "list"], check=False)[0] == 0, "xend answering",
                       timeout=60)
+
+    def stop_xend(self):
+        """SIGKILL xend (it ignores SIGTERM and keeps its relocation port) and its children."""
+        p = self.procs.pop("xend", None)
+        if p is None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait(10)
+        self.wait_for(lambda: not self._port_open(RELOC_PORT), "xend's relocation port to close")
+
+    def restart_xend(self, hook=True, bare=False):
+        self.stop_xend()
+        cfg = os.path.join(self.root, "etc", "xend-config.sxp")
+        if hook:
+            self.run([self.lab.bin("xen-remus"), "hook-config", "install", "--config", cfg])
+        else:
+            self.run([self.lab.bin("xen-remus"), "hook-config", "uninstall", "--config", cfg])
+        self.start_xend(bare=bare)
 
     def _port_open(self, port):
         rc = subprocess.run(self.argv(["python3", "-c", "import socket; socket.create_connection(('%s', %d), 1)"
@@ -413,6 +445,8 @@ class Lab(object):
         self.tag = tag
         self.py3 = sys.executable
         self.py27 = py27()
+        self.py27_base = os.path.join(sh([self.py27, "-c", "import sys; print(getattr(sys, 'real_prefix', None) "
+                                          "or sys.prefix)"]).stdout.decode().strip(), "bin", "python")
         self.logf = None
         self.hosts = {}
 

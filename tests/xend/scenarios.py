@@ -119,6 +119,40 @@ def identical(L, timeout=20):
         A.xm("unpause", DOM)
 
 
+# ---- c: the same without the hook: refused before anything moves -------------------------
+
+def image_digest(host):
+    import hashlib
+    with open(host.outside(host.image(DOM)), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def scenario_c(L):
+    A, B = L.hosts["A"], L.hosts["B"]
+    check(DOM in xm_domains(B) and "p" not in xm_domains(B)[DOM], "scenario c needs a's state: %s running on B"
+          % DOM)
+    if A.holder is None:
+        A.start(hook=True)
+    # B's xend without our package (stock behaviour of the patched code) and without the tool
+    B.restart_xend(hook=False, bare=True)
+    check(DOM in xm_domains(B), "B's restarted xend should have found %s again" % DOM)
+    rc, out, err = B.run([L.bin("xm"), "list", "--long", DOM], check=False)
+    before_a = image_digest(A)
+    rc, out, err = B.xm(*failback_argv(L), check=False, timeout=120)
+    text = out + err
+    check(rc != 0, "xm remus-failback without the hook should fail, got exit 0: %s" % text.strip()[-500:])
+    check("hook-config install" in text and "refused" in text,
+          "the refusal should say the running xend lacks the migrate hook: %s" % text.strip()[-800:])
+    check(DOM in xm_domains(B) and "p" not in xm_domains(B)[DOM], "%s should still run on B" % DOM)
+    check(DOM not in xm_domains(A), "nothing should have reached A: %s" % xm_domains(A))
+    check(image_digest(A) == before_a, "A's disk changed although the failback was refused")
+    why = [ln for ln in text.splitlines() if "hook-config install" in ln][0].strip()
+    # the hook back (tool and package), for what follows
+    B.restart_xend(hook=True)
+    check(DOM in xm_domains(B), "B's xend should have found %s again" % DOM)
+    return "xend-nohook %s: refused before anything moved (%s)" % (L.version, why[:150])
+
+
 def failback_journal(host):
     paths = glob.glob(host.outside("/var/lib/xen-remus-ext/failback/%s*.json" % DOM))
     check(paths, "no failback journal on %s" % host.name)
@@ -130,7 +164,8 @@ def scenario_b(L):
     A, B = L.hosts["A"], L.hosts["B"]
     check(DOM in xm_domains(B) and "p" not in xm_domains(B)[DOM], "scenario b needs a's state: %s running on B"
           % DOM)
-    A.start(hook=True)     # A comes back with its stale disk
+    if A.holder is None:
+        A.start(hook=True)     # A comes back with its stale disk
     check(DOM not in xm_domains(A), "A should come back without the domain")
     wait(lambda: B.hv("status")["acked"].get(DOM, 0) > 0, "the guest writing on B")
     t0 = time.time()
@@ -178,7 +213,7 @@ def scenario_b(L):
         ", ".join("%s/%s" % f for f in finals))
 
 
-SCENARIOS = [("a", scenario_a), ("b", scenario_b)]
+SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("b", scenario_b)]
 
 
 def run_version(version, source, build_root, only=None):

@@ -8,6 +8,10 @@ Checks, in order (each a :class:`Check` with name, ok, detail):
 ``peer-free``       the peer has no domain of that name
 ``peer-memory``     the peer's free memory holds the domain's memory
 ``migrate-paused``  (xl) ``xl migrate -p`` exists: Xen 4.8.0 or later
+``migrate-hook``    (xend) the running xend sends the final delta at step 2
+                    of its device migration (our external-migration-tool or
+                    the blktap override): without it xend resumes the domain
+                    on the destination's stale disk
 ``remus-disks``     the config has at least one remus disk
 ``backup-copy:VDEV`` (protect) the backup's copy is absent (to be seeded), or
                     an ancestor of ours; one with writes of its own, or with
@@ -147,6 +151,11 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
             "migrate can leave the domain paused on arrival" if not lacks else
             "%s (the final disk delta needs the domain paused on arrival); use --reverse-only, or upgrade"
             % lacks)
+    if mode == "failback" and not toolstack.migrates_paused:
+        lacks, err = _safe(toolstack.check_migrate_hook)
+        lacks = lacks if err is None else "cannot tell whether the running toolstack has the migrate hook: %s" % err
+        add("migrate-hook", not lacks,
+            "the running toolstack sends the final disk delta at device-migrate step 2" if not lacks else lacks)
     config, err = _safe(toolstack.domain_config, domain)
     if err is not None:
         add("remus-disks", False, "%s: cannot read its config: %s" % (domain, err))

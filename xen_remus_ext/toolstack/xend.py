@@ -62,7 +62,7 @@ from six.moves import xmlrpc_client as xmlrpclib
 
 from xen_remus_ext.compat import string_types
 from xen_remus_ext.config import sxp as sxp_mod
-from xen_remus_ext.errors import ConfigError, ToolstackError, XenStoreError
+from xen_remus_ext.errors import ConfigError, ToolstackError, XenRemusError, XenStoreError
 from xen_remus_ext.ports import Toolstack
 from xen_remus_ext.toolstack import tapctl
 from xen_remus_ext.toolstack.processes import RemusProcesses
@@ -292,10 +292,9 @@ class XendToolstack(Toolstack):
                  xenstore=None, tap_ctl=None, ssh=None, tracker=None):
         self.uri = uri or os.environ.get("XM_SERVER") or DEFAULT_URI
         self.ssh = list(ssh) if ssh else None
-        if tracker is not None:
-            if tracker not in self.TRACKERS:
-                raise ToolstackError("xend tracker: expected one of %s, got %r" % (", ".join(self.TRACKERS), tracker))
-            self.tracker_for = self._fiemap_tracker
+        if tracker is not None and tracker not in self.TRACKERS:
+            raise ToolstackError("xend tracker: expected one of %s, got %r" % (", ".join(self.TRACKERS), tracker))
+        self.tracker = tracker
         self.remus = list(remus or ["remus"])
         self.processes = processes or RemusProcesses()
         self.host = host
@@ -368,8 +367,64 @@ class XendToolstack(Toolstack):
             raise ToolstackError("xend.node.info: expected free_memory and xen_major/minor, got %s" % (exc,))
         return info
 
-    def _fiemap_tracker(self, dom, vdev):
-        """:returns: a :class:`FiemapTracker` on ``dom``'s disk ``vdev`` (not yet marked)."""
+    def check_migrate_hook(self):
+        ok, detail = self.migrate_hook()
+        return None if ok else detail
+
+    def migrate_hook(self, config_path=None):
+        """Whether THIS running xend sends a failback's final delta at
+        device-migrate step 2; without it xend resumes the domain at the
+        destination on a stale disk.
+
+        Asks xend (``xend.domain.remus_hooks``, present when our package is
+        loaded by a patched xend); an xend without it can only have the tool
+        route, so its config file is read (``config_path``, default
+        ``$XEND_CONFIG`` or /etc/xen/xend-config.sxp), and a file changed
+        after xend started (its socket's age) does not count: xend reads it
+        at start.
+
+        :returns: ``(ok, detail)``
+        """
+        try:
+            rep = self.call("xend.domain.remus_hooks")
+        except ToolstackError as exc:
+            rep = None
+            why = str(exc)
+        if isinstance(rep, dict) and rep.get("Status") == "Failure":
+            why = "xend.domain.remus_hooks: %s" % (rep.get("ErrorDescription"),)   # xend's unknown-method answer
+            rep = None
+        if isinstance(rep, dict):
+            if rep.get("tool_is_ours"):
+                return True, "xend runs %s at each migrate step" % rep.get("migration_tool")
+            if rep.get("blktap_override"):
+                return True, "xend's %s carry the migrate override" % ", ".join(rep["blktap_override"])
+            return False, ("the running xend has no migrate hook (external-migration-tool %r, no blktap "
+                           "override): install it (xen-remus hook-config install) and restart xend"
+                           % (rep.get("migration_tool") or ""))
+        from xen_remus_ext.xend import xend_config
+        path = xend_config.config_path(config_path)
+        try:
+            settings = xend_config.read_xend_config(path)
+        except XenRemusError as exc:
+            return False, "xend has no remus methods (%s) and its config is unreadable: %s" % (why, exc)
+        if not settings.hook_installed:
+            return False, ("xend has no remus methods and %s names no xen-remus external-migration-tool "
+                           "(%r): run xen-remus hook-config install and restart xend"
+                           % (path, settings.migration_tool or ""))
+        started = _xend_started(self.uri)
+        if started is not None and os.path.getmtime(path) > started:
+            return False, ("%s names the hook, but it changed after xend started (xend reads it at "
+                           "start): restart xend" % path)
+        return True, "%s names %s as external-migration-tool" % (path, settings.migration_tool)
+
+    def tracks_writes(self):
+        return self.tracker is not None
+
+    def tracker_for(self, dom, vdev):
+        """:returns: a :class:`FiemapTracker` on ``dom``'s disk ``vdev`` (not
+        yet marked) when built with ``tracker="fiemap"``, else None."""
+        if self.tracker is None:
+            return None
         from xen_remus_ext.trackers.fiemap import FiemapTracker
         for d in self.domain_config(dom).disks:
             if _vdev(d.vdev) == _vdev(vdev) and d.path:
@@ -607,6 +662,17 @@ class XendToolstack(Toolstack):
             self.xenstore.write(path, value)
         except XenStoreError as exc:
             six.raise_from(ToolstackError("xenstore write %s: %s" % (path, exc)), exc)
+
+
+def _xend_started(uri):
+    """When the local xend started (its XML-RPC socket's mtime), or None."""
+    scheme, _, rest = (uri or DEFAULT_URI).partition(":")
+    if scheme != "httpu":
+        return None
+    try:
+        return os.stat(rest[2:] if rest.startswith("//") else rest).st_mtime
+    except OSError:
+        return None
 
 
 def _vdev(dev):

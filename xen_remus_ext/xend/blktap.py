@@ -23,6 +23,7 @@ every device and fails the migration, and the domain resumes here.
 """
 from __future__ import absolute_import, division, print_function
 
+import inspect
 import logging
 
 from xen_remus_ext import log as xlog
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 GEN_KEY = "xen_remus_gen_%s"
 _MARK = "_xen_remus_ext"
+#: names of the controller classes wrapped in this process (xend.domain.remus_hooks reports them)
+INSTALLED = []
 
 
 def device_value(device_config, key):
@@ -78,12 +81,41 @@ def record_generation(vm, device_config):
 
 
 def install(controller_cls, delta_fn=None):
-    """Wrap ``controller_cls.migrate`` and ``recover_migrate``.  Idempotent.
+    """Wrap ``migrate`` and ``recover_migrate`` of ``controller_cls`` and of
+    its base ``BlktapController``.  Idempotent.
+
+    xm maps a ``tap:`` uname to device class ``tap`` (BlktapController,
+    blktap1) and only ``tap2:`` to Blktap2Controller (Xen 4.1 and later), and
+    Blktap2Controller inherits ``migrate``: wrapping the base covers the
+    disks of both classes, so the override acts on whatever actually
+    reaches xend.
 
     :param delta_fn: passed to :func:`xend.hook.apply_step` (default:
         ``failback.delta.final_delta_for``)
-    :returns: True when installed now, False when it already was
+    :returns: True when something was installed now, False when it all already was
     """
+    mro = inspect.getmro(controller_cls)     # xend's controllers are old-style classes on 2.7
+    targets = [c for c in mro if c.__name__ == "BlktapController"]
+    if "migrate" in controller_cls.__dict__ or not targets:
+        targets.insert(0, controller_cls)
+    done = False
+    for cls in targets:
+        if _install_one(cls, delta_fn):
+            done = True
+        if cls.__name__ not in INSTALLED:
+            INSTALLED.append(cls.__name__)
+    # a subclass inheriting a wrapped migrate carries the override too
+    if controller_cls.__name__ not in INSTALLED and getattr(controller_cls.migrate, _MARK, False):
+        INSTALLED.append(controller_cls.__name__)
+    return done
+
+
+def installed():
+    """:returns: the controller classes whose ``migrate`` carries the override here."""
+    return list(INSTALLED)
+
+
+def _install_one(controller_cls, delta_fn):
     orig_migrate = controller_cls.migrate
     if getattr(orig_migrate, _MARK, False):
         return False

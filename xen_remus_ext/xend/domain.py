@@ -9,6 +9,9 @@ attribute of ``XendDomain.instance()`` named ``domain_*`` (except
 - ``domain_remus_failback(dom, host, options=None)`` -> ``xend.domain.remus_failback``
 - ``domain_remus_resync(dom, host, options=None)``   -> ``xend.domain.remus_resync``
 - ``domain_remus_status(dom=None, options=None)``    -> ``xend.domain.remus_status``
+- ``domain_remus_hooks()``                          -> ``xend.domain.remus_hooks``: which
+  final-delta routes THIS running xend has (:func:`hooks_report`), asked
+  by the failback preflight before anything moves
 
 to the class before ``instance()`` is first called (patches/0002 calls it at
 the end of XendDomain.py), so no change to the server is needed.
@@ -112,6 +115,24 @@ def _check_dom(dom):
     return dom
 
 
+def hooks_report(options=None):
+    """What the running xend does at device-migrate step 2, from inside it.
+
+    :param options: xend's ``XendOptions.instance()`` (default: imported
+        from xend, so only inside xend)
+    :returns: dict ``migration_tool`` (the external-migration-tool this xend
+        read at start), ``tool_is_ours``, ``blktap_override`` (controller
+        classes carrying our ``migrate`` override in this process)
+    """
+    from xen_remus_ext.xend import blktap, xend_config
+    if options is None:
+        from xen.xend import XendOptions  # only inside xend
+        options = XendOptions.instance()
+    tool = options.get_external_migration_tool() or ""
+    return {"migration_tool": tool, "tool_is_ours": bool(xend_config.is_our_tool(tool)),
+            "blktap_override": blktap.installed()}
+
+
 def make_methods(impl):
     """:returns: dict name -> function taking ``self`` (the XendDomain)."""
 
@@ -131,7 +152,12 @@ def make_methods(impl):
         """Remus, failback and resync state of all/one domain (xm remus-status)."""
         return impl.run("remus-status", [dom or None], options)
 
+    def domain_remus_hooks(self):
+        """Which final-delta routes this xend has (external-migration-tool, blktap override)."""
+        return hooks_report()
+
     return {
+        "domain_remus_hooks": domain_remus_hooks,
         "domain_remus_protect": domain_remus_protect,
         "domain_remus_failback": domain_remus_failback,
         "domain_remus_resync": domain_remus_resync,
