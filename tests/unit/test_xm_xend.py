@@ -78,8 +78,10 @@ def xend():
 
 def test_methods_are_exported_by_xends_loop(xend):
     _proxy, _runner, names, added = xend
-    assert added == ["domain_remus_failback", "domain_remus_protect", "domain_remus_resync", "domain_remus_status"]
-    for name in ("remus_failback", "remus_protect", "remus_resync", "remus_status", "migrate", "lookup"):
+    assert added == ["domain_remus_failback", "domain_remus_hooks", "domain_remus_protect", "domain_remus_resync",
+                     "domain_remus_status"]
+    for name in ("remus_failback", "remus_hooks", "remus_protect", "remus_resync", "remus_status", "migrate",
+                 "lookup"):
         assert name in names
     assert "create" not in names
 
