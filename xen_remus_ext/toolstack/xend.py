@@ -500,6 +500,9 @@ class XendToolstack(Toolstack):
             _, out = self._remote("start", argv[len(self.remus):])
             pid = out.strip().split()[-1] if out.strip() else ""
             return int(pid) if pid.isdigit() else None
+        # an unknown domain is refused here: the script may take longer to say so
+        # than start() watches it (0.5 s) on a loaded host
+        self.domain_info(dom)
         env = {"XM_SERVER": self.uri} if self.uri != DEFAULT_URI else None
         return self.processes.start(dom, argv, env=env, match=argv[len(self.remus):])
 
