@@ -157,9 +157,9 @@ check "python3 -m xen_remus_ext.xend.hook_tool (the lean hook entry) answers a b
 check "/var/lib/xen-remus-ext exists, mode 700" test "$(stat -c %a /var/lib/xen-remus-ext 2>/dev/null)" = 700
 touch /var/lib/xen-remus-ext/.test-deb
 
-# The seed's HVM cfg: ASCII quotes (check passes, maybe with warnings) and
+# The remus-fu HVM cfg: ASCII quotes (check passes, maybe with warnings) and
 # verbatim from the blog post (typographic quotes: error on line 3).
-seed=tests/data/cfg/remus-fu-hvm.cfg   # the seed cfg with ASCII quotes (tests/data/cfg/README)
+seed=tests/data/cfg/remus-fu-hvm.cfg   # the cfg with ASCII quotes (tests/data/cfg/README)
 [ -f "$seed" ] || { echo "FAIL: $seed missing"; exit 1; }
 verbatim=$work/hvmdomu-verbatim.cfg
 qline=$(grep -n "re.search('64'" "$seed" | head -n 1 | cut -d: -f1)

@@ -15,11 +15,11 @@ bring the domain home, protect it again, then stop and judge:
 How the domain comes home (``method``):
 
 * ``failback``: the failback command (:mod:`xen_remus_ext.failback`);
-* ``resync``: the stand-in used until it existed: a checksum pre-copy from
-  B to A while the domain runs, then pause, a tracked final delta, a
-  memory migration left paused, Remus restarted A -> B, unpause;
-* ``migrate``: what the seed did, ``xm migrate --live`` alone: memory only,
-  so A runs on its stale disk and the writes made on B are lost.
+* ``resync``: the same steps by hand: a checksum pre-copy from B to A
+  while the domain runs, then pause, a tracked final delta, a memory
+  migration left paused, Remus restarted A -> B, unpause;
+* ``migrate``: ``xm migrate --live`` alone, the usual way home: memory
+  only, so A runs on its stale disk and the writes made on B are lost.
 """
 from __future__ import absolute_import, division, print_function
 

@@ -1,4 +1,4 @@
-"""The single exception hierarchy of xen_remus_ext (STYLE.md section 3).
+"""The single exception hierarchy of xen_remus_ext (docs/conventions.md, errors).
 
 Every error a user can cause is a :class:`XenRemusError`; the CLI prints its
 ``str()`` and exits non-zero, never a traceback.  Messages name the object,

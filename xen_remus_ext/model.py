@@ -1,8 +1,8 @@
-"""Value types shared by every layer (STYLE.md section 6).
+"""Value types shared by every layer (docs/conventions.md, value types).
 
 Parsers turn cfg text, SXP and Xen-API XML into these right away; nothing
 else crosses module boundaries.  Each type is a namedtuple that validates in
-``__new__``.  Field meanings follow xm (xen-facts.md section 2): ``builder``
+``__new__``.  Field meanings follow xm (docs/xen-facts.md section 2): ``builder``
 is ``"linux"`` or ``"hvm"``, ``memory`` is MiB, disk fields are what xm's
 ``preprocess_disk`` leaves (``uname``, ``dev`` as ``vdev``, ``mode``,
 optional ``backend`` and ``protocol``), with the device type xm writes as a

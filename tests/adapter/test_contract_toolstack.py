@@ -4,7 +4,7 @@ Pairs (each with a second host for migration):
 
 * XendToolstack over XML-RPC on a Unix socket (httpu://) against
   tests/fakes/xend_server.py, which stands in for xend 4.1-4.4 (it cannot
-  run without a hypervisor) and follows xen-facts.md sections 1, 3, 4;
+  run without a hypervisor) and follows docs/xen-facts.md sections 1, 3, 4;
   Remus through tests/fakes/fake_remus.py standing in for tools/remus/remus.
 * XlToolstack running the strict fake ``xl`` (tests/fakes/fake_xl.py, golden
   output in tests/data/xl/) as a real subprocess through SubprocessRunner;

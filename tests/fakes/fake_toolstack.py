@@ -3,7 +3,7 @@
 ``FakeWorld`` holds every host's domains and disk files (real files under a
 directory per host); ``FakeToolstack(world, host)`` implements
 ``ports.Toolstack`` for one host.  It stands in for xend/xl on a host: the
-calls and their effects follow xen-facts.md (migrate moves memory only, never
+calls and their effects follow docs/xen-facts.md (migrate moves memory only, never
 disks; ``paused=True`` is ``xl migrate -p``; Remus leaves a paused copy on the
 backup while it runs).
 
@@ -177,7 +177,7 @@ class FakeToolstack(Toolstack):
     (``world.migrate_hook(domname, dst)``, xend's external-migration-tool at
     step 2) runs while the source is suspended; the domain then runs on the
     destination, and block-remus holds its writes until the backup connects
-    (xen-facts.md section 5: the primary's first write blocks on connect)."""
+    (docs/xen-facts.md section 5: the primary's first write blocks on connect)."""
 
     kind = "sim"
 

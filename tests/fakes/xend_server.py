@@ -1,6 +1,6 @@
 """An xend XML-RPC double on a Unix socket (stands in for xend 4.1-4.4).
 
-Follows xen-facts.md sections 1, 3, 4 and xend's XMLRPCServer.py (4.1.0):
+Follows docs/xen-facts.md sections 1, 3, 4 and xend's XMLRPCServer.py (4.1.0):
 the legacy ``xend.*`` methods with xend's signatures, a ``(domain ...)`` SXP
 list per domain (devices only with ``full``, as ``sxpr(ignore_store)``),
 faults with xend's codes (3 = invalid domain, fault string = the name;

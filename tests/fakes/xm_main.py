@@ -2,7 +2,7 @@
 
 Stands in for the real module, which cannot be imported here (it needs
 ``xen.lowlevel``, xend's config and the rest of xend's tree).  It keeps what
-xen-facts.md section 1 documents and nothing else, written afresh:
+docs/xen-facts.md section 1 documents and nothing else, written afresh:
 
 - the same table names: ``SUBCOMMAND_HELP`` (name -> (argstring, description)),
   ``SUBCOMMAND_OPTIONS`` (name -> tuple of (short, long, desc)), the group

@@ -1,6 +1,6 @@
 """Two simulated hosts with a failed-over domain: the world of the failback scenarios.
 
-Stands in for: two Xen hosts with Remus (xen-facts.md sections 4 and 5 are
+Stands in for: two Xen hosts with Remus (docs/xen-facts.md sections 4 and 5 are
 what the simulator follows).
 """
 from __future__ import absolute_import, division, print_function

@@ -8,7 +8,7 @@ sends the final tracked delta, restarts Remus and unpauses.  Downtime is
 measured two ways: the longest silence of the guest's acknowledgements (what
 the outside world sees) and the runner's pause -> unpause span.
 
-Stands in for: two Xen hosts with xl and Remus (xen-facts.md sections 4, 5, 6).
+Stands in for: two Xen hosts with xl and Remus (docs/xen-facts.md sections 4, 5, 6).
 """
 from __future__ import absolute_import, division, print_function
 

@@ -12,7 +12,7 @@ Runs twice when namespaces are available: each host in its own namespace
 (192.0.2.x, the same ports), and without them (every host on 127.0.0.1, each
 on its own ports: a uname naming 127.0.0.1 names a host only by its port).
 
-Stands in for: two Xen hosts with xend, blktap2 and Remus (xen-facts.md
+Stands in for: two Xen hosts with xend, blktap2 and Remus (docs/xen-facts.md
 sections 4, 5 and 7); the disk data crosses TCP through the resync engine.
 """
 from __future__ import absolute_import, division, print_function
@@ -87,7 +87,7 @@ def test_reverse_only_protects_toward_the_old_primary(cluster, capsys):  # noqa:
     uname_after = B.toolstack.domain_config(name).disks[0].uname
     assert retargets == [[name, "xvda", uname_before, uname_after]]
     assert uname_after == "tap2:remus:A:%d|aio:%s" % (B.cfg["remus_port"], image)
-    # what xend would report as the uname (xen-facts.md section 7), in B's xenstored
+    # what xend would report as the uname (docs/xen-facts.md section 7), in B's xenstored
     from xen_remus_ext.toolstack.xenstore import PyxsXenStore
     xs = PyxsXenStore(B.cfg["xenstored"])
     try:

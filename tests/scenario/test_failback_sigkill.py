@@ -7,7 +7,7 @@ copies identical.  Killing the command does not stop what it asked the
 hosts to do (a migration, a Remus start, a resync pass), exactly as with
 xend or an ``xl`` child: the rerun has to wait for those to settle.
 
-Stands in for: two Xen hosts with xl and Remus (xen-facts.md sections 4, 5, 6).
+Stands in for: two Xen hosts with xl and Remus (docs/xen-facts.md sections 4, 5, 6).
 """
 from __future__ import absolute_import, division, print_function
 

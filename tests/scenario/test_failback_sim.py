@@ -9,7 +9,7 @@ both copies, both copies must end identical, and the failback's downtime
 sees) is measured for a 1 GiB disk under a 10 MB/s write load.
 
 Stands in for: two Xen hosts with xl (``migrate -p``, ``unpause``) and Remus;
-the simulator follows xen-facts.md sections 4 and 5.  The disk data crosses
+the simulator follows docs/xen-facts.md sections 4 and 5.  The disk data crosses
 TCP between the hosts through the resync engine.
 """
 from __future__ import absolute_import, division, print_function

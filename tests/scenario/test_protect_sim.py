@@ -7,7 +7,7 @@ both copies, both carry one generation, a failover to B loses nothing; and
 protect refuses a backup copy that holds writes of its own (or has no
 generation record) unless --discard-peer names it the loser.
 
-Stands in for: two Xen hosts with xend, blktap2 and Remus (xen-facts.md
+Stands in for: two Xen hosts with xend, blktap2 and Remus (docs/xen-facts.md
 sections 4 and 5); the disk data crosses TCP through the resync engine.
 """
 from __future__ import absolute_import, division, print_function

@@ -5,7 +5,7 @@ orchestrator, driving the sim hosts through ``ports.Toolstack``; its resync
 passes run on B and cross TCP into A's receiver), Remus restarted A -> B.
 Nothing acknowledged may be lost and both copies must end identical.
 
-Stands in for: two Xen hosts under xend with Remus (xen-facts.md sections 4
+Stands in for: two Xen hosts under xend with Remus (docs/xen-facts.md sections 4
 and 5 are what the simulator follows).
 """
 from __future__ import absolute_import, division, print_function

@@ -8,7 +8,7 @@ every fourth seed a power-off: network cut first, so B only learns of it by
 and every record the observer was told about must be on B's disk.
 
 Stands in for: Xen, xc_save/xc_restore and tapdisk's block-remus, which
-cannot run here; the simulator follows xen-facts.md sections 4 and 5.
+cannot run here; the simulator follows docs/xen-facts.md sections 4 and 5.
 """
 from __future__ import absolute_import, division, print_function
 

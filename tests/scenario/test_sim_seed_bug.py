@@ -7,7 +7,7 @@ then missing from A's disk and the copies differ.  The ``resync`` method
 (pre-copy, pause, final delta, memory migration, re-protect) loses nothing.
 
 Stands in for: two Xen hosts running xend and Remus; the simulator follows
-xen-facts.md sections 4 and 5 (see xen_remus_ext/sim).
+docs/xen-facts.md sections 4 and 5 (see xen_remus_ext/sim).
 """
 from __future__ import absolute_import, division, print_function
 

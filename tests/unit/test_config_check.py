@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """config.check: what xm does not validate and tapdisk would fail on.
 
-tapdisk and block-remus cannot run here; the rules follow xen-facts.md
+tapdisk and block-remus cannot run here; the rules follow docs/xen-facts.md
 sections 2 and 5 (port mandatory, first IPv4 address, driver names).
 """
 from __future__ import absolute_import, division, print_function

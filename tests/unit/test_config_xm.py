@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """config.xm_cfg: xm cfg files evaluated without running them.
 
-xm itself (opts.py) cannot run here; the expectations follow xen-facts.md
+xm itself (opts.py) cannot run here; the expectations follow docs/xen-facts.md
 section 2: locals pre-seeded with sys/os/xm_file/xm_help/xm_vars, and only
 str, list, int and float locals become options.  The --exec tests run the
 cfg with Python's exec as xm does.

@@ -1,7 +1,7 @@
 """config.xenapi_xml: Xen-API XML configs (create.dtd, Xen 4.1).
 
 xm cannot run here; the golden file follows create.dtd's elements and
-attributes and the unit conversions of xenapi_create.py as xen-facts.md
+attributes and the unit conversions of xenapi_create.py as docs/xen-facts.md
 section 3 gives them (memory in bytes, vbd mode RW/RO, uname in vdi/@src).
 """
 from __future__ import absolute_import, division, print_function

@@ -1,6 +1,6 @@
 """config.disk: xm disk specs, remus unames, xl disk specs.
 
-The rules are the ones xen-facts.md section 2 gives for create.py's
+The rules are the ones docs/xen-facts.md section 2 gives for create.py's
 preprocess_disk and block-remus, and docs/misc/xl-disk-configuration.txt
 (Xen 4.5) for xl; no Xen code runs here.
 """

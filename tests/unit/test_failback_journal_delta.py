@@ -2,7 +2,7 @@
 delta the xend migration hook sends), plus the xend path of the runner.
 
 The xend path uses FakeToolstack(kind="xend"), which stands in for xend's
-migration as xen-facts.md section 4 describes it: no paused arrival; the
+migration as docs/xen-facts.md section 4 describes it: no paused arrival; the
 device-migrate hook runs at step 2 while the source is suspended; and, per
 section 5, block-remus holds the arrived domain's writes until the backup
 connects.

@@ -1,6 +1,6 @@
 """The failback runner over the stateful FakeToolstack (tests/fakes/fake_toolstack.py).
 
-The fake stands in for xend/xl on two hosts (xen-facts.md: migrate moves
+The fake stands in for xend/xl on two hosts (docs/xen-facts.md: migrate moves
 memory only; ``paused=True`` is ``xl migrate -p``; Remus leaves a paused copy
 on the backup); the disks are real files and the guest really writes to them
 between every two effects, so "no acknowledged write lost" is checked byte

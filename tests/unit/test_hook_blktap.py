@@ -1,7 +1,7 @@
 """The ``Blktap2Controller.migrate`` override (the in-process hook route).
 
 xend cannot run here.  The classes below stand in for xend's, following
-xen-facts.md section 4 exactly where it matters to the override:
+docs/xen-facts.md section 4 exactly where it matters to the override:
 ``DevController.migrate``/``recover_migrate`` run xend-config's
 ``external-migration-tool`` through ``os.popen`` with ``-type -step -host
 -domname [-recover]`` and fail on a non-zero status; ``Blktap2Controller``

@@ -1,7 +1,7 @@
 """Reading and editing xend-config.sxp (real files; xend's reading rules).
 
 xend reads the file with its SXP parser and takes the first top-level form
-of a name (xen-facts.md sections 3 and 4).  The config texts below are
+of a name (docs/xen-facts.md sections 3 and 4).  The config texts below are
 written for these tests in the layout of a stock file (comments, commented
 defaults, quoted regexes with escaped dots).
 """

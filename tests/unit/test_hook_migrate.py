@@ -2,7 +2,7 @@
 
 xend itself cannot run here.  ``xend_device_migrate`` below stands in for
 ``DevController.migrate``/``recover_migrate`` (Xen 4.1.0/4.4.0,
-xen-facts.md section 4): it builds the same shell command line
+docs/xen-facts.md section 4): it builds the same shell command line
 (``TOOL -type CLASS -step N -host DST -domname NAME [-recover]``), runs it
 with ``os.popen`` as xend does, and fails when the exit status is non-zero.
 The final-delta function is the seam the tool calls (the failback's

@@ -5,7 +5,7 @@ config, pause really stops the guest's writes, xend's xenstore keys (read
 back with real pyxs from the host's xenstored double), save/restore, memory-
 only migration, the sim's dirty tracker, and errors that name the object.
 
-Stands in for: xend on a Xen host (xen-facts.md sections 1, 4 and 7).
+Stands in for: xend on a Xen host (docs/xen-facts.md sections 1, 4 and 7).
 """
 from __future__ import absolute_import, division, print_function
 

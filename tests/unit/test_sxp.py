@@ -2,7 +2,7 @@
 """config.sxp: xend's s-expression reader and writer, and the domain forms.
 
 xend cannot run here; the expected values follow xend 4.1.0's sxp.py rules
-as xen-facts.md section 3 writes them down, and the golden files stand in
+as docs/xen-facts.md section 3 writes them down, and the golden files stand in
 for ``xm list -l`` output and the ``(vm ...)`` list ``xm create`` builds.
 """
 from __future__ import absolute_import, division, print_function

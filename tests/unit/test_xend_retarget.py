@@ -1,7 +1,7 @@
 """XendToolstack.retarget_disks: re-pointing a paused domain's blktap2 remus
 disks with ``tap-ctl pause``/``unpause -a`` (Xen 4.1.0 tap-ctl.c), checked
 against a strict fake tap-ctl, the xend double over TCP and an in-memory
-xenstore holding the vbd backends xend writes (xen-facts.md section 7).
+xenstore holding the vbd backends xend writes (docs/xen-facts.md section 7).
 
 Stands in for: xend 4.1 with blktap2 tapdisks serving a domain's disks.
 """

@@ -1,7 +1,7 @@
 """xm registration against a double of xen.xm.main's documented tables.
 
 ``tests/fakes/xm_main.py`` stands in for ``xen.xm.main`` (Xen 4.1/4.4), which
-needs a Xen install to import; it follows xen-facts.md section 1 (tables,
+needs a Xen install to import; it follows docs/xen-facts.md section 1 (tables,
 ``all_commands`` built at import, prefix lookup, cmdHelp/longHelp layout).
 The ``xen-remus`` side is a real argparse parser shaped like the failback
 commands (options with and without values, ``--toolstack``) and a recording

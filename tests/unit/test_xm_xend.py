@@ -3,7 +3,7 @@
 xend cannot run here.  ``FakeXendDomain`` stands in for ``XendDomain`` (a
 class with ``domain_*`` methods and an ``instance()`` made after our
 install, as patches/0002 arranges), and ``export`` repeats what xend's
-``XMLRPCServer.run`` does per xen-facts.md section 1: every callable
+``XMLRPCServer.run`` does per docs/xen-facts.md section 1: every callable
 ``domain_*`` attribute of the instance except ``domain_create`` and
 ``domain_restore`` becomes ``xend.domain.<rest>``.  The server is a real
 XML-RPC server on 127.0.0.1 and the client a real ``ServerProxy``, like

@@ -1,4 +1,4 @@
-"""``xen-remus sim ...`` and ``xen-remus demo``: the simulated Remus hosts (issue 4).
+"""``xen-remus sim ...`` and ``xen-remus demo``: the simulated Remus hosts.
 
 ``sim xenstored --socket PATH`` runs the xenstored double
 (:mod:`xen_remus_ext.sim.xenstored`) alone, in the foreground.
@@ -30,8 +30,9 @@ def register(subparsers):
                       help="working time, split over the three phases (default 12)")
     demo.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     demo.add_argument("--method", choices=("auto", "failback", "resync", "migrate"), default="auto",
-                      help="how the domain comes home: the failback command, the resync + migrate "
-                           "stand-in, or plain migrate (the seed's bug); default auto")
+                      help="how the domain comes home: the failback command, the same steps by hand "
+                           "(resync + migrate), or plain migrate (memory only: the stale-disk bug); "
+                           "default auto")
     demo.add_argument("--interval", type=int, default=100, metavar="MS",
                       help="Remus checkpoint interval (default 100)")
     demo.add_argument("--rate", type=float, default=200.0, help="guest writes per second (default 200)")

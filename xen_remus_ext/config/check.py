@@ -22,8 +22,8 @@ error for a named release of 4.1 or later, one warning naming every such
 disk when no release is named, nothing for 4.0; any remus disk is an error before 4.0.  Xen-API
 XML is exempt: xend gives every ``tap`` VBD of it to Blktap2Controller.
 
-Warnings: a host name instead of an IP address (remus-fu.txt: IPs are
-more reliable than lookups), a vdev used twice, one backup port used by
+Warnings: a host name instead of an IP address (the remus-fu post found IPs
+more reliable than lookups: docs/xen-facts.md section 8), a vdev used twice, one backup port used by
 two disks, no remus disk at all (Remus would replicate memory only), an xl
 config without a name (xl create refuses it; xm names the domain after
 the file).

@@ -1,6 +1,6 @@
 """Disk specifications: xm's, xl's and the Remus uname inside them.
 
-Facts (xen-facts.md sections 2 and 6):
+Facts (docs/xen-facts.md sections 2 and 6):
 
 * xm (create.py ``preprocess_disk``): ``UNAME,VDEV,MODE[,BACKEND[,PROTOCOL]]``
   split on every ``,`` into 3 to 5 fields, NOT stripped; so a uname may hold

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """Typographic quotes pasted from web pages into cfg files.
 
-Blog posts (remus-fu.txt's own cfg among them) print ``’ ‘ ′ ″ “ ”`` where
+Blog posts (the remus-fu post's own cfg among them, docs/xen-facts.md section 8) print ``’ ‘ ′ ″ “ ”`` where
 the file needs ``'`` or ``"``; Python then fails with a bare "invalid
 character".  These helpers name the line, column and character and the
 ASCII quote to type instead.

@@ -2,8 +2,8 @@
 
 After a failover the domain runs on the backup, whose disks still say
 ``tap:remus:<backup>:PORT|...``; to run Remus back toward the original
-primary the unames must name that host instead (remus-fu.txt: "you can't
-run the remus command on hypervisor2 pointing back").  This module
+primary the unames must name that host instead (the remus-fu post: Remus
+cannot be started on the backup pointing back; docs/xen-facts.md section 8).  This module
 rewrites only ``HOST:PORT`` inside each remus uname (the port only when
 asked), and leaves every other byte alone: comments, spacing, quoting,
 line endings, the byte order mark.

@@ -1,7 +1,7 @@
 """From the settings a cfg file makes to a :class:`model.DomainConfig`.
 
 xm and xl cfg files both end as ``name -> value`` settings (xm: the
-str/list/int/float locals, xen-facts.md section 2; xl: ``key = value``).
+str/list/int/float locals, docs/xen-facts.md section 2; xl: ``key = value``).
 This module holds that common shape and the step to the model, with the
 rules xm applies (create.py): ``disk`` and ``vif`` are lists of strings,
 ``memory`` MiB, ``builder`` ``linux`` (default) or ``hvm``.

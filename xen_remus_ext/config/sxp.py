@@ -1,4 +1,4 @@
-"""S-expressions as xend reads and writes them (xen-facts.md section 3).
+"""S-expressions as xend reads and writes them (docs/xen-facts.md section 3).
 
 Implements the rules of xend's ``tools/python/xen/xend/sxp.py`` (4.1.0),
 rewritten from its documented behaviour:
@@ -297,7 +297,7 @@ def _format_into(value, out):
         raise ValidationError("SXP value: expected list, text, int or float, got %s" % (q(value),))
 
 
-def format(sxpr):  # noqa: A001 - the name the brief asks for
+def format(sxpr):  # noqa: A001 - called as sxp.format, beside sxp.parse
     """Write ``sxpr`` as xend's ``sxp.to_string`` does.
 
     :returns: text

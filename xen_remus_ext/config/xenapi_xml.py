@@ -1,7 +1,7 @@
 """Xen-API XML domain configs (``xm create`` of an XML file).
 
 Follows ``tools/python/xen/xm/create.dtd`` and ``xenapi_create.py``
-(Xen 4.1.0, xen-facts.md section 3): root ``<xm>`` holding ``<vm>``,
+(Xen 4.1.0, docs/xen-facts.md section 3): root ``<xm>`` holding ``<vm>``,
 ``<vdi>`` and ``<network>`` elements.  A ``<vm>`` has ``<name><label>``,
 ``<pv kernel=...>`` or ``<hvm boot_policy=...>``, ``<memory
 dynamic_max=...>`` in BYTES, ``<vbd device mode=RW|RO vdi=IDREF

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """xm cfg files: Python, evaluated the way xm does, without running it.
 
-xm (opts.py ``Opts.load``, xen-facts.md section 2) executes a cfg with
+xm (opts.py ``Opts.load``, docs/xen-facts.md section 2) executes a cfg with
 locals pre-seeded with ``sys``, ``os``, ``os.path``, ``xm_file``,
 ``xm_help`` and ``xm_vars``; afterwards every local whose type is exactly
 str, list, int or float becomes an option (unknown names too; dicts,

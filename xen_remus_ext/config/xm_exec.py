@@ -2,7 +2,7 @@
 
 This is the explicit opt-in for cfg files beyond the AST evaluator of
 :mod:`.xm_cfg`.  It follows ``Opts.load`` (xm/opts.py, Xen 4.1.0,
-xen-facts.md section 2): empty globals; locals seeded with the command-line
+docs/xen-facts.md section 2): empty globals; locals seeded with the command-line
 variables, ``sys``, ``os`` (and ``os.path``), ``xm_file``, ``xm_help`` and
 an ``xm_vars`` object; then every local whose type is exactly str, list,
 int or float becomes an option.  The file can do anything the user can.

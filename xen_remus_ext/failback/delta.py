@@ -1,7 +1,7 @@
 """The final disk delta of a migrating domain, for the xend migration hook.
 
 xend runs its ``external-migration-tool`` at every device-migrate step; at
-step 2 the domain is suspended (xen-facts.md section 4), so its disks are
+step 2 the domain is suspended (docs/xen-facts.md section 4), so its disks are
 quiet and their last changes can be sent before xend goes on.  The hook
 (written elsewhere) calls :func:`final_delta_for`; it finds the domain's
 failback journal, sends the delta of every journaled disk, and records it in

@@ -1,6 +1,6 @@
 """The failback state machine: states, steps and rules, with no side effects.
 
-Two plans share one table (STYLE.md section 4):
+Two plans share one table (docs/conventions.md, the failback state machine):
 
 ``failback`` (the domain runs here, unprotected, after a failover; bring it
 home to ``HOST`` and protect it again toward here)::
@@ -20,7 +20,7 @@ yet known to be sent; ``quiesced`` means paused HERE.  ``delta-sent`` and
 failback, here for reverse): Remus starts while it cannot write, so the
 backup's copy equals the primary's at the first checkpoint, and unpausing
 is the last step.  (On xend the domain arrives running; block-remus then
-holds its first write until the backup connects, xen-facts.md section 5.)
+holds its first write until the backup connects, docs/xen-facts.md section 5.)
 ``protect`` (``xen-remus protect``: the domain runs here and has never been
 protected, or its protection ended; create the backup's copies that are
 missing, bring them up to date and start Remus toward ``HOST``)::

@@ -418,7 +418,7 @@ class Orchestrator(object):
         fn = getattr(self, "step_" + step.replace("-", "_"))
         try:
             fn()
-        except Exception as exc:  # the step boundary: journal, log, re-raise (STYLE.md section 3)
+        except Exception as exc:  # the step boundary: journal, log, re-raise (docs/conventions.md, errors)
             rec["error"] = "%s: %s" % (step, exc)
             rec["step"] = None
             journal.note(rec, self.clock.now(), "failed", step, str(exc))

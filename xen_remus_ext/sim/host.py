@@ -5,7 +5,7 @@ Runs, until its stdin closes or ``shutdown`` is asked:
 * the agent: JSON-lines RPC on a Unix socket (``agent``), what xend's
   XML-RPC server is to xm; :class:`sim.toolstack.SimToolstack` is its client;
 * the xenstored double (:mod:`sim.xenstored`) on ``xenstored`` and a pyxs
-  client writing the domain keys xend writes (xen-facts.md section 7);
+  client writing the domain keys xend writes (docs/xen-facts.md section 7);
 * the relocation server on ``addr:reloc_port`` (``receive`` then the
   domain's config and memory; memory only, the disk stays behind);
 * the block-remus server on ``addr:remus_port`` (:mod:`sim.remus`);
@@ -423,7 +423,7 @@ class Host(object):
     def op_remus_start(self, dom, host=None, interval_ms=200, port=None, net=True, disk=True,
                        blackhole=False, unsafe=False):
         """Protect ``dom`` toward ``host``.  As block-remus does, each remus
-        disk replicates where its uname says (xen-facts.md section 5): every
+        disk replicates where its uname says (docs/xen-facts.md section 5): every
         one must name the backup asked for (re-point them first with
         ``retarget_disks``); the data goes to that peer's listener."""
         d = self.find(dom)

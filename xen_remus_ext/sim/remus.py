@@ -1,6 +1,6 @@
 """Remus in the simulator: block-remus disk mirroring plus memory checkpoints.
 
-Follows xen-facts.md sections 4 and 5:
+Follows docs/xen-facts.md sections 4 and 5:
 
 * primary (:class:`RemusSender`): every guest write is sent as ``wreq``
   before it reaches the local disk, without waiting for an answer; every

@@ -111,7 +111,7 @@ class SimToolstack(Toolstack):
         return self.call("restore", path=path, paused=paused)
 
     def migrate(self, dom, dst, live=True, port=None, paused=False, ssh=None, config=None):
-        """Memory only (the seed's behaviour): the destination runs the
+        """Memory only (as ``xm migrate``): the destination runs the
         domain on its own copy of the disk."""
         if ssh is not None or config is not None:
             raise ToolstackError("sim migrate: ssh and config (xl -s/-C) are not simulated")

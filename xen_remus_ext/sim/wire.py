@@ -1,6 +1,6 @@
 """Byte formats of the simulator: block-remus messages and the agent's RPC.
 
-block-remus (xen-facts.md section 5): a 4-byte ASCII op; ``wreq`` carries a
+block-remus (docs/xen-facts.md section 5): a 4-byte ASCII op; ``wreq`` carries a
 12-byte header (uint32 sector count, uint64 start sector, host byte order,
 packed) and ``count * 512`` bytes of data; ``creq`` has no body; the backup
 answers ``done``.

@@ -1,7 +1,7 @@
 """blktap2's ``tap-ctl``: its ``list`` output, the argv we send, and a tap2
 disk's tapdisk stack (Xen 4.1.0, ``tools/blktap2/control/tap-ctl.c``,
 ``tap-ctl-list.c``, ``tap-ctl-pause.c``, ``tap-ctl-unpause.c``;
-xen-facts.md sections 2 and 7).
+docs/xen-facts.md sections 2 and 7).
 
 ``tap-ctl list`` prints one line per vbd.  To a pipe (``tap_ctl_list_dict``)::
 

@@ -1,4 +1,4 @@
-"""xend adapter: the legacy XML-RPC API xm uses (Xen 4.0-4.4; xen-facts.md 1, 3, 4).
+"""xend adapter: the legacy XML-RPC API xm uses (Xen 4.0-4.4; docs/xen-facts.md 1, 3, 4).
 
 Transport: ``httpu:///var/run/xend/xmlrpc.sock`` (HTTP over xend's Unix
 socket, handler ``/RPC2``) unless ``XM_SERVER`` names another URI; ``http://``

@@ -1,4 +1,4 @@
-"""XenStore adapter on pyxs (xen-facts.md section 7).
+"""XenStore adapter on pyxs (docs/xen-facts.md section 7).
 
 :class:`PyxsXenStore` implements :class:`ports.XenStore` with pyxs 0.4.1 on a
 xenstored Unix socket (``XENSTORED_PATH``, else ``/var/run/xenstored/socket``)

@@ -1,4 +1,4 @@
-"""xl adapter: the ``xl`` command (Xen 4.5+; xen-facts.md section 6).
+"""xl adapter: the ``xl`` command (Xen 4.5+; docs/xen-facts.md section 6).
 
 Every call is an argv list run through an injected :class:`ports.Runner`;
 a non-zero exit becomes :class:`ToolstackError` carrying xl's stderr.

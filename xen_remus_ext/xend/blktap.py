@@ -1,6 +1,6 @@
 """Override of xend's ``Blktap2Controller.migrate``: the in-process hook route.
 
-xen-facts.md section 4: xend calls ``migrate(deviceConfig, network, dst,
+docs/xen-facts.md section 4: xend calls ``migrate(deviceConfig, network, dst,
 step, domName)`` on each device's controller at steps 0-3 of a migration
 (``network`` True) or save (False), and ``recover_migrate`` with the same
 arguments when a later step failed.  The base class runs xend-config's

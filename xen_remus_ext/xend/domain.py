@@ -1,6 +1,6 @@
 """``XendDomain.domain_remus_*``: the remus operations as xend XML-RPC methods.
 
-xen-facts.md section 1: when xend's XML-RPC server starts, every callable
+docs/xen-facts.md section 1: when xend's XML-RPC server starts, every callable
 attribute of ``XendDomain.instance()`` named ``domain_*`` (except
 ``domain_create`` and ``domain_restore``) is registered as
 ``xend.domain.<name without "domain_">``.  :func:`install` adds

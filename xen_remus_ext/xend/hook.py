@@ -1,6 +1,6 @@
 """xend's device-migrate steps: the final disk delta while the domain is suspended.
 
-xen-facts.md section 4.  During ``xm migrate`` (and ``xm save``) xend calls
+docs/xen-facts.md section 4.  During ``xm migrate`` (and ``xm save``) xend calls
 each device controller's ``migrate(deviceConfig, network, dst, step, domName)``
 for steps 0 (may this device migrate?), 1 (before the config and memory are
 sent), 2 (the domain is suspended) and 3 (before the image is finished),

@@ -2,7 +2,7 @@
 
 xend reads ``/etc/xen/xend-config.sxp`` (env ``XEND_CONFIG``) as a sequence of
 SXP forms and takes the FIRST top-level form of a name
-(``sxp.child_value``); xen-facts.md sections 3 and 4.  The forms this module
+(``sxp.child_value``); docs/xen-facts.md sections 3 and 4.  The forms this module
 knows:
 
 - ``(external-migration-tool TOOL)``: a shell command xend's

@@ -1,7 +1,7 @@
 """The ``xm remus-*`` subcommands: what they are called, and how they run.
 
 Each xm subcommand is the ``xen-remus`` subcommand of the same job, run in
-the xm process with the xend toolstack (xen-facts.md section 1):
+the xm process with the xend toolstack (docs/xen-facts.md section 1):
 
 =================  ===========================  ==========================
 xm                 xen-remus                    arguments

@@ -3,7 +3,7 @@
 Installed as ``xm-remus`` (or in place of ``/usr/sbin/xm``), it imports
 ``xen.xm.main``, registers our subcommands into its tables and hands over to
 ``xen.xm.main.main(argv)``, exactly what Xen's own ``xm`` script does after
-the import (xen-facts.md section 1).  Importing ``xen.xm.main`` reads
+the import (docs/xen-facts.md section 1).  Importing ``xen.xm.main`` reads
 xend-config but does not contact xend.
 """
 from __future__ import absolute_import, division, print_function

@@ -1,6 +1,6 @@
 """The ``IMPORTED_COMMANDS`` route into xm: one module per command in xen/xm/.
 
-xen-facts.md section 1: for a name in ``IMPORTED_COMMANDS`` xm loads
+docs/xen-facts.md section 1: for a name in ``IMPORTED_COMMANDS`` xm loads
 ``xen/xm/<name>.py`` (hyphens allowed) and calls ``main([name] + args)``;
 ``xm <name> --help`` prints the module's ``help()`` after the usage line when
 ``SUBCOMMAND_HELP`` knows the name but ``SUBCOMMAND_OPTIONS`` does not.  So

@@ -1,6 +1,6 @@
 """Register the ``xm remus-*`` subcommands into ``xen.xm.main``'s own tables.
 
-xen-facts.md section 1: xm dispatches through module-level tables.  A
+docs/xen-facts.md section 1: xm dispatches through module-level tables.  A
 command behaves like every other xm subcommand only when it is in all of:
 
 - ``commands`` (name -> callable(args); the result is xm's exit status),
