@@ -13,7 +13,8 @@ adapters   toolstack/, trackers/, sim/, resync's transports (TLS too), sessions
            stream, wire and epochs modules: core)
 root       wiring (the composition root: the only place choosing adapters)
 front      cli/, xm/ (the xm front end), xend/ and hooks/ (what xend
-           loads or runs), pacemaker/ (the OCF agent), demo, __main__
+           loads or runs; xend/xend_config, the xend-config.sxp reader and
+           editor, is core), pacemaker/ (the OCF agent), demo, __main__
 =========  ===========================================================
 
 A module imports only from its own layer or below, with two more rules:
@@ -46,6 +47,7 @@ LAYERS = {
     "replication": ADAPTERS, "replication.stream": CORE, "replication.wire": CORE, "replication.epochs": CORE,
     "resync.transport": ADAPTERS, "resync.api": ADAPTERS, "resync.sender": ADAPTERS,
     "resync.receiver": ADAPTERS, "resync.disksync": ADAPTERS, "resync.tls": ADAPTERS,
+    "xend.xend_config": CORE,   # reading and editing xend-config.sxp: pure but for the file itself
     "wiring": ROOT,
     "cli": FRONT, "xm": FRONT, "xend": FRONT, "hooks": FRONT, "pacemaker": FRONT, "demo": FRONT,
     "__main__": FRONT,
