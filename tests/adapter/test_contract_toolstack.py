@@ -362,6 +362,10 @@ def test_retarget_as_declared(pair):
         [d.uname for d in cfg.remus_disks]
 
 
+def test_a_running_domain_is_no_remus_backup(pair):
+    assert pair.a.remus_backup(pair.dom) is None
+
+
 def test_remus_start_stop(real_pair):
     pair = real_pair
     assert not pair.a.remus_running("guest")

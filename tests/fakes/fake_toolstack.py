@@ -312,6 +312,11 @@ class FakeToolstack(Toolstack):
     def check_retarget(self):
         return None
 
+    def remus_backup(self, dom):
+        """A Remus backup's copy here is receiving checkpoints (the fake counts none)."""
+        d = self._get(dom)
+        return {"state": "receiving", "checkpoints": None} if d.remus_backup else None
+
     def retarget_disks(self, dom, config):
         """Re-point the paused domain's remus disks (tap-ctl pause/unpause -a)."""
         d = self._get(dom)

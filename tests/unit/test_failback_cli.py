@@ -72,6 +72,8 @@ def test_status_after_failback_and_unknown_domain(world, capsys):
     line = [ln for ln in out.splitlines() if ln.startswith("vm1")][0]
     # on hostB vm1 is now Remus' paused backup copy; the journal says done
     assert "failback to hostA: done" in line
+    assert line.split()[3] == "backup"        # the Protected column: a backup copy, not a primary
+    assert all("(backup copy)" in ln for ln in out.splitlines() if ln.startswith("    xvda"))
     rc, out, _err = run(capsys, "status", "vm1", "--json")
     rows = json.loads(out)["domains"]
     assert rows[0]["failback"]["state"] == "done" and rows[0]["failback"]["next"] == []

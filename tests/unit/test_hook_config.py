@@ -181,3 +181,43 @@ def test_hook_config_cli_error_is_one_line(tmp_path, capsys):
     assert cli.main(["hook-config", "install", "--config", path, "--tool", TOOL]) == 1
     err = capsys.readouterr()[1]
     assert err.startswith("xen-remus: ") and "Traceback" not in err and "--force" in err
+
+
+def test_force_over_the_sites_tool_then_uninstall_gives_it_back(tmp_path):
+    site = u"(external-migration-tool '/usr/lib/xen/bin/site-migrate --verbose')"
+    text = SAMPLE + u"  " + site + u"   # ours, do not touch\n(logfile /var/log/xen/xend.log)\n"
+    path = write(tmp_path, text)
+    assert xc.apply_install_hook(TOOL, path, force=True) is True
+    assert xc.read_xend_config(path).migration_tool == TOOL
+    assert xc.apply_install_hook(TOOL, path, force=True) is False      # again: nothing changes
+    assert xc.apply_install_hook(TOOL, path) is False                  # ours now: no --force needed
+    assert xc.apply_uninstall_hook(path) is True
+    assert read(path) == text                                          # the site's tool, byte for byte
+    assert xc.read_xend_config(path).migration_tool == "/usr/lib/xen/bin/site-migrate --verbose"
+
+
+def test_hook_config_missing_file_is_refused_and_not_created(tmp_path, capsys):
+    missing = str(tmp_path / "typo" / "xend-config.sxp")
+    for argv in (["hook-config", "install", "--config", missing, "--tool", TOOL],
+                 ["hook-config", "show", "--config", missing],
+                 ["hook-config", "uninstall", "--config", missing]):
+        assert cli.main(argv) == 1, argv
+        err = capsys.readouterr()[1]
+        assert "no such file" in err and missing in err and "Traceback" not in err
+    assert not os.path.exists(missing) and not os.path.exists(os.path.dirname(missing))
+
+
+@pytest.mark.parametrize("data, needle", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "NUL byte at offset 8"),
+    (b"(xend-relocation-port 8002)\n\xff\xfe(logfile x)\n", "undecodable bytes at offset 28"),
+])
+def test_hook_config_binary_file_is_refused(tmp_path, capsys, data, needle):
+    path = str(tmp_path / "xend-config.sxp")
+    with open(path, "wb") as f:
+        f.write(data)
+    for action in ("install", "show", "uninstall"):
+        assert cli.main(["hook-config", action, "--config", path, "--tool", TOOL]) == 1
+        err = capsys.readouterr()[1]
+        assert needle in err and path in err and "Traceback" not in err
+    with open(path, "rb") as f:
+        assert f.read() == data

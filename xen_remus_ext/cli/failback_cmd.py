@@ -337,7 +337,11 @@ def format_status(rows):
             fbt = "%s to %s: %s%s%s" % (fb["mode"], fb["host"], fb["state"],
                                         " (in %s)" % fb["step"] if fb.get("step") else "",
                                         "; error: %s" % fb["error"] if fb.get("error") else "")
-        prot = {True: "yes", False: "no", None: "?"}[r.get("protected")]
+        backup = r.get("backup")
+        if backup is not None:   # Remus' copy on its backup: it protects nothing from here
+            prot = "backup" if backup.get("state") == "receiving" else "backup:%s" % backup.get("state")
+        else:
+            prot = {True: "yes", False: "no", None: "?"}[r.get("protected")]
         keys = r.get("xenstore") or {}
         if keys.get("state"):
             fbt += "  [xenstore: %s, %s]" % (keys.get("role"), keys.get("state"))
@@ -347,8 +351,9 @@ def format_status(rows):
             if d.get("error"):
                 out.append("    %s: generation unreadable: %s" % (d["vdev"], d["error"]))
             else:
-                out.append("    %s -> %s: generation %s%s%s" % (
-                    d["vdev"], d["backup"], d["generation"] or "(none)",
+                out.append("    %s %s: generation %s%s%s" % (
+                    d["vdev"], "(backup copy)" if backup is not None else "-> %s" % d["backup"],
+                    d["generation"] or "(none)",
                     ", writes since %s" % d["bitmap"] if d["bitmap"] else "",
                     "" if d["consistent"] in (True, None) else ", INCONSISTENT (interrupted resync target)"))
     return "\n".join(out)

@@ -77,7 +77,7 @@ def _hook_config(args):
     from xen_remus_ext.xend import xend_config as xc
     path = xc.config_path(args.config)
     if args.action == "show":
-        settings = xc.read_xend_config(path)
+        settings = xc.read_existing_config(path)
         if args.json:
             print(json.dumps(settings.to_dict(), sort_keys=True, indent=2))
             return 0

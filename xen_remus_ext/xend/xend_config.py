@@ -23,6 +23,7 @@ for the edits, and every edit is checked by reading the result back.
 from __future__ import absolute_import, division, print_function
 
 import collections
+import json
 import os
 import re
 import stat
@@ -37,6 +38,10 @@ ENV_PATH = "XEND_CONFIG"
 TOOL_KEY = "external-migration-tool"
 #: the comment line put above a form we add, so uninstall finds it again
 OUR_COMMENT = "# device-migrate hook of xen-remus-ext (xen-remus hook-config install)"
+#: the comment line ``install --force`` puts above our form when it replaces
+#: the site's own tool: the replaced form's text as a JSON string, which
+#: ``uninstall`` puts back
+SAVED_PREFIX = "# xen-remus-ext replaced, restored by hook-config uninstall: "
 #: how we recognise our tool in a config, whatever its path
 OUR_TOOL_RE = re.compile(r"(^|[\s/])(xen-remus\s+hook|xen-remus-migrate-hook"
                          r"|-m\s+xen_remus_ext\.(?:hooks|xend\.hook_tool))(\s|$)")
@@ -180,6 +185,17 @@ def _line_of(forms, name):
     return 0
 
 
+def read_existing_config(path=None):
+    """Read xend-config.sxp, which must exist and be text.
+
+    :returns: :class:`XendSettings`
+    :raises ToolstackError: missing, unreadable or not text
+    :raises ConfigError: not valid SXP
+    """
+    path = config_path(path)
+    return parse_xend_config(_read_text(path), path)
+
+
 def read_xend_config(path=None):
     """Read xend-config.sxp; a missing file gives xend's defaults (as xend does).
 
@@ -250,7 +266,13 @@ def plan_install_hook(text, tool, path=None, force=False):
             raise ToolstackError(
                 "%s:%d: %s: expected none or ours, got %r; pass --force to replace it"
                 % (path, first.line, TOOL_KEY, current))
-        result = text[:first.start] + new_form + text[first.end:]
+        if current and not is_our_tool(current):
+            # keep the site's form, to give it back at uninstall
+            line_start = text.rfind("\n", 0, first.start) + 1
+            saved = SAVED_PREFIX + json.dumps(text[first.start:first.end]) + "\n"
+            result = text[:line_start] + saved + text[line_start:first.start] + new_form + text[first.end:]
+        else:
+            result = text[:first.start] + new_form + text[first.end:]
     else:
         sep = "" if not text or text.endswith("\n") else "\n"
         result = "%s%s\n%s\n%s\n" % (text, sep, OUR_COMMENT, new_form)
@@ -265,6 +287,8 @@ def plan_uninstall_hook(text, path=None):
     """:returns: ``text`` without our ``external-migration-tool`` form(s).
 
     Forms naming another tool are left alone; our marker comment goes too.
+    A form of ours that replaced the site's own (``install --force``) gives
+    way to that form again, as it was.
     """
     path = path or DEFAULT_PATH
     text = to_text(text)
@@ -276,6 +300,11 @@ def plan_uninstall_hook(text, path=None):
             continue
         start, end = form.start, form.end
         line_start = result.rfind("\n", 0, start) + 1
+        saved = _saved_before(result, line_start)
+        if saved is not None:
+            comment_start, original = saved
+            result = result[:comment_start] + result[line_start:start] + original + result[end:]
+            continue
         line_end = result.find("\n", end)
         line_end = len(result) if line_end < 0 else line_end + 1
         if result[line_start:start].strip() == "" and result[end:line_end].strip() == "":
@@ -289,6 +318,22 @@ def plan_uninstall_hook(text, path=None):
     return result
 
 
+def _saved_before(text, line_start):
+    """The site's form saved on the line before ``line_start``:
+    ``(where that comment line starts, the form's text)``, or None."""
+    if line_start == 0:
+        return None
+    prev_start = text.rfind("\n", 0, line_start - 1) + 1
+    line = text[prev_start:line_start - 1]
+    if not line.startswith(SAVED_PREFIX):
+        return None
+    try:
+        original = json.loads(line[len(SAVED_PREFIX):])
+    except ValueError:
+        return None
+    return (prev_start, original) if isinstance(original, string_types) else None
+
+
 def _write(path, text):
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
@@ -298,16 +343,38 @@ def _write(path, text):
 
 
 def _read_text(path):
-    if not os.path.exists(path):
-        return u""
-    with open(path, "rb") as fh:
-        return to_text(fh.read())
+    """The file's text.
+
+    :raises ToolstackError: it is missing (xend would run on its defaults;
+        a mistyped ``--config`` must not create a new file), unreadable, or
+        not text (undecodable as UTF-8, or holding NUL bytes)
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except (IOError, OSError) as exc:
+        if not os.path.exists(path):
+            raise ToolstackError("%s: expected xend's config file, got no such file (xend reads %s, "
+                                 "or $%s)" % (path, DEFAULT_PATH, ENV_PATH))
+        raise ToolstackError("%s: expected a readable xend config, got %s"
+                             % (path, getattr(exc, "strerror", None) or exc))
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ToolstackError("%s: expected a text file (xend-config.sxp), got a NUL byte at offset %d"
+                             % (path, nul))
+    try:
+        return to_text(data)
+    except UnicodeDecodeError as exc:
+        raise ToolstackError("%s: expected a text file (xend-config.sxp, UTF-8), got undecodable bytes "
+                             "at offset %d" % (path, exc.start))
 
 
 def apply_install_hook(tool, path=None, force=False):
     """Install ``tool`` as xend's external-migration-tool in the file.
 
     :returns: True when the file changed (False: already installed)
+    :raises ToolstackError: the file is missing or not text, or holds
+        another tool and not ``force``
     """
     path = config_path(path)
     old = _read_text(path)
