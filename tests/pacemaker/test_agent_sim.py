@@ -214,3 +214,21 @@ def test_start_where_the_guest_already_runs_succeeds_and_keeps_it(pair):
     assert pair.A.toolstack.sim_info(DOMAIN)["sim_state"] == "running"
     assert Recorder.scores[-1] == ("A", decide.SCORE_PRIMARY)
     assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_DEGRADED_PROMOTED
+
+
+def test_post_stop_notify_deletes_the_fenced_peers_score_and_forgets_it(pair):
+    a = agent(pair, "A")
+    a.save_state(state=decide.STARTED, reprotect_peer="B")
+    n = agent(pair, "A", notify_type="post", notify_operation="stop", notify_stop_uname="B")
+    assert n.a_notify() == decide.OCF_SUCCESS
+    assert Recorder.scores == [("B", None)]
+    assert "reprotect_peer" not in agent(pair, "A").load_state()
+
+
+def test_demote_without_a_target_shuts_the_guest_down_and_drops_the_score(pair):
+    pair.A.toolstack.create(pair.config)
+    assert agent(pair, "A").a_start() == decide.OCF_SUCCESS
+    assert agent(pair, "A", timeout="3000").a_demote() == decide.OCF_SUCCESS
+    assert [d.name for d in pair.A.toolstack.list_domains() if d.domid] == []
+    assert Recorder.scores[-1] == ("A", None)
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS   # started, nothing here

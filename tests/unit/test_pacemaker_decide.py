@@ -154,3 +154,9 @@ def test_meta_data_names_the_ocf_1_1_roles_and_every_action():
     assert 'role="Promoted"' in xml and 'role="Unpromoted"' in xml
     assert "Master" not in xml and "Slave" not in xml
     assert 'version="9.9"' in xml
+
+
+def test_a_primary_holding_writes_of_its_own_is_still_the_primary():
+    row = primary(protected=False, disks=[{"vdev": "xvda", "generation": "22" * 8, "consistent": True,
+                                           "bitmap": "11" * 8}])
+    assert d.monitor(row, d.STARTED)[:2] == (d.OCF_DEGRADED_PROMOTED, d.SCORE_PRIMARY)
