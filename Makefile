@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY3 = $$(tools/venv.sh py3)/bin/python
 XEN_SRC ?=
 
-.PHONY: all demo test test-py3 test-py27 lint deps bench bench-replication chaos check-patches deb test-deb test-xen test-xend test-cluster clean
+.PHONY: all demo test test-matrix test-matrix-ends test-py3 test-py27 lint deps bench bench-replication chaos check-patches deb test-deb test-xen test-xend test-cluster clean
 
 all: test
 
@@ -18,6 +18,13 @@ test: deps
 
 test-py3: deps
 	@$(PY3) -m pytest -q -p no:cacheprovider tests --ignore=tests/xen
+
+test-matrix: deps
+	@tools/test-matrix.sh $(MATRIX)
+
+# the oldest and newest 3.x that pyenv has (what .ci/run adds to make test)
+test-matrix-ends: deps
+	@tools/test-matrix.sh --ends
 
 test-py27: deps
 	@venv=$$(tools/venv.sh py27) && $$venv/bin/python -m pytest -q -p no:cacheprovider tests --ignore=tests/xen
