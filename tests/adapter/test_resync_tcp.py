@@ -171,10 +171,9 @@ def test_data_beyond_the_end_rejected_before_writing(server):
     assert meta.load(dst).consistent is False      # marked before any write; never marked synced
 
 
-def test_idle_stranger_is_dropped(server, monkeypatch):
-    from xen_remus_ext.resync import transport
+def test_idle_stranger_is_dropped(server):
     srv, src, dst, key = server
-    monkeypatch.setattr(transport, "HANDSHAKE_SECONDS", 0.3)
+    srv.handshake_seconds = 0.3
     s = raw(srv)
     s.settimeout(5)
     t, _ = read_record(s)          # nothing sent: the receiver gives up and closes

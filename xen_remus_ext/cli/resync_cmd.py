@@ -71,6 +71,16 @@ def _listen(text):
         raise argparse.ArgumentTypeError(str(exc))
 
 
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 86400:
+        raise argparse.ArgumentTypeError("expected seconds from 1 to 86400, got %r" % (text,))
+    return value
+
+
 def _usage(args, message):
     """An option combination that cannot be used: argparse's format, exit 2."""
     sys.stderr.write("xen-remus %s: error: %s\n" % (args.command, message))
@@ -133,6 +143,9 @@ def register(subparsers):
                    help="with --listen: also accept senders without TLS (disk contents in clear text)")
     p.add_argument("--export", action="append", default=[], metavar="NAME=PATH",
                    help="a disk senders may write, by name (repeatable)")
+    p.add_argument("--idle-timeout", type=_seconds, default=120, metavar="SECONDS",
+                   help="with --listen: drop an authenticated session in which nothing moved for SECONDS "
+                        "(default 120); its target stays inconsistent and is released")
     p.set_defaults(func=cmd_receive)
 
     p = subparsers.add_parser("verify", help="compare two disk copies block by block",
@@ -286,7 +299,8 @@ def cmd_receive(args):
         raise ResyncError("receive --listen: expected --key KEYFILE, got none")
     exports = parse_exports(args.export)
     check_exports(exports)
-    server = transport.ResyncServer(args.listen, args.key, exports, cert=args.cert, plaintext=args.plaintext)
+    server = transport.ResyncServer(args.listen, args.key, exports, cert=args.cert, plaintext=args.plaintext,
+                                    idle_seconds=args.idle_timeout)
     sys.stderr.write("xen-remus: receiving on %s:%d (exports: %s; TLS certificate SHA-256 %s; plaintext %s)\n"
                      % (server.address[0], server.address[1], ", ".join(sorted(server.exports)),
                         tls.pretty(server.tls.fingerprint), "allowed" if args.plaintext else "refused"))

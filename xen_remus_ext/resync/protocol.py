@@ -291,6 +291,8 @@ class StreamChannel(Channel):
         self.bytes_out = 0
         self.bytes_in = 0
         self.closed = False
+        #: when bytes last moved either way (a listener drops silent sessions)
+        self.last_activity = time.time()
 
     def send(self, mtype, *parts):
         flags = 0
@@ -313,6 +315,7 @@ class StreamChannel(Channel):
                         while len(view):
                             n = self._w.write(view)
                             view = view[n:]
+                    self.last_activity = time.time()
             except (IOError, OSError) as exc:
                 said = self._peer_last_words()
                 if said is not None:  # e.g. the receiver's ENOSPC, not our EPIPE
@@ -354,6 +357,7 @@ class StreamChannel(Channel):
             if not k:
                 raise ProtocolError("%s: connection closed by the peer" % self.peer)
             got += k
+            self.last_activity = time.time()
         self.bytes_in += n
         return buf
 

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 from six.moves import shlex_quote
 
@@ -57,7 +58,18 @@ def parse_dest(dest):
 #: a TCP peer that acknowledges nothing for this long is dead (link cut,
 #: host gone): keepalive probes while idle, TCP_USER_TIMEOUT while sending
 DEAD_PEER_SECONDS = 30
+#: a TCP sender must have authenticated within this many seconds of connecting
 HANDSHAKE_SECONDS = 30
+#: an authenticated TCP session in which nothing moved either way for this
+#: long is dropped (its target stays inconsistent, its lock is released)
+IDLE_SECONDS = 120
+#: connections not yet authenticated, at most, in all and from one address
+MAX_PREAUTH = 64
+MAX_PREAUTH_PER_ADDRESS = 8
+#: after accept() fails (EMFILE, ENFILE, ENOBUFS...): wait this long, doubling up to the maximum
+ACCEPT_BACKOFF = (0.05, 2.0)
+#: how often the listener checks deadlines
+SWEEP_SECONDS = 0.25
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 
 
@@ -238,6 +250,23 @@ def _connect_pipe(argv, describe, peer):
     return Connection(chan, "", describe, cleanup, proc=proc)
 
 
+class _Watched(object):
+    """A connection the listener keeps an eye on: its pre-authentication
+    deadline, then its channel's last activity.  ``dup`` is a duplicate of
+    its socket (the fd stays ours until the handler ends), through which the
+    listener can shut the connection down from its own thread."""
+
+    __slots__ = ("peer", "dup", "deadline", "chan", "authenticated", "dropped")
+
+    def __init__(self, peer, dup, deadline):
+        self.peer = peer
+        self.dup = dup
+        self.deadline = deadline
+        self.chan = None
+        self.authenticated = False
+        self.dropped = False
+
+
 class ResyncServer(object):
     """``xen-remus receive --listen``: a TCP receiver for named exports.
 
@@ -248,19 +277,30 @@ class ResyncServer(object):
     :param cert: the TLS certificate file (default :func:`tls.default_cert_path`;
         created when missing).
     :param plaintext: also accept senders without TLS.
+    :param handshake_seconds: a sender must be authenticated this soon after
+        connecting (a deadline, however slowly it trickles bytes).
+    :param idle_seconds: an authenticated session with no record moving
+        either way for this long is dropped.
+    :param max_preauth: connections still authenticating, at most (and
+        ``max_preauth_per_address`` from one address); more are closed at once.
 
     Lifecycle: constructed = bound and listening; :meth:`serve_forever`
     (or :meth:`start` for a background thread) accepts connections, one
     thread each; :meth:`stop` closes the listener and waits for the loop.
     """
 
-    def __init__(self, listen, key_file, exports, cert=None, plaintext=False):
+    def __init__(self, listen, key_file, exports, cert=None, plaintext=False, handshake_seconds=HANDSHAKE_SECONDS,
+                 idle_seconds=IDLE_SECONDS, max_preauth=MAX_PREAUTH, max_preauth_per_address=MAX_PREAUTH_PER_ADDRESS):
         self.key = read_key_file(key_file)
         self.exports = dict(exports)
         if not self.exports:
             raise ResyncError("receiver: expected at least one --export NAME=PATH, got none")
         self.tls = tls.ServerTLS(cert)
         self.plaintext = plaintext
+        self.handshake_seconds = handshake_seconds
+        self.idle_seconds = idle_seconds
+        self.max_preauth = max_preauth
+        self.max_preauth_per_address = max_preauth_per_address
         host, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -277,47 +317,137 @@ class ResyncServer(object):
         self._thread = None
         self._rpipe, self._wpipe = os.pipe()
         self.sessions = 0
+        self.refused = 0           # connections closed at once (too many still authenticating)
+        self.dropped = 0           # connections closed by a deadline
+        self._watched = {}
+        self._wlock = threading.Lock()
 
     def serve_forever(self):
+        backoff = 0.0
         try:
             while not self._stopping:
-                ready = select.select([self.sock, self._rpipe], [], [])[0]
+                ready = select.select([self.sock, self._rpipe], [], [], SWEEP_SECONDS)[0]
+                self._sweep(time.time())
                 if self._rpipe in ready or self._stopping:
                     break
+                if self.sock not in ready:
+                    continue
                 try:
                     conn, peer = self.sock.accept()
-                except (IOError, OSError, socket.error):
+                except (IOError, OSError, socket.error) as exc:
+                    backoff = self._back_off(backoff, exc)
+                    if backoff is None:
+                        break
+                    continue
+                try:
+                    dup = socket.fromfd(conn.fileno(), conn.family, conn.type)
+                except (IOError, OSError, socket.error) as exc:
+                    conn.close()
+                    backoff = self._back_off(backoff, exc)
+                    if backoff is None:
+                        break
+                    continue
+                backoff = 0.0
+                watched = self._admit(conn, peer, dup)
+                if watched is None:
                     continue
                 conn.settimeout(None)
                 tune_socket(conn)
-                t = threading.Thread(target=self._handle, args=(conn, peer), name="xre-recv-%s" % (peer[1],))
+                t = threading.Thread(target=self._handle, args=(conn, peer, watched),
+                                     name="xre-recv-%s" % (peer[1],))
                 t.daemon = True
                 t.start()
         finally:
             self.sock.close()
             os.close(self._rpipe)
 
-    def _handle(self, conn, peer):
+    def _back_off(self, backoff, exc):
+        """accept() failed (out of descriptors, buffers...): wait before the
+        next try instead of spinning on a listener that stays readable.
+        :returns: the next wait, or None when :meth:`stop` was called meanwhile."""
+        if not backoff:
+            LOG.warning("receiver: cannot accept a connection (%s); backing off",
+                        getattr(exc, "strerror", None) or exc)
+        backoff = min(ACCEPT_BACKOFF[1], max(ACCEPT_BACKOFF[0], backoff * 2))
+        if select.select([self._rpipe], [], [], backoff)[0]:
+            return None
+        return backoff
+
+    def _admit(self, conn, peer, dup):
+        """Register a new connection, or close it at once when too many are
+        still authenticating (in all, or from its address).  :returns: its
+        :class:`_Watched` or None."""
+        with self._wlock:
+            pending = [w for w in self._watched.values() if not w.authenticated]
+            same = sum(1 for w in pending if w.peer[0] == peer[0])
+            if len(pending) >= self.max_preauth or same >= self.max_preauth_per_address:
+                self.refused += 1
+                refuse = True
+            else:
+                refuse = False
+                watched = _Watched(peer, dup, time.time() + self.handshake_seconds)
+                self._watched[id(watched)] = watched
+        if refuse:
+            if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+                LOG.warning("receiver: %d connection(s) refused: too many still authenticating "
+                            "(%d in all, %d from %s)", self.refused, len(pending), same, peer[0])
+            for s in (conn, dup):
+                s.close()
+            return None
+        return watched
+
+    def _sweep(self, now):
+        """Shut down connections past their deadline (authentication, or silence)."""
+        with self._wlock:
+            items = list(self._watched.values())
+        for w in items:
+            if w.dropped:
+                continue
+            if not w.authenticated and now > w.deadline:
+                why = "not authenticated within %g s" % self.handshake_seconds
+            elif w.authenticated and w.chan is not None and now - w.chan.last_activity > self.idle_seconds:
+                why = "silent for %g s; the session is dropped, its target left inconsistent" % self.idle_seconds
+            else:
+                continue
+            w.dropped = True
+            self.dropped += 1
+            LOG.warning("receiver: sender %s:%d: %s", w.peer[0], w.peer[1], why)
+            try:
+                w.dup.shutdown(socket.SHUT_RDWR)      # wakes the handler's blocked recv or send
+            except (IOError, OSError, socket.error):
+                pass
+
+    def _handle(self, conn, peer, watched):
         self.sessions += 1
-        conn.settimeout(HANDSHAKE_SECONDS)      # an idle stranger does not keep a thread
+        conn.settimeout(self.handshake_seconds)      # and the listener enforces the whole deadline
         LOG.info("receive session start: sender %s:%d", peer[0], peer[1])
         try:
-            sock, binding = self.tls.accept(conn, self.plaintext, "sender %s:%d" % peer[:2])
-        except ResyncError as exc:
-            LOG.warning("receiver: %s", exc)
-            conn.close()
-            return
-        chan = P.StreamChannel(sock=sock, peer="sender %s:%d" % peer[:2])
-        try:
-            Receiver(chan, self.exports, key=self.key, after_handshake=lambda: sock.settimeout(None),
-                     binding=binding).run()
-        except XenRemusError as exc:
-            LOG.warning("receiver: connection from %s:%d: %s", peer[0], peer[1], exc)
-            LOG.info("receive session end: sender %s:%d: failed: %s", peer[0], peer[1], exc)
-        except Exception:      # a bug of ours; the sender was told, the traceback goes to the log
-            LOG.exception("receiver: connection from %s:%d failed", peer[0], peer[1])
-        else:
-            LOG.info("receive session end: sender %s:%d: ok", peer[0], peer[1])
+            try:
+                sock, binding = self.tls.accept(conn, self.plaintext, "sender %s:%d" % peer[:2])
+            except ResyncError as exc:
+                LOG.warning("receiver: %s", exc)
+                conn.close()
+                return
+            chan = P.StreamChannel(sock=sock, peer="sender %s:%d" % peer[:2])
+            watched.chan = chan
+
+            def authenticated():
+                sock.settimeout(None)
+                chan.last_activity = time.time()
+                watched.authenticated = True
+            try:
+                Receiver(chan, self.exports, key=self.key, after_handshake=authenticated, binding=binding).run()
+            except XenRemusError as exc:
+                LOG.warning("receiver: connection from %s:%d: %s", peer[0], peer[1], exc)
+                LOG.info("receive session end: sender %s:%d: failed: %s", peer[0], peer[1], exc)
+            except Exception:      # a bug of ours; the sender was told, the traceback goes to the log
+                LOG.exception("receiver: connection from %s:%d failed", peer[0], peer[1])
+            else:
+                LOG.info("receive session end: sender %s:%d: ok", peer[0], peer[1])
+        finally:
+            with self._wlock:
+                self._watched.pop(id(watched), None)
+            watched.dup.close()
 
     def start(self):
         self._thread = threading.Thread(target=self.serve_forever, name="xre-server")
