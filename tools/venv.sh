@@ -29,7 +29,7 @@ pkgstamp="$venv/.pkgstamp"  # setup.py: a change only re-installs the package (n
 want=$(cat "$req" | sha256sum | cut -c1-16)
 pkgwant=$(sha256sum < "$top/setup.py" | cut -c1-16)
 quiet_pip() { "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 >&2 \
-              | grep -v -E 'WARNING: (Url|Location)|DEPRECATION' >&2 || true; }
+              | grep -v -E 'WARNING: (Url|Location)|DEPRECATION|is ignored: it is neither' >&2 || true; }
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   rm -rf "$venv"
   mkdir -p "$top/.venv"

@@ -50,7 +50,7 @@ def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_f
         raise FailbackError("%s: failback journal migrates to %s, but xend migrates it to %s; "
                             "refusing to leave the disks behind" % (domname, rec["host"], dst_host),
                             state=rec["state"], step=machine.FINAL_DELTA)
-    if rec.get("delta", {}).get("sent"):
+    if journal.delta_of(rec).sent:
         return rec["delta"]
     opts = rec.get("options", {})
     if disk_sync is None and disk_sync_for is None:

@@ -15,20 +15,23 @@ The record (a dict; ``version`` 2)::
     version, domain, host (peer), local_host, mode, toolstack,
     state, step (running step or null), attempt, error,
     options {...}, disks [{vdev, path, dest, precopy [...], final {...}}],
-    delta {sent, by, at}, timing {step: [start, end]}, history [[t, event, ...]]
+    delta {sent, by, at, seconds} (:class:`Delta`), timing {step: [start, end]},
+    history [[t, event, ...]]
 
 The xend migration hook (failback/delta.py) loads and saves the same file.
 """
 from __future__ import absolute_import, division, print_function
 
+import collections
 import errno
 import hashlib
 import json
 import logging
+import numbers
 import os
 import re
 
-from xen_remus_ext.compat import atomic_write, to_bytes, to_text
+from xen_remus_ext.compat import atomic_write, string_types, to_bytes, to_text
 from xen_remus_ext.errors import FailbackError, JournalError
 from xen_remus_ext.failback import machine
 from xen_remus_ext.paths import state_dir
@@ -53,13 +56,52 @@ def journal_path(domain, base=None):
     return os.path.join(journal_dir(base), domain + ".json")
 
 
+class Delta(collections.namedtuple("Delta", "sent by at seconds")):
+    """The journal's record of the final disk delta: ``sent`` (bool), who
+    sent it (``by``: ``orchestrator`` or ``xend-hook``), when (``at``, epoch
+    seconds) and how long it took (``seconds``).  Checked in ``__new__``."""
+
+    __slots__ = ()
+    SENDERS = ("orchestrator", "xend-hook")
+
+    def __new__(cls, sent=False, by=None, at=None, seconds=None):
+        if not isinstance(sent, bool):
+            raise JournalError("delta.sent: expected true or false, got %r" % (sent,))
+        if by is not None and (not isinstance(by, string_types) or by not in cls.SENDERS):
+            raise JournalError("delta.by: expected one of %s, got %r" % (", ".join(cls.SENDERS), by))
+        for name, value in (("at", at), ("seconds", seconds)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise JournalError("delta.%s: expected a number, got %r" % (name, value))
+        if sent and by is None:
+            raise JournalError("delta: expected who sent it (by), got none")
+        return super(Delta, cls).__new__(cls, sent, by, at, seconds)
+
+    @classmethod
+    def from_dict(cls, d):
+        """:raises JournalError: not a delta record."""
+        if not isinstance(d, dict):
+            raise JournalError("delta: expected an object, got %r" % (d,))
+        unknown = sorted(set(d) - set(cls._fields))
+        if unknown:
+            raise JournalError("delta: unexpected fields %s" % ", ".join(unknown))
+        return cls(**d)
+
+    def to_dict(self):
+        return dict((k, v) for k, v in self._asdict().items() if k == "sent" or v is not None)
+
+
+def delta_of(rec):
+    """:returns: the :class:`Delta` of a journal record."""
+    return Delta.from_dict(rec.get("delta", {"sent": False}))
+
+
 def new_record(domain, host, mode, local_host=None, toolstack=None, options=None, now=None):
     machine.check_mode(mode)
     return {
         "version": VERSION, "domain": domain, "host": host, "local_host": local_host,
         "mode": mode, "toolstack": toolstack, "state": machine.NEW, "step": None,
         "attempt": 0, "error": None, "options": dict(options or {}), "disks": [],
-        "delta": {"sent": False}, "timing": {}, "history": [[now, "created", machine.NEW]],
+        "delta": Delta().to_dict(), "timing": {}, "history": [[now, "created", machine.NEW]],
     }
 
 
@@ -77,6 +119,10 @@ def check_record(rec, path="<journal>"):
     try:
         machine.index_of(rec["mode"], rec["state"])
     except FailbackError as exc:
+        raise JournalError("%s: %s" % (path, exc))
+    try:
+        delta_of(rec)
+    except JournalError as exc:
         raise JournalError("%s: %s" % (path, exc))
     return rec
 

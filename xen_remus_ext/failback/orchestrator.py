@@ -33,31 +33,14 @@ import six
 
 from xen_remus_ext.errors import FailbackError, ToolstackError, XenRemusError
 from xen_remus_ext.failback import journal, machine, preflight
+from xen_remus_ext.failback import options as options_mod
 from xen_remus_ext.failback.disks import send_final_delta, sync_waiting
 from xen_remus_ext.ports import SystemClock
 
 LOG = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "rate": None,               # bytes/s for the pre-copy (the final pass is never limited)
-    "verify": False,
-    "discard_peer": False,      # name the peer's copy as the loser of a split brain
-    "ssh": "ssh",
-    "key_file": None,
-    "interval_ms": 200,
-    "port": None,               # relocation / migration port
-    "local_host": None,         # how the peer reaches this host
-    "dest_template": "%(host)s:%(path)s",
-    "precopy_passes": 3,        # at most, while a tracker keeps the delta shrinking
-    "precopy_target": 4 << 20,  # stop pre-copying once a pass sends less than this
-    "net": True,
-    "disk": True,               # False: memory-only Remus (xl remus -d); failback resyncs the disks
-    "accept_disk_loss": False,  # memory-only Remus on disks neither shared nor DRBD: the operator said so
-    "shared_disks": (),         # vdevs on storage both hosts share
-    "config_file": None,        # the domain's cfg file: preflight checks it reverses cleanly
-    "settle_timeout": 120.0,    # a killed run's migration may still be running in the toolstack
-    "settle_poll": 0.1,
-}
+#: the options and their defaults (failback/options.py)
+DEFAULTS = dict(options_mod.DEFAULTS)
 
 
 class Orchestrator(object):
@@ -82,8 +65,7 @@ class Orchestrator(object):
         self.domain = domain
         self.host = host
         self.mode = mode
-        self.opts = dict(DEFAULTS)
-        self.opts.update(dict((k, v) for k, v in (options or {}).items() if v is not None))
+        self.opts = options_mod.FailbackOptions.from_dict(options)
         if disk_sync is None:
             raise FailbackError("%s: expected a disk port (DiskSync), got none" % (domain,))
         self.disks = disk_sync
@@ -97,8 +79,8 @@ class Orchestrator(object):
 
     # -- world --------------------------------------------------------------
     def local_host(self):
-        if self.opts.get("local_host"):
-            return self.opts["local_host"]
+        if self.opts.local_host:
+            return self.opts.local_host
         try:
             return self.ts.host_info().get("host")
         except ToolstackError:
@@ -133,7 +115,7 @@ class Orchestrator(object):
             src = self.ts.disk_path(d.path) or d.path
             dest = self.peer.disk_path(d.path) if self.peer is not None else None
             if dest is None:
-                dest = self.opts["dest_template"] % {"host": self.host, "path": d.path, "vdev": d.vdev}
+                dest = self.opts.dest_template % {"host": self.host, "path": d.path, "vdev": d.vdev}
             out.append((d, src, dest))
         return out
 
@@ -173,7 +155,7 @@ class Orchestrator(object):
             peer = None
         rec = self.rec or {}
         obs = machine.Observation(local, peer, local_remus, peer_remus,
-                                  bool(rec.get("delta", {}).get("sent")))
+                                  journal.delta_of(rec).sent if rec else False)
         LOG.debug("%s: observed %r", self.domain, obs)
         return obs
 
@@ -216,8 +198,7 @@ class Orchestrator(object):
 
     def _journal_opts(self):
         # ssh and key_file (a path) too: the xend hook sends the final delta from them
-        return dict((k, self.opts[k]) for k in ("rate", "verify", "discard_peer", "interval_ms", "port",
-                                                 "local_host", "dest_template", "ssh", "key_file"))
+        return self.opts.journaled()
 
     # -- public ---------------------------------------------------------------
     def plan_lines(self):
@@ -303,13 +284,13 @@ class Orchestrator(object):
                 return o.peer is not None and not o.local_remus
         else:
             return obs
-        deadline = self.clock.now() + float(self.opts["settle_timeout"])
+        deadline = self.clock.now() + float(self.opts.settle_timeout)
         while in_flux(obs):
             if self.clock.now() >= deadline:
                 LOG.warning("%s: still half-migrated after %.0f s (%s); taking it as dead",
-                            self.domain, float(self.opts["settle_timeout"]), _obs_text(obs))
+                            self.domain, float(self.opts.settle_timeout), _obs_text(obs))
                 break
-            self.clock.sleep(float(self.opts["settle_poll"]))
+            self.clock.sleep(float(self.opts.settle_poll))
             obs = self.observe()
         return obs
 
@@ -460,11 +441,11 @@ class Orchestrator(object):
     def _checks(self):
         return preflight.run_checks(
             self.ts, self.peer, self.domain, self.host, self.mode, self.backup_host(),
-            self.disk_pairs, self.disks, self.opts["discard_peer"], self.backup_aliases(),
+            self.disk_pairs, self.disks, self.opts.discard_peer, self.backup_aliases(),
             retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts,
-            config_file=self.opts.get("config_file"),
-            memory_only=not self.opts["disk"], accept_disk_loss=bool(self.opts.get("accept_disk_loss")),
-            shared_disks=self.opts.get("shared_disks") or ())
+            config_file=self.opts.config_file,
+            memory_only=not self.opts.disk, accept_disk_loss=bool(self.opts.accept_disk_loss),
+            shared_disks=self.opts.shared_disks or ())
 
     def step_preflight(self):
         checks, facts = self._checks()
@@ -506,15 +487,15 @@ class Orchestrator(object):
         """Pass 1 compares the whole disk (the tracker is marked just before it,
         so it sees every write the pass may miss); later passes send only the
         tracked writes, while they keep shrinking."""
-        discard = bool(self.opts["discard_peer"])
+        discard = bool(self.opts.discard_peer)
         for d in self.rec["disks"]:
             d["precopy"] = []
             tr = self._disk_tracker(d, start=True)
             d["tracker"] = tr.name if tr is not None else None
-            passes = self.opts["precopy_passes"] if tr is not None else 1
+            passes = self.opts.precopy_passes if tr is not None else 1
             for n in range(max(1, passes)):
                 res = sync_waiting(self.disks, self.clock, self.opts, d["src"], d["dest"],
-                                   tracker=tr if n else None, rate=self.opts["rate"], verify=False,
+                                   tracker=tr if n else None, rate=self.opts.rate, verify=False,
                                    discard_target=discard)
                 if tr is not None and n and res.get("mode") == "tracked":
                     tr.clear()  # forgets only what this pass was given
@@ -523,7 +504,7 @@ class Orchestrator(object):
                 self.progress("%s %s: pre-copy pass %d: %s, %d bytes sent in %.2f s"
                               % (self.domain, d["vdev"], n + 1, res.get("mode"), res.get("bytes_sent") or 0,
                                  res.get("seconds") or 0.0))
-                if n and (res.get("bytes_sent") or 0) <= self.opts["precopy_target"]:
+                if n and (res.get("bytes_sent") or 0) <= self.opts.precopy_target:
                     break
             if tr is None:
                 d["estimate"] = self._estimate(d)
@@ -541,23 +522,23 @@ class Orchestrator(object):
         return size / (read / secs)
 
     def step_migrate(self):
-        self.rec["delta"] = {"sent": False}
+        self.rec["delta"] = journal.Delta().to_dict()
         self._save()
         if not self.ts.migrates_paused:
             # the domain cannot stay paused on arrival: the external-migration-tool
             # hook sends the final delta at device-migrate step 2 (delta.py)
-            self.ts.migrate(self.domain, self.host, live=True, port=self.opts["port"])
+            self.ts.migrate(self.domain, self.host, live=True, port=self.opts.port)
             self._adopt_hook_delta()
         else:
-            self.ts.migrate(self.domain, self.host, live=True, port=self.opts["port"], paused=True,
-                            ssh=self.opts["ssh"] if self.opts["ssh"] != "ssh" else None)
+            self.ts.migrate(self.domain, self.host, live=True, port=self.opts.port, paused=True,
+                            ssh=self.opts.ssh if self.opts.ssh != "ssh" else None)
         self.rec["migrated_at"] = self.clock.now()
 
     def _adopt_hook_delta(self):
         """The migration hook wrote its delta record into the journal file
         while we waited in migrate; take it, or our next save loses it."""
         disk_rec = journal.load(self.domain, self.base)
-        if disk_rec is not None and disk_rec.get("delta", {}).get("sent"):
+        if disk_rec is not None and journal.delta_of(disk_rec).sent:
             self.rec["delta"] = disk_rec["delta"]
             finals = dict((d["vdev"], d.get("final")) for d in disk_rec.get("disks", ()))
             for d in self.rec["disks"]:
@@ -596,7 +577,7 @@ class Orchestrator(object):
             self._save()
 
     def step_pause(self):
-        self.rec["delta"] = {"sent": False}
+        self.rec["delta"] = journal.Delta().to_dict()
         self._save()
         if preflight.domain_state(preflight.find_domain(self.ts, self.domain)) != "paused":
             self.ts.pause(self.domain)
@@ -604,7 +585,7 @@ class Orchestrator(object):
 
     def step_final_delta(self):
         rec = self.rec
-        if rec.get("delta", {}).get("sent"):
+        if journal.delta_of(rec).sent:
             return  # the xend hook (or an earlier run) sent it after the domain stopped writing
         local = preflight.domain_state(preflight.find_domain(self.ts, self.domain))
         if self.mode == machine.FAILBACK and local is not None:
@@ -663,9 +644,9 @@ class Orchestrator(object):
             LOG.warning("%s: removing the stale Remus backup copy on %s", self.domain, backup)
             other.destroy(self.domain)
         self._retarget(ts)
-        extra = {} if self.opts["disk"] else {"disk": False}
-        ts.remus_start(self.domain, backup, interval_ms=self.opts["interval_ms"], net=self.opts["net"], **extra)
-        supervise = self.opts.get("supervise")
+        extra = {} if self.opts.disk else {"disk": False}
+        ts.remus_start(self.domain, backup, interval_ms=self.opts.interval_ms, net=self.opts.net, **extra)
+        supervise = self.opts.supervise
         if supervise is not None:
             # generations rotate at the next failover (or loss of the sender)
             # only where a supervisor watches: the new primary and the backup
