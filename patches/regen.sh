@@ -82,6 +82,35 @@ except ImportError:
 if _remus_blktap is not None:
     _remus_blktap.install(Blktap2Controller)
 EOF
+cat >"$tmp/tapdisk-list.txt" <<'EOF'
+    # xen-remus-ext: this list() replaces the one above, which unpacks
+    # value.split(':') into two names: the args of a remus disk are
+    # remus:HOST:PORT, so with one running every tap2 destroy failed and a
+    # tapdisk leaked after each migration.  Fixed upstream (commit
+    # 7351bdf240, in 4.4); the fields are pid=, minor=, state=, args= (last, and it
+    # may hold ':' and blanks).
+    @staticmethod
+    def list():
+        found = []
+        text = TapdiskController.exc('list')
+        for line in (text or '').splitlines():
+            td = TapdiskController.Tapdisk()
+            for field in line.split(None, 3):
+                key, _, value = field.partition('=')
+                if key == 'pid':
+                    td.pid = value
+                elif key == 'minor':
+                    td.minor = int(value)
+                    if td.minor >= 0:
+                        td.device = '%s%s' % (TapdiskController.TAP_DEV, td.minor)
+                elif key == 'state':
+                    td.state = value
+                elif key == 'args' and ':' in value:
+                    td.dtype, _, td.image = value.partition(':')
+            found.append(td)
+        return found
+
+EOF
 printf "    'remus-failback', 'remus-resync', 'remus-status',\n" >"$tmp/imported.txt"
 
 header() {  # header SUBJECT BODY -> patch description lines
@@ -122,9 +151,20 @@ them as xend.domain.remus_failback, remus_resync and remus_status."
       "Wraps Blktap2Controller.migrate/recover_migrate: the final disk delta of a
 Remus failback goes at step 2 (domain suspended), and the disk's generation
 rides in the domain's other_config."
+  extra=""
+  if [ "$ver" = 4.1 ]; then
+    one "$tag" "$dir/0004-xend-tapdisk-list-remus-args.patch" "$BLKTAP" \
+        $'    @staticmethod\n    def fromDevice(device):' before "$tmp/tapdisk-list.txt" \
+        "xend: TapdiskController.list reads remus:HOST:PORT args" \
+        "tap-ctl list prints args=remus:HOST:PORT for a remus disk; value.split(':')
+cannot unpack it, so destroy failed and tapdisks leaked after each migration
+(fixed upstream by 7351bdf240, in 4.4)."
+    extra=0004-xend-tapdisk-list-remus-args.patch
+  fi
   printf '# xen-remus-ext for Xen %s (xend/xm); apply with quilt push -a, -p1 from the top of the tree\n%s\n%s\n%s\n' \
     "$ver" 0001-xm-register-remus-subcommands.patch 0002-xend-add-remus-domain-methods.patch \
     0003-xend-blktap2-migrate-hook.patch >"$dir/series"
+  [ -z "$extra" ] || echo "$extra" >>"$dir/series"
   mkdir -p "$here/alt"
   one "$tag" "$here/alt/xen-$ver-xm-imported-commands.patch" "$MAIN" \
       $'    \'cpupool-new\',\n    ]\n' before "$tmp/imported.txt" \

@@ -61,15 +61,18 @@ def added_lines(text):
 @pytest.mark.parametrize("name", SERIES)
 def test_series_is_numbered_one_change_per_patch_additions_only(name):
     names = series(name)
-    assert names == ["0001-xm-register-remus-subcommands.patch",
-                     "0002-xend-add-remus-domain-methods.patch",
-                     "0003-xend-blktap2-migrate-hook.patch"]
+    want = ["0001-xm-register-remus-subcommands.patch",
+            "0002-xend-add-remus-domain-methods.patch",
+            "0003-xend-blktap2-migrate-hook.patch"]
+    if name == "xen-4.1":    # a fix xend 4.1 lacks (4.4 has it): tapdisk-list of remus disks
+        want.append("0004-xend-tapdisk-list-remus-args.patch")
+    assert names == want
     seen = set()
     for patch in names:
         text = patch_text(name, patch)
         files = touched(text)
         assert len(files) == 1 and files[0].startswith("tools/python/xen/"), patch
-        assert files[0] not in seen
+        assert files[0] not in seen or patch.startswith("0004-")
         seen.add(files[0])
         body = text.split("\n---\n", 1)[1]
         removed = [ln for ln in body.splitlines() if ln.startswith("-") and not ln.startswith("---")]
@@ -118,7 +121,8 @@ def test_series_applies_to_release_tree(tmp_path, tag, name):
     before = tree_digest(root)
     rc, out = check_patches(root)
     assert rc == 0, out
-    assert "ok: %s: patches/%s (3 patches" % (root, name) in out
+    count = 4 if name == "xen-4.1" else 3      # 4.1 also carries the TapdiskController.list fix
+    assert "ok: %s: patches/%s (%d patches" % (root, name, count) in out
     assert tree_digest(root) == before  # the given tree is never changed
 
 
@@ -129,7 +133,7 @@ def test_bare_tools_python_dir_is_accepted(tmp_path):
     assert rc == 0, out
     # without xen/Makefile the candidates are tried in turn; the 4.1 series
     # also fits 4.4 (same context, other line numbers)
-    assert re.search(r"patches/xen-4\.[14] \(3 patches", out), out
+    assert re.search(r"patches/xen-4\.(1 \(4|4 \(3) patches", out), out
 
 
 @needs_mirror
@@ -200,10 +204,38 @@ def test_xend_patches_code_installs(tmp_path):
     assert getattr(Blktap2Controller.migrate, "_xen_remus_ext", False)
 
 
+@py2_only
+def test_tapdisk_list_patch_reads_remus_args():
+    """0004 (4.1): TapdiskController.list as tap-ctl list prints a remus disk."""
+    code = ("class TapdiskController(object):\n"
+            "    TAP_DEV = '/dev/xen/blktap-2/tapdev'\n"
+            "    OUT = ''\n"
+            "    class Tapdisk(object):\n"
+            "        def __init__(self):\n"
+            "            self.pid, self.minor, self.state = None, -1, None\n"
+            "            self.dtype, self.image, self.device = '', None, None\n"
+            "    @staticmethod\n"
+            "    def exc(*args):\n"
+            "        return TapdiskController.OUT\n")
+    code += "\n".join(added_lines(patch_text("xen-4.1", "0004-xend-tapdisk-list-remus-args.patch")))
+    ns = {}
+    exec(compile(code, "0004", "exec"), ns)
+    tc = ns["TapdiskController"]
+    tc.OUT = ("pid=2345 minor=0 state=0 args=remus:192.0.2.2:9000\n"
+              "pid=2346 minor=1 state=0 args=aio:/var/lib/xen/images/a b.img\n"
+              "minor=2\n")
+    got = [(t.pid, t.minor, t.state, t.dtype, t.image, t.device) for t in tc.list()]
+    assert got == [("2345", 0, "0", "remus", "192.0.2.2:9000", "/dev/xen/blktap-2/tapdev0"),
+                   ("2346", 1, "0", "aio", "/var/lib/xen/images/a b.img", "/dev/xen/blktap-2/tapdev1"),
+                   (None, 2, None, "", None, "/dev/xen/blktap-2/tapdev2")]
+    tc.OUT = ""
+    assert tc.list() == []
+
+
 @needs_mirror
 def test_patch_route_without_quilt(tmp_path, monkeypatch):
     monkeypatch.setenv("CHECK_PATCHES_NO_QUILT", "1")
     root = extract("RELEASE-4.1.3", tmp_path)
     rc, out = check_patches(root)
     assert rc == 0, out
-    assert "(3 patches, patch -p1, no fuzz)" in out
+    assert "(4 patches, patch -p1, no fuzz)" in out

@@ -213,7 +213,40 @@ def scenario_b(L):
         ", ".join("%s/%s" % f for f in finals))
 
 
-SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("b", scenario_b)]
+# ---- e: a failback leaves no tapdisk behind ------------------------------------------------
+
+def vbd_minors(host):
+    """Minors of the blktap2 devices B's vbd backends use (xenstore, through xenstore-ls)."""
+    rc, out, err = host.run(["xenstore-ls", "-f", "/local/domain/0/backend/vbd"], check=False)
+    minors = set()
+    for line in out.splitlines():
+        if "/params = " in line and "/dev/xen/blktap-2/tapdev" in line:
+            minors.add(int(line.split("tapdev", 1)[1].strip().strip('"')))
+    return minors
+
+
+def scenario_e(L):
+    """After b: each host runs exactly the tapdisks its domains use.  B's old
+    tapdisk (the failed-over copy that migrated to A) must be destroyed: on
+    4.1 stock xend's TapdiskController.list cannot parse a remus disk's
+    ``args=remus:HOST:PORT`` and the destroy fails."""
+    out = []
+    for host in (L.hosts["A"], L.hosts["B"]):
+        tds = host.hv("status")["tapdisks"]
+        used = vbd_minors(host)
+        have = set(int(m) for m in tds)
+        check(have == used, "host %s: tapdisks %s, but its vbds use %s: %s left behind (%s)"
+              % (host.name, sorted(have), sorted(used), sorted(have - used),
+                 dict((m, tds[str(m)]["stack"]) for m in sorted(have - used))))
+        destroys = [ln for ln in open(host.outside("/var/log/xen/tap-ctl.log")) if " destroy " in ln]
+        out.append("%s %d tapdisk(s), %d destroyed" % (host.name, len(have), len(destroys)))
+    rc, log_b, _ = L.hosts["B"].run(["grep", "-c", "too many values to unpack", "/var/log/xen/xend.log"],
+                                    check=False)
+    check(log_b.strip() in ("", "0"), "B's xend.log: TapdiskController.list failed %s time(s)" % log_b.strip())
+    return "xend-no-tapdisk-left %s: %s" % (L.version, ", ".join(out))
+
+
+SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("b", scenario_b), ("e", scenario_e)]
 
 
 def run_version(version, source, build_root, only=None):
