@@ -125,12 +125,17 @@ class XendDouble(object):
     # -- the exported functions ------------------------------------------------
 
     def domains(self, detail=True, full=False):
-        with self.lock:
-            doms = sorted(self.doms.values(), key=lambda d: d.domid)
-            return [d.sxpr(full) for d in doms] if detail else [d.name for d in doms]
+        """As xend: ``domains_with_state(detail, DOM_STATE_RUNNING, full)``,
+        so a paused domain is NOT listed (XendDomain.list filters by state)."""
+        return self.domains_with_state(detail, "running", full)
 
     def domains_with_state(self, detail, state, full):
-        return self.domains(detail, full)
+        """``state`` 'all' or a power state name (running, paused...)."""
+        with self.lock:
+            doms = sorted(self.doms.values(), key=lambda d: d.domid)
+            if state != "all":
+                doms = [d for d in doms if ("paused" if d.paused else "running") == state]
+            return [d.sxpr(full) for d in doms] if detail else [d.name for d in doms]
 
     def domain(self, dom, full=0):
         return self.lookup(dom).sxpr(bool(full))

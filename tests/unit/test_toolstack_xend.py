@@ -101,3 +101,20 @@ def test_migrate_hook_of_an_xend_without_our_methods_reads_its_config(tmp_path):
         assert not ok and "restart xend" in detail
     finally:
         srv.stop()
+
+
+def test_list_domains_sees_paused_domains(tmp_path):
+    """xend.domains lists only domains in the running state (as real xend:
+    domains_with_state(detail, DOM_STATE_RUNNING, full)); a paused domain of
+    the same name on a peer must still count, so the adapter asks for 'all'."""
+    srv = _xend_with_hooks(tmp_path)
+    srv.double.add_domain("web2", paused=True)
+    try:
+        ts = XendToolstack(uri=srv.uri)
+        running = [dict(k[:2] for k in sxp[1:] if isinstance(k, list) and len(k) > 1).get("name")
+                   for sxp in ts.call("xend.domains", True, False)]
+        assert "web2" not in running
+        infos = dict((d.name, d) for d in ts.list_domains())
+        assert "web2" in infos and infos["web2"].paused
+    finally:
+        srv.stop()

@@ -577,9 +577,8 @@ class Host(object):
 
     # -- save / restore / checkpoint -----------------------------------------------
     def precopy_rounds(self, domid):
-        self.dom(domid)
-        time.sleep(0.05)
-        return 1
+        """:returns: the bytes of the domain's memory (xc_save sends them)."""
+        return self.dom(domid).mem_kb * 1024
 
     def save_memory(self, domid):
         d = self.dom(domid)

@@ -246,7 +246,54 @@ def scenario_e(L):
     return "xend-no-tapdisk-left %s: %s" % (L.version, ", ".join(out))
 
 
-SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("b", scenario_b), ("e", scenario_e)]
+# ---- f: a migration the destination refuses ------------------------------------------------
+
+def scenario_f(L):
+    """A domain of the same name already runs on the destination.  Real xend's
+    destination refuses the incoming domain; the failback must refuse before
+    anything moves, and never lose the domain."""
+    A, B = L.hosts["A"], L.hosts["B"]
+    if A.holder is None:
+        A.start(hook=True)
+    name = "web2"
+    for h in (A, B):
+        with open(h.outside(h.image(name)), "wb") as f:
+            f.truncate(lab.IMAGE_SIZE)
+    L.write_cfg(name, "tap2:aio:/var/lib/xen/images/%s.img" % name)
+    A.xm("create", "/var/lib/xen/%s.cfg" % name)        # another guest that happens to have the name
+    with open(B.outside("/var/lib/xen/%s.cfg" % name), "w") as f:
+        f.write("name = %r\nkernel = '/var/lib/xen/boot/vmlinuz-lab'\nmemory = 64\nvcpus = 1\n"
+                "disk = ['tap2:remus:%s:9001|aio:/var/lib/xen/images/%s.img,xvda,w']\n"
+                % (name, lab.ADDRS["B"], name))
+    B.xm("create", "/var/lib/xen/%s.cfg" % name)
+    A.xm("pause", name)       # A's own guest quiet: its disk must not change
+    time.sleep(0.2)
+    before_a = digest(A.outside(A.image(name)))
+    argv = ["remus-failback", name, lab.ADDRS["A"], "--ssh", L.ssh, "--local-host", lab.ADDRS["B"], "--no-net"]
+    rc, out, err = B.xm(*argv, check=False, timeout=120)
+    text = out + err
+    check(rc != 0, "failback onto a host running a domain of that name should be refused, got exit 0: %s"
+          % text.strip()[-500:])
+    check(name in xm_domains(B) and name in xm_domains(A), "both %s should still run: A %s, B %s"
+          % (name, xm_domains(A), xm_domains(B)))
+    check(digest(A.outside(A.image(name))) == before_a, "A's %s disk changed" % name)
+    why = [ln for ln in text.splitlines() if ln.startswith("xen-remus:")][-1].strip()
+    A.xm("unpause", name)
+    # what stock `xm migrate` does in the same situation (real xend on both ends)
+    rc, out, err = B.xm("migrate", "--live", name, lab.ADDRS["A"], check=False, timeout=120)
+    on_b = name in xm_domains(B)
+    L.log("xm migrate onto a same-named domain: exit %d, still on B: %s; %s %s" % (rc, on_b, out, err))
+    return "xend-refused-migration %s: failback refused up front (%s); plain xm migrate exit %d, domain %s" % (
+        L.version, why[:120], rc, "kept on B" if on_b else "DESTROYED on B")
+
+
+def digest(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("b", scenario_b), ("e", scenario_e), ("f", scenario_f)]
 
 
 def run_version(version, source, build_root, only=None):

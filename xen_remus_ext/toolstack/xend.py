@@ -13,7 +13,9 @@ is on, as in xend's own ServerProxy (migrate passes ``ssl=None``).
 
 Calls, as XMLRPCServer.py registers them (4.1.0):
 
-* ``xend.domains(detail, full)`` -> list of ``(domain ...)`` SXP lists;
+* ``xend.domains_with_state(detail, state, full)`` -> list of ``(domain ...)``
+  SXP lists (``state`` 'all' as xm list passes it; ``xend.domains`` is
+  ``state`` 'running' only and omits paused domains);
 * ``xend.domain(dom, full)`` -> one ``(domain ...)``; an unknown domain is
   Fault 3 (``ERROR_INVALID_DOMAIN``) with the name as the fault string;
 * ``xend.domain.<name>`` for every ``XendDomain.domain_<name>``: ``pause``,
@@ -342,7 +344,10 @@ class XendToolstack(Toolstack):
             raise ToolstackError("xend returned a domain record we cannot read: %s" % exc.reason)
 
     def list_domains(self):
-        return [self._info(s) for s in self.call("xend.domains", True, False)]
+        # every state, as xm list asks: xend.domains lists only domains in the
+        # running state, so a paused one (a Remus backup copy, a domain that a
+        # failback left paused) would look absent
+        return [self._info(s) for s in self.call("xend.domains_with_state", True, "all", False)]
 
     def domain_info(self, dom):
         return self._info(self.call("xend.domain", dom, False))

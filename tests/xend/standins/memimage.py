@@ -1,5 +1,7 @@
-"""The lab's memory image: framed JSON records (``XSIM``, uint32 length, body).
-Written by the xc_save and checkpoint stand-ins, read by xc_restore."""
+"""The lab's memory image: framed JSON records (``XSIM``, uint32 length, body)
+and page records (``XPGS``, uint32 length, that many bytes: the bulk a real
+image has, so a stream the receiver stops reading fails the sender as it
+would).  Written by the xc_save and checkpoint stand-ins, read by xc_restore."""
 from __future__ import absolute_import, division, print_function
 
 import json
@@ -7,6 +9,8 @@ import os
 import struct
 
 MAGIC = b"XSIM"
+PAGES = b"XPGS"
+CHUNK = 1 << 20
 _HEAD = struct.Struct("!4sI")
 
 
@@ -16,6 +20,18 @@ def write_record(fd, obj):
     while data:
         n = os.write(fd, data)
         data = data[n:]
+
+
+def write_pages(fd, nbytes):
+    """``nbytes`` of page data, in records of at most CHUNK bytes."""
+    block = b"\0" * CHUNK
+    while nbytes > 0:
+        n = min(nbytes, CHUNK)
+        data = _HEAD.pack(PAGES, n) + block[:n]
+        while data:
+            w = os.write(fd, data)
+            data = data[w:]
+        nbytes -= n
 
 
 def _read_exact(fd, n):
@@ -35,6 +51,13 @@ def read_record(fd):
         if head is None:
             return None
         magic, length = _HEAD.unpack(head)
+        while magic == PAGES:
+            if _read_exact(fd, length) is None:
+                return None
+            head = _read_exact(fd, _HEAD.size)
+            if head is None:
+                return None
+            magic, length = _HEAD.unpack(head)
         if magic != MAGIC:
             return None
         body = _read_exact(fd, length)
