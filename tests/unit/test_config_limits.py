@@ -134,6 +134,9 @@ def test_config_files_beyond_the_cap_are_not_read(tmp_path):
     (u"v = len('%-20s|' % 'x')\n", 21),
     (u"v = len(('x' * 1000).replace('x', 'yy'))\n", 2000),
     (u"v = ['a', 'b'].index('b')\n", 1),
+    (u"import re\nv = len(re.findall('A', 'a-A', re.I))\n", 2),
+    (u"import re\nv = re.split(',', 'a,b,c', 1)[1]\n", u"b,c"),
+    (u"import re\nv = re.sub('(a)', '\\\\1\\\\1', 'xax')\n", u"xaax"),
 ])
 def test_ordinary_cfg_idioms_still_work(text, value):
     assert ev(text).options["v"] == value

@@ -239,7 +239,7 @@ def _make_modules(uname):
                            "curdir": u".", "pardir": u".."})
     remod = _Module("re", {"search": _re_fn(re.search, True), "match": _re_fn(re.match, False),
                            "sub": _re_sub, "split": _re_fn(re.split, True, 1, True),
-                           "findall": _re_fn(re.findall, True, 1, True),
+                           "findall": _re_fn(re.findall, True, 0, True),
                            "escape": _sized(_text_args(re.escape), 2), "I": re.I, "IGNORECASE": re.I})
     sysmod = _Module("sys", {"platform": u"linux2"})
     return {"os": osmod, "os.path": ospath, "re": remod, "sys": sysmod}
