@@ -57,12 +57,16 @@ HOSTILE = [
 ]
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, resource, signal, sys, time
+signal.alarm(600)   # a bound that fails must not hang the suite
 sys.path.insert(0, %(top)r)
-from xen_remus_ext.config import xm_cfg
+from xen_remus_ext.config import limits, xm_cfg
 from xen_remus_ext.errors import ConfigError
 out = {}
 for name, text in json.loads(sys.stdin.read()):
+    # on a loaded machine the deadline could pass before the bound a case is
+    # about: only the deadline case keeps the real one
+    limits.MAX_SECONDS = 4.0 if name == "find-loop" else 600.0
     t = time.time()
     try:
         xm_cfg.evaluate(text, path="h.cfg", uname=("Linux", "h", "", "", "x86_64"))
@@ -94,8 +98,8 @@ def test_hostile_cfgs_are_refused_with_file_and_line_in_bounded_memory():
         assert len(reason) < 400, (name, reason)
         if line is not None:
             assert got_line == line, (name, got_line, reason)
-        # the evaluation's deadline is 4 s; a hang guard, not a speed claim
-        assert seconds < 30, (name, seconds)
+        # a hang guard, not a speed claim
+        assert seconds < 120, (name, seconds)
     # all of the above in one process; the cfgs asked for many GiB
     assert got["rss_mb"] < 150, got["rss_mb"]
 

@@ -268,7 +268,8 @@ def new_bytes(value, fresh_items=False):
 class Budget(object):
     """The time and memory one evaluation may still use."""
 
-    def __init__(self, seconds=MAX_SECONDS, total_bytes=MAX_TOTAL_BYTES, clock=time.time):
+    def __init__(self, seconds=None, total_bytes=MAX_TOTAL_BYTES, clock=time.time):
+        seconds = MAX_SECONDS if seconds is None else seconds
         self.clock = clock
         self.deadline = clock() + seconds
         self.seconds = seconds
