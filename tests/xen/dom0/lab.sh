@@ -111,6 +111,7 @@ primary_b() {  # host A: protect the guest toward B with xen-remus, then get kil
   result b-protect $rc "$t0" "xl remus -n -d -F started by xen-remus; checkpoints $(ckpts); guest rec $(lastrec)"
   [ $rc = 0 ] || { abort checkpoints; return 1; }
   say "last record before the kill: console $(lastrec), A's disk $(maxrec)"
+  bash $DIR/replication.sh primary   # scenario e: a second guest, its disk replicated
   echo "XRL-KILL-ME"
   sleep 900
 }
@@ -218,7 +219,7 @@ a/2)
   waitfor 1500 test -e /run/xrl-done
   ;;
 b/1)
-  backup_b && scenario_c; [ -s /tmp/failback.json ] && scenario_d
+  backup_b && { bash $DIR/replication.sh backup-check; scenario_c; }; [ -s /tmp/failback.json ] && scenario_d
   pssh "touch /run/xrl-done" 2>/dev/null
   sleep 2
   ;;

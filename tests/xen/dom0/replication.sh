@@ -1,0 +1,152 @@
+#!/bin/bash
+# tests/xen/dom0/replication.sh ACTION -- scenario e: `xl remus` of a second
+# PV guest (rguest) whose disk is replicated checkpoint by checkpoint by
+# `xen-remus replicate` (docs/design/xl-disk-replication.md), inside dom0.
+#
+#   setup         this host: serve rguest.img over NBD, /dev/nbd0 through
+#                 Debian's nbd-client (both hosts, before protection)
+#   primary       host A, after scenario b's protection: B's setup, create
+#                 rguest on /dev/nbd0, `xl remus -n -d -F -s 'xen-remus
+#                 replicate relay ...'` toward B, wait for checkpoints and
+#                 measure their rate against the memory-only guest's; A is
+#                 then killed with everything else
+#   backup-check  host B, after the takeover: rguest must run here; the copy
+#                 of B's disk taken at failover (before the guest resumed)
+#                 must hold every record the resumed guest had written and
+#                 none after; prints `xl-disk-replication: acknowledged N,
+#                 lost M at failover` and the scenario's result line
+DIR=/opt/xrl/tests/xen/dom0
+DISKS=/var/lib/xrl/xfs
+RIMG=$DISKS/rguest.img
+RNBD=/run/xrl-rguest.nbd
+RCTL=/run/xrl-rguest.ctl
+CON=/var/log/xen/console
+ME=${XRL_ME:-$(hostname)}; PEER=${XRL_PEER:-}
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "XRL: [$ME $(up)] e: $*"; }
+since() { awk -v a="$1" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}'; }
+waitfor() { local n=$1 i; shift; for ((i = 0; i < n; i++)); do "$@" && return 0; sleep 1; done; return 1; }
+pssh() { ssh -o BatchMode=yes "$PEER" "$@"; }
+rec_of() { tr -d '\r' < "$1" 2>/dev/null | sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p'; }
+ckpts() { grep -c 'Checkpointed save' "$1" 2>/dev/null || echo 0; }
+
+setup() {
+  modprobe nbd nbds_max=2 || { echo "modprobe nbd failed"; return 1; }
+  command -v nbd-client >/dev/null || { echo "no nbd-client"; return 1; }
+  [ -e "$RIMG" ] || truncate -s 32M "$RIMG"
+  rm -f /run/xrl-rserve.ready
+  setsid xen-remus replicate serve "$RIMG" --nbd "unix:$RNBD" --control "$RCTL" \
+    --ready-file /run/xrl-rserve.ready > /tmp/rserve.log 2>&1 < /dev/null &
+  echo $! > /run/xrl-rserve.pid
+  waitfor 60 test -e /run/xrl-rserve.ready || { echo "serve: $(tail -3 /tmp/rserve.log)"; return 1; }
+  nbd-client -unix "$RNBD" /dev/nbd0 -N xvda -b 512 > /tmp/nbd-client.log 2>&1 \
+    || { echo "nbd-client: $(tail -3 /tmp/nbd-client.log)"; return 1; }
+  waitfor 10 sh -c '[ "$(cat /sys/block/nbd0/size 2>/dev/null || echo 0)" -gt 0 ]' \
+    || { echo "/dev/nbd0 has no size"; return 1; }
+  # the backup's end logs here (its stderr otherwise goes back to A)
+  printf '#!/bin/sh\nexec xen-remus "$@" 2>>/tmp/rbackup.err\n' > /run/xrl-backup-wrap
+  chmod 755 /run/xrl-backup-wrap
+  echo "ok: /dev/nbd0 $(cat /sys/block/nbd0/size) sectors"
+}
+
+primary() {
+  local t0 out i n1 n2 g1 g2
+  t0=$(up)
+  out=$(setup) || { say "A setup: $out"; pssh "echo 'A setup: $out' > /run/xrl-e-skip"; return 1; }
+  say "A: $out"
+  out=$(pssh bash $DIR/replication.sh setup) \
+    || { say "B setup: $out"; pssh "echo 'B setup: $out' > /run/xrl-e-skip"; return 1; }
+  say "B: $out"
+  cat > /etc/xen/rguest.cfg <<CFG
+name = "rguest"
+type = "pv"
+kernel = "/opt/xrl/guest-vmlinuz"
+ramdisk = "/opt/xrl/guest-initrd.gz"
+extra = "console=hvc0 quiet"
+memory = 96
+vcpus = 1
+disk = [ 'format=raw,vdev=xvda,access=rw,target=/dev/nbd0' ]
+on_crash = "preserve"
+CFG
+  xl create /etc/xen/rguest.cfg > /tmp/rcreate.log 2>&1 \
+    || { say "xl create: $(tail -3 /tmp/rcreate.log)"; pssh "echo 'xl create rguest failed' > /run/xrl-e-skip"; return 1; }
+  waitfor 120 sh -c "[ \"\$(tr -d '\r' < $CON/guest-rguest.log | sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p' | tail -1)\" -ge 3 ]" \
+    || { say "rguest wrote no records"; pssh "echo 'rguest wrote no records' > /run/xrl-e-skip"; return 1; }
+  say "rguest up, rec $(rec_of $CON/guest-rguest.log | tail -1); starting xl remus with the relay"
+  setsid xl remus -n -d -F -e -i 200 -s "xen-remus replicate relay --control $RCTL --backup-disk $RIMG \
+--timeout 10 --remote /run/xrl-backup-wrap --report /tmp/rrelay.json --backup-report /tmp/rbackup.json \
+--backup-snapshot /var/lib/xrl/rsnap.img" rguest "$PEER" > /tmp/rremus.log 2>&1 < /dev/null &
+  for ((i = 0; i < 60; i++)); do
+    [ "$(ckpts /tmp/rremus.log)" -ge 5 ] && break
+    pgrep -f 'replicate relay' >/dev/null || { say "relay gone"; break; }
+    sleep 5
+  done
+  tr '\r' '\n' < /tmp/rremus.log | grep -v '^ *$\|Checkpointed\|Frames' | tail -12 | sed 's/^/  e-remus| /'
+  if [ "$(ckpts /tmp/rremus.log)" -lt 5 ]; then
+    say "rguest: only $(ckpts /tmp/rremus.log) checkpoints"; pssh "echo 'rguest: no checkpoints on A' > /run/xrl-e-skip"
+    return 1
+  fi
+  # checkpoint rates of both guests over the same 20 s
+  n1=$(ckpts /tmp/rremus.log); g1=$(ckpts /var/lib/xen-remus-ext/remus/guest.log); sleep 20
+  n2=$(ckpts /tmp/rremus.log); g2=$(ckpts /var/lib/xen-remus-ext/remus/guest.log)
+  echo "XRL-TIMELINE e-replication checkpoints in 20 s: replicated disk $((n2 - n1)), memory-only $((g2 - g1))"
+  say "rguest last record before the kill: console $(rec_of $CON/guest-rguest.log | tail -1), A's disk $(python3 $DIR/records.py max $RIMG)"
+  say "primary side ready after $(since "$t0") s"
+}
+
+backup_check() {
+  local t0 rc=1 detail first n
+  t0=$(up)
+  if [ -e /run/xrl-e-skip ]; then
+    echo "XRL-RESULT FAIL e-replication 0 not run: $(cat /run/xrl-e-skip)"; return 1
+  fi
+  waitfor 90 sh -c "xl list rguest >/dev/null 2>&1" \
+    || { echo "XRL-RESULT FAIL e-replication $(since "$t0") rguest did not take over on B ($(xl list | tail -n +2 | awk '{print $1}' | tr '\n' ' '); $(tail -3 /tmp/rbackup.err 2>/dev/null | tr '\n' ' '))"; return 1; }
+  waitfor 60 test -e /tmp/rbackup.json
+  sed 's/^/  e-backup| /' /tmp/rbackup.json 2>/dev/null
+  tail -8 /tmp/rbackup.err 2>/dev/null | sed 's/^/  e-backup| /'
+  # the first record the resumed guest prints: its counter at the checkpoint + 1
+  waitfor 60 sh -c "cat $CON/guest-rguest*.log 2>/dev/null | tr -d '\r' | grep -q '^XRL-GUEST rec '"
+  first=$(cat $CON/guest-rguest*.log 2>/dev/null | tr -d '\r' | sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p' | head -1)
+  if [ -z "$first" ] || [ ! -e /var/lib/xrl/rsnap.img ]; then
+    echo "XRL-RESULT FAIL e-replication $(since "$t0") no record from the resumed guest (first '$first') or no failover copy"
+    return 1
+  fi
+  detail=$(python3 - /var/lib/xrl/rsnap.img "$first" /tmp/rbackup.json <<'PY'
+import json, sys
+sys.path.insert(0, "/opt/xrl/tests/xen/dom0")
+from records import read_records
+recs = read_records(sys.argv[1])
+first = int(sys.argv[2])
+acked = first - 1
+lost = [n for n in range(1, acked + 1) if n not in recs]
+future = sorted(n for n in recs if n > first)
+try:
+    rep = json.load(open(sys.argv[3]))
+except (IOError, ValueError):
+    rep = {}
+print("%d %d %d xl-disk-replication: acknowledged %d, lost %d at failover; records after the checkpoint on B's disk: %d%s; "
+      "committed checkpoint %s, %s writes applied, dropped (epochs, writes, bytes) %s"
+      % (len(lost), len(future), acked, acked, len(lost), len(future),
+         " (first %s)" % future[:3] if future else "", rep.get("committed"), rep.get("applied_writes"),
+         rep.get("dropped")))
+PY
+)
+  set -- $detail
+  local lost=$1 future=$2 acked=$3; shift 3
+  echo "XRL-E $*"
+  [ "$lost" = 0 ] && [ "$future" = 0 ] && [ "$acked" -gt 0 ] && rc=0
+  n=$(xl list rguest 2>/dev/null | awk 'NR==2{print $5}')
+  echo "XRL-RESULT $([ $rc = 0 ] && echo PASS || echo FAIL) e-replication $(since "$t0") rguest on B ($n); $*"
+  xl destroy rguest 2>/dev/null
+  nbd-client -d /dev/nbd0 >/dev/null 2>&1
+  [ -s /run/xrl-rserve.pid ] && kill "$(cat /run/xrl-rserve.pid)" 2>/dev/null
+  return $rc
+}
+
+case "$1" in
+setup) setup ;;
+primary) primary ;;
+backup-check) backup_check ;;
+*) echo "usage: $0 setup|primary|backup-check" >&2; exit 2 ;;
+esac
