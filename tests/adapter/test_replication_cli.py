@@ -52,7 +52,7 @@ def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
         remote = " ".join(CLI)
         relay = subprocess.Popen(
             CLI + ["replicate", "relay", "--control", ctl, "--backup-disk", b_img, "--baseline", "none",
-                   "--ssh", "", "--remote", remote, "--timeout", "2",
+                   "--ssh", "", "--remote", remote, "--timeout", "5",
                    "--attached-file", os.path.join(t, "attached"), "--report", os.path.join(t, "relay.json"),
                    "--backup-report", os.path.join(t, "backup.json"),
                    "--backup-snapshot", os.path.join(t, "snap.img"),

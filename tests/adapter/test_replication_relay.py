@@ -64,7 +64,7 @@ class Pair(object):
         child_in = os.dup(self.child.stdin.fileno())     # the relay owns (and closes) its copy
         self.child.stdin.close()
         self.backup = BackupRelay(self.sb.fileno(), self.sb.fileno(), child_in,
-                                  self.child.stdout.fileno(), self.replica, timeout=2.0,
+                                  self.child.stdout.fileno(), self.replica, timeout=5.0,
                                   kill_child=kill_process(self.child.pid))
         control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         control.connect(str(tmp / "ctl.sock"))

@@ -111,7 +111,7 @@ primary_b() {  # host A: protect the guest toward B with xen-remus, then get kil
   result b-protect $rc "$t0" "xl remus -n -d -F started by xen-remus; checkpoints $(ckpts); guest rec $(lastrec)"
   [ $rc = 0 ] || { abort checkpoints; return 1; }
   say "last record before the kill: console $(lastrec), A's disk $(maxrec)"
-  bash $DIR/replication.sh primary   # scenario e: a second guest, its disk replicated
+  [ "$E" = 1 ] && bash $DIR/replication.sh primary   # scenario e: a second guest, its disk replicated
   echo "XRL-KILL-ME"
   sleep 900
 }
@@ -207,6 +207,7 @@ PY
 }
 
 SKIP=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.skip=//p')   # development: xrl.skip=a
+E=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.e=//p')         # XRL_REPLICATION=1: scenario e
 case "$ROLE/$PHASE" in
 a/1)
   waitfor 300 pssh true || { echo "XRL-ABORT peer unreachable"; exit 1; }
@@ -219,7 +220,7 @@ a/2)
   waitfor 1500 test -e /run/xrl-done
   ;;
 b/1)
-  backup_b && { bash $DIR/replication.sh backup-check; scenario_c; }; [ -s /tmp/failback.json ] && scenario_d
+  backup_b && { [ "$E" = 1 ] && bash $DIR/replication.sh backup-check; scenario_c; }; [ -s /tmp/failback.json ] && scenario_d
   pssh "touch /run/xrl-done" 2>/dev/null
   sleep 2
   ;;
