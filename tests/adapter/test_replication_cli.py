@@ -95,3 +95,17 @@ def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
             relay.wait()
         serve.send_signal(signal.SIGTERM)
         assert serve.wait() == 0
+
+
+def test_bad_listen_specs_and_missing_receiver_are_clear_errors(tmp_path):
+    import pytest
+    from xen_remus_ext.errors import ReplicationError
+    from xen_remus_ext.replication import service
+    with pytest.raises(ReplicationError, match="nbd.sock: expected unix:PATH or tcp:HOST:PORT"):
+        service.listen(str(tmp_path / "nbd.sock"))
+    with pytest.raises(ReplicationError, match="tcp:127.0.0.1:x: the port is not a number"):
+        service.listen("tcp:127.0.0.1:x")
+    out = subprocess.Popen(CLI + ["replicate", "backup", "--disk", str(tmp_path / "b.img"), "--"],
+                           stderr=subprocess.PIPE, env=env())
+    _o, err = out.communicate()
+    assert out.returncode == 1 and b"no receiver command" in err

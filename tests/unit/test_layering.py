@@ -62,7 +62,6 @@ IO_MODULES = ("subprocess", "socket")
 #: front-end modules that still open sockets or start children themselves,
 #: each with what should take it over
 IO_EXCEPTIONS = {
-    "cli.replicate_cmd": "its listening sockets and relay children belong in replication/",
 }
 
 

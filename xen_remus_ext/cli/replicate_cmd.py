@@ -16,19 +16,8 @@ that one connection (docs/design/xl-disk-replication.md).
 from __future__ import absolute_import, division, print_function
 
 import argparse
-import json
-import logging
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
 
 from xen_remus_ext.errors import ReplicationError
-
-LOG = logging.getLogger(__name__)
 
 
 def register(subparsers):
@@ -80,54 +69,13 @@ def register(subparsers):
     b.set_defaults(func=_backup)
 
 
-def _listen(spec):
-    if spec.startswith("unix:"):
-        path = spec[5:]
-        if os.path.exists(path):
-            os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-    elif spec.startswith("tcp:") and spec.count(":") == 2:
-        _, host, port = spec.split(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, int(port)))
-    else:
-        raise ReplicationError("--nbd %s: expected unix:PATH or tcp:HOST:PORT" % spec)
-    sock.listen(8)
-    return sock
-
-
 def _serve(args):
-    from xen_remus_ext.replication.nbd import CaptureDisk, NbdServer
-    disk = CaptureDisk(args.disk)
-    server = NbdServer(disk, _listen(args.nbd), _listen("unix:" + args.control), name=args.name).start()
-    if args.ready_file:
-        open(args.ready_file, "w").close()
-    sys.stderr.write("xen-remus replicate: serving %s (%d bytes) on %s, control %s\n"
-                     % (args.disk, disk.size, args.nbd, args.control))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    try:
-        while not stop.wait(3600):
-            pass
-    except KeyboardInterrupt:
-        pass
-    server.stop()
-    return 0
-
-
-def _write_report(path, obj):
-    if path:
-        with open(path + ".tmp", "w") as f:
-            json.dump(obj, f, sort_keys=True)
-            f.write("\n")
-        os.rename(path + ".tmp", path)
+    from xen_remus_ext.replication import service
+    return service.serve(args.disk, args.nbd, args.control, name=args.name, ready_file=args.ready_file)
 
 
 def _relay(args):
-    from xen_remus_ext.replication.relay import PrimaryRelay
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    from xen_remus_ext.replication import service
     if not args.receiver:
         raise ReplicationError("relay: no receiver command after HOST (xl passes 'xl migrate-receive -r')")
     remote = args.remote.split() + ["replicate", "backup", "--disk", args.backup_disk,
@@ -141,38 +89,8 @@ def _relay(args):
         argv = args.ssh.split() + [args.host, " ".join(_quote(a) for a in remote)]
     else:
         argv = remote           # the backup on this host (tests, or HOST reached otherwise)
-    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        control.connect(args.control)
-    except (OSError, socket.error) as exc:
-        child.kill()
-        raise ReplicationError("disk server control socket %s: %s" % (args.control, exc))
-
-    def attached(info):
-        if args.attached_file:
-            open(args.attached_file, "w").close()
-
-    relay = PrimaryRelay(0, 1, child.stdout.fileno(), child.stdin.fileno(), control,
-                         baseline=args.baseline, beat=min(0.2, args.timeout / 5), on_attached=attached)
-    try:
-        stats = relay.run()
-    finally:
-        _write_report(args.report, relay.stats)
-        sys.stderr.write("xen-remus replicate relay: %s\n" % json.dumps(_summary(relay.stats)))
-        child.stdin.close()
-    child.wait()
-    return 0 if stats else 1
-
-
-def _summary(stats):
-    cuts = stats.get("cuts") or []
-    lat = stats.get("ack_latency") or []
-    return {"checkpoints": stats.get("checkpoints"), "acks": stats.get("acks"),
-            "writes": stats.get("writes"), "write_bytes": stats.get("write_bytes"),
-            "stream_bytes": stats.get("stream_bytes"),
-            "cut_hold_max": max([c["hold"] for c in cuts] or [0]),
-            "ack_latency_max": max(lat or [0])}
+    return service.relay(argv, args.control, baseline=args.baseline, timeout=args.timeout,
+                         attached_file=args.attached_file, report=args.report)
 
 
 def _quote(arg):
@@ -182,32 +100,11 @@ def _quote(arg):
 
 
 def _backup(args):
-    from xen_remus_ext.replication.relay import BackupRelay, kill_process
-    from xen_remus_ext.replication.replica import Replica
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    from xen_remus_ext.replication import service
     receiver = list(args.receiver)
     if receiver and receiver[0] == "--":
         receiver = receiver[1:]
     if not receiver:
         raise ReplicationError("backup: no receiver command (-- xl migrate-receive -r ...)")
-    replica = Replica(args.disk, args.spool or args.disk + ".spool")
-    child = subprocess.Popen(receiver, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    child_in = os.dup(child.stdin.fileno())
-    child.stdin.close()
-    def snapshot(report):
-        if args.snapshot:
-            shutil.copyfile(args.disk, args.snapshot)
-
-    relay = BackupRelay(0, 1, child_in, child.stdout.fileno(), replica, timeout=args.timeout,
-                        kill_child=kill_process(child.pid), on_failover=snapshot)
-    try:
-        report = relay.run()
-    finally:
-        replica.close()
-    rc = child.wait()
-    report["receiver_exit"] = rc
-    _write_report(args.report, report)
-    sys.stderr.write("xen-remus replicate backup: %s\n" % json.dumps(report, sort_keys=True))
-    if report.get("aborted"):
-        return 1
-    return rc
+    return service.backup(receiver, args.disk, spool=args.spool, timeout=args.timeout,
+                          report=args.report, snapshot=args.snapshot)
