@@ -37,6 +37,9 @@ if case == "size-type":
     info["size"] = "lots"
 if case == "meta-garbage":
     info["meta"] = {"disk": "/x", "size": size, "consistent": True, "current": 5}
+if case == "deep-info":
+    send(3, b"[" * 60000)
+    sys.exit(0)
 if case == "oversized":
     wr.write(H.pack(3, 0, 0, 1 << 30))
     sys.exit(0)
@@ -69,6 +72,7 @@ sys.stdin.read()
     ("size-type", "INFO record: expected size"),
     ("meta-garbage", "current"),
     ("oversized", "at most"),
+    ("deep-info", "INFO record: expected a JSON object, got one nested too deep"),
     ("done-garbage", "START record: expected done"),
     ("digest-offset", "DIGESTS record"),
     ("result-garbage", "RESULT record: expected bytes_read"),

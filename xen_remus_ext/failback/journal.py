@@ -31,7 +31,7 @@ import numbers
 import os
 import re
 
-from xen_remus_ext.compat import atomic_write, string_types, to_bytes, to_text
+from xen_remus_ext.compat import atomic_write, integer_types, string_types, to_bytes, to_text
 from xen_remus_ext.errors import FailbackError, JournalError
 from xen_remus_ext.failback import machine
 from xen_remus_ext.paths import state_dir
@@ -105,6 +105,35 @@ def new_record(domain, host, mode, local_host=None, toolstack=None, options=None
     }
 
 
+_TEXT = string_types
+_OPT_TEXT = string_types + (type(None),)
+#: the record's fields and the JSON types each may hold (absent is checked above)
+_FIELD_TYPES = {"domain": _TEXT, "host": _TEXT, "local_host": _OPT_TEXT, "mode": _TEXT, "toolstack": _OPT_TEXT,
+                "state": _TEXT, "step": _OPT_TEXT, "attempt": integer_types, "error": _OPT_TEXT,
+                "options": (dict,), "disks": (list,), "delta": (dict,), "timing": (dict,), "history": (list,)}
+_DISK_TYPES = {"vdev": _TEXT, "src": _TEXT, "dest": _TEXT, "path": _OPT_TEXT, "precopy": (list,),
+               "final": (dict, type(None))}
+
+
+def _tname(t):
+    if t is type(None):
+        return "null"
+    if t in (dict, list, bool):
+        return {dict: "an object", list: "a list", bool: "a boolean"}[t]
+    return "a number" if t in (float,) + integer_types else "text"
+
+
+def _check_types(obj, types, path, prefix):
+    """:raises JournalError: a field present with a JSON type it may not hold."""
+    for key, allowed in sorted(types.items()):
+        v = obj.get(key)
+        if key in obj and (not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)):
+            shown = repr(v)
+            raise JournalError("%s: %s%s: expected %s, got %s %s"
+                               % (path, prefix, key, " or ".join(sorted(set(_tname(t) for t in allowed))),
+                                  _tname(type(v)), shown if len(shown) <= 60 else shown[:57] + "..."))
+
+
 def check_record(rec, path="<journal>"):
     """:raises JournalError: the record lacks a field or has the wrong version."""
     if not isinstance(rec, dict):
@@ -114,6 +143,14 @@ def check_record(rec, path="<journal>"):
     for key in ("domain", "host", "mode", "state", "disks", "delta", "history"):
         if key not in rec:
             raise JournalError("%s: field %r missing" % (path, key))
+    _check_types(rec, _FIELD_TYPES, path, "")
+    for i, disk in enumerate(rec["disks"]):
+        if not isinstance(disk, dict):
+            raise JournalError("%s: disks[%d]: expected an object, got %s" % (path, i, _tname(type(disk))))
+        _check_types(disk, _DISK_TYPES, path, "disks[%d]." % i)
+    for i, event in enumerate(rec["history"]):
+        if not isinstance(event, list):
+            raise JournalError("%s: history[%d]: expected a list, got %s" % (path, i, _tname(type(event))))
     if rec["mode"] not in machine.MODES:
         raise JournalError("%s: mode: expected one of %s, got %r" % (path, ", ".join(machine.MODES), rec["mode"]))
     try:
@@ -149,6 +186,8 @@ def load(domain, base=None):
         rec = json.loads(to_text(data))
     except ValueError as exc:
         raise JournalError("%s: expected JSON, got a parse error: %s" % (path, exc))
+    except RuntimeError:      # RecursionError on 3 (RuntimeError on 2.7)
+        raise JournalError("%s: expected JSON, got values nested too deep to decode" % path)
     check_record(rec, path)
     stored = rec.pop("sum", None)
     if stored != _checksum(rec):

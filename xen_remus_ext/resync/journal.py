@@ -18,6 +18,7 @@ import logging
 import os
 
 from xen_remus_ext.compat import atomic_write, to_bytes, to_text
+from xen_remus_ext.errors import JournalError
 from xen_remus_ext.resync import meta, plan
 
 LOG = logging.getLogger(__name__)
@@ -58,13 +59,17 @@ class Journal(object):
         self.done = plan.normalize(self.done + [(start, end)])
 
     def save(self):
+        """:raises JournalError: it cannot be written (e.g. the state dir is full)."""
         path = journal_path(self.target)
-        d = os.path.dirname(path)
-        if not os.path.isdir(d):
-            os.makedirs(d, 0o700)
-        d = self.to_dict()
-        d["sum"] = _checksum(d)
-        atomic_write(path, to_bytes(json.dumps(d, sort_keys=True) + "\n"))
+        rec = self.to_dict()
+        rec["sum"] = _checksum(rec)
+        try:
+            if not os.path.isdir(os.path.dirname(path)):
+                os.makedirs(os.path.dirname(path), 0o700)
+            atomic_write(path, to_bytes(json.dumps(rec, sort_keys=True) + "\n"))
+        except (IOError, OSError) as exc:
+            raise JournalError("resume journal of %s: cannot write %s: %s"
+                               % (self.target, path, getattr(exc, "strerror", None) or exc))
 
     @classmethod
     def load(cls, target):
@@ -79,8 +84,8 @@ class Journal(object):
                 return None
             return cls(target, int(d["size"]), d["source_gen"], d["mode"], int(d["block_size"]),
                        [(int(a), int(b)) for a, b in d["done"]])
-        except (IOError, OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
+        except (IOError, OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
+            return None     # RuntimeError: RecursionError on 3, nested thousands deep
 
 
 def remove(target):

@@ -173,7 +173,7 @@ def _migrate(disk, path):
     try:
         with open(old, "rb") as f:
             rec = json.loads(to_text(f.read()))
-    except (IOError, OSError, ValueError) as exc:
+    except (IOError, OSError, ValueError, RuntimeError) as exc:
         LOG.warning("disk meta %s: older record %s unreadable, not migrated: %s", disk, old, exc)
         return
     if _DM.match(os.path.basename(os.path.realpath(disk))) and rec.get("size") != _size_of(disk):
@@ -209,15 +209,20 @@ def load(disk):
         return DiskMeta.from_dict(json.loads(to_text(raw)))
     except ValueError as exc:
         raise JournalError("disk meta %s: %s is not valid metadata: %s" % (disk, path, exc))
+    except RuntimeError:      # RecursionError on 3: nested thousands deep
+        raise JournalError("disk meta %s: %s is not valid metadata: nested too deep to decode" % (disk, path))
 
 
 def save(m):
     """Write ``m`` atomically (temp file, fsync, rename).  :returns: ``m``."""
     path = meta_path(m.disk)
     d = os.path.dirname(path)
-    if not os.path.isdir(d):
-        os.makedirs(d, 0o700)
-    atomic_write(path, to_bytes(json.dumps(m.to_dict(), sort_keys=True) + "\n"))
+    try:
+        if not os.path.isdir(d):
+            os.makedirs(d, 0o700)
+        atomic_write(path, to_bytes(json.dumps(m.to_dict(), sort_keys=True) + "\n"))
+    except (IOError, OSError) as exc:
+        raise JournalError("disk meta %s: cannot write %s: %s" % (m.disk, path, getattr(exc, "strerror", None) or exc))
     return m
 
 

@@ -179,6 +179,9 @@ def decode_json(mtype, payload):
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError("%s record: expected a JSON object, got undecodable bytes (%s)"
                             % (type_name(mtype), exc))
+    except RuntimeError:      # RecursionError on 3 (RuntimeError on 2.7): '[' nested thousands deep
+        raise ProtocolError("%s record: expected a JSON object, got one nested too deep to decode"
+                            % type_name(mtype))
     if not isinstance(obj, dict):
         raise ProtocolError("%s record: expected a JSON object, got %s" % (type_name(mtype), type(obj).__name__))
     return obj
@@ -329,14 +332,15 @@ class StreamChannel(Channel):
         closed, if one is waiting (its reason beats our EPIPE); else None.
         Never blocks longer than ``timeout``; only the sending side calls it."""
         fd = self.sock.fileno() if self.sock is not None else self._r.fileno()
+        deadline = time.time() + timeout
         try:
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if not ready:
-                return None
-            mtype, payload = self.recv()
-            if mtype != ERROR:
-                return None
-            return decode_json(ERROR, payload).get("error", "unknown error")
+            while True:       # records sent before it (e.g. DIGESTS) come first: skip them
+                left = deadline - time.time()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    return None
+                mtype, payload = self.recv()
+                if mtype == ERROR:
+                    return decode_json(ERROR, payload).get("error", "unknown error")
         except (ResyncError, IOError, OSError, ValueError):
             return None
 
@@ -458,6 +462,9 @@ class LocalChannel(Channel):
         with self._lock:
             while True:
                 if self.closed or self.other.closed:
+                    said = self._peer_last_words()
+                    if said is not None:  # e.g. the receiver's ENOSPC
+                        raise ResyncError("peer: %s" % (said,))
                     raise ResyncError("%s: connection lost while sending %s" % (self.peer, type_name(mtype)))
                 try:
                     self._out.put((mtype, payload), timeout=0.2)
@@ -465,6 +472,18 @@ class LocalChannel(Channel):
                 except queue.Full:
                     continue
             self.bytes_out += HEADER.size + length
+
+    def _peer_last_words(self):
+        """After the peer closed: the message of the ERROR it sent last, or None."""
+        try:
+            while True:
+                item = self._in.get_nowait()
+                if item is _CLOSED:
+                    return None
+                if item[0] == ERROR:
+                    return decode_json(ERROR, _raw(item[1])).get("error", "unknown error")
+        except (queue.Empty, ResyncError):
+            return None
 
     def recv(self):
         while True:
