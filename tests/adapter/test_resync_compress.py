@@ -99,18 +99,36 @@ def test_receiver_without_zstd_negotiates_down(server, monkeypatch):
     assert same(src, dst) and res.bytes_sent >= 4 * MiB and events[-1]["compress"] is None
 
 
+class _Counting(object):
+    def __init__(self, c):
+        self.c = c
+        self.calls = 0
+
+    def compress(self, data):
+        self.calls += 1
+        return self.c.compress(data)
+
+
 def test_skip_heuristic_and_recovery():
     c = cz.Codec(cz.ZSTD, sending=True)
+    c._c = spy = _Counting(c._c)
     rnd = os.urandom(MiB)
     text = (b"compressible text, line after line\n" * 40000)[:MiB]
     head = P.U64.pack(0)
-    assert c.pack(P.DATA, (head, rnd))[0] == 0            # judged by a sample: sent raw
-    assert c.pack(P.DATA, (head, text))[0] == 0           # the skip after it: no look
-    flags, parts = c.pack(P.DATA, (head, text))
+    assert c.pack(P.DATA, (head, rnd))[0] == 0            # judged by a 4 KiB sample: sent raw
+    assert spy.calls == 1
+    flags, parts = c.pack(P.DATA, (head, text))            # the next big record is judged again
     assert flags == P.FLAG_ZSTD and len(parts[1]) < MiB // 20
     d = cz.Codec(cz.ZSTD, sending=False)
     off, data = P.split_data(d.unpack(P.DATA, flags, head + parts[1]))
     assert off == 0 and bytes(data) == text
+    # small records: compressed whole; one that does not shrink sends the next raw unseen
+    spy.calls = 0
+    small = [os.urandom(4096) for _ in range(4)]
+    assert [c.pack(P.DATA, (head, x))[0] for x in small] == [0, 0, 0, 0]
+    assert spy.calls == 2                                  # looked at the 1st and 3rd, not the 2nd and 4th
+    assert c.pack(P.DATA, (head, text[:4096]))[0] == 0     # still inside the stretch
+    assert c.pack(P.DATA, (head, text[:4096]))[0] == P.FLAG_ZSTD
     assert c.pack(P.MARK, (b"x" * 16,)) == (0, (b"x" * 16,))
 
 

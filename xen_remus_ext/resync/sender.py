@@ -480,6 +480,7 @@ class SenderSession(object):
         dsize = len(hasher(b""))
         theirs = refine.split_answer(payload, req.blocks, fine, dsize)
         pos = 0
+        run = []             # pieces (disk offset, memoryview) of one contiguous differing run
         for (boff, length), data in zip(req.blocks, req.held):
             mv = memoryview(data)
             k = refine.count(length, fine)
@@ -490,7 +491,20 @@ class SenderSession(object):
             if not any(flags):
                 flags = [True] * k   # the coarse digests differ: never trust the fine ones over them
             for first, count in plan.runs(flags):
-                self._differ(req.mode, boff, mv, first * fine, min(length, (first + count) * fine), fine, state)
+                a, b = first * fine, min(length, (first + count) * fine)
+                if run and run[-1][0] + len(run[-1][1]) != boff + a:
+                    self._send_run(req.mode, run, fine, state)
+                    run = []
+                run.append((boff + a, mv[a:b]))
+        if run:
+            self._send_run(req.mode, run, fine, state)
+
+    def _send_run(self, mode, run, fine, state):
+        """One contiguous differing run, across the blocks of a FINE answer, as
+        few records as possible (bigger records compress better)."""
+        start = run[0][0]
+        data = run[0][1] if len(run) == 1 else memoryview(b"".join(piece.tobytes() for _, piece in run))
+        self._differ(mode, start, data, 0, len(data), fine, state)
 
     def bye(self):
         """End the connection, and wait (briefly) until the receiver has
