@@ -600,7 +600,7 @@ def format_link(link_rows, rows):
             r["name"], r["seconds"], "-" if r.get("engine") is None else "%.2f" % r["engine"],
             "-" if r["wire"] is None else "{:,}".format(r["wire"]),
             "-" if r["digest"] is None else "{:,}".format(r["digest"]),
-            "-" if data is None or r["name"].startswith("fs") else "%.3f" % (data / changed),
+            "-" if data is None or r["name"].startswith(("fs", "zstd")) else "%.3f" % (data / changed),
             {True: "yes", False: "NO", None: "-"}[r["ok"]]))
     out += ["", "Targets (ratios within this run):", ""]
 
