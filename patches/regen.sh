@@ -73,8 +73,8 @@ cat >"$tmp/blktap.txt" <<'EOF'
 
 
 # xen-remus-ext: at the device-migrate steps of a tap/tap2 disk, send the
-# final disk delta of a Remus failback while the domain is suspended, and
-# record the disk's generation in other_config (xen_remus_ext/xend/blktap.py).
+# final disk delta of a Remus failback while the domain is suspended
+# (xen_remus_ext/xend/blktap.py).
 try:
     from xen_remus_ext.xend import blktap as _remus_blktap
 except ImportError:
@@ -148,9 +148,9 @@ them as xend.domain.remus_failback, remus_resync and remus_status."
   one "$tag" "$dir/0003-xend-blktap2-migrate-hook.patch" "$BLKTAP" \
       "                                  '-m%s' % tapdisk.minor)"$'\n' end "$tmp/blktap.txt" \
       "xend: device-migrate hook for blktap2 disks" \
-      "Wraps Blktap2Controller.migrate/recover_migrate: the final disk delta of a
-Remus failback goes at step 2 (domain suspended), and the disk's generation
-rides in the domain's other_config."
+      "Wraps the migrate/recover_migrate that BlktapController and Blktap2Controller
+share: the final disk delta of a Remus failback goes at step 2 (domain
+suspended)."
   extra=""
   if [ "$ver" = 4.1 ]; then
     one "$tag" "$dir/0004-xend-tapdisk-list-remus-args.patch" "$BLKTAP" \

@@ -5,21 +5,23 @@ step, domName)`` on each device's controller at steps 0-3 of a migration
 (``network`` True) or save (False), and ``recover_migrate`` with the same
 arguments when a later step failed.  The base class runs xend-config's
 ``external-migration-tool``.  Where that route does not suffice (no tool
-configured, another tool already there, or the need to touch the domain's
-config), :func:`install` wraps both methods of ``Blktap2Controller`` (the
-controller of ``tap2`` devices, and of ``tap`` ones that blktap2 serves) so
-that for a migration:
+configured, or another tool already there), :func:`install` wraps both
+methods of ``BlktapController`` (blktap1, which xm gives ``tap:`` disks),
+which ``Blktap2Controller`` (``tap2:`` disks) inherits, so that for a
+migration:
 
-- step 1 (before xend writes the domain's SXP into the stream): the disk's
-  generation identifier is put into the domain's ``other_config`` as
-  ``xen_remus_gen_<vdev>``, so it travels in the SXP; stock xend keeps
-  ``other_config`` (a dict of strings) and ignores keys it does not know;
 - steps 1, 2 and recover: :func:`xend.hook.apply_step`, the same code the
   tool runs (so the delta goes once even with both routes in place);
 - then the original method, so a configured tool still runs.
 
 An exception at step 2 propagates: xend's ``migrateDevices`` then recovers
 every device and fails the migration, and the domain resumes here.
+
+Nothing is written into the domain's config: ``XendCheckpoint.save`` sends
+``sxpr()`` (legacy keys only), which leaves ``other_config`` out, so a
+disk's generation put there would never reach the destination (seen on
+the real xend 4.1.6.1 and 4.4.4); the generation travels with the disk's
+own metadata instead.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -27,12 +29,10 @@ import inspect
 import logging
 
 from xen_remus_ext import log as xlog
-from xen_remus_ext.compat import string_types
 from xen_remus_ext.xend import hook as migrate_hook
 
 log = logging.getLogger(__name__)
 
-GEN_KEY = "xen_remus_gen_%s"
 _MARK = "_xen_remus_ext"
 #: names of the controller classes wrapped in this process (xend.domain.remus_hooks reports them)
 INSTALLED = []
@@ -46,38 +46,6 @@ def device_value(device_config, key):
         if isinstance(child, (list, tuple)) and len(child) >= 2 and child[0] == key:
             return child[1]
     return None
-
-
-def disk_generation(device_config):
-    """``(vdev, current generation)`` of a remus disk's local copy, or None."""
-    from xen_remus_ext.config import disk as disk_mod
-    from xen_remus_ext.resync import meta
-    uname = device_value(device_config, "uname")
-    spec = disk_mod.parse_remus_uname(uname) if isinstance(uname, string_types) else None
-    if spec is None or not spec.path:
-        return None
-    m = meta.load(spec.path)
-    if m is None or not m.current:
-        return None
-    vdev = device_value(device_config, "dev") or spec.path
-    vdev = str(vdev).split(":")[0]
-    return vdev, m.current
-
-
-def record_generation(vm, device_config):
-    """Put the disk's generation into ``vm.info['other_config']``; :returns: the key or None."""
-    found = disk_generation(device_config)
-    info = getattr(vm, "info", None)
-    if found is None or info is None:
-        return None
-    vdev, gen = found
-    other = info.get("other_config")
-    if not isinstance(other, dict):
-        other = {}
-        info["other_config"] = other
-    key = GEN_KEY % vdev
-    other[key] = str(gen)
-    return key
 
 
 def install(controller_cls, delta_fn=None):
@@ -126,10 +94,6 @@ def _install_one(controller_cls, delta_fn):
             call = migrate_hook.HookCall(self.deviceClass, step, dst, domName)
             if migrate_hook.plan_step(call) != migrate_hook.NOTHING:
                 xlog.setup()  # /var/log/xen/remus-ext.log; xend's own log is not ours
-            if step == 1 and migrate_hook.plan_step(call) != migrate_hook.NOTHING:
-                key = record_generation(getattr(self, "vm", None), deviceConfig)
-                if key:
-                    log.info("%s: %s recorded in other_config for the move to %s", domName, key, dst)
             report = migrate_hook.apply_step(call, delta_fn=delta_fn)
             log.info("xen-remus: %s", report)
         return orig_migrate(self, deviceConfig, network, dst, step, domName)
