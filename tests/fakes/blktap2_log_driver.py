@@ -27,7 +27,7 @@ import struct
 import threading
 
 SHMSIZE = 8 * 1024 * 1024
-RANGE = struct.Struct("=QI4x")
+RANGE = struct.Struct("@QI0Q")    # tapdisk's native struct disk_range
 
 
 def _escape(text):

@@ -56,3 +56,4 @@ def test_default_kind():
     assert default_toolstack_kind(xl_on_path, running=lambda: "xend answers") == "xend"
     assert default_toolstack_kind(xl_on_path, running=lambda: None) == "xl"
     assert default_toolstack_kind(none_on_path, running=lambda: None) == "xend"
+

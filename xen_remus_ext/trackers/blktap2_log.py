@@ -25,7 +25,8 @@ reach it through:
 
 * the POSIX shared memory object (``/dev/shm/log_....wlog``, 8 MiB): an
   export writes, from offset 0, ``struct disk_range {u64 sector; u32
-  count;}`` records (16 bytes with the padding, native byte order) for each
+  count;}`` records in the dom0's native layout (C's ``sizeof``: 16 bytes
+  on x86_64, 12 on 32-bit x86 where a u64 is 4-byte aligned) for each
   run of dirty sectors, ended by an all-zero record.  The list may use only
   the first half (4 MiB = 262144 records); when it is full the export stops
   without a terminator, and since ``getw`` clears the whole bitmap anyway,
@@ -62,7 +63,9 @@ SHM_DIR = "/dev/shm"
 SECTOR = 512
 SHMSIZE = 8 * 1024 * 1024
 CTLMSG_LEN = 20
-RANGE = struct.Struct("=QI4x")
+#: ``struct disk_range`` as tapdisk's compiler lays it out: native order and
+#: alignment, padded to its u64's alignment (the trailing ``0Q``)
+RANGE = struct.Struct("@QI0Q")
 RANGES_MAX = (SHMSIZE // 2) // RANGE.size
 REPLY_LEN = {b"shmp": 256, b"peek": 4, b"clrw": 4, b"getw": 4, b"kick": CTLMSG_LEN}
 
