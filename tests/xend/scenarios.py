@@ -213,6 +213,31 @@ def scenario_b(L):
         ", ".join("%s/%s" % f for f in finals))
 
 
+# ---- d (part): xm remus-resync and xm remus-status on the real xm/xend -----------------------
+
+def scenario_d(L):
+    """After a (and c): web1 runs unprotected on B, A has its stale copy.
+    ``xm remus-resync`` brings A's copy up to date live; ``xm remus-status``
+    reports the domain.  (--reverse-only, --abort and --resume after a kill
+    are exercised on the simulator's hosts, not yet here.)"""
+    A, B = L.hosts["A"], L.hosts["B"]
+    if A.holder is None:
+        A.start(hook=True)
+    check(DOM in xm_domains(B) and DOM not in xm_domains(A), "scenario d needs web1 on B only")
+    acked = L.acked(DOM)
+    seed = guest_seed(B)
+    before = lost_on(A, acked, seed)["missing"]
+    rc, out, err = B.xm("remus-resync", DOM, lab.ADDRS["A"], "--ssh", L.ssh, check=False, timeout=180)
+    check(rc == 0, "xm remus-resync exited %d: %s %s" % (rc, out.strip()[-500:], err.strip()[-500:]))
+    after = lost_on(A, acked, seed)
+    check(after["missing"] == 0, "A's copy lacks %d of the %d records acknowledged before the resync"
+          % (after["missing"], acked))
+    rc, st, err = B.xm("remus-status", DOM, check=False)
+    check(rc == 0 and DOM in st, "xm remus-status %s exited %d: %s %s" % (DOM, rc, st, err))
+    return "xend-resync %s: A's copy lacked %d of %d acknowledged records, after xm remus-resync 0; " \
+        "xm remus-status: %s" % (L.version, before, acked, " ".join(st.split())[:100])
+
+
 # ---- e: a failback leaves no tapdisk behind ------------------------------------------------
 
 def vbd_minors(host):
@@ -293,7 +318,8 @@ def digest(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("b", scenario_b), ("e", scenario_e), ("f", scenario_f)]
+SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("d", scenario_d), ("b", scenario_b), ("e", scenario_e),
+             ("f", scenario_f)]
 
 
 def run_version(version, source, build_root, only=None):
