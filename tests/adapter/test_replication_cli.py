@@ -109,3 +109,31 @@ def test_bad_listen_specs_and_missing_receiver_are_clear_errors(tmp_path):
                            stderr=subprocess.PIPE, env=env())
     _o, err = out.communicate()
     assert out.returncode == 1 and b"no receiver command" in err
+
+
+def test_the_receiver_dies_with_the_backup_relay(tmp_path):
+    # a backup relay that dies must not leave xl's receiver to read
+    # end-of-stream and fail over on a disk it may have moved ahead
+    disk = str(tmp_path / "b.img")
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    pidfile = str(tmp_path / "receiver.pid")
+    script = "import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(60)" % pidfile
+    proc = subprocess.Popen(CLI + ["replicate", "backup", "--disk", disk, "--timeout", "30", "--",
+                                   sys.executable, "-c", script],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env())
+    wait_file(pidfile, proc)
+    time.sleep(0.2)
+    with open(pidfile) as f:
+        pid = int(f.read())
+    proc.kill()
+    proc.wait()
+    end = time.time() + 10
+    while time.time() < end:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the receiver %d outlived the backup relay" % pid)

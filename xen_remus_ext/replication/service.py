@@ -6,6 +6,8 @@ listen on and the children they start, around :mod:`nbd`, :mod:`relay` and
 """
 from __future__ import absolute_import, division, print_function
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -109,12 +111,26 @@ def relay(backup_argv, control_path, baseline="full", timeout=3.0, attached_file
     return 0 if stats else 1
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """In the receiver's child: SIGKILL when the backup relay dies.  A relay
+    that crashed between applying epoch N and handing CHECKPOINT_END N over
+    must not leave a receiver that reads end-of-stream and resumes the guest
+    from N-1 on disk N."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(127)
+
+
 def backup(receiver_argv, disk, spool=None, timeout=3.0, report=None, snapshot=None):
     """The backup relay on fds 0/1 (the link), running ``receiver_argv``
     (``xl migrate-receive -r``); exits as the receiver did, 1 on ABORT."""
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     replica = Replica(disk, spool or disk + ".spool")
-    child = subprocess.Popen(receiver_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child = subprocess.Popen(receiver_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             preexec_fn=_die_with_parent)
     child_in = os.dup(child.stdin.fileno())       # the relay closes it at failover
     child.stdin.close()
 
