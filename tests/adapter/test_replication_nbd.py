@@ -162,3 +162,22 @@ def test_an_unknown_export_is_refused(served):
     _out, err = proc.communicate()
     assert proc.returncode != 0
     assert b"other" in err or b"unknown" in err.lower(), err
+
+
+NBD_CLIENT = "/usr/sbin/nbd-client"
+
+
+@pytest.mark.skipif(not os.path.exists(NBD_CLIENT), reason="needs Debian's nbd-client")
+@pytest.mark.skipif(os.path.exists("/sys/module/nbd"), reason="a kernel with NBD: the client would attach a device")
+def test_debian_nbd_client_negotiates_with_the_server(served):
+    # the kernel here has no NBD driver: the client does the whole userspace
+    # handshake (what dom0 runs before handing the socket to the kernel) and
+    # only then fails at the kernel step
+    _img, uri, _ctl = served
+    sock = uri.split("socket=", 1)[1]
+    proc = subprocess.Popen([NBD_CLIENT, "-unix", sock, "/dev/nbd15", "-N", "xvda", "-b", "512", "-nofork"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()
+    text = (out + err).decode("utf-8", "replace")
+    assert "size = %dMB" % (SIZE >> 20) in text, text
+    assert proc.returncode != 0 and ("netlink" in text or "nbd15" in text), text
