@@ -30,6 +30,24 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _PrivateFileHandler(logging.handlers.WatchedFileHandler):
+    """The log file, created (and re-created after a rotation) with mode
+    0640, and tightened to it when found looser: it names disks, hosts and
+    failures, which are not for every user of the machine."""
+
+    MODE = 0o640
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.MODE)
+        try:
+            st = os.fstat(fd)
+            if st.st_mode & 0o777 & ~self.MODE:
+                os.fchmod(fd, st.st_mode & self.MODE)
+        finally:
+            os.close(fd)
+        return logging.handlers.WatchedFileHandler._open(self)
+
+
 def log_path():
     return os.environ.get("XEN_REMUS_LOG", DEFAULT_LOG)
 
@@ -51,7 +69,7 @@ def setup(verbose=0, quiet=False):
             if d and not os.path.isdir(d):
                 os.makedirs(d)
             # reopens the file when logrotate moved it (debian/xen-remus-ext.logrotate)
-            fh = logging.handlers.WatchedFileHandler(path)
+            fh = _PrivateFileHandler(path)
             fh.setLevel(logging.DEBUG)
             fh.setFormatter(logging.Formatter(FORMAT))
             root.addHandler(fh)

@@ -197,9 +197,12 @@ def peer_toolstack(toolstack, host, ssh="ssh", peer_uri=None, peer_agent=None):
         return SimToolstack(peer_agent, name=host)
     if kind == "xl":
         from xen_remus_ext.toolstack.xl import XlToolstack
-        return XlToolstack(SubprocessRunner(), xl=(ssh or "ssh").split() + [host, "xl"], host=host)
+        from xen_remus_ext.resync.transport import ssh_prefix
+        return XlToolstack(SubprocessRunner(), xl=ssh_prefix(ssh or "ssh", host) + ["xl"], host=host)
+    from xen_remus_ext.resync.transport import check_host, split_ssh
     from xen_remus_ext.toolstack.xend import XendToolstack, ssh_uri
-    return XendToolstack(uri=peer_uri or ssh_uri(host), host=host, ssh=(ssh or "ssh").split(),
+    # the "--" ends ssh's options: the host (checked, no leading '-') follows it
+    return XendToolstack(uri=peer_uri or ssh_uri(check_host(host)), host=host, ssh=split_ssh(ssh or "ssh") + ["--"],
                          runner=SubprocessRunner())
 
 
@@ -225,11 +228,9 @@ def resync_disk_sync(ssh="ssh", key_file=None):
 def supervisor_starter(toolstack, ssh="ssh", runner=None):
     """A callable ``(host or None)`` that makes sure ``xen-remus supervise``
     runs on this host (None) or on ``host`` over ssh."""
-    import shlex
     import sys
-    from six.moves import shlex_quote
     from xen_remus_ext.errors import FailbackError
-    from xen_remus_ext.resync.transport import remote_command
+    from xen_remus_ext.resync.transport import remote_argv, remote_command
     runner = runner or SubprocessRunner()
     words = ["-q", "supervise", "--daemon", "--toolstack", toolstack]
 
@@ -237,7 +238,7 @@ def supervisor_starter(toolstack, ssh="ssh", runner=None):
         if host is None:
             argv = [sys.executable, "-m", "xen_remus_ext"] + words
         else:
-            argv = shlex.split(ssh or "ssh") + [host] + [shlex_quote(w) for w in remote_command() + words]
+            argv = remote_argv(ssh or "ssh", host, remote_command() + words)
         rc, _out, err = runner.run(argv, timeout=60)
         if rc != 0:
             msg = err.decode("utf-8", "replace").strip() if isinstance(err, bytes) else str(err or "")

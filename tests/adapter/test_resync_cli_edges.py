@@ -131,7 +131,7 @@ def test_bracket_without_path_is_refused():
 
 def test_ipv6_dest_reaches_ssh_as_the_address():
     argv = transport.ssh_argv("ssh -p 22", "::1", "/x")
-    assert argv[:4] == ["ssh", "-p", "22", "::1"]
+    assert argv[:5] == ["ssh", "-p", "22", "--", "::1"]
 
 
 def _run_on_tty(argv, cols):

@@ -30,6 +30,8 @@ REPO = os.path.dirname(os.path.dirname(FAKES))
 FAKE_SSH = """#!%(py)s
 import json, os, sys
 args = sys.argv[1:]
+if args[:1] == ["--"]:      # the end of ssh's options, as real ssh reads it
+    args = args[1:]
 with open(%(log)r, "a") as f:
     f.write(json.dumps(args) + "\\n")
 if os.environ.get("FAKE_SSH_DOWN"):
@@ -122,7 +124,7 @@ def test_peer_remus_runs_on_the_peer(peer):
     os.environ["XEN_REMUS_STATE_DIR"] = local_state
     try:
         ts = wiring.peer_toolstack("xend", "hostb", ssh=peer.ssh, peer_uri=ssh_uri("hostb", peer.socket_path))
-        assert ts.ssh == [peer.ssh] and ts.host == "hostb"
+        assert ts.ssh == [peer.ssh, "--"] and ts.host == "hostb"     # "--": the host is never an option
         assert not ts.remus_running("web1")
         pid = ts.remus_start("web1", "hosta", interval_ms=100, net=False)
         assert isinstance(pid, int)

@@ -141,11 +141,8 @@ class ResyncDiskSync(DiskSync):
     def _remote_meta(self, host, args):
         """``xen-remus meta ARGS --json`` on ``host`` over ssh: its JSON answer."""
         import json
-        import shlex
-        from six.moves import shlex_quote
-        from xen_remus_ext.resync.transport import remote_command
-        argv = shlex.split(self.ssh) + [host] + [shlex_quote(w) for w in
-                                                 remote_command() + ["-q", "meta"] + list(args) + ["--json"]]
+        from xen_remus_ext.resync.transport import remote_argv, remote_command
+        argv = remote_argv(self.ssh, host, remote_command() + ["-q", "meta"] + list(args) + ["--json"])
         rc, out, err = self.runner.run(argv)
         text = out.decode("utf-8", "replace").strip() if isinstance(out, bytes) else (out or "").strip()
         if rc != 0:

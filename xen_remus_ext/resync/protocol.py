@@ -23,6 +23,7 @@ import io
 import json
 import os
 import select
+import stat
 import struct
 import threading
 import time
@@ -147,14 +148,42 @@ def check_rate(rate, what="rate"):
 def read_key_file(path):
     """:returns: the key bytes of a root-only key file.
 
-    :raises ResyncError: missing, readable by others, or shorter than 16 bytes.
+    A value that names no file is never repeated in the message: it may be
+    the key itself, given by mistake instead of a file's name.
+
+    :raises ResyncError: missing, not a regular file (a FIFO would block
+        forever), readable by others, or shorter than 16 bytes.
     """
+    fd = failed = None
     try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            key = f.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except (IOError, OSError) as exc:
+        failed = (getattr(exc, "errno", None), getattr(exc, "strerror", None) or str(exc))
+    # raised out here, not in the handler: on 3 the OSError (whose text holds
+    # the name) would travel along as the new error's context into a debug log
+    if failed is not None and failed[0] == errno.ENOENT:
+        raise ResyncError("key file: no file of the name given (%d characters, not shown: it may be key "
+                          "material); expected the path of a file holding the key" % len(path))
+    if failed is not None:
+        raise ResyncError("key file %s: cannot read: %s" % (path, failed[1]))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ResyncError("key file %s: expected a regular file, got %s"
+                              % (path, "a FIFO" if stat.S_ISFIFO(st.st_mode) else "another file type"))
+        chunks = []
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            chunks.append(data)
+            if sum(len(c) for c in chunks) > 1 << 20:
+                raise ResyncError("key file %s: expected a small file, got more than 1 MiB" % path)
+        key = b"".join(chunks).strip()
     except (IOError, OSError) as exc:
         raise ResyncError("key file %s: cannot read: %s" % (path, getattr(exc, "strerror", None) or exc))
+    finally:
+        os.close(fd)
     if st.st_mode & 0o077:
         raise ResyncError("key file %s: expected mode 0600 or stricter (owner only), got %04o"
                           % (path, st.st_mode & 0o7777))

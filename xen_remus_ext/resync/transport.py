@@ -218,13 +218,33 @@ def split_ssh(ssh):
     return words
 
 
-def ssh_argv(ssh, host, path):
-    """argv of the ssh receiver: ``SSH... HOST xen-remus receive --stdio PATH``.
+def check_host(host):
+    """:returns: ``host``.
 
-    The remote words are shell-quoted because ssh hands them to a shell.
+    :raises ResyncError: empty, or starting with ``-`` (ssh would take it for
+        an option such as ``-oProxyCommand=...``, a command run here).
     """
-    remote = remote_command() + ["receive", "--stdio", path]
-    return split_ssh(ssh) + [host] + [shlex_quote(w) for w in remote]
+    if not host or host.startswith("-") or any(c.isspace() for c in host):
+        raise ResyncError("host %r: expected a host name or address (not empty, no leading '-', no spaces)"
+                          % (host,))
+    return host
+
+
+def ssh_prefix(ssh, host):
+    """``SSH... -- HOST``: the argv that runs words on ``host`` (the ``--``
+    ends ssh's options, so that nothing after it is read as one)."""
+    return split_ssh(ssh) + ["--", check_host(host)]
+
+
+def remote_argv(ssh, host, words):
+    """``SSH... -- HOST WORD...``: ``words`` run on ``host``, each shell-quoted
+    because ssh joins them into one line for the remote shell."""
+    return ssh_prefix(ssh, host) + [shlex_quote(w) for w in words]
+
+
+def ssh_argv(ssh, host, path):
+    """argv of the ssh receiver: ``SSH... -- HOST xen-remus receive --stdio PATH``."""
+    return remote_argv(ssh, host, remote_command() + ["receive", "--stdio", path])
 
 
 def _connect_ssh(host, path, ssh):
