@@ -33,7 +33,7 @@ def test_memory_only_marks_writable_disks():
 
 def test_hostless_spec_needs_no_retarget():
     cfg = domain_config_from_xl_json(XL_JSON, memory_only=True)
-    same, changed = plan_direction(cfg, "hostb", ("10.99.0.2",))
+    same, changed = plan_direction(cfg, "hostb", ("192.0.2.2",))
     assert changed == [] and same is cfg
 
 

@@ -59,7 +59,7 @@ cp "$ST/root/.ssh/id_ed25519.pub" "$ST/root/.ssh/authorized_keys"
 printf 'Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 10\n  ServerAliveInterval 2\n  ServerAliveCountMax 3\n' \
   > "$ST/root/.ssh/config"
 rm -f "$ST/etc/hosts" "$ST/etc/hostname" "$ST/etc/fstab"
-printf '127.0.0.1 localhost\n10.99.0.1 hosta\n10.99.0.2 hostb\n' > "$ST/etc/hosts"
+printf '127.0.0.1 localhost\n192.0.2.1 hosta\n192.0.2.2 hostb\n' > "$ST/etc/hosts"
 echo xrl > "$ST/etc/hostname"
 echo 'LABEL=xrl-dom0 / ext4 rw 0 1' > "$ST/etc/fstab"
 

@@ -3,7 +3,7 @@
 #
 # Builds (or reuses) the lab image (build.sh), boots host B then host A as
 # two TCG QEMUs linked only to each other (QEMU socket netdev on 127.0.0.1;
-# inside, 10.99.0.1 hosta <-> 10.99.0.2 hostb, no route anywhere else), lets
+# inside, 192.0.2.1 hosta <-> 192.0.2.2 hostb, no route anywhere else), lets
 # dom0's lab.sh run the scenarios, kills A's QEMU when A asks for it
 # (XRL-KILL-ME: scenario b's failover), boots A again on its stale data disk
 # (scenario c), and prints one "PASS|FAIL <name> (<s>s)" line per scenario.
@@ -76,9 +76,9 @@ wait_until() { # wait_until SECONDS PID CMD...: until CMD holds, PID exits, or t
   local end=$(( $(date +%s) + $1 )) pid=$2; shift 2
   while [ "$(date +%s)" -lt $end ]; do "$@" && return 0; alive "$pid" || return 2; sleep 1; done; return 1; }
 
-boot B b 1 10.99.0.2 52:54:00:99:00:02 listen; B=$LAST
+boot B b 1 192.0.2.2 52:54:00:99:00:02 listen; B=$LAST
 sleep 1
-boot A1 a 1 10.99.0.1 52:54:00:99:00:01 connect; A1=$LAST
+boot A1 a 1 192.0.2.1 52:54:00:99:00:01 connect; A1=$LAST
 wait_until "$A1_MAX" "$A1" sh -c "grep -q 'XRL-KILL-ME\|XRL-ABORT' '$RUN/A1.log'"; rc=$?
 if seen A1 XRL-KILL-ME; then
   sleep 2
@@ -86,7 +86,7 @@ if seen A1 XRL-KILL-ME; then
   wait_until 300 "$B" seen B 'XRL-TAKEOVER\|XRL-RESULT [A-Z]* b-failover'
   TTAKE=$(grep -m1 'B| XRL-TAKEOVER' "$RUN/events.log" | sed 's/^\[test-xen \([0-9.]*\)s.*/\1/')
   [ -n "$TTAKE" ] && say "B took over $(awk -v a="$TKILL" -v b="$TTAKE" 'BEGIN{print b-a}')s after the kill"
-  boot A2 a 2 10.99.0.1 52:54:00:99:00:01 connect; A2=$LAST
+  boot A2 a 2 192.0.2.1 52:54:00:99:00:01 connect; A2=$LAST
   wait_until "$B_MAX" "$B" false
 else
   say "host A did not reach the failover point (rc $rc); stopping"
