@@ -57,7 +57,7 @@ HOSTILE = [
 ]
 
 _CHILD = r"""
-import json, resource, signal, sys, time
+import json, signal, sys, time
 signal.alarm(600)   # a bound that fails must not hang the suite
 sys.path.insert(0, %(top)r)
 from xen_remus_ext.config import limits, xm_cfg
@@ -73,7 +73,10 @@ for name, text in json.loads(sys.stdin.read()):
         out[name] = ["ok", None, "", time.time() - t]
     except ConfigError as exc:
         out[name] = ["error", exc.line, exc.reason, time.time() - t]
-out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+# the peak of this process's own memory: VmHWM starts afresh at exec, while
+# getrusage's ru_maxrss carries the forking parent's peak across it
+with open("/proc/self/status") as f:
+    out["rss_mb"] = [int(l.split()[1]) // 1024 for l in f if l.startswith("VmHWM:")][0]
 print(json.dumps(out))
 """
 
