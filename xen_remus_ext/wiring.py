@@ -247,6 +247,17 @@ def supervisor_starter(toolstack, ssh="ssh", runner=None):
     return start
 
 
+def sender_process_checker(toolstack=None):
+    """For ``xen-remus supervise``: a callable ``(dom) -> bool`` telling
+    whether a Remus sender for ``dom`` runs on this host that the toolstack
+    adapter did not start (``xl remus`` run here over ssh by the peer), or
+    None for the simulator (its hosts rotate generations themselves)."""
+    if _kind(toolstack) == "sim":
+        return None
+    from xen_remus_ext.toolstack.processes import sender_process_here
+    return sender_process_here
+
+
 def open_site(toolstack=None, host=None, peer=True, agent=None, peer_agent=None, peer_uri=None,
               ssh="ssh", key_file=None, memory_only=False, tracker=None, xenstores=True):
     """Build what a command needs from its options.

@@ -177,3 +177,35 @@ def test_cli_supervise_once_reports_rotations(tmp_path, capsys):
     from xen_remus_ext.cli import main as cli
     assert cli.main(["supervise", "--once", "--interval", "0", "--toolstack", "xend"]) == 1
     assert "--interval > 0" in capsys.readouterr().err
+
+
+def _proc(tmp_path, *cmdlines):
+    root = tmp_path / "proc"
+    for i, argv in enumerate(cmdlines):
+        d = root / str(100 + i)
+        d.mkdir(parents=True)
+        with open(str(d / "cmdline"), "wb") as f:
+            f.write(b"\0".join(a.encode() for a in argv) + b"\0")
+    (root / "self").mkdir(parents=True, exist_ok=True)
+    return str(root)
+
+
+def test_sender_process_here_sees_xl_remus_run_over_ssh(tmp_path):
+    from xen_remus_ext.toolstack.processes import sender_process_here
+    root = _proc(tmp_path, ["bash", "-c", "xl remus -n -d -F vm1 hostb"], ["ssh", "hostb", "xl", "remus", "vm1"],
+                 ["/usr/bin/python3", "/usr/local/bin/xen-remus", "protect", "vm1", "hostb"])
+    assert not sender_process_here("vm1", proc=root)
+    root2 = _proc(tmp_path / "2", ["xl", "remus", "-n", "-d", "-F", "vm1", "hostb"])
+    assert sender_process_here("vm1", proc=root2) and not sender_process_here("vm2", proc=root2)
+    root3 = _proc(tmp_path / "3", ["/usr/bin/python", "/usr/lib/xen/bin/remus", "-i", "40", "vm1", "hostb"])
+    assert sender_process_here("vm1", proc=root3)
+
+
+def test_a_sender_the_toolstack_did_not_start_counts(tmp_path):
+    world, A, B, a, b, m = protected_world(tmp_path)
+    clock = Clock()
+    A.remus_stop("vm1")
+    wa = Watcher(A, clock, grace=1, sender_here=lambda name: name == "vm1")
+    wa.poll()
+    clock.sleep(5)
+    assert wa.poll() == [] and meta.load(a).current == m.current

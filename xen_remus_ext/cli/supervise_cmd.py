@@ -100,7 +100,8 @@ def cmd_supervise(args):
     from xen_remus_ext import wiring
     from xen_remus_ext.failback.watch import Watcher
     ts = wiring.local_toolstack(args.toolstack, agent=args.agent)
-    watcher = Watcher(ts, wiring.SystemClock(), grace=args.grace, domains=args.domains or None)
+    watcher = Watcher(ts, wiring.SystemClock(), grace=args.grace, domains=args.domains or None,
+                      sender_here=wiring.sender_process_checker(args.toolstack))
     if args.once:
         rotated = watcher.poll()
         if args.json:

@@ -75,9 +75,13 @@ class Watcher(object):
     :param clock: a :class:`ports.Clock`.
     :param grace: seconds the condition must hold before rotating.
     :param domains: names to watch (None: every domain here).
+    :param sender_here: callable ``(name) -> bool``: a Remus sender for
+        ``name`` runs on this host that the toolstack did not start (xl
+        remus run here over ssh by a failback on the peer).
     """
 
-    def __init__(self, toolstack, clock, grace=10.0, domains=None, state_dir=None):
+    def __init__(self, toolstack, clock, grace=10.0, domains=None, state_dir=None, sender_here=None):
+        self.sender_here = sender_here
         self.ts = toolstack
         self.clock = clock
         self.grace = float(grace)
@@ -107,7 +111,8 @@ class Watcher(object):
                 continue
             seen.add(name)
             try:
-                exposed = not info.paused and not self.ts.remus_running(name) and not self._busy(name)
+                exposed = not info.paused and not self.ts.remus_running(name) and not self._busy(name) \
+                    and not (self.sender_here is not None and self.sender_here(name))
             except XenRemusError as exc:
                 LOG.debug("supervise %s: cannot tell (%s)", name, exc)
                 continue

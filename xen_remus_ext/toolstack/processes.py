@@ -169,3 +169,27 @@ class RemusProcesses(object):
 
     def running(self, dom):
         return self.pid(dom) is not None
+
+
+def sender_process_here(dom, proc="/proc"):
+    """:returns: True when a Remus sender for ``dom`` runs on this host,
+    whoever started it: ``xl remus [opts] DOM HOST`` (also when run here over
+    ssh by the peer) or xend's ``remus [opts] DOM HOST`` script."""
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with open(os.path.join(proc, pid, "cmdline"), "rb") as f:
+                argv = [to_text(a) for a in f.read().split(b"\0") if a]
+        except (IOError, OSError):
+            continue
+        if len(argv) < 3 or str(dom) not in argv:
+            continue
+        names = [os.path.basename(a) for a in argv[:3]]
+        if "xl" in names and "remus" in argv[1:3]:
+            return True
+        if "remus" in names and not any("ssh" == n for n in names):
+            return True
+    return False
