@@ -301,10 +301,11 @@ def cmd_receive(args):
     check_exports(exports)
     server = transport.ResyncServer(args.listen, args.key, exports, cert=args.cert, plaintext=args.plaintext,
                                     idle_seconds=args.idle_timeout)
-    sys.stderr.write("xen-remus: receiving on %s:%d (exports: %s; TLS certificate SHA-256 %s; plaintext %s)\n"
-                     % (server.address[0], server.address[1], ", ".join(sorted(server.exports)),
-                        tls.pretty(server.tls.fingerprint), "allowed" if args.plaintext else "refused"))
-    sys.stderr.flush()
+    if not getattr(args, "quiet", False):
+        sys.stderr.write("xen-remus: receiving on %s:%d (exports: %s; TLS certificate SHA-256 %s; plaintext %s)\n"
+                         % (server.address[0], server.address[1], ", ".join(sorted(server.exports)),
+                            tls.pretty(server.tls.fingerprint), "allowed" if args.plaintext else "refused"))
+        sys.stderr.flush()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
