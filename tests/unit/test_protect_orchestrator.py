@@ -1,0 +1,148 @@
+"""``protect`` through the orchestrator over the toolstack double: the
+backup's copy is absent, created, seeded; a run killed after any effect or
+journal write, then run again, converges: Remus protects the domain toward
+B and B's copy holds every acknowledged write."""
+from __future__ import absolute_import, division, print_function
+
+import os
+import random
+
+import pytest
+
+from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, Killed, remus_config
+from xen_remus_ext.errors import ToolstackError
+from xen_remus_ext.failback import journal, machine
+from xen_remus_ext.failback.disks import create_sparse
+from xen_remus_ext.failback.orchestrator import Orchestrator
+
+PATH = "/img/vm1.img"
+SIZE = 256 * 1024
+
+
+class SeedingSync(FileDiskSync):
+    """FileDiskSync plus protect's two calls, over the world's files."""
+
+    def peer_state(self, dest):
+        if not os.path.exists(dest):
+            return {"exists": False, "size": None, "meta": None}
+        return {"exists": True, "size": os.path.getsize(dest), "meta": {"current": "0" * 16}}
+
+    def create(self, dest, size):
+        if not os.path.isdir(os.path.dirname(dest)):     # the backup host's image directory
+            os.makedirs(os.path.dirname(dest))
+        create_sparse(dest, size)
+        if self.world is not None:
+            self.world.effect("create %s" % dest)
+
+
+class Guest(object):
+    def __init__(self, world):
+        self.world = world
+        self.rng = random.Random(3)
+        with open(world.disk_file("hostA", PATH), "rb") as f:
+            self.expected = bytearray(f.read())
+
+    def __call__(self, _what=None):
+        off = self.rng.randrange(0, SIZE // 512) * 512
+        data = bytes(bytearray([self.rng.randrange(1, 256)])) * 512
+        try:
+            self.world.guest_write("vm1", off, data)
+        except ToolstackError:
+            return
+        self.expected[off:off + 512] = data
+
+
+class Clock(object):
+    def __init__(self):
+        self.t = 1000.0
+
+    def now(self):
+        self.t += 0.001
+        return self.t
+
+    def sleep(self, seconds):
+        self.t += seconds
+
+
+def make_world(tmp_path):
+    world = FakeWorld(tmp_path / "world")
+    world.make_disk("hostA", PATH, SIZE, b"\x07")
+    world.create("hostA", remus_config("vm1", backup="hostB", path=PATH))
+    g = Guest(world)
+    world.on_effect = g
+    return world, g
+
+
+def protect(world, **opts):
+    options = {"local_host": "hostA", "settle_timeout": 1}
+    options.update(opts)
+    return Orchestrator(FakeToolstack(world, "hostA"), FakeToolstack(world, "hostB"), "vm1", "hostB",
+                        mode=machine.PROTECT_MODE, options=options, disk_sync=SeedingSync(world),
+                        progress=lambda line: None, clock=Clock())
+
+
+def assert_protected(world, guest):
+    assert world.remus[("hostA", "vm1")] == "hostB"
+    assert world.hosts["hostA"]["vm1"].state == "running"
+    for _ in range(3):
+        guest()
+    assert world.read_disk("hostB", PATH) == world.read_disk("hostA", PATH) == bytes(guest.expected)
+
+
+def test_protect_creates_and_seeds_the_backup_copy(tmp_path):
+    world, guest = make_world(tmp_path)
+    assert not os.path.exists(world.disk_file("hostB", PATH))
+    rec = protect(world).run()
+    assert rec["state"] == machine.DONE and rec["mode"] == machine.PROTECT_MODE
+    assert [d.get("created") for d in rec["disks"]] == [True]
+    assert_protected(world, guest)
+    # a rerun is a no-op
+    effects = world.effects
+    assert protect(world).run()["state"] == machine.DONE
+    assert world.effects == effects
+
+
+@pytest.fixture
+def journal_kills(monkeypatch):
+    """Every journal write is a kill point too."""
+    holder = {}
+    real = journal.save
+
+    def save(rec, base=None):
+        path = real(rec, base)
+        if holder.get("world") is not None:
+            holder["world"].effect("journal %s/%s" % (rec["state"], rec.get("step")))
+        return path
+    monkeypatch.setattr(journal, "save", save)
+    return holder
+
+
+def test_protect_killed_after_every_effect_converges(tmp_path, journal_kills):
+    world, guest = make_world(tmp_path / "clean")
+    journal_kills["world"] = world
+    protect(world).run()
+    total = world.effects
+    assert total > 20
+    for n in range(1, total + 1):
+        world, guest = make_world(tmp_path / ("k%d" % n))
+        journal_kills["world"] = world
+        world.kill_at = n
+        with pytest.raises(Killed):
+            protect(world).run()
+        rec = protect(world).run(resume=(n % 2 == 0 and journal.load("vm1") is not None
+                                         and journal.load("vm1")["state"] not in machine.TERMINAL))
+        assert rec["state"] == machine.DONE, n
+        journal_kills["world"] = None
+        assert_protected(world, guest)
+
+
+def test_protect_abort_leaves_it_running_unprotected(tmp_path):
+    world, guest = make_world(tmp_path)
+    world.kill_at = 6
+    with pytest.raises(Killed):
+        protect(world).run()
+    rec = protect(world).abort()
+    assert rec["state"] in (machine.ABORTED, machine.DONE)
+    if rec["state"] == machine.ABORTED:
+        assert ("hostA", "vm1") not in world.remus
+    assert world.hosts["hostA"]["vm1"].state == "running"
