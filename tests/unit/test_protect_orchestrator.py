@@ -146,3 +146,13 @@ def test_protect_abort_leaves_it_running_unprotected(tmp_path):
     if rec["state"] == machine.ABORTED:
         assert ("hostA", "vm1") not in world.remus
     assert world.hosts["hostA"]["vm1"].state == "running"
+
+
+def test_supervisors_start_on_both_hosts_after_the_domain_runs(tmp_path):
+    world, guest = make_world(tmp_path)
+    calls = []
+
+    def supervise(where):
+        calls.append((where, world.hosts["hostA"]["vm1"].state, ("hostA", "vm1") in world.remus))
+    assert protect(world, supervise=supervise).run()["state"] == machine.DONE
+    assert calls == [(None, "running", True), ("hostB", "running", True)]

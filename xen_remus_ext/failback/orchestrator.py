@@ -238,8 +238,25 @@ class Orchestrator(object):
                 break
             step, after = nxt
             self._run_step(step, after)
+        self._start_supervisors()
         self.progress("%s: %s complete (%s)" % (self.domain, self.mode, rec["state"]))
         return rec
+
+    def _start_supervisors(self):
+        """Generations rotate at the next failover (or loss of the sender)
+        only where ``xen-remus supervise`` watches: make sure one runs on
+        both hosts.  After the domain runs again, so that it adds no
+        downtime; a failure is a warning (failback rotates what was missed)."""
+        supervise = self.opts.supervise
+        if supervise is None or self.rec["state"] != machine.DONE:
+            return
+        for where in (None, self.host):
+            try:
+                supervise(where)
+            except XenRemusError as exc:
+                LOG.warning("%s: no supervisor on %s: %s", self.domain, where or "this host", exc)
+                self.progress("%s: WARNING: no generation supervisor on %s (%s); start `xen-remus "
+                              "supervise --daemon` there" % (self.domain, where or "this host", exc))
 
     def abort(self):
         rec = journal.load(self.domain, self.base)
@@ -646,17 +663,6 @@ class Orchestrator(object):
         self._retarget(ts)
         extra = {} if self.opts.disk else {"disk": False}
         ts.remus_start(self.domain, backup, interval_ms=self.opts.interval_ms, net=self.opts.net, **extra)
-        supervise = self.opts.supervise
-        if supervise is not None:
-            # generations rotate at the next failover (or loss of the sender)
-            # only where a supervisor watches: the new primary and the backup
-            for where in (None, self.host):
-                try:
-                    supervise(where)
-                except XenRemusError as exc:
-                    LOG.warning("%s: no supervisor on %s: %s", self.domain, where or "this host", exc)
-                    self.progress("%s: WARNING: no generation supervisor on %s (%s); start `xen-remus "
-                                  "supervise --daemon` there" % (self.domain, where or "this host", exc))
         again = "" if self.mode == machine.PROTECT_MODE else " again"
         self.progress("%s: Remus protects it%s toward %s" % (self.domain, again, backup))
         for d in self.rec["disks"]:
