@@ -16,9 +16,9 @@ LOGS=${XRL_LOGS:-/tmp/xen-remus-lab-logs}
 MEM=${XRL_MEM:-1024}                  # MiB per host; dom0 gets half
 A1_MAX=${XRL_A1_MAX:-1500}            # seconds: A's first boot up to the kill
 B_MAX=${XRL_B_MAX:-1500}              # seconds: after the kill, until B is done
-SCENARIOS="a-xenstore a-xl b-protect b-failover c-failback d-tracker"
+SCENARIOS="a-xenstore a-xl b-protect b-failover e-splitbrain c-failback d-tracker"
 # XRL_REPLICATION=1: also scenario e (disk replication for xl remus, tests/xen/dom0/replication.sh)
-[ "${XRL_REPLICATION:-0}" = 1 ] && SCENARIOS="a-xenstore a-xl b-protect b-failover e-replication c-failback d-tracker"
+[ "${XRL_REPLICATION:-0}" = 1 ] && SCENARIOS="a-xenstore a-xl b-protect b-failover e-replication e-splitbrain c-failback d-tracker"
 T0=$(date +%s.%N)
 el() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 say() { echo "[test-xen $(el)s] $*"; }

@@ -3,14 +3,22 @@
 #
 #   a 1   host A, first boot: scenario a (contract checks on real xl and
 #         xenstored), then scenario b's primary side: create the guest,
-#         `xen-remus failback --reverse-only` protects it toward B; once
-#         checkpoints flow it prints XRL-KILL-ME and waits to be killed.
-#   a 2   host A, booted again on its stale data disk: waits (ready flag)
-#         until B has run scenario c and says it is done.
-#   b 1   host B: scenario b's backup side (takeover), then scenario c
-#         (`xen-remus failback guest hosta --tracker fiemap` from here) and
-#         its checks; scenario d reads that failback's result: the reflink +
-#         FIEMAP tracker must have driven a pre-copy pass or the final delta.
+#         remove B's copy of its disk, `xen-remus protect` seeds B's copy
+#         and starts Remus toward B; once checkpoints flow it prints
+#         XRL-KILL-ME and waits to be killed (meanwhile it tells B, every
+#         second, the last record the guest acknowledged on its console).
+#   a 2   host A, booted again on its stale data disk: scenario e's first
+#         half: the same guest is started here too (split brain) under
+#         `xen-remus supervise`, which rotates A's generation; it writes,
+#         is destroyed; then A waits (ready flag) until B says it is done.
+#   b 1   host B: scenario b's backup side (takeover: counts the
+#         acknowledged records B's disk lacks; B's supervisor rotates B's
+#         generation), scenario e (failback without --discard-peer is
+#         refused as split brain, both disks and records untouched), then
+#         scenario c (`xen-remus failback guest hosta --discard-peer
+#         --tracker fiemap`) and its checks; scenario d reads that failback's
+#         result: the reflink + FIEMAP tracker must have driven a pre-copy
+#         pass or the final delta.
 #
 # Output for the host (serial console): "XRL-RESULT PASS|FAIL <name> <s> <detail>",
 # "XRL-TIMELINE ...", "XRL-KILL-ME", "XRL-TAKEOVER", "XRL-ABORT <why>".
@@ -43,6 +51,7 @@ running() { local s; s=$(xlstate "$1"); [ -n "$s" ] && [ "${s#*p}" = "$s" ]; }
 lastrec() { cat "$CON/guest-guest.log" 2>/dev/null | tr -d '\r' | sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p' | tail -1; }
 maxrec() { python3 $DIR/records.py max "${1:-$GIMG}"; }
 ckpts() { grep -c 'Checkpointed save' /var/lib/xen-remus-ext/remus/guest.log 2>/dev/null || echo 0; }
+gen() { $XR -q meta show --json "${1:-$GIMG}" | python3 -c 'import json,sys; m=json.load(sys.stdin)["meta"] or {}; print("%s/%s" % (m.get("current"), m.get("bitmap")))'; }
 
 guest_cfg() { # guest_cfg NAME MEMORY IMAGE
   cat > /etc/xen/$1.cfg <<CFG
@@ -91,10 +100,17 @@ primary_b() {  # host A: protect the guest toward B with xen-remus, then get kil
   waitfor 120 sh -c "[ \"\$(sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p' $CON/guest-guest.log | tail -1)\" -ge 3 ]" \
     || { result b-protect 1 "$t0" "guest wrote no records"; abort guest; return 1; }
   say "guest alive: rec $(lastrec), disk max $(maxrec)"
-  $XR failback guest $PEER --reverse-only $FBOPTS --local-host $ME --json > /tmp/protect.json 2> /tmp/protect.err
+  pssh rm -f "$GIMG"                     # protect must seed B's copy itself
+  $XR protect guest $PEER $FBOPTS --local-host $ME --json > /tmp/protect.json 2> /tmp/protect.err
   rc=$?
   sed 's/^/  protect| /' /tmp/protect.err | tail -20; sed 's/^/  protect| /' /tmp/protect.json
-  if [ $rc != 0 ]; then result b-protect $rc "$t0" "xen-remus failback --reverse-only exit $rc"; abort protect; return 1; fi
+  if [ $rc != 0 ]; then result b-protect $rc "$t0" "xen-remus protect exit $rc"; abort protect; return 1; fi
+  local seeded; seeded="B's copy $(pssh stat -c '%s bytes, %b blocks' "$GIMG"); generation A $(gen) B $(pssh $XR -q meta show --json "$GIMG" | python3 -c 'import json,sys; m=json.load(sys.stdin)["meta"] or {}; print("%s/%s" % (m.get("current"), m.get("bitmap")))')"
+  say "protect: $seeded"
+  [ "$(gen)" = "$(pssh $XR -q meta show --json "$GIMG" | python3 -c 'import json,sys; m=json.load(sys.stdin)["meta"] or {}; print("%s/%s" % (m.get("current"), m.get("bitmap")))')" ] \
+    || { result b-protect 1 "$t0" "generations differ after protect: $seeded"; abort protect; return 1; }
+  # the guest's acknowledged records, for B to count what the failover loses
+  ( while sleep 1; do pssh "echo $(lastrec) > /var/lib/xrl/acked.tmp && mv /var/lib/xrl/acked.tmp /var/lib/xrl/acked" 2>/dev/null; done ) &
   # first full copy, then checkpoints every 200 ms
   local i; rc=1
   for ((i = 0; i < 60; i++)); do
@@ -108,7 +124,7 @@ primary_b() {  # host A: protect the guest toward B with xen-remus, then get kil
   say "remus: $n -> $(ckpts) checkpoints in 10 s; guest rec $(lastrec); $(xl list | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
   tr '\r' '\n' < /var/lib/xen-remus-ext/remus/guest.log | grep -v '^ *Frames\|Checkpointed\|^ *$' | tail -40 | sed 's/^/  remus| /'
   [ $rc = 0 ] && [ "$(ckpts)" -gt "$n" ] || rc=1
-  result b-protect $rc "$t0" "xl remus -n -d -F started by xen-remus; checkpoints $(ckpts); guest rec $(lastrec)"
+  result b-protect $rc "$t0" "xen-remus protect seeded $seeded; xl remus -n -d -F; checkpoints $(ckpts); guest rec $(lastrec)"
   [ $rc = 0 ] || { abort checkpoints; return 1; }
   say "last record before the kill: console $(lastrec), A's disk $(maxrec)"
   [ "$E" = 1 ] && bash $DIR/replication.sh primary   # scenario e: a second guest, its disk replicated
@@ -130,13 +146,21 @@ backup_b() {  # host B: wait for the remus stream, then for the takeover
   done
   running guest || { result b-failover 1 "$t0" "no takeover in time"; return 1; }
   echo "XRL-TAKEOVER"
+  local acked lost; acked=$(cat /var/lib/xrl/acked 2>/dev/null || echo 0)
+  lost=$(python3 $DIR/records.py lost $GIMG "$acked")
+  echo "$lost" > /var/lib/xrl/lost
+  say "failover: $acked records acknowledged on A's console (at least); B's disk lacks ${lost%% *} of them (${lost#* }): memory-only Remus does not replicate the disk"
+  echo "XRL-TIMELINE b-failover acknowledged=$acked lost_at_failover=${lost%% *} lost_records=${lost#* }"
   say "guest runs here: $(xl list | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
   before=$(maxrec)
   waitfor 60 sh -c "[ \$(python3 $DIR/records.py max $GIMG) -gt $before ]"
   after=$(maxrec)
   tail -3 $CON/guest-guest*.log | tr -d '\r' | sed 's/^/  guest| /'
-  result b-failover $([ "$after" -gt "$before" ] && running guest && echo 0 || echo 1) "$t0" \
-    "guest runs on B, records $before -> $after on B's disk (B had 1..$k before)"
+  local g; waitfor 60 sh -c "$XR -q meta show --json $GIMG | grep -q '\"bitmap\": \"'"; g=$(gen)
+  echo "$g" > /var/lib/xrl/gen-b
+  say "B's generation after the failover (xen-remus supervise): $g"
+  result b-failover $([ "$after" -gt "$before" ] && running guest && [ "${g#*/}" != None ] && echo 0 || echo 1) "$t0" \
+    "guest runs on B, records $before -> $after on B's disk (B had 1..$k before); WRITES LOST AT FAILOVER: ${lost%% *} of $acked acknowledged (${lost#* }); B's generation rotated: $g"
 }
 
 scenario_c() {  # on B: fail back home to A, then check A's disk and the protection
@@ -145,10 +169,11 @@ scenario_c() {  # on B: fail back home to A, then check A's disk and the protect
   say "waiting for host A to come back"
   waitfor 600 pssh test -e /run/xrl-ready || { result c-failback 1 "$(up)" "host A never came back"; return 1; }
   pssh xl list | sed 's/^/  A| /'
+  scenario_e
   python3 $DIR/records.py dump $GIMG > /tmp/b-before.json
   say "failback: B's disk records up to $(maxrec) (written here after the failover: $k..); A's stale disk max $(pssh python3 $DIR/records.py max $GIMG)"
   t0=$(up)
-  $XR -v failback guest $PEER $FBOPTS --tracker fiemap --local-host $ME --json > /tmp/failback.json 2> /tmp/failback.err
+  $XR -v failback guest $PEER $FBOPTS --discard-peer --tracker fiemap --local-host $ME --json > /tmp/failback.json 2> /tmp/failback.err
   rc=$?
   local total; total=$(since "$t0")
   tail -25 /tmp/failback.err | sed 's/^/  failback| /'; sed 's/^/  failback| /' /tmp/failback.json
@@ -180,6 +205,40 @@ print("XRL-TIMELINE c-failback total=%ss downtime=%.2fs downtime_max=%.2fs preco
       % (sys.argv[2], r.get("downtime") or -1, r.get("downtime_max") or -1, pre, fin, steps))
 PY
   result c-failback $ok "$t0" "guest on A; $detail; A records $amax -> $amax2; checkpoints $c1 -> $c2"
+}
+
+split_brain_a() {  # on A, back after the failover: the same guest started here too
+  local t0 before
+  t0=$(up)
+  $XR -q supervise --daemon --toolstack xl --grace 5
+  say "A's generation before: $(gen)"
+  xl create /etc/xen/guest.cfg > /tmp/create2.log 2>&1 || { sed 's/^/  create| /' /tmp/create2.log; return 1; }
+  waitfor 120 sh -c "grep -c 'XRL-GUEST rec' $CON/guest-guest.log | awk '{exit !(\$1 >= 5)}'"
+  waitfor 60 sh -c "$XR -q meta show --json $GIMG | grep -q '\"bitmap\": \"'"
+  xl destroy guest
+  gen > /var/lib/xrl/gen-a
+  say "split brain on A: guest ran here $(since "$t0") s, wrote records; A's generation now $(gen)"
+}
+
+scenario_e() {  # on B: failback toward A, whose copy took writes of its own, is refused
+  local t0 rc ga gb sa sb ma mb sa2 sb2 ma2 mb2 ok=0 why=""
+  t0=$(up)
+  ga=$(pssh cat /var/lib/xrl/gen-a 2>/dev/null); gb=$(gen)
+  xl pause guest                          # B's disk holds still for the comparison
+  sb=$(sha256sum < $GIMG); sa=$(pssh sha256sum "< $GIMG")
+  mb=$($XR -q meta show --json $GIMG); ma=$(pssh $XR -q meta show --json $GIMG)
+  $XR failback guest $PEER $FBOPTS --local-host $ME --json > /tmp/sb.json 2> /tmp/sb.err; rc=$?
+  sb2=$(sha256sum < $GIMG); sa2=$(pssh sha256sum "< $GIMG")
+  mb2=$($XR -q meta show --json $GIMG); ma2=$(pssh $XR -q meta show --json $GIMG)
+  xl unpause guest
+  sed 's/^/  e| /' /tmp/sb.json; tail -3 /tmp/sb.err | sed 's/^/  e| /'
+  [ "${ga%/*}" != "${gb%/*}" ] || { ok=1; why="$why; generations equal ($ga)"; }
+  [ "${ga#*/}" != None ] || { ok=1; why="$why; A's generation was not rotated ($ga)"; }
+  [ $rc = 1 ] || { ok=1; why="$why; failback exit $rc, expected 1"; }
+  grep -q 'split' /tmp/sb.json && grep -q -- '--discard-peer' /tmp/sb.json || { ok=1; why="$why; no split-brain refusal"; }
+  [ "$sa" = "$sa2" ] && [ "$sb" = "$sb2" ] || { ok=1; why="$why; a disk changed"; }
+  [ "$ma" = "$ma2" ] && [ "$mb" = "$mb2" ] || { ok=1; why="$why; a generation record changed"; }
+  result e-splitbrain $ok "$t0" "A $ga, B $gb; failback without --discard-peer exit $rc; both disks and records unchanged${why}"
 }
 
 scenario_d() {  # on B, from scenario c's failback: did the fiemap tracker drive the pre-copy?
@@ -216,6 +275,7 @@ a/1)
   primary_b
   ;;
 a/2)
+  split_brain_a || say "split brain setup failed"
   touch /run/xrl-ready; say "back up; stale disk max record $(maxrec); waiting for B"
   waitfor 1500 test -e /run/xrl-done
   ;;

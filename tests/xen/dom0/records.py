@@ -5,6 +5,8 @@ The guest writes record N into sector N as ``XRLREC <N> <boot> <uptime>``
 
     records.py dump IMAGE            JSON {"N": "line", ...} on stdout
     records.py max IMAGE             the highest N present (0 if none)
+    records.py lost IMAGE ACKED      how many of the records 1..ACKED (acknowledged on
+                                     the guest's console) IMAGE lacks, and which
     records.py check OLD.json NEW.json MIN
         every record of OLD with N > MIN is in NEW, byte for byte;
         prints a one-line summary, exit 1 if one is missing or differs
@@ -40,6 +42,18 @@ def main(argv):
     if len(argv) >= 2 and argv[0] == "max":
         recs = read_records(argv[1])
         print(max(recs) if recs else 0)
+        return 0
+    if len(argv) >= 3 and argv[0] == "lost":
+        recs = read_records(argv[1])
+        acked = int(argv[2])
+        missing = [n for n in range(1, acked + 1) if n not in recs]
+        spans = []
+        for n in missing:
+            if spans and spans[-1][1] == n - 1:
+                spans[-1][1] = n
+            else:
+                spans.append([n, n])
+        print("%d %s" % (len(missing), ",".join("%d..%d" % (a, b) if a != b else str(a) for a, b in spans) or "-"))
         return 0
     if len(argv) >= 4 and argv[0] == "check":
         with open(argv[1]) as f:
