@@ -12,8 +12,8 @@ import pytest
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, Killed, remus_config
 from xen_remus_ext.errors import ToolstackError
 from xen_remus_ext.failback import journal, machine
-from xen_remus_ext.failback.disks import create_sparse
 from xen_remus_ext.failback.orchestrator import Orchestrator
+from xen_remus_ext.resync.disksync import create_sparse
 
 PATH = "/img/vm1.img"
 SIZE = 256 * 1024
