@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""``xen-remus config show|check|reverse`` and the stage-1 config demo."""
+"""``xen-remus config show|check|reverse`` on real files, as a user runs them."""
 from __future__ import absolute_import, division, print_function
 
 import io
@@ -200,3 +200,16 @@ def test_cdrom_devtype_from_every_format(tmp_path, capsys, source, fmt):
     assert rc == 0
     cds = [d for d in json.loads(out)["disks"] if d["devtype"] == u"cdrom"]
     assert [d["vdev"] for d in cds] == [u"hdc"]
+
+
+@pytest.mark.parametrize("argv", [["config", "show"], ["config", "show", "--json"],
+                                  ["config", "reverse", "--backup", "192.0.2.1"], ["config", "check"]])
+def test_a_binary_file_is_named_in_the_error(argv, tmp_path, capsys):
+    path = str(tmp_path / "binary.cfg")
+    with open(path, "wb") as f:
+        f.write(b"\xff\xfe\x00not text")
+    rc, out, err = run(argv + [path], capsys)
+    assert rc == 1
+    text = out + err
+    assert "%s:1: error: expected UTF-8 text, got byte 0xff" % path in text
+    assert "<input>" not in text

@@ -66,13 +66,17 @@ def _xl_only_disk(text):
     return any("=" in f for f in fields) or (len(fields) > 1 and fields[1] in _XL_FORMATS)
 
 
-def detect_format(text):
-    """:returns: one of :data:`FORMATS` for ``text`` (see the module doc)."""
+def detect_format(text, path=None):
+    """:returns: one of :data:`FORMATS` for ``text`` (see the module doc).
+
+    :param path: the file ``text`` came from, named by the error raised for
+        bytes that are not UTF-8
+    """
     if isinstance(text, binary_type):
         stripped = text[3:] if text.startswith(b"\xef\xbb\xbf") else text
         if stripped[:1] == b"<":
             return "xml"
-        text = decode(text)
+        text = decode(text, path)
     if text.startswith(u"\ufeff"):
         text = text[1:]
     if text[:1] == u"<":
@@ -113,7 +117,7 @@ def parse_text(text, path="<input>", fmt=None, allow_exec=False, uname=None):
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(path, None, "format: expected one of %s, got %s" % (", ".join(FORMATS), fmt))
     if fmt is None:
-        fmt = detect_format(text)
+        fmt = detect_format(text, path)
     if fmt == "xml":
         return xenapi_xml.parse(text, path)
     text = decode(text, path)

@@ -277,7 +277,7 @@ def check_text(text, path="<input>", fmt=None, uname=None, xen_version=None):
     from xen_remus_ext.config import xl_cfg, xm_cfg
     try:
         if fmt is None:
-            fmt = config_pkg.detect_format(text)
+            fmt = config_pkg.detect_format(text, path)
         if fmt in ("xm", "xl"):
             text = config_pkg.decode(text, path)
             if text.startswith(u"\ufeff"):

@@ -218,7 +218,7 @@ def reverse_text(text, fmt, backup_host, ports=None, path="<input>"):
                 raise ValidationError("port map: expected ports 1-65535, got %s" % q(p))
     was_bytes = isinstance(text, binary_type)
     if fmt is None:
-        fmt = config_pkg.detect_format(text)
+        fmt = config_pkg.detect_format(text, path)
     if was_bytes:
         data = text
         bom = data.startswith(b"\xef\xbb\xbf")
