@@ -94,3 +94,29 @@ def test_create_is_sparse_and_refuses_an_existing_file(tmp_path, capsys):
     assert cli.main(["meta", "create", "--size", "1M", p]) == 1
     assert "existing" in capsys.readouterr().err
     assert os.path.getsize(p) == 64 * MiB and open(p, "rb").read(1) == b"x"
+
+
+def _records(disk):
+    d = os.path.dirname(meta.meta_path(disk))
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+@pytest.mark.parametrize("action", ["show", "invalidate", "forget"])
+def test_a_directory_is_no_disk(action, tmp_path, capsys):
+    d = tmp_path / "notadisk"
+    d.mkdir()
+    before = _records(str(d))
+    assert cli.main(["meta", action, str(d)]) == 1
+    out, err = capsys.readouterr()
+    assert "%s: expected an image file or a block device, got a directory" % d in err
+    assert "bytes" not in out and meta.load(str(d)) is None and _records(str(d)) == before
+
+
+def test_invalidate_refuses_an_absent_disk_and_leaves_no_record(tmp_path, capsys):
+    gone = str(tmp_path / "gone.img")
+    assert cli.main(["meta", "invalidate", gone]) == 1
+    assert "%s: expected an existing image file or block device" % gone in capsys.readouterr().err
+    assert meta.load(gone) is None and not os.path.exists(meta.meta_path(gone))
+    # an absent copy can still be shown and its record forgotten
+    assert cli.main(["meta", "show", gone]) == 0
+    assert cli.main(["meta", "forget", gone]) == 0

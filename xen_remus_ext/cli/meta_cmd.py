@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 import json
 import os
+import stat
 
 from xen_remus_ext.errors import ValidationError
 
@@ -34,7 +35,7 @@ def register(subparsers):
     p = subparsers.add_parser(
         "meta", help="show, invalidate or forget a disk copy's generation record",
         description="A disk copy's generation record (what resync and failback compare to refuse "
-                    "split brain).  The vocabulary is DRBD's; see xen-remus(8), META.")
+                    "split brain).  The vocabulary is DRBD's; see xen-remus(1), \"Disk metadata\".")
     sub = p.add_subparsers(dest="meta_command", metavar="ACTION")
     s = sub.add_parser("show", help="generations, consistent, role and history of DISK",
                        description="Print DISK's generation record.")
@@ -69,6 +70,23 @@ def register(subparsers):
 def _usage(p):
     p.print_usage()
     return 2
+
+
+def _check_disk(disk, must_exist=False):
+    """DISK is an image file or a block device (or, unless ``must_exist``, absent).
+
+    :raises ValidationError: naming DISK and what it is instead
+    """
+    try:
+        mode = os.stat(disk).st_mode
+    except OSError as exc:
+        if must_exist or getattr(exc, "errno", None) != 2:
+            raise ValidationError("%s: expected an existing image file or block device, got: %s"
+                                  % (disk, getattr(exc, "strerror", None) or exc))
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise ValidationError("%s: expected an image file or a block device, got %s"
+                              % (disk, "a directory" if stat.S_ISDIR(mode) else "another file type"))
 
 
 def describe(disk):
@@ -118,6 +136,7 @@ def format_record(d):
 
 
 def cmd_show(args):
+    _check_disk(args.disk)
     d = describe(args.disk)
     _print(args, d, format_record(d))
     return 0
@@ -126,6 +145,7 @@ def cmd_show(args):
 def cmd_invalidate(args):
     import logging
     from xen_remus_ext.resync import meta
+    _check_disk(args.disk, must_exist=True)
     m = meta.invalidate(args.disk)
     logging.getLogger(__name__).info("meta invalidate %s: now generation %s, inconsistent", args.disk, m.current)
     d = describe(args.disk)
@@ -137,6 +157,7 @@ def cmd_invalidate(args):
 def cmd_forget(args):
     import logging
     from xen_remus_ext.resync import meta
+    _check_disk(args.disk)
     m = meta.forget(args.disk)
     logging.getLogger(__name__).info("meta forget %s: record %s deleted", args.disk,
                                      m.current if m is not None else "(none)")
