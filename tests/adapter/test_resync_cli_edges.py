@@ -201,3 +201,21 @@ def test_discard_peer_is_discard_targets_alias(pair, capsys, flag):
     assert same(src, dst)
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["resync"].format_help()
     assert "--discard-peer" in help_text and "--discard-target" in help_text
+
+
+def test_receive_refuses_an_export_name_given_twice(tmp_path, capsys):
+    """Which copy a sender overwrites must not depend on the order of --export."""
+    a = make_image(str(tmp_path / "a.img"), MiB)
+    b = copy(a, str(tmp_path / "b.img"))
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    os.chmod(str(key), 0o600)
+    from xen_remus_ext.cli.resync_cmd import parse_exports
+    with pytest.raises(ValidationError):   # (before the listener: a failure here cannot hang)
+        parse_exports(["disk=%s" % a, "disk=%s" % b])
+    rc = cli.main(["receive", "--listen", "127.0.0.1:0", "--key", str(key),
+                   "--export", "disk=%s" % a, "--export", "disk=%s" % b])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "--export disk: expected each NAME once, got it for %s and for %s" % (a, b) in err
+    assert "receiving on" not in err and same(a, b)

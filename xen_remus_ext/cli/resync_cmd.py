@@ -142,7 +142,7 @@ def register(subparsers):
     p.add_argument("--plaintext", action="store_true",
                    help="with --listen: also accept senders without TLS (disk contents in clear text)")
     p.add_argument("--export", action="append", default=[], metavar="NAME=PATH",
-                   help="a disk senders may write, by name (repeatable)")
+                   help="a disk senders may write, by name (repeatable, each NAME once)")
     p.add_argument("--idle-timeout", type=_seconds, default=120, metavar="SECONDS",
                    help="with --listen: drop an authenticated session in which nothing moved for SECONDS "
                         "(default 120); its target stays inconsistent and is released")
@@ -254,6 +254,9 @@ def parse_exports(items):
         name, sep, path = item.partition("=")
         if not sep or not name or not path or "/" in name:
             raise ValidationError("--export: expected NAME=PATH (NAME without '/'), got %r" % (item,))
+        if name in out:   # which copy a sender writes must not depend on the order of options
+            raise ValidationError("--export %s: expected each NAME once, got it for %s and for %s"
+                                  % (name, out[name], path))
         out[name] = path
     return out
 
