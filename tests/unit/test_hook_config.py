@@ -221,3 +221,20 @@ def test_hook_config_binary_file_is_refused(tmp_path, capsys, data, needle):
         assert needle in err and path in err and "Traceback" not in err
     with open(path, "rb") as f:
         assert f.read() == data
+
+
+@pytest.mark.parametrize("text, line", [
+    (u'name = "guest1"\nmemory = 512\ndisk = [ "tap2:remus:192.0.2.2:9000|aio:/srv/g.img,xvda,w" ]\n', 1),
+    (u"root:x:0:0:root:/root:/bin/bash\nsecretword\n", 1),
+    (u"# xend\n(xend-relocation-port 8002)\n\n(logfile\n x)\nstray  # after the forms\n", 6),
+])
+def test_install_and_uninstall_refuse_a_file_that_is_not_xend_config(tmp_path, capsys, text, line):
+    """A domain cfg (or any text) given to --config by mistake is left byte for byte, and its text is not
+    repeated in the message."""
+    path = write(tmp_path, text)
+    for action in ("install", "uninstall"):
+        assert cli.main(["hook-config", action, "--config", path, "--tool", TOOL]) == 1
+        err = capsys.readouterr()[1]
+        assert "%s:%d: expected xend's config" % (path, line) in err and "left unchanged" in err
+        assert "root:x" not in err and "secretword" not in err and "stray" not in err
+        assert read(path) == text

@@ -15,7 +15,7 @@ from __future__ import absolute_import, division, print_function
 import json
 import sys
 
-from xen_remus_ext.errors import ToolstackError
+from xen_remus_ext.errors import ConfigError, ToolstackError
 
 
 def register(subparsers):
@@ -91,6 +91,7 @@ def _hook_config(args):
             settings.migration_tool or "(none)",
             "  [xen-remus hook]" if settings.hook_installed else ""))
         return 0
+    _refuse_foreign_file(path)
     if args.action == "install":
         tool = args.tool or xc.default_tool()
         changed = xc.apply_install_hook(tool, path, force=args.force)
@@ -102,6 +103,46 @@ def _hook_config(args):
     changed = xc.apply_uninstall_hook(path)
     print("%s: %s" % (path, "hook removed" if changed else "no hook of ours found"))
     return 0
+
+
+def _refuse_foreign_file(path):
+    """install and uninstall write into ``path``: refuse a file that is not
+    xend-config.sxp, such as a domain's cfg file or any other text given to
+    --config by mistake.  xend-config.sxp holds only ``(name value)`` forms
+    and comments; xend would ignore text outside the forms, but a file that
+    has some is another file, and the hook's line would break it.
+
+    :raises ToolstackError: naming the file and the first such text
+    """
+    from xen_remus_ext.config import sxp
+    spans = {}
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8")
+        values = sxp.parse(text, path, spans=spans)
+    except (IOError, OSError, UnicodeDecodeError, ConfigError):
+        return   # xend_config names what is wrong with the file
+    if all(isinstance(v, list) for v in values):
+        return
+    forms = sorted(spans[id(v)] for v in values if isinstance(v, list))
+    pos, line = 0, 1
+    while pos < len(text):
+        if forms and pos == forms[0][0]:
+            line += text.count(u"\n", pos, forms[0][1])
+            pos = forms.pop(0)[1]
+            continue
+        c = text[pos]
+        if c == u"#":
+            end = text.find(u"\n", pos)
+            pos = len(text) if end < 0 else end
+            continue
+        if not c.isspace():
+            break
+        line += c == u"\n"
+        pos += 1
+    # the text itself is not repeated: --config may name a file of secrets
+    raise ToolstackError("%s:%d: expected xend's config (only (name value ...) forms and comments), got text "
+                         "outside any form: not xend-config.sxp, left unchanged" % (path, line))
 
 
 def _xm_modules(args):
