@@ -35,7 +35,7 @@ import uuid as uuidlib
 
 from xen_remus_ext.compat import to_bytes
 from xen_remus_ext.config import disk as disk_mod
-from xen_remus_ext.errors import ToolstackError, XenRemusError
+from xen_remus_ext.errors import ConfigError, ToolstackError, XenRemusError
 from xen_remus_ext.sim import wire
 from xen_remus_ext.sim.disk import DiskFile, create_image, file_digest
 from xen_remus_ext.sim.domain import DEAD, INCOMING, PAUSED, RUNNING, SimDomain
@@ -791,10 +791,40 @@ def _watch_stdin(host):
     host.stopping.set()
 
 
+#: what a host config (written by sim/cluster.py) must give
+REQUIRED_KEYS = ("name", "root", "xenstored", "agent", "addr", "reloc_port", "remus_port", "resync_port")
+
+
+def load_config(path):
+    """:returns: the host config in the JSON file ``path``.
+
+    :raises ConfigError: unreadable, not JSON, not an object, or a required
+        key missing (naming it)
+    """
+    try:
+        with open(path, "rb") as f:
+            cfg = json.loads(f.read().decode("utf-8"))
+    except (IOError, OSError) as exc:
+        raise ConfigError(path, None, "cannot read the sim host config: %s" % (exc.strerror or exc,))
+    except ValueError as exc:   # bad UTF-8 or JSON (json.JSONDecodeError is a ValueError)
+        raise ConfigError(path, None, "expected the JSON sim host config the sim cluster writes, got: %s"
+                          % (exc,))
+    if not isinstance(cfg, dict):
+        raise ConfigError(path, None, "expected a JSON object, got %s" % type(cfg).__name__)
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if missing:
+        raise ConfigError(path, None, "expected the keys %s, missing %s"
+                          % (", ".join(REQUIRED_KEYS), ", ".join(missing)))
+    return cfg
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    with open(argv[0]) as f:
-        cfg = json.load(f)
+    try:
+        cfg = load_config(argv[0])
+    except ConfigError as exc:
+        sys.stderr.write("sim host: %s\n" % (exc,))
+        return 1
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(asctime)s " + cfg["name"] + "] %(levelname)s %(message)s")
     try:
