@@ -390,3 +390,49 @@ def test_reset_watches(server):
         assert raw_call(None, xsd.XS_UNWATCH, b"/rw\0t\0", sock=s)[3] == b"ENOENT\0"
     finally:
         s.close()
+
+
+def test_the_socket_path_appears_only_once_it_listens(sock_path, monkeypatch):
+    """A client that sees the path must not be refused (bind then listen left a window)."""
+    seen = []
+    real = socket.socket
+
+    class Recording(real):
+        def listen(self, *a):
+            seen.append(os.path.exists(sock_path))
+            return real.listen(self, *a)
+
+    monkeypatch.setattr(xsd.socket, "socket", Recording)
+    server = xsd.XenstoredServer(sock_path)
+    server.bind()
+    try:
+        assert seen == [False]
+        assert os.path.exists(sock_path) and os.listdir(os.path.dirname(sock_path)) == ["socket"]
+    finally:
+        server.listener.close()
+
+
+def test_a_stale_socket_is_replaced(sock_path):
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock_path)
+    stale.close()
+    with xsd.XenstoredServer(sock_path):
+        with Client(unix_socket_path=sock_path) as c:
+            assert c.read(b"/local/domain/0/name") == b"Domain-0"
+
+
+@pytest.mark.parametrize("argv", [["-m", "xen_remus_ext.sim.xenstored"], ["-m", "xen_remus_ext", "sim", "xenstored"]],
+                         ids=["module", "xen-remus-sim-xenstored"])
+def test_a_file_at_the_socket_path_is_refused_and_kept(sock_path, argv):
+    with open(sock_path, "wb") as f:
+        f.write(b"someone's data\n")
+    proc = subprocess.Popen([sys.executable] + argv + ["--socket", sock_path], stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=30) if sys.version_info[0] > 2 else proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert b"expected a Unix socket (or nothing) there" in err and b"Traceback" not in err
+    with open(sock_path, "rb") as f:
+        assert f.read() == b"someone's data\n"

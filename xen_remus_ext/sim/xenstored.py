@@ -48,9 +48,12 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
+
+from xen_remus_ext.errors import XenStoreError
 
 LOG = logging.getLogger(__name__)
 
@@ -359,14 +362,41 @@ class XenstoredServer(object):
     # -- lifecycle -----------------------------------------------------------
 
     def bind(self):
-        if os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
+        """Listen on :attr:`socket_path`.  A stale socket there is replaced;
+        any other file is refused, never deleted.  The path appears only
+        once the socket listens (bound under a temporary name, then
+        renamed), so a client that sees it is not refused."""
+        try:
+            mode = os.lstat(self.socket_path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISSOCK(mode):
+            raise XenStoreError("xenstored double: %s: expected a Unix socket (or nothing) there, got %s; "
+                                "left alone" % (self.socket_path,
+                                                "a directory" if stat.S_ISDIR(mode) else "another kind of file"))
         d = os.path.dirname(os.path.abspath(self.socket_path))
         if not os.path.isdir(d):
             os.makedirs(d)
+        tmp = "%s.%d" % (self.socket_path, os.getpid())
+        if len(tmp) >= 108:   # sun_path: no room for the temporary name
+            tmp = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(self.socket_path)
-        sock.listen(64)
+        try:
+            if tmp is None:
+                if mode is not None:
+                    os.unlink(self.socket_path)
+                sock.bind(self.socket_path)
+                sock.listen(64)
+            else:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                sock.bind(tmp)
+                sock.listen(64)
+                os.rename(tmp, self.socket_path)
+        except (socket.error, OSError) as exc:
+            sock.close()
+            raise XenStoreError("xenstored double: cannot listen on %s: %s"
+                                % (self.socket_path, getattr(exc, "strerror", None) or exc))
         sock.setblocking(False)
         self.listener = sock
 
@@ -807,7 +837,11 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="xenstored: %(message)s")
     sys.stderr.write("xenstored double listening on %s\n" % args.socket)
     sys.stderr.flush()
-    return serve(args.socket, seed=not args.empty)
+    try:
+        return serve(args.socket, seed=not args.empty)
+    except XenStoreError as exc:
+        sys.stderr.write("%s\n" % (exc,))
+        return 1
 
 
 if __name__ == "__main__":
