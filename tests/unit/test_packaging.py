@@ -255,3 +255,33 @@ def test_every_installed_script_has_a_man_page_or_is_left_out():
         dropped = "rm -f debian/%s/usr/bin/%s" % (PACKAGE, name) in rules
         assert page != dropped, "%s: expected a man page in docs/man/ or removal in debian/rules " \
                                 "(exactly one), got page=%s removed=%s" % (name, page, dropped)
+
+
+def test_xen_remus_page_names_every_xm_command():
+    """The description, the xm-modules item and SEE ALSO of xen-remus(1) name each xm remus-* command."""
+    xm_commands = pytest.importorskip("xen_remus_ext.xm.commands")
+    text = man_text("xen-remus.1")
+    description = text.split(".SH DESCRIPTION", 1)[1].split(".SH ", 1)[0]
+    modules = text.split(".B xm\\-modules", 1)[1].split(".TP", 1)[0]
+    see_also = text.split(".SH SEE ALSO", 1)[1]
+    for cmd in xm_commands.COMMANDS:
+        name = troff_escape(cmd.name)
+        assert "xm %s" % name in description, cmd.name
+        assert "%s.py" % name in modules, cmd.name
+        assert ".BR xm\\-%s (1)" % name in see_also, cmd.name
+
+
+def test_every_toolstack_option_states_the_default_the_code_uses():
+    """wiring.default_toolstack_kind: xend when it runs here, else xl when present, else xend."""
+    rule = "xend if it runs here, else xl if present, else xend"
+    wrong = []
+    for path, parser in command_tree():
+        for action in parser._actions:
+            if "--toolstack" in action.option_strings and rule not in " ".join((action.help or "").split()):
+                wrong.append(" ".join(path))
+    assert not wrong, "--toolstack help without the default rule: %s" % ", ".join(wrong)
+    for page in man_pages():
+        text = " ".join(man_text(page).split())
+        if ".BR \\-\\-toolstack" in text and "uses .B xl when it is installed, else .BR xend ." in text:
+            wrong.append(page)
+    assert not wrong, "man pages naming xl before a running xend: %s" % ", ".join(wrong)

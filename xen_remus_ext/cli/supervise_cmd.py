@@ -38,7 +38,8 @@ def register(subparsers):
                    help="detach; one supervisor per host (exits 0 at once when one runs already)")
     from xen_remus_ext.cli.failback_cmd import TOOLSTACKS
     p.add_argument("--toolstack", choices=TOOLSTACKS, default=None,
-                   help="toolstack to watch: xend or xl (default: xl if present, else xend)")
+                   help="toolstack to watch: xend or xl (default: xend if it runs here, else xl if present, "
+                        "else xend)")
     p.add_argument("--agent", metavar="ADDR", help="sim: this host's agent")
     p.add_argument("--json", action="store_true", help="--once: print the rotations as one JSON object")
     p.set_defaults(func=cmd_supervise)
