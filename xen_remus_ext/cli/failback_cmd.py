@@ -20,17 +20,32 @@ import json
 import sys
 
 from xen_remus_ext import wiring
-from xen_remus_ext.errors import FailbackError, ValidationError, XenRemusError
+from xen_remus_ext.errors import FailbackError, XenRemusError
 
 TOOLSTACKS = wiring.TOOLSTACKS
 
 
-def _size(text):
-    from xen_remus_ext.resync.plan import parse_size
-    try:
-        return parse_size(text)
-    except ValidationError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+def _rate(text):
+    """``--rate`` as resync reads it: a rate under 256K is a usage error (exit 2)."""
+    from xen_remus_ext.cli.resync_cmd import _rate as resync_rate
+    return resync_rate(text)
+
+
+def _int_in(low, high, what):
+    """An argparse type: an integer from ``low`` to ``high``, else a usage error naming ``what``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError("%s: expected an integer from %d to %d, got %r" % (what, low, high, text))
+        return value
+    return parse
+
+
+_interval = _int_in(1, 3600 * 1000, "interval (ms)")
+_port = _int_in(1, 65535, "port")
 
 
 def _toolstack_opts(p):
@@ -67,12 +82,12 @@ def register(subparsers):
     p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")
     p.add_argument("--resume", action="store_true", help="continue the journaled failback (an error if none)")
     p.add_argument("--abort", action="store_true", help="stop the journaled failback in a safe state")
-    p.add_argument("--rate", type=_size, default=None, metavar="RATE",
+    p.add_argument("--rate", type=_rate, default=None, metavar="RATE",
                    help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
     p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
     p.add_argument("--discard-peer", action="store_true",
                    help="split brain: the peer's copy loses its own writes (name the loser explicitly)")
-    p.add_argument("-i", "--interval", type=int, default=200, metavar="MS",
+    p.add_argument("-i", "--interval", type=_interval, default=200, metavar="MS",
                    help="Remus checkpoint interval once protected (default 200)")
     p.add_argument("--no-net", action="store_true", help="Remus without network buffering")
     p.add_argument("--no-disk", action="store_true",
@@ -82,7 +97,7 @@ def register(subparsers):
                    help="track disk writes by reflink + FIEMAP (image files on XFS/Btrfs), so later "
                         "pre-copy passes and the final delta send only what changed (xend: the default, "
                         "falling back to checksums where the images cannot be cloned; xl: only when asked)")
-    p.add_argument("-p", "--port", type=int, default=None, help="relocation port for the migration")
+    p.add_argument("-p", "--port", type=_port, default=None, help="relocation port for the migration")
     p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
     p.add_argument("-c", "--config", metavar="FILE",
                    help="the domain's config file: preflight checks it names the new backup or reverses cleanly")
@@ -106,12 +121,12 @@ def register(subparsers):
     p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")
     p.add_argument("--resume", action="store_true", help="continue the journaled protect (an error if none)")
     p.add_argument("--abort", action="store_true", help="stop the journaled protect in a safe state")
-    p.add_argument("--rate", type=_size, default=None, metavar="RATE",
+    p.add_argument("--rate", type=_rate, default=None, metavar="RATE",
                    help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
     p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
     p.add_argument("--discard-peer", action="store_true",
                    help="overwrite a backup copy that holds writes of its own or has no generation record")
-    p.add_argument("-i", "--interval", type=int, default=200, metavar="MS",
+    p.add_argument("-i", "--interval", type=_interval, default=200, metavar="MS",
                    help="Remus checkpoint interval (default 200)")
     p.add_argument("--no-net", action="store_true", help="Remus without network buffering")
     p.add_argument("--no-disk", action="store_true",
@@ -135,7 +150,7 @@ def register(subparsers):
                                           "from this host, live (what `xm remus-resync` does).")
     r.add_argument("domain", metavar="DOMAIN")
     r.add_argument("host", metavar="HOST")
-    r.add_argument("--rate", type=_size, default=None, metavar="RATE", help="cap reads at RATE bytes/s")
+    r.add_argument("--rate", type=_rate, default=None, metavar="RATE", help="cap reads at RATE bytes/s")
     r.add_argument("--verify", action="store_true", help="compare every block after the sync")
     r.add_argument("--discard-target", action="store_true",
                    help="split brain: HOST's copy loses its own writes")

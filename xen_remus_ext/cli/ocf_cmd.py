@@ -13,7 +13,7 @@ def register(subparsers):
     p = subparsers.add_parser("ocf", help="OCF resource agent actions (run by Pacemaker's remus agent)")
     p.add_argument("action", metavar="ACTION",
                    help="meta-data, validate-all, start, stop, monitor, promote, demote or notify")
-    p.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("extra", nargs="*", default=[], help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
 
 

@@ -8,6 +8,21 @@
 """
 from __future__ import absolute_import, division, print_function
 
+import argparse
+
+
+def _at_least(kind, low, what):
+    """An argparse type: ``kind(text)`` >= ``low``, else a usage error naming ``what``."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= low:
+            raise argparse.ArgumentTypeError("%s: expected a number of at least %s, got %r" % (what, low, text))
+        return value
+    return parse
+
 
 def register(subparsers):
     """Add this module's subcommands to ``subparsers``."""
@@ -26,16 +41,17 @@ def register(subparsers):
     demo = subparsers.add_parser(
         "demo", help="protect -> failover -> failback -> re-protect on two simulated hosts")
     demo.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
-    demo.add_argument("--seconds", type=float, default=12.0,
-                      help="working time, split over the three phases (default 12)")
+    demo.add_argument("--seconds", type=_at_least(float, 1.5, "seconds"), default=12.0,
+                      help="working time, split over the three phases (default 12, at least 1.5)")
     demo.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     demo.add_argument("--method", choices=("auto", "failback", "resync", "migrate"), default="auto",
                       help="how the domain comes home: the failback command, the same steps by hand "
                            "(resync + migrate), or plain migrate (memory only: the stale-disk bug); "
                            "default auto")
-    demo.add_argument("--interval", type=int, default=100, metavar="MS",
+    demo.add_argument("--interval", type=_at_least(int, 1, "interval"), default=100, metavar="MS",
                       help="Remus checkpoint interval (default 100)")
-    demo.add_argument("--rate", type=float, default=200.0, help="guest writes per second (default 200)")
+    demo.add_argument("--rate", type=_at_least(float, 1, "rate"), default=200.0,
+                      help="guest writes per second (default 200)")
     demo.add_argument("--no-netns", action="store_true",
                       help="use 127.0.0.1 ports even when root (no network namespaces)")
     demo.set_defaults(func=_run_demo)
