@@ -213,3 +213,13 @@ def test_a_binary_file_is_named_in_the_error(argv, tmp_path, capsys):
     text = out + err
     assert "%s:1: error: expected UTF-8 text, got byte 0xff" % path in text
     assert "<input>" not in text
+
+
+def test_reverse_to_an_unwritable_place_names_that_place(tmp_path, capsys):
+    cfg = tmp_path / "g.cfg"
+    with io.open(str(cfg), "w", encoding="utf-8") as f:
+        f.write(u'name = "g"\ndisk = [ "tap2:remus:192.0.2.2:9000|aio:/srv/g.img,xvda,w" ]\n')
+    out = str(tmp_path / "missing-dir" / "x.cfg")
+    rc, _, err = run(["config", "reverse", "--backup", "192.0.2.1", "-o", out, str(cfg)], capsys)
+    assert rc == 1 and "%s:0: error: reverse: cannot write the file: No such file or directory" % out in err
+    assert ".tmp." not in err and os.listdir(str(tmp_path)) == ["g.cfg"]

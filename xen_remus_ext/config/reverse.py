@@ -268,13 +268,22 @@ def reverse_file(path, backup, ports=None, out=None, in_place=False, fmt=None):
         if os.path.exists(orig):
             raise ConfigError(orig, None, "reverse --in-place: %s already exists; move it away first "
                               "(it may hold the only copy of an earlier original)" % orig)
-        shutil.copy2(path, orig)
+        _write(orig, lambda: shutil.copy2(path, orig))
         mode = os.stat(path).st_mode & 0o7777
-        atomic_write(path, new, mode)
+        _write(path, lambda: atomic_write(path, new, mode))
     elif out:
         mode = os.stat(path).st_mode & 0o7777
-        atomic_write(out, new, mode)
+        _write(out, lambda: atomic_write(out, new, mode))
     return new
+
+
+def _write(target, do):
+    """Run ``do()``; an OS error is a ConfigError naming ``target`` (not a temporary file)."""
+    try:
+        do()
+    except (IOError, OSError) as exc:
+        raise ConfigError(target, None, "reverse: cannot write the file: %s"
+                          % (getattr(exc, "strerror", None) or exc,))
 
 
 def parse_port_map(items):
