@@ -431,7 +431,7 @@ def make_fs_image(path, size, d):
         used += n
     if os.path.exists(path):
         os.unlink(path)
-    subprocess.check_call(["mke2fs", "-q", "-F", "-t", "ext4", "-d", stage, path, "%dk" % (size // 1024)])
+    subprocess.check_call(["mke2fs", "-q", "-F", "-t", "ext4", "-i", "4096", "-d", stage, path, "%dk" % (size // 1024)])
     shutil.rmtree(stage, ignore_errors=True)
     return used
 

@@ -112,11 +112,14 @@ class _Counting(object):
 def test_skip_heuristic_and_recovery():
     c = cz.Codec(cz.ZSTD, sending=True)
     c._c = spy = _Counting(c._c)
+    c._probe = probe = _Counting(c._probe)
     rnd = os.urandom(MiB)
     text = (b"compressible text, line after line\n" * 40000)[:MiB]
     head = P.U64.pack(0)
-    assert c.pack(P.DATA, (head, rnd))[0] == 0            # judged by a 4 KiB sample: sent raw
-    assert spy.calls == 1
+    assert c.pack(P.DATA, (head, rnd))[0] == 0            # judged by its samples: sent raw
+    assert probe.calls == cz.SAMPLES and spy.calls == 0
+    mixed = rnd[:MiB // 2] + text[:MiB // 4] + rnd[:MiB // 4]   # compressed files around text: worth it
+    assert c.pack(P.DATA, (head, mixed))[0] == P.FLAG_ZSTD
     flags, parts = c.pack(P.DATA, (head, text))            # the next big record is judged again
     assert flags == P.FLAG_ZSTD and len(parts[1]) < MiB // 20
     d = cz.Codec(cz.ZSTD, sending=False)
