@@ -110,8 +110,9 @@ def test_reverse_stdout_and_in_place(tmp_path, capsys):
     assert (tmp_path / "g.cfg.orig").read_bytes() == old.encode("utf-8")
     rc, _, err = run(["config", "reverse", str(cfg), "--backup", "fe80::1", "-o", str(tmp_path / "x")], capsys)
     assert rc == 1 and "IPv6" in err and not (tmp_path / "x").exists()
-    rc, _, err = run(["config", "reverse", str(cfg), "--backup", "h", "--port", "nine"], capsys)
-    assert rc == 1 and "--port: expected OLD=NEW" in err
+    with pytest.raises(SystemExit) as ei:   # an option value that cannot be used: usage, exit 2
+        cli.main(["config", "reverse", str(cfg), "--backup", "h", "--port", "nine"])
+    assert ei.value.code == 2 and "--port: expected OLD=NEW" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,rc", [
@@ -223,3 +224,11 @@ def test_reverse_to_an_unwritable_place_names_that_place(tmp_path, capsys):
     rc, _, err = run(["config", "reverse", "--backup", "192.0.2.1", "-o", out, str(cfg)], capsys)
     assert rc == 1 and "%s:0: error: reverse: cannot write the file: No such file or directory" % out in err
     assert ".tmp." not in err and os.listdir(str(tmp_path)) == ["g.cfg"]
+
+
+@pytest.mark.parametrize("port", ["9000=70000", "0=9001", "9000=abc", "9000"])
+def test_reverse_port_out_of_range_is_a_usage_error(port, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["config", "reverse", SEED, "--backup", "10.0.0.1", "--port", port])
+    err = capsys.readouterr().err
+    assert ei.value.code == 2 and "argument --port" in err and port in err

@@ -228,7 +228,11 @@ def test_entry_registers_then_runs_xm(xm, capsys, monkeypatch):
 def test_entry_without_xend_says_so(capsys, monkeypatch):
     monkeypatch.setattr(xm_entry, "load_xm_main", lambda: None)
     assert xm_entry.main(["xm", "help"]) == 1
-    assert "cannot import xen.xm.main" in capsys.readouterr()[1]
+    err = capsys.readouterr()[1]
+    assert "cannot import xen.xm.main" in err
+    # the xen-remus command of every xm remus-* command is named for xl hosts
+    named = err.split("'xen-remus ", 1)[1].split("'", 1)[0].split("|")
+    assert sorted(named) == sorted(cmd.target for cmd in xm_commands.COMMANDS)
 
 
 def test_xm_remus_script_runs_as_a_process(tmp_path):

@@ -118,6 +118,15 @@ def cmd_check(args):
     return 1 if n_err else 0
 
 
+def _port_item(text):
+    """``--port OLD=NEW``: ports 1-65535, else a usage error (exit 2)."""
+    try:
+        reverse_mod.parse_port_map([text])
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--port: ", "", 1))
+    return text
+
+
 def cmd_reverse(args):
     try:
         ports = reverse_mod.parse_port_map(args.port)
@@ -172,7 +181,8 @@ def register(subparsers):
     sp = sub.add_parser("reverse", help="point the remus disks at another backup, minimal diff")
     sp.add_argument("file", metavar="FILE")
     sp.add_argument("--backup", required=True, metavar="HOST", help="the new backup host (IPv4 preferred)")
-    sp.add_argument("--port", action="append", default=[], metavar="OLD=NEW", help="also change a port")
+    sp.add_argument("--port", action="append", default=[], type=_port_item, metavar="OLD=NEW",
+                    help="also change a port")
     where = sp.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", metavar="OUT", help="write the result to OUT")
     where.add_argument("--in-place", action="store_true", help="rewrite FILE, keeping FILE.orig")

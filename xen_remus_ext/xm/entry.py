@@ -35,7 +35,7 @@ def main(argv=None, xm_main=None):
     if xm_main is None:
         sys.stderr.write("xm-remus: cannot import xen.xm.main: xend's Python toolstack "
                          "(Xen 4.1-4.4) is not installed for %s; on xl hosts use "
-                         "'xen-remus failback|resync-domain|status'\n" % (sys.executable,))
+                         "'xen-remus protect|failback|resync-domain|status'\n" % (sys.executable,))
         return 1
     xm_register.register(xm_main)
     xm_main.main(argv)
