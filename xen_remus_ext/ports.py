@@ -145,6 +145,13 @@ class Toolstack(object):
         stopped, as the toolstack measured it, or None (default: not reported)."""
         return None
 
+    def remus_needs_running_domain(self):
+        """:returns: True when :meth:`remus_start` must find the domain
+        running, not paused: the sender's first, live pass then meets page
+        tables the guest is still using (default False: Remus may start on
+        the paused domain, which protection then unpauses)."""
+        return False
+
 
 class XenStore(object):
     """Paths and values are text here; adapters convert to bytes."""

@@ -509,3 +509,65 @@ def test_abort_names_the_journaled_host(tmp_path):
         other.abort()
     assert "hostA" in str(exc.value) and "hostC" in str(exc.value)
     assert orch(world).abort()["state"] == machine.ABORTED
+
+
+class RunningOnlyRemus(FakeToolstack):
+    """A toolstack whose Remus sender refuses a paused domain, as xl's does
+    (libxc's live pass fails on a paused PV guest's page tables).  There the
+    disks are replicated outside the sender (DRBD) or not at all (memory-only
+    Remus, refused unless the loss is named), so the checks below are the
+    primary's: it runs at home with every acknowledged write, protected."""
+
+    def remus_needs_running_domain(self):
+        return True
+
+    def remus_start(self, dom, host, **kw):
+        if self._get(dom).state == "paused":
+            raise ToolstackError("remus %s: Bad mfn for L1[380]: the domain is paused" % dom)
+        return FakeToolstack.remus_start(self, dom, host, **kw)
+
+
+def running_only_orch(world, mode=machine.FAILBACK, **opts):
+    options = {"local_host": "hostB"}
+    options.update(opts)
+    o = Orchestrator(RunningOnlyRemus(world, "hostB"), RunningOnlyRemus(world, "hostA"), "vm1", "hostA",
+                     mode=mode, options=options, disk_sync=FileDiskSync(world), progress=lambda _l: None,
+                     clock=FakeClock())
+    return o
+
+
+@pytest.mark.parametrize("mode", [machine.FAILBACK, machine.REVERSE])
+def test_remus_starts_on_a_running_domain_where_the_toolstack_needs_it(tmp_path, counted_journal, mode):
+    world, guest = make_world(tmp_path)
+    if mode == machine.REVERSE:
+        world.hosts["hostB"]["vm1"].config = remus_config("vm1", backup="hostA", path=PATH)
+    rec = running_only_orch(world, mode=mode).run()
+    assert rec["state"] == machine.DONE
+    assert rec["running_at"] is not None and rec["downtime"] >= 0
+    if mode == machine.FAILBACK:
+        assert_home_running_only(world, guest)
+
+
+def assert_home_running_only(world, guest):
+    assert world.where("vm1") == ["hostA"] and world.hosts["hostA"]["vm1"].state == "running"
+    assert world.remus[("hostA", "vm1")] == "hostB"
+    assert world.read_disk("hostA", PATH) == bytes(guest.expected)   # 0 acknowledged writes lost
+
+
+def test_killed_anywhere_with_a_running_only_remus_converges(tmp_path, counted_journal):
+    world, _g = make_world(tmp_path / "count")
+    counted_journal["world"] = world
+    world.on_effect = None
+    running_only_orch(world).run()
+    counted_journal["world"] = None
+    total = world.effects
+    for n in range(1, total + 1):
+        world, guest = make_world(tmp_path / ("k%d" % n))
+        counted_journal["world"] = world
+        world.kill_at = n
+        with pytest.raises(Killed):
+            running_only_orch(world).run()
+        rec = running_only_orch(world).run(resume=True)
+        counted_journal["world"] = None
+        assert rec["state"] == machine.DONE, n
+        assert_home_running_only(world, guest)

@@ -622,18 +622,41 @@ class Orchestrator(object):
         send_final_delta(rec, self.disks, self.tracker, self.clock, "orchestrator", self.opts)
         self._save()
 
+    def _run_before_remus(self, ts):
+        """Unpause the domain on ``ts`` before Remus starts there, for a
+        toolstack whose Remus sender refuses a paused domain; the downtime
+        then ends here, and the unpause step only reports it."""
+        if self.mode == machine.PROTECT_MODE and self.rec.get("was_paused"):
+            raise FailbackError("%s: paused before protection began, and the %s toolstack starts "
+                                "Remus only on a running domain: unpause it, then run protect "
+                                "--resume" % (self.domain, ts.kind),
+                                state=self.rec["state"], step=machine.PROTECT)
+        if preflight.domain_state(preflight.find_domain(ts, self.domain)) == "paused":
+            ts.unpause(self.domain)
+            self.rec["running_at"] = self.clock.now()
+            self._save()
+            self.progress("%s: running again before Remus starts (it refuses a paused domain)"
+                          % self.domain)
+
+    def _unpause_once(self, ts, running_at):
+        # unpaused already before Remus started (xl refuses to unpause a
+        # running domain): only a domain still paused is unpaused
+        if running_at is None or preflight.domain_state(preflight.find_domain(ts, self.domain)) == "paused":
+            ts.unpause(self.domain)
+
     def step_unpause(self):
+        running_at = self.rec.get("running_at")
         if self.mode == machine.FAILBACK:
-            self.peer.unpause(self.domain)
+            self._unpause_once(self.peer, running_at)
             ref = self.rec.get("migrated_at")
             first = (self.rec["timing"].get(machine.MIGRATE) or [None])[0]
         elif self.mode == machine.PROTECT_MODE and self.rec.get("was_paused"):
             self.progress("%s: left paused, as it was when protection began" % self.domain)
             return
         else:
-            self.ts.unpause(self.domain)
+            self._unpause_once(self.ts, running_at)
             ref = first = self.rec.get("paused_at")
-        end = self.clock.now()
+        end = self.clock.now() if running_at is None else running_at
         if ref is None:
             return
         extra = self.ts.migration_downtime() if self.mode == machine.FAILBACK else None
@@ -661,6 +684,8 @@ class Orchestrator(object):
             LOG.warning("%s: removing the stale Remus backup copy on %s", self.domain, backup)
             other.destroy(self.domain)
         self._retarget(ts)
+        if ts.remus_needs_running_domain():
+            self._run_before_remus(ts)
         extra = {} if self.opts.disk else {"disk": False}
         ts.remus_start(self.domain, backup, interval_ms=self.opts.interval_ms, net=self.opts.net, **extra)
         again = "" if self.mode == machine.PROTECT_MODE else " again"

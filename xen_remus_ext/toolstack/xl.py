@@ -174,6 +174,14 @@ class XlToolstack(Toolstack):
 
     kind = "xl"
 
+    def remus_needs_running_domain(self):
+        # libxc's live pass over a PV guest's page tables retries an entry
+        # that names a frame outside the guest (e.g. its shared-info
+        # mapping) only while the domain runs; with the domain paused it
+        # fails the save ("Bad mfn for L1[...]", normalise_pagetable in
+        # xg_sr_save_x86_pv.c), so xl remus must start on a running domain
+        return True
+
     def __init__(self, runner, xl="xl", processes=None, host=None, remus_ssh=None, timeout=None,
                  memory_only=False, tracker=None):
         self.runner = runner
