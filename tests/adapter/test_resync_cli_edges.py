@@ -219,3 +219,11 @@ def test_receive_refuses_an_export_name_given_twice(tmp_path, capsys):
     assert rc == 1, err
     assert "--export disk: expected each NAME once, got it for %s and for %s" % (a, b) in err
     assert "receiving on" not in err and same(a, b)
+
+
+@pytest.mark.parametrize("command,dest", [("failback", "discard_peer"), ("protect", "discard_peer"),
+                                          ("resync-domain", "discard_target")])
+@pytest.mark.parametrize("flag", ["--discard-target", "--discard-peer"])
+def test_every_command_that_overwrites_a_copy_takes_both_names(command, dest, flag):
+    args = cli.build_parser().parse_args([command, "vm1", "hostb", flag])
+    assert getattr(args, dest) is True

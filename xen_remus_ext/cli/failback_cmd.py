@@ -85,8 +85,9 @@ def register(subparsers):
     p.add_argument("--rate", type=_rate, default=None, metavar="RATE",
                    help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
     p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
-    p.add_argument("--discard-peer", action="store_true",
-                   help="split brain: the peer's copy loses its own writes (name the loser explicitly)")
+    p.add_argument("--discard-target", "--discard-peer", dest="discard_peer", action="store_true",
+                   help="split brain: the peer's copy (the resync's target) loses its own writes (name the "
+                        "loser explicitly); --discard-peer is an alias")
     p.add_argument("-i", "--interval", type=_interval, default=200, metavar="MS",
                    help="Remus checkpoint interval once protected (default 200)")
     p.add_argument("--no-net", action="store_true", help="Remus without network buffering")
@@ -124,8 +125,9 @@ def register(subparsers):
     p.add_argument("--rate", type=_rate, default=None, metavar="RATE",
                    help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
     p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
-    p.add_argument("--discard-peer", action="store_true",
-                   help="overwrite a backup copy that holds writes of its own or has no generation record")
+    p.add_argument("--discard-target", "--discard-peer", dest="discard_peer", action="store_true",
+                   help="overwrite a backup copy (the resync's target) that holds writes of its own or has no "
+                        "generation record; --discard-peer is an alias")
     p.add_argument("-i", "--interval", type=_interval, default=200, metavar="MS",
                    help="Remus checkpoint interval (default 200)")
     p.add_argument("--no-net", action="store_true", help="Remus without network buffering")
@@ -152,8 +154,8 @@ def register(subparsers):
     r.add_argument("host", metavar="HOST")
     r.add_argument("--rate", type=_rate, default=None, metavar="RATE", help="cap reads at RATE bytes/s")
     r.add_argument("--verify", action="store_true", help="compare every block after the sync")
-    r.add_argument("--discard-target", action="store_true",
-                   help="split brain: HOST's copy loses its own writes")
+    r.add_argument("--discard-target", "--discard-peer", dest="discard_target", action="store_true",
+                   help="split brain: HOST's copy loses its own writes; --discard-peer is an alias")
     r.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD", help="command to reach HOST (default ssh)")
     r.add_argument("--key", metavar="KEYFILE", help="shared key file for tcp:// disk destinations")
     r.add_argument("--dest", metavar="TEMPLATE", default=None,

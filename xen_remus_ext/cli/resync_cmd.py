@@ -119,7 +119,7 @@ def register(subparsers):
     p.add_argument("--verify", action="store_true", help="compare every block after the sync")
     p.add_argument("--discard-target", "--discard-peer", dest="discard_target", action="store_true",
                    help="overwrite a target holding writes the source never saw (split brain: DEST loses); "
-                        "--discard-peer is the same option under failback's name")
+                        "--discard-peer is an alias")
     p.add_argument("--resume", dest="resume", action="store_true", default=True,
                    help="continue an interrupted run from the receiver's journal (default)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore the receiver's journal")
