@@ -234,7 +234,9 @@ def _naming(dest, exc):
 def _handshake(sess, conn):
     try:
         return sess.handshake()
-    except ProtocolError as exc:
+    except (ProtocolError, ResyncError) as exc:
+        # a send that failed (EPIPE) or a record cut short: an ssh that
+        # exited says why better than the broken pipe does
         hint = conn.failure_hint()
         if hint:
             raise ResyncError("%s: %s (%s)" % (conn.describe, hint, exc))
