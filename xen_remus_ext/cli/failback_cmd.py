@@ -116,7 +116,8 @@ def register(subparsers):
         description="Protect DOMAIN, running here, with Remus toward HOST: preflight, creation of each "
                     "missing backup copy as a sparse image, a live pre-copy of every remus disk, the "
                     "final delta with the domain paused, Remus started, the domain unpaused (one paused "
-                    "before stays paused).  Journaled; rerun (or --resume) after an interruption.")
+                    "before stays paused; on xl, where Remus starts only on a running domain, it is "
+                    "refused at that step).  Journaled; rerun (or --resume) after an interruption.")
     p.add_argument("domain", metavar="DOMAIN")
     p.add_argument("host", metavar="HOST", help="the backup host")
     p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")

@@ -31,7 +31,8 @@ missing, bring them up to date and start Remus toward ``HOST``)::
 It is ``reverse`` with one more step (``seed``: each missing backup copy is
 created as a sparse image) and ``failback``'s re-protect and ``protect`` run
 the same ``protect`` step.  A domain that was paused when ``protect`` began
-stays paused at the end.
+stays paused at the end, except on a toolstack whose Remus starts only on a
+running domain (xl), which refuses it at the ``protect`` step.
 
 A killed run
 leaves the journal at the last completed state; :func:`reconcile` turns the
