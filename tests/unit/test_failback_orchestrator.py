@@ -64,21 +64,6 @@ def make_world(tmp_path, guest=True):
     return world, g
 
 
-@pytest.fixture
-def counted_journal(monkeypatch):
-    """Every journal write is also a kill point of the world in ``holder``."""
-    holder = {}
-    real = journal.save
-
-    def save(rec, base=None):
-        path = real(rec, base)
-        if holder.get("world") is not None:
-            holder["world"].effect("journal %s/%s" % (rec["state"], rec.get("step")))
-        return path
-    monkeypatch.setattr(journal, "save", save)
-    return holder
-
-
 class FakeClock(object):
     """Time that moves only when slept through (the settle wait after a
     migration that died with the run must not cost real seconds)."""

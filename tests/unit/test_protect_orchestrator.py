@@ -102,37 +102,22 @@ def test_protect_creates_and_seeds_the_backup_copy(tmp_path):
     assert world.effects == effects
 
 
-@pytest.fixture
-def journal_kills(monkeypatch):
-    """Every journal write is a kill point too."""
-    holder = {}
-    real = journal.save
-
-    def save(rec, base=None):
-        path = real(rec, base)
-        if holder.get("world") is not None:
-            holder["world"].effect("journal %s/%s" % (rec["state"], rec.get("step")))
-        return path
-    monkeypatch.setattr(journal, "save", save)
-    return holder
-
-
-def test_protect_killed_after_every_effect_converges(tmp_path, journal_kills):
+def test_protect_killed_after_every_effect_converges(tmp_path, counted_journal):
     world, guest = make_world(tmp_path / "clean")
-    journal_kills["world"] = world
+    counted_journal["world"] = world
     protect(world).run()
     total = world.effects
     assert total > 20
     for n in range(1, total + 1):
         world, guest = make_world(tmp_path / ("k%d" % n))
-        journal_kills["world"] = world
+        counted_journal["world"] = world
         world.kill_at = n
         with pytest.raises(Killed):
             protect(world).run()
         rec = protect(world).run(resume=(n % 2 == 0 and journal.load("vm1") is not None
                                          and journal.load("vm1")["state"] not in machine.TERMINAL))
         assert rec["state"] == machine.DONE, n
-        journal_kills["world"] = None
+        counted_journal["world"] = None
         assert_protected(world, guest)
 
 
