@@ -49,3 +49,15 @@ def test_demo_refuses_values_it_cannot_run_before_starting_hosts(argv, needle, c
 def test_ocf_without_an_action_names_only_the_action(capsys):
     err = usage(["ocf"], capsys)
     assert "ACTION" in err and "extra" not in err
+
+
+@pytest.mark.parametrize("command,needle", [
+    ("protect", "where HOST's disk copies are, as %(host)s"),
+    ("failback", "continue the journaled failback"),
+    ("resync-domain", "--discard-target"),
+])
+def test_help_of_the_journaled_commands_renders(command, needle, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main([command, "--help"])
+    assert ei.value.code == 0
+    assert needle in " ".join(capsys.readouterr().out.split())

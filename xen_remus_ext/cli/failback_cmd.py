@@ -67,6 +67,25 @@ def _memory_only_opts(p):
                    help="xl --no-disk: VDEV is on storage both hosts share (nothing to lose); repeatable")
 
 
+def _journaled_opts(p, what):
+    """The options of a journaled operation (``what``: failback, protect)."""
+    p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")
+    p.add_argument("--resume", action="store_true", help="continue the journaled %s (an error if none)" % what)
+    p.add_argument("--abort", action="store_true", help="stop the journaled %s in a safe state" % what)
+    p.add_argument("--rate", type=_rate, default=None, metavar="RATE",
+                   help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
+    p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
+
+
+def _peer_disk_opts(p, whose):
+    """How the peer's disk copies are reached (``whose``: the help's owner)."""
+    p.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD", help="command to reach HOST (default ssh)")
+    p.add_argument("--key", metavar="KEYFILE", help="shared key file for tcp:// disk destinations")
+    p.add_argument("--dest", metavar="TEMPLATE", default=None,
+                   help="where " + whose + " disk copies are, as %%(host)s, %%(path)s, %%(vdev)s "
+                        "(default '%%(host)s:%%(path)s', over ssh)")
+
+
 def register(subparsers):
     """Add ``failback``, ``protect``, ``resync-domain`` and ``status`` to ``subparsers``."""
     p = subparsers.add_parser(
@@ -79,12 +98,7 @@ def register(subparsers):
     p.add_argument("host", metavar="HOST", help="the original primary (where the domain goes home)")
     p.add_argument("--reverse-only", action="store_true",
                    help="do not migrate: resync HOST's copy and protect from here toward HOST")
-    p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")
-    p.add_argument("--resume", action="store_true", help="continue the journaled failback (an error if none)")
-    p.add_argument("--abort", action="store_true", help="stop the journaled failback in a safe state")
-    p.add_argument("--rate", type=_rate, default=None, metavar="RATE",
-                   help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
-    p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
+    _journaled_opts(p, "failback")
     p.add_argument("--discard-target", "--discard-peer", dest="discard_peer", action="store_true",
                    help="split brain: the peer's copy (the resync's target) loses its own writes (name the "
                         "loser explicitly); --discard-peer is an alias")
@@ -102,11 +116,7 @@ def register(subparsers):
     p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
     p.add_argument("-c", "--config", metavar="FILE",
                    help="the domain's config file: preflight checks it names the new backup or reverses cleanly")
-    p.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD", help="command to reach HOST (default ssh)")
-    p.add_argument("--key", metavar="KEYFILE", help="shared key file for tcp:// disk destinations")
-    p.add_argument("--dest", metavar="TEMPLATE", default=None,
-                   help="where the peer's disk copies are, as %%(host)s, %%(path)s, %%(vdev)s "
-                        "(default '%%(host)s:%%(path)s', over ssh)")
+    _peer_disk_opts(p, "the peer's")
     _memory_only_opts(p)
     _toolstack_opts(p)
     p.set_defaults(func=cmd_failback)
@@ -120,12 +130,7 @@ def register(subparsers):
                     "refused at that step).  Journaled; rerun (or --resume) after an interruption.")
     p.add_argument("domain", metavar="DOMAIN")
     p.add_argument("host", metavar="HOST", help="the backup host")
-    p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")
-    p.add_argument("--resume", action="store_true", help="continue the journaled protect (an error if none)")
-    p.add_argument("--abort", action="store_true", help="stop the journaled protect in a safe state")
-    p.add_argument("--rate", type=_rate, default=None, metavar="RATE",
-                   help="cap the disk pre-copy at RATE bytes/s (e.g. 50M); the final pass is never capped")
-    p.add_argument("--verify", action="store_true", help="verify every disk after the final delta")
+    _journaled_opts(p, "protect")
     p.add_argument("--discard-target", "--discard-peer", dest="discard_peer", action="store_true",
                    help="overwrite a backup copy (the resync's target) that holds writes of its own or has no "
                         "generation record; --discard-peer is an alias")
@@ -139,11 +144,7 @@ def register(subparsers):
     p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
     p.add_argument("-c", "--config", metavar="FILE",
                    help="the domain's config file: preflight checks it names HOST or reverses cleanly")
-    p.add_argument("-s", "--ssh", default="ssh", metavar="SSHCMD", help="command to reach HOST (default ssh)")
-    p.add_argument("--key", metavar="KEYFILE", help="shared key file for tcp:// disk destinations")
-    p.add_argument("--dest", metavar="TEMPLATE", default=None,
-                   help="where HOST's disk copies are, as %%(host)s, %%(path)s, %%(vdev)s "
-                        "(default '%%(host)s:%%(path)s', over ssh)")
+    _peer_disk_opts(p, "HOST's")
     _memory_only_opts(p)
     _toolstack_opts(p)
     p.set_defaults(func=cmd_protect)
