@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.adapter.resync_util import copy, make_image, mutate, same
+from tests.cli_util import usage
 from xen_remus_ext.cli import main as cli
 from xen_remus_ext.errors import ResyncError, ValidationError
 from xen_remus_ext.resync import api, journal, meta, transport
@@ -30,16 +31,6 @@ def pair(tmp_path):
     src = make_image(str(tmp_path / "src.img"), 4 * MiB)
     dst = copy(src, str(tmp_path / "dst.img"))
     return src, dst
-
-
-def usage(argv, capsys):
-    """Run the CLI expecting a usage error: :returns: its stderr."""
-    with pytest.raises(SystemExit) as ei:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert ei.value.code == 2, err
-    assert "Traceback" not in err
-    return err
 
 
 def test_listen_port_out_of_range_is_a_usage_error(tmp_path, capsys):

@@ -5,16 +5,8 @@ from __future__ import absolute_import, division, print_function
 
 import pytest
 
+from tests.cli_util import usage
 from xen_remus_ext.cli import main as cli
-
-
-def usage(argv, capsys):
-    with pytest.raises(SystemExit) as ei:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert ei.value.code == 2, err
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.mark.parametrize("command", ["protect", "failback", "resync-domain"])

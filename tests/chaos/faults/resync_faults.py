@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 
+from tests.adapter.resync_util import copy
 from tests.chaos.faults.registry import kill_proc, run
 from xen_remus_ext.resync import journal as jn
 from xen_remus_ext.resync import meta
@@ -124,15 +125,6 @@ def fill_random(path, size):
             n = min(left, 1 << 20)
             f.write(os.urandom(n))
             left -= n
-
-
-def copy_file(src, dst):
-    with open(src, "rb") as a, open(dst, "wb") as b:
-        while True:
-            buf = a.read(1 << 20)
-            if not buf:
-                break
-            b.write(buf)
 
 
 def scribble(path, rng, changes):
@@ -262,7 +254,7 @@ class ResyncRun(object):
             self.mode = "full"
         else:
             self.dst = os.path.join(self.dir, "dst.img")
-            copy_file(self.src, self.dst)
+            copy(self.src, self.dst)
             m = meta.ensure(self.src, self.size, role="primary")
             meta.mark_synced(self.dst, m, role="backup")
             meta.rotate(self.src, role="primary")                 # the source moved on
@@ -272,7 +264,7 @@ class ResyncRun(object):
         if self.kind == "verify-race":
             self.extra = ("--verify",)
             self.src2 = os.path.join(self.dir, "src2.img")     # the second sender's disk
-            copy_file(self.src, self.src2)
+            copy(self.src, self.src2)
             with open(self.src2, "r+b") as f:
                 f.write(os.urandom(1 << 20))
         elif self.kind == "tracked-after-kill":
