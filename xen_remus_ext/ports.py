@@ -140,6 +140,50 @@ class Toolstack(object):
         "checkpoints": N or None}``."""
         return None
 
+    def check_hold(self):
+        """:returns: None when :meth:`hold_on_stream_break` works on this
+        host, else why not (text).  Default: this toolstack resumes a Remus
+        backup by itself when the checkpoint stream breaks."""
+        return ("the %s toolstack resumes a Remus backup by itself when the checkpoint stream breaks"
+                % (self.kind or "?",))
+
+    def hold_on_stream_break(self, hold=True):
+        """Under a cluster manager: from now on, a backup copy on this host
+        whose checkpoint stream breaks stays paused at its last committed
+        checkpoint (:meth:`remus_backup` says ``broken``) until
+        :meth:`remus_takeover`; ``hold=False`` gives Remus's own behaviour
+        back (the backup resumes at once).  Default: not possible.
+
+        :raises ToolstackError: :meth:`check_hold`'s reason.
+        """
+        raise ToolstackError("hold a Remus backup for promote: %s" % self.check_hold())
+
+    def remus_takeover(self, dom):
+        """Resume the held backup copy ``dom`` from its last committed
+        checkpoint (its stream broke; the old primary is fenced).  Default:
+        not possible (a toolstack that cannot hold a backup never has one).
+
+        :raises ToolstackError: :meth:`check_hold`'s reason, or ``dom`` is no held backup.
+        """
+        raise ToolstackError("take over the Remus backup %s: %s" % (dom, self.check_hold()))
+
+    def shutdown(self, dom):
+        """Ask ``dom``'s guest to shut down cleanly and return at once.
+
+        :returns: True when asked; False (default): this toolstack offers no
+            clean shutdown here, the caller destroys the domain instead.
+        """
+        return False
+
+    def create_from_file(self, path):
+        """Start a domain from its configuration file ``path`` on this host
+        (``xl create``, ``xm create``).  Default: not possible.
+
+        :raises ToolstackError: not possible here, or the toolstack refused.
+        """
+        raise ToolstackError("%s: the %s toolstack cannot start a domain from a file"
+                             % (path, self.kind or "?"))
+
     def migration_downtime(self):
         """:returns: seconds the last :meth:`migrate` kept the domain
         stopped, as the toolstack measured it, or None (default: not reported)."""

@@ -362,6 +362,24 @@ def test_retarget_as_declared(pair):
         [d.uname for d in cfg.remus_disks]
 
 
+def test_hold_as_declared(pair):
+    lacks = pair.a.check_hold()
+    if lacks is not None:
+        assert isinstance(lacks, str) and lacks
+        with pytest.raises(ToolstackError) as exc:
+            pair.a.hold_on_stream_break(True)
+        assert lacks in str(exc.value)
+        with pytest.raises(ToolstackError):
+            pair.a.remus_takeover(pair.dom)
+        return
+    pair.a.hold_on_stream_break(True)
+    pair.a.hold_on_stream_break(False)
+    # a running primary is no held backup: nothing to take over
+    with pytest.raises(ToolstackError):
+        pair.a.remus_takeover(pair.dom)
+    assert pair.a.domain_info(pair.dom).state is not None
+
+
 def test_a_running_domain_is_no_remus_backup(pair):
     assert pair.a.remus_backup(pair.dom) is None
 

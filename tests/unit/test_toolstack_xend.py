@@ -118,3 +118,28 @@ def test_list_domains_sees_paused_domains(tmp_path):
         assert "web2" in infos and infos["web2"].paused
     finally:
         srv.stop()
+
+
+class _Runner(object):
+    def __init__(self, results):
+        self.results = list(results)
+        self.calls = []
+
+    def run(self, argv, input=None, timeout=None, env=None):
+        self.calls.append(list(argv))
+        return self.results.pop(0)
+
+
+def test_create_from_file_runs_xm_create_here_only():
+    runner = _Runner([(0, b"Started domain g\n", b""), (1, b"", b"Error: config file bad.cfg: no such file\n")])
+    ts = XendToolstack("httpu:///x.sock", runner=runner, processes=object())
+    ts.create_from_file("/etc/xen/g.cfg")
+    with pytest.raises(ToolstackError) as err:
+        ts.create_from_file("/etc/xen/bad.cfg")
+    assert "xm create /etc/xen/bad.cfg: exit 1: Error: config file bad.cfg" in str(err.value)
+    assert runner.calls == [["xm", "create", "/etc/xen/g.cfg"], ["xm", "create", "/etc/xen/bad.cfg"]]
+    # a peer's xend (over ssh) starts nothing here
+    peer = XendToolstack("ssh://hostb", runner=runner, ssh=["ssh", "--"], host="hostb", processes=object())
+    with pytest.raises(ToolstackError):
+        peer.create_from_file("/etc/xen/g.cfg")
+    assert len(runner.calls) == 2

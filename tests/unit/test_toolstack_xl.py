@@ -111,3 +111,15 @@ def test_remus_argv():
     assert xl.remus_argv("guest", "hostb", interval_ms=50, net=False, disk=False, blackhole=True, unsafe=True) == [
         "/usr/sbin/xl", "remus", "-i", "50", "-n", "-d", "-b", "-F", "-s", "ssh -i /root/.ssh/remus", "guest", "hostb"]
     assert xl.remus_argv("guest", "hostb", ssh="") == ["/usr/sbin/xl", "remus", "-i", "200", "-s", "", "guest", "hostb"]
+
+
+def test_create_from_file_runs_xl_create_and_reports_its_refusal(tmp_path):
+    runner = StrictRunner([
+        (["xl", "create", "/etc/xen/g.cfg"], (0, b"", b"")),
+        (["xl", "create", "/etc/xen/bad.cfg"], (1, b"", b"Failed to parse config: Invalid argument\n")),
+    ])
+    xl = XlToolstack(runner, processes=RemusProcesses(str(tmp_path)))
+    xl.create_from_file("/etc/xen/g.cfg")
+    with pytest.raises(ToolstackError) as err:
+        xl.create_from_file("/etc/xen/bad.cfg")
+    assert "xl create /etc/xen/bad.cfg: exit 1: Failed to parse config" in str(err.value)

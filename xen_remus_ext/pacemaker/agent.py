@@ -16,7 +16,6 @@ runs.
 """
 from __future__ import absolute_import, division, print_function
 
-import argparse
 import errno
 import json
 import os
@@ -34,23 +33,6 @@ ACTIONS = ("meta-data", "validate-all", "start", "stop", "monitor", "promote", "
            "reprotect")
 HOLD_ABSENT = "hold-unsupported"
 
-
-def protect_toward(ts, peer_ts, disks, domain, peer_host, options, progress):
-    """Bring ``peer_host``'s copy of every remus disk of ``domain`` (running
-    here) up to date and protect the domain toward it: ``xen-remus protect``
-    (seed a missing copy, live pre-copy, final delta while paused, Remus
-    toward the peer, journaled).  :returns: its result dict.
-    """
-    from xen_remus_ext.failback import api
-    return api.run_protect(ts, domain, peer_host, peer_toolstack=peer_ts, options=options,
-                           disk_sync=disks, progress=progress)
-
-
-def _peer_and_disks(args, ts):
-    """The peer's toolstack and the disk port, as ``failback`` builds them."""
-    from xen_remus_ext import wiring
-    return wiring.peer_and_disks(ts, args.host, ssh=args.ssh, key_file=args.key, peer_uri=args.peer_uri,
-                                 peer_agent=args.peer_agent)
 
 class Agent(object):
     """One invocation.  :param env: the environment Pacemaker gave us."""
@@ -127,29 +109,39 @@ class Agent(object):
             self.log("cannot write %s: %s" % (path, exc))
         return st
 
+    def _sim_agents(self):
+        return decide.parse_map(self.params.get("sim_agents"), "parameter sim_agents")
+
+    def site(self, peer_node=None, xenstores=False):
+        """What the composition root (:func:`wiring.open_site`) builds for
+        this node and, given ``peer_node``, toward that node's host.  A
+        ``with`` block releases it."""
+        from xen_remus_ext import wiring
+        kind = self.params.get("toolstack") or None
+        agent = peer_agent = None
+        if kind == "sim":
+            agents = self._sim_agents()
+            agent = agents.get(self.node())
+            if not agent:
+                raise XenRemusError("parameter sim_agents: expected an address for node %s" % self.node())
+            if peer_node is not None:
+                peer_agent = agents.get(peer_node)
+                if not peer_agent:
+                    raise XenRemusError("parameter sim_agents: expected an address for node %s" % peer_node)
+        host = self.host_of(peer_node) if peer_node is not None else None
+        return wiring.open_site(toolstack=kind, host=host, agent=agent, peer_agent=peer_agent,
+                                xenstores=xenstores)
+
     def toolstack(self):
         """This host's toolstack, as the ``toolstack`` parameter says."""
         if self._ts is None:
-            from xen_remus_ext import wiring
-            kind = self.params.get("toolstack") or None
-            agent = None
-            if kind == "sim":
-                agent = decide.parse_map(self.params.get("sim_agents"), "parameter sim_agents").get(self.node())
-                if not agent:
-                    raise XenRemusError("parameter sim_agents: expected an address for node %s" % self.node())
-            self._ts = wiring.local_toolstack(kind, agent=agent)
+            self._ts = self.site().toolstack
         return self._ts
 
-    def peer_args(self, peer_node):
-        """The argument set ``failback`` would get to reach ``peer_node``."""
-        agents = decide.parse_map(self.params.get("sim_agents"), "parameter sim_agents")
-        interval = self.params.get("interval") or "200"
-        return argparse.Namespace(
-            host=self.host_of(peer_node), peer_agent=agents.get(peer_node), peer_uri=None, ssh="ssh",
-            key=None, dest=None, rate=None, verify=False, interval=int(interval), port=None,
-            local_host=self.host_of(self.node()), config=None, no_net=False, no_disk=False,
-            discard_peer=False, discard_target=False, toolstack=self.params.get("toolstack") or None,
-            tracker=None, json=False)
+    def options(self):
+        """The failback/protect options of the agent's runs."""
+        return {"interval_ms": int(self.params.get("interval") or "200"),
+                "local_host": self.host_of(self.node()), "ssh": "ssh"}
 
     def row(self):
         """This host's status row of the domain, or None."""
@@ -241,13 +233,13 @@ class Agent(object):
                 if row.get("protected"):
                     self.log("re-protect: %s already protected" % self.domain)
                     return decide.OCF_SUCCESS
-                from xen_remus_ext.cli import failback_cmd
-                args = self.peer_args(peer)
-                ts = self.toolstack()
-                peer_ts, disks = _peer_and_disks(args, ts)
+                from xen_remus_ext.failback import api
                 t0 = time.time()
-                res = protect_toward(ts, peer_ts, disks, self.domain, args.host,
-                                     failback_cmd._options(args), self.log)
+                with self.site(peer, xenstores=True) as site:
+                    res = api.run_protect(site.toolstack, self.domain, self.host_of(peer), site.peer,
+                                          options=dict(self.options(), supervise=site.supervise),
+                                          disk_sync=site.disk_sync, progress=self.log, clock=site.clock,
+                                          xenstore=site.xenstore, peer_xenstore=site.peer_xenstore)
                 self.log("re-protect toward %s: %s after %.2f s" % (peer, res.get("state"), time.time() - t0))
                 return decide.OCF_SUCCESS
         except XenRemusError as exc:
@@ -309,22 +301,22 @@ class Agent(object):
             for node, host in self.hosts().items():
                 if host == rec["host"]:
                     peer = node
-            args = self.peer_args(peer or rec["host"])
-            from xen_remus_ext.cli import failback_cmd
-            ts = self.toolstack()
-            peer_ts, disks = _peer_and_disks(args, ts)
-            api.run_failback(ts, self.domain, rec["host"], peer_toolstack=peer_ts,
-                             reverse_only=rec["mode"] == "reverse", abort=True,
-                             options=failback_cmd._options(args), disk_sync=disks, progress=self.log)
+            with self.site(peer or rec["host"], xenstores=True) as site:
+                api.run_failback(site.toolstack, self.domain, rec["host"], site.peer,
+                                 reverse_only=rec["mode"] == "reverse", abort=True,
+                                 options=dict(self.options(), supervise=site.supervise),
+                                 disk_sync=site.disk_sync, progress=self.log, clock=site.clock,
+                                 xenstore=site.xenstore, peer_xenstore=site.peer_xenstore)
         except XenRemusError as exc:
             self.log("abort of the unfinished journal failed (left for the operator): %s" % exc)
 
     def hold(self, ts):
-        fn = getattr(ts, "hold_on_stream_break", None)
-        if fn is None:
-            return False
-        fn(True)
-        return True
+        """Make this host hold a backup paused for promote when its stream
+        breaks.  :returns: None when it does, else why not."""
+        why = ts.check_hold()
+        if why is None:
+            ts.hold_on_stream_break(True)
+        return why
 
     def a_start(self):
         code, msg = self.validate(deep=False)
@@ -333,9 +325,10 @@ class Agent(object):
             return code
         with self.lock():
             ts = self.toolstack()
-            if not self.hold(ts):
-                self.log("start: this toolstack resumes a backup on its own when the stream breaks; "
-                         "see docs/pacemaker.md")
+            why = self.hold(ts)
+            if why is not None:
+                self.log("start: %s: a cut link can resume the backup before fencing; see docs/pacemaker.md"
+                         % why)
             self.settle_journal()
             self.save_state(state=decide.STARTED, target=None)
         code = self.a_monitor(apply_code=False)     # sets the score of what is here
@@ -386,10 +379,8 @@ class Agent(object):
                 ts.remus_stop(self.domain)
         except XenRemusError as exc:
             self.log("remus stop: %s" % exc)
-        fn = getattr(ts, "shutdown", None)
-        if fn is not None:
-            try:
-                fn(self.domain)
+        try:
+            if ts.shutdown(self.domain):
                 deadline = time.time() + budget
                 while time.time() < deadline:
                     r = self.row_quiet()
@@ -397,8 +388,8 @@ class Agent(object):
                         self.log("%s shut down cleanly" % self.domain)
                         return
                     time.sleep(0.5)
-            except XenRemusError as exc:
-                self.log("shutdown: %s" % exc)
+        except XenRemusError as exc:
+            self.log("shutdown: %s" % exc)
         self.log("destroying %s" % self.domain)
         ts.destroy(self.domain)
 
@@ -439,16 +430,16 @@ class Agent(object):
                 return decide.OCF_SUCCESS
             if row is None or row.get("backup") is None:
                 return self.cold_boot(ts)
-            takeover = getattr(ts, "remus_takeover", None)
+            can_hold = ts.check_hold() is None
             deadline = time.time() + max(self.timeout_s() * 0.5, 3.0)
             while True:
                 row = self.row()
                 if row is not None and row.get("backup") is None and row.get("state") is not None:
                     break       # the toolstack resumed it on its own
                 b = (row or {}).get("backup") or {}
-                if takeover is not None and b.get("state") == "broken":
+                if can_hold and b.get("state") == "broken":
                     t0 = time.time()
-                    takeover(self.domain)
+                    ts.remus_takeover(self.domain)
                     self.log("promote: %s resumed from its last committed checkpoint (%d checkpoints) in %.3f s"
                              % (self.domain, b.get("checkpoints") or 0, time.time() - t0))
                     break
@@ -474,50 +465,42 @@ class Agent(object):
             return decide.OCF_ERR_GENERIC
         from xen_remus_ext.resync import meta
         config = self.load_config(cfg)
-        for path in self.disk_files(ts, config):
+        for _disk, path in self.disk_files(ts, config):
             m = meta.load(path) if os.path.exists(path) else None
             if m is not None and not m.consistent:
                 self.log("promote: %s: copy inconsistent (an interrupted resync target); not booting %s"
                          % (path, self.domain))
                 return decide.OCF_ERR_GENERIC
-        self.boot(ts, cfg, config)
+        ts.create_from_file(cfg)
         self.log("promote: %s booted here from %s" % (self.domain, cfg))
         self.set_score(decide.SCORE_PRIMARY)
         self.save_state(state=decide.STARTED, target=None)
         return decide.OCF_SUCCESS
 
     def load_config(self, cfg):
-        """The domain's config: a sim JSON config (``.json``) or a toolstack
-        config file, as :mod:`config` reads it."""
-        if cfg.endswith(".json"):
-            try:
-                with open(cfg) as f:
-                    return json.load(f)
-            except (IOError, OSError, ValueError) as exc:
-                raise XenRemusError("parameter config: %s: %s" % (cfg, exc))
-        from xen_remus_ext import config as config_pkg
-        return config_pkg.load(cfg)
+        """The domain's config as a :class:`model.DomainConfig`: a sim
+        JSON config (``.json``: ``name, memory, disks`` of ``{uname, vdev,
+        mode}``) or a toolstack config file, as :mod:`config` reads it."""
+        if not cfg.endswith(".json"):
+            from xen_remus_ext import config as config_pkg
+            return config_pkg.load(cfg)
+        from xen_remus_ext.config.disk import parse_disk_spec
+        from xen_remus_ext.model import DomainConfig
+        try:
+            with open(cfg) as f:
+                c = json.load(f)
+            disks = [parse_disk_spec("%s,%s,%s" % (d["uname"], d["vdev"], d.get("mode", "w")))
+                     for d in c.get("disks", ())]
+            return DomainConfig(name=c["name"], memory=int(c.get("memory", 64)), disks=disks, format="sim")
+        except (IOError, OSError, ValueError) as exc:
+            raise XenRemusError("parameter config: %s: %s" % (cfg, exc))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise XenRemusError("parameter config: %s: expected name and disks of {uname, vdev}, got: %r"
+                                % (cfg, exc))
 
     def disk_files(self, ts, config):
-        from xen_remus_ext.sim.host import parse_uname
-        out = []
-        if isinstance(config, dict):
-            for spec in config.get("disks", ()):
-                _, path = parse_uname(spec["uname"])
-                out.append(ts.disk_path(path) or path)
-        elif config is not None:
-            out = [d.path for d in config.remus_disks]
-        return out
-
-    def boot(self, ts, cfg, config):
-        if isinstance(config, dict) and hasattr(ts, "create"):
-            ts.create(config)
-            return
-        argv = ["xl", "create", cfg] if getattr(ts, "kind", None) == "xl" else ["xm", "create", cfg]
-        from xen_remus_ext.wiring import SubprocessRunner
-        rc, _, err = SubprocessRunner().run(argv)
-        if rc != 0:
-            raise XenRemusError("%s: exit %d: %s" % (" ".join(argv), rc, err.decode("utf-8", "replace").strip()))
+        """``[(RemusDisk, this host's copy)]`` of ``config``'s remus disks."""
+        return [(d, ts.disk_path(d.path) or d.path) for d in config.remus_disks]
 
     def a_demote(self):
         self.stop_worker()
@@ -535,16 +518,16 @@ class Agent(object):
                 self.shutdown(ts)
                 self.set_score(None)
                 return decide.OCF_SUCCESS
-            from xen_remus_ext.cli import failback_cmd
             from xen_remus_ext.failback import api
-            args = self.peer_args(target)
             if ts.remus_running(self.domain):
                 ts.remus_stop(self.domain)
                 self.rotate_local(ts)
-            peer_ts, disks = _peer_and_disks(args, ts)
             t0 = time.time()
-            res = api.run_failback(ts, self.domain, args.host, peer_toolstack=peer_ts,
-                                   options=failback_cmd._options(args), disk_sync=disks, progress=self.log)
+            with self.site(target, xenstores=True) as site:
+                res = api.run_failback(site.toolstack, self.domain, self.host_of(target), site.peer,
+                                       options=dict(self.options(), supervise=site.supervise),
+                                       disk_sync=site.disk_sync, progress=self.log, clock=site.clock,
+                                       xenstore=site.xenstore, peer_xenstore=site.peer_xenstore)
             self.log("demote: failback of %s to %s: %s in %.2f s (downtime %s)"
                      % (self.domain, target, res.get("state"), time.time() - t0, res.get("downtime")))
             self.save_state(target=None)

@@ -155,6 +155,9 @@ class SimToolstack(Toolstack):
         ``{"state": "receiving"|"broken", "checkpoints": N}``."""
         return self.call("domain_info", dom=dom).get("backup")
 
+    def check_hold(self):
+        return None
+
     def hold_on_stream_break(self, hold=True):
         """Under a cluster manager: a backup whose stream breaks stays paused
         at its last committed checkpoint until :meth:`remus_takeover`."""
@@ -170,6 +173,19 @@ class SimToolstack(Toolstack):
         """Create a domain from a sim config dict (``name, memory, disks``
         of ``{uname, vdev, mode}``, ``workload``); :returns: domid."""
         return self.call("create", config=config, paused=paused)
+
+    def create_from_file(self, path):
+        """Create the domain a sim config file (JSON: ``name, memory,
+        disks``, ``workload``) describes.  :raises ToolstackError: unreadable."""
+        import json
+        try:
+            with open(path) as f:
+                config = json.load(f)
+        except (IOError, OSError, ValueError) as exc:
+            raise ToolstackError("%s: expected a sim domain config (JSON), got: %s" % (path, exc))
+        if not isinstance(config, dict) or not config.get("name"):
+            raise ToolstackError("%s: expected a JSON object with a name, got %r" % (path, type(config).__name__))
+        return self.create(config)
 
     def disk_path(self, path):
         """The host-side file of guest-visible image ``path``."""

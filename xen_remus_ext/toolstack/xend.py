@@ -447,6 +447,22 @@ class XendToolstack(Toolstack):
     def destroy(self, dom):
         self.call("xend.domain.destroy", dom)
 
+    def create_from_file(self, path):
+        """``xm create PATH`` on this host (xm reads the Python config; xend
+        only ever sees the SXP it builds)."""
+        if self.runner is None or self.ssh:
+            raise ToolstackError("%s: xm create runs on the domain's own host; expected a local xend "
+                                 "with a Runner" % path)
+        argv = ["xm", "create", path]
+        try:
+            rc, out, err = self.runner.run(argv, timeout=120)
+        except (OSError, IOError) as exc:
+            raise ToolstackError("%s: cannot run: %s" % (" ".join(argv), exc))
+        if rc != 0:
+            msg = (err or out or b"")
+            msg = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else msg
+            raise ToolstackError("%s: exit %d: %s" % (" ".join(argv), rc, msg.strip() or "(no output)"))
+
     def save(self, dom, path, checkpoint=False):
         self.call("xend.domain.save", dom, path, bool(checkpoint))
 

@@ -276,6 +276,9 @@ class XlToolstack(Toolstack):
     def destroy(self, dom):
         self.run(["destroy", dom])
 
+    def create_from_file(self, path):
+        self.run(["create", path])
+
     def save(self, dom, path, checkpoint=False):
         self.run(["save"] + (["-c"] if checkpoint else []) + [dom, path])
 
