@@ -27,15 +27,16 @@ def have(tool):
     return any(os.access(os.path.join(d, tool), os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep))
 
 
-def sections():
-    """``{heading: [command, ...]}`` of the crmsh examples (continuations joined)."""
+def sections(prefix="crm "):
+    """``{heading: [command, ...]}`` of the examples whose commands start
+    with ``prefix`` (crmsh's by default; continuations joined)."""
     with open(os.path.join(TOP, "docs", "pacemaker.md")) as f:
         text = f.read()
     out = {}
     for part in re.split(r"^## ", text, flags=re.M)[1:]:
         head, _, body = part.partition("\n")
         block = "\n".join(ln[4:] for ln in body.splitlines() if ln.startswith("    "))
-        cmds = [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip().startswith("crm ")]
+        cmds = [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip().startswith(prefix)]
         if cmds:
             out[head.strip()] = cmds
     return out
