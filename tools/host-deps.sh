@@ -7,7 +7,8 @@
 # crm_simulate, cibadmin), resource-agents (ocf-tester, ra-api-1.dtd),
 # libxml2-utils (xmllint), crmsh and pcs (the crmsh and pcs examples of
 # docs/pacemaker.md are run on an offline CIB; pcs needs no pcsd for that),
-# libxen-dev and gcc (the xend lab builds Xen's own xen.lowlevel.xs against Debian's libxenstore), libnbd-bin and nbd-client (real
+# libxen-dev and gcc (the xend lab builds Xen's own xen.lowlevel.xs against
+# Debian's libxenstore), libnbd-bin and nbd-client (real
 # NBD clients, for the disk-replication server's tests).  `make test-cluster`
 # installs the daemons itself.
 set -u

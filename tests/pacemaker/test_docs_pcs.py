@@ -17,7 +17,6 @@ Python 3 only, as neither depends on the suite's interpreter.
 """
 from __future__ import absolute_import, division, print_function
 
-import os
 import re
 import shlex
 import subprocess
