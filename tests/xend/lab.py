@@ -5,7 +5,7 @@ For each Xen version: unpack the tree's ``tools/`` (``tools/python``,
 series, compile the tree's own ``xen.lowlevel.xs`` against Debian's
 libxenstore, and put the stand-ins (``standins/``) where the hypervisor
 would be.  Then two hosts, A and B, each in its own network namespace
-(``xend<V>a``/``xend<V>b``, a veth between them, 192.0.2.1 and 192.0.2.2)
+(``xend<V>a-<checkout>``/``xend<V>b-<checkout>``, a veth between them, 192.0.2.1 and 192.0.2.2)
 and its own mount namespace (``/var/lib``, ``/run``, ``/var/log`` and
 ``/dev`` its own), each with ``hostd.py`` (hypervisor, xenstored double,
 blkback/blktap2, guest), the real xend (XML-RPC on its Unix socket,
@@ -42,6 +42,8 @@ RELOC_PORT = 8002
 DISK_PORT = 9000
 IMAGE_SIZE = 8 * 1024 * 1024
 SERIES = {"4.1": "xen-4.1", "4.4": "xen-4.4"}
+#: the checkout's directory name, in the lab's namespace and link names
+OWNER = "".join(c for c in os.path.basename(REPO) if c.isalnum())[:10] or "lab"
 
 
 class LabError(Exception):
@@ -245,7 +247,7 @@ class Host(object):
         self.addr = ADDRS[name]
         self.dir = os.path.join(lab.build, name)
         self.root = os.path.join(self.dir, "root")
-        self.netns = "xend%s%s" % (lab.tag, name.lower())
+        self.netns = lab.netns(name)
         self.holder = None
         self.procs = {}
         self.images_fs = None
@@ -450,6 +452,14 @@ class Lab(object):
         self.logf = None
         self.hosts = {}
 
+    def netns(self, host):
+        """``xend<V><host>-<checkout>``: the checkout's name keeps two
+        checkouts running the lab at once apart."""
+        return "xend%s%s-%s" % (self.tag, host.lower(), OWNER)
+
+    def veth(self, host):
+        return ("vx%s%s%s" % (self.tag, host.lower(), OWNER))[:15]   # IFNAMSIZ - 1
+
     def log(self, text):
         if self.logf is not None:
             self.logf.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), text))
@@ -527,11 +537,11 @@ class Lab(object):
         return path
 
     def make_network(self):
-        a, b = "xend%sa" % self.tag, "xend%sb" % self.tag
+        a, b = self.netns("A"), self.netns("B")
         for ns in (a, b):
             sh(["ip", "netns", "del", ns], check=False)
             sh(["ip", "netns", "add", ns])
-        va, vb = "vxend%sa" % self.tag, "vxend%sb" % self.tag
+        va, vb = self.veth("A"), self.veth("B")
         sh(["ip", "link", "del", va], check=False)
         sh(["ip", "link", "add", va, "netns", a, "type", "veth", "peer", "name", vb, "netns", b])
         for ns, dev, addr in ((a, va, ADDRS["A"]), (b, vb, ADDRS["B"])):
@@ -599,7 +609,7 @@ class Lab(object):
             if h.holder is not None:
                 h.kill()
             h.keep_logs()
-        for ns in ("xend%sa" % self.tag, "xend%sb" % self.tag):
+        for ns in (self.netns("A"), self.netns("B")):
             sh(["ip", "netns", "del", ns], check=False)
         if self.logf is not None:
             self.logf.close()
