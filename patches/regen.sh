@@ -16,6 +16,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 MAIN=tools/python/xen/xm/main.py
+DEVICE=tools/python/xen/remus/device.py
 DOMAIN=tools/python/xen/xend/XendDomain.py
 BLKTAP=tools/python/xen/xend/server/BlktapController.py
 
@@ -111,6 +112,29 @@ cat >"$tmp/tapdisk-list.txt" <<'EOF'
         return found
 
 EOF
+cat >"$tmp/remus-fifo.txt" <<'EOF'
+# xen-remus-ext: ReplicatedDisk above finds a remus disk's FIFOs with the
+# greedy "tap:.*(remus.*)\|", which takes every layer up to the last '|'
+# (and starts at the last "remus" in the uname).  For remus:H:P|log:IMG|aio:IMG,
+# the blktap2 log driver under remus that xen-remus-ext reads as its dirty
+# tracker on xend, it named remus_H_P|log_IMG, which no tapdisk opens.  This
+# takes the top layer of the stack, the one block-remus names its FIFOs after.
+def _remus_fifo_init(self, disk, _stock_init=ReplicatedDisk.__init__):
+    uname = getattr(disk, 'uname', '') or ''
+    if not re.match('tap:(tapdisk:)?remus:', uname):
+        return _stock_init(self, disk)
+    layer = re.sub('^tap:(tapdisk:)?', '', uname).split('|')[0]
+    self.ctlfd = None
+    self.msgfd = None
+    self.is_drbd = False
+    self.ackwait = False
+    self.installed = False
+    absfifo = os.path.join(self.FIFODIR, layer.replace(':', '_'))
+    self.ctlfd = open(absfifo, 'w+b')
+    self.msgfd = open(absfifo + '.msg', 'r+b')
+ReplicatedDisk.__init__ = _remus_fifo_init
+
+EOF
 printf "    'remus-failback', 'remus-resync', 'remus-status',\n" >"$tmp/imported.txt"
 
 header() {  # header SUBJECT BODY -> patch description lines
@@ -165,6 +189,13 @@ cannot unpack it, so destroy failed and tapdisks leaked after each migration
     "$ver" 0001-xm-register-remus-subcommands.patch 0002-xend-add-remus-domain-methods.patch \
     0003-xend-blktap2-migrate-hook.patch >"$dir/series"
   [ -z "$extra" ] || echo "$extra" >>"$dir/series"
+  one "$tag" "$dir/0005-remus-fifo-of-a-stacked-remus-disk.patch" "$DEVICE" \
+      $'\n### Network\n\n' after "$tmp/remus-fifo.txt" \
+      "remus: find the remus layer's FIFO in a stacked tapdisk uname" \
+      "The greedy match named the wrong FIFO for remus:H:P|log:IMG|aio:IMG (the
+blktap2 log driver under remus, which xen-remus-ext reads as its dirty-block
+tracker): the remus script could not protect such a disk."
+  echo 0005-remus-fifo-of-a-stacked-remus-disk.patch >>"$dir/series"
   mkdir -p "$here/alt"
   one "$tag" "$here/alt/xen-$ver-xm-imported-commands.patch" "$MAIN" \
       $'    \'cpupool-new\',\n    ]\n' before "$tmp/imported.txt" \

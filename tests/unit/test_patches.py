@@ -66,6 +66,7 @@ def test_series_is_numbered_one_change_per_patch_additions_only(name):
             "0003-xend-blktap2-migrate-hook.patch"]
     if name == "xen-4.1":    # a fix xend 4.1 lacks (4.4 has it): tapdisk-list of remus disks
         want.append("0004-xend-tapdisk-list-remus-args.patch")
+    want.append("0005-remus-fifo-of-a-stacked-remus-disk.patch")
     assert names == want
     seen = set()
     for patch in names:
@@ -121,7 +122,7 @@ def test_series_applies_to_release_tree(tmp_path, tag, name):
     before = tree_digest(root)
     rc, out = check_patches(root)
     assert rc == 0, out
-    count = 4 if name == "xen-4.1" else 3      # 4.1 also carries the TapdiskController.list fix
+    count = 5 if name == "xen-4.1" else 4      # 4.1 also carries the TapdiskController.list fix
     assert "ok: %s: patches/%s (%d patches" % (root, name, count) in out
     assert tree_digest(root) == before  # the given tree is never changed
 
@@ -133,7 +134,7 @@ def test_bare_tools_python_dir_is_accepted(tmp_path):
     assert rc == 0, out
     # without xen/Makefile the candidates are tried in turn; the 4.1 series
     # also fits 4.4 (same context, other line numbers)
-    assert re.search(r"patches/xen-4\.(1 \(4|4 \(3) patches", out), out
+    assert re.search(r"patches/xen-4\.(1 \(5|4 \(4) patches", out), out
 
 
 @needs_mirror
@@ -196,7 +197,7 @@ def test_xend_patches_code_installs(tmp_path):
 
     ns = {"XendDomain": XendDomain, "log": logging.getLogger("xend-test"),
           "Blktap2Controller": Blktap2Controller}
-    for patch in series("xen-4.4")[1:]:
+    for patch in series("xen-4.4")[1:3]:     # 0005 (xen.remus): tests/unit/test_remus_fifo_patch.py
         code = "\n".join(added_lines(patch_text("xen-4.4", patch)))
         exec(compile(code, patch, "exec"), ns)
     assert callable(getattr(XendDomain, "domain_remus_failback", None))
@@ -238,4 +239,4 @@ def test_patch_route_without_quilt(tmp_path, monkeypatch):
     root = extract("RELEASE-4.1.3", tmp_path)
     rc, out = check_patches(root)
     assert rc == 0, out
-    assert "(4 patches, patch -p1, no fuzz)" in out
+    assert "(5 patches, patch -p1, no fuzz)" in out
