@@ -216,13 +216,15 @@ def decode_json(mtype, payload):
     return obj
 
 
-#: DATA flag (version 2, when both ends agreed on zstd): the bytes after the
-#: offset are one zstd frame
+#: DATA flag (version 2, when both ends agreed on a zstd kind): the bytes
+#: after the offset are compressed (see :mod:`resync.compress`)
 FLAG_ZSTD = 0x01
 
 
-def check_header(mtype, flags, reserved, length, allowed=0):
-    """:param allowed: the flag bits this channel accepts on ``mtype``."""
+def check_header(mtype, flags, reserved, length, allowed=0, limit=None):
+    """:param allowed: the flag bits this channel accepts on ``mtype``.
+    :param limit: the payload bound, when the channel's codec sets another
+        one for these flags (default :data:`LIMITS`)."""
     if mtype not in LIMITS:
         if mtype == TLS_HANDSHAKE:
             raise ProtocolError("record header: the peer speaks TLS, this end expected plaintext records "
@@ -232,9 +234,11 @@ def check_header(mtype, flags, reserved, length, allowed=0):
         raise ProtocolError("%s record: expected flags %s and reserved 0, got %d, %d"
                             % (type_name(mtype), "0" if not allowed else "within 0x%02x" % allowed,
                                flags, reserved))
-    if length > LIMITS[mtype]:
+    if limit is None:
+        limit = LIMITS[mtype]
+    if length > limit:
         raise ProtocolError("%s record: expected at most %d payload bytes, got %d"
-                            % (type_name(mtype), LIMITS[mtype], length))
+                            % (type_name(mtype), limit, length))
 
 
 class Channel(object):
@@ -327,17 +331,18 @@ class StreamChannel(Channel):
         self.last_activity = time.time()
 
     def send(self, mtype, *parts):
-        flags = 0
-        if self.codec is not None:
-            flags, parts = self.codec.pack(mtype, parts)
-        length = sum(len(p) for p in parts)
-        hdr = HEADER.pack(mtype, flags, 0, length)
-        if parts and len(parts[-1]) >= BIG:
-            # header and small parts in one write, the big tail without a copy
-            bufs = (b"".join((hdr,) + tuple(_raw(p) for p in parts[:-1])), parts[-1])
-        else:
-            bufs = (b"".join((hdr,) + tuple(_raw(p) for p in parts)),)
         with self._lock:
+            flags = 0
+            if self.codec is not None:
+                # under the lock: a stream codec's pieces must go out in the order they were made
+                flags, parts = self.codec.pack(mtype, parts)
+            length = sum(len(p) for p in parts)
+            hdr = HEADER.pack(mtype, flags, 0, length)
+            if parts and len(parts[-1]) >= BIG:
+                # header and small parts in one write, the big tail without a copy
+                bufs = (b"".join((hdr,) + tuple(_raw(p) for p in parts[:-1])), parts[-1])
+            else:
+                bufs = (b"".join((hdr,) + tuple(_raw(p) for p in parts)),)
             try:
                 for buf in bufs:
                     if self.sock is not None:
@@ -412,7 +417,10 @@ class StreamChannel(Channel):
         hdr = self._read_exact(HEADER.size)
         mtype, flags, reserved, length = HEADER.unpack(bytes(hdr))
         codec = self.codec
-        check_header(mtype, flags, reserved, length, codec.accepts(mtype) if codec is not None else 0)
+        if codec is None:
+            check_header(mtype, flags, reserved, length)
+        else:
+            check_header(mtype, flags, reserved, length, codec.accepts(mtype), codec.limit(mtype, flags))
         payload = self._read_exact(length) if length else bytearray()
         if flags:
             payload = codec.unpack(mtype, flags, payload)

@@ -83,7 +83,7 @@ class Receiver(object):
             reply["compress"] = codec
         self.chan.send_json(P.HELLO, reply)
         if codec is not None:
-            self.chan.codec = cz.Codec(codec, sending=False)
+            self.chan.codec = cz.make(codec, sending=False)
         if self.key:
             _, auth = self.chan.recv_json(P.AUTH)
             tls = (self.binding,) if self.binding else ()

@@ -207,8 +207,9 @@ class SenderSession(object):
         self.info = None
         self.digests = []
         self.version = 1
-        #: the codec to offer (``compress.ZSTD``) or None; :attr:`compressed` is what was agreed
-        self.compress = getattr(conn, "compress", None)
+        #: the codecs to offer (a list, e.g. ``compress.available()``) or None;
+        #: :attr:`compressed` is what was agreed
+        self.compress = cz.offer(getattr(conn, "compress", None))
         self.compressed = None
         #: bytes of RANGES, DIGESTS, REFINE and FINE records (headers included), both ways
         self.digest_bytes = 0
@@ -221,7 +222,7 @@ class SenderSession(object):
         offer = {"magic": P.MAGIC, "versions": list(P.VERSIONS), "digests": dg.available(),
                  "nonce": hexb(nonce_c), "export": self.conn.export}
         if self.compress:
-            offer["compress"] = [self.compress]
+            offer["compress"] = list(self.compress)
         self.chan.send_json(P.HELLO, offer)
         _, hello = self.chan.recv_json(P.HELLO)
         if hello.get("magic") != P.MAGIC or hello.get("version") not in P.VERSIONS:
@@ -230,9 +231,10 @@ class SenderSession(object):
         self.version = hello["version"]
         chosen = hello.get("compress") if self.version >= 2 else None
         if chosen is not None:
-            if chosen != self.compress:
-                raise ProtocolError("HELLO: expected compression %s or none, got %r" % (self.compress, chosen))
-            self.chan.codec = cz.Codec(chosen, sending=True)
+            if chosen not in (self.compress or ()):
+                raise ProtocolError("HELLO: expected compression %s, got %r"
+                                    % (" or ".join((self.compress or []) + ["none"]), chosen))
+            self.chan.codec = cz.make(chosen, sending=True)
         self.compressed = chosen
         self.digests = [d for d in field(hello, "HELLO", "digests", list, []) if d in dg.available()]
         nonce_s = unhexb("HELLO nonce", hello.get("nonce", ""))
