@@ -174,8 +174,9 @@ def test_resumed_run_says_so(pair, capsys):
     journal.Journal(dst, 4 * MiB, m.current, "full", 65536, done=[(0, 2 * MiB)]).save()
     assert cli.main(["resync", src, dst, "--mode", "full"]) == 0
     err = capsys.readouterr().err
-    assert "resuming an interrupted run: %d bytes already in sync, %d to go" % (2 * MiB, 2 * MiB) in err
-    assert "resumed (%d bytes were already in sync)" % (2 * MiB) in err
+    assert "resuming an interrupted run: comparing the %d bytes it finished by digests, %d to go" \
+        % (2 * MiB, 2 * MiB) in err
+    assert "resumed (%d finished bytes compared again, 0 of them sent again)" % (2 * MiB) in err
     assert same(src, dst) and meta.load(dst).consistent
 
 

@@ -10,7 +10,7 @@ value that cannot be used, e.g. ``--rate 1``, ``-s "'x"``, a port over 65535).
 
 ``--json`` prints one JSON object a line on stdout; the last is the result
 (``{"result": "ok", "mode": ..., "bytes_read": ..., "bytes_sent": ...,
-"extents": ..., "seconds": ..., "resumed": ...}`` or ``{"result": "error", "error": ...}``).
+"extents": ..., "seconds": ..., "resumed": ..., "resent": ...}`` or ``{"result": "error", "error": ...}``).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -121,7 +121,8 @@ def register(subparsers):
                    help="overwrite a target holding writes the source never saw (split brain: DEST loses); "
                         "--discard-peer is an alias")
     p.add_argument("--resume", dest="resume", action="store_true", default=True,
-                   help="continue an interrupted run from the receiver's journal (default)")
+                   help="continue an interrupted run from the receiver's journal (default): its finished "
+                        "ranges are compared by digests, only what differs is sent again")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore the receiver's journal")
     p.add_argument("--compress", choices=("auto", "zstd", "none"), default="auto",
                    help="zstd-compress the data sent; auto: on over ssh and TCP, off for a local target")
@@ -171,8 +172,8 @@ def _teller(dest):
     """Events for a human: a resumed run says so on stderr."""
     def tell(obj):
         if obj.get("event") == "resume":
-            sys.stderr.write("xen-remus: %s: resuming an interrupted run: %d bytes already in sync, %d to go\n"
-                             % (dest, obj["skipped"], obj["remaining"]))
+            sys.stderr.write("xen-remus: %s: resuming an interrupted run: comparing the %d bytes it finished "
+                             "by digests, %d to go\n" % (dest, obj["reverify"], obj["remaining"]))
             sys.stderr.flush()
     return tell
 
@@ -221,7 +222,8 @@ def cmd_resync(args):
             sys.stderr.write("xen-remus: %s -> %s: %s mode, %d extent(s), %d bytes read, %d bytes sent, %.2f s%s%s\n"
                              % (args.src, args.dest, res.mode, res.extents, res.bytes_read, res.bytes_sent,
                                 res.seconds, ", verified" if res.verified else "",
-                                ", resumed (%d bytes were already in sync)" % res.resumed if res.resumed else ""))
+                                ", resumed (%d finished bytes compared again, %d of them sent again)"
+                                % (res.resumed, res.resent) if res.resumed else ""))
         return 0
     return _run(args, go)
 

@@ -55,9 +55,11 @@ LOG = logging.getLogger(__name__)
 
 MODES = ("auto", "tracked", "checksum", "full")
 
-#: ``resumed``: bytes an interrupted run had already made durable (skipped), 0 for a fresh run
+#: ``resumed``: bytes an interrupted run had finished, compared again by digests (0 for a fresh
+#: run); ``resent``: of those, bytes that differed (the source changed since) and were sent again
 ResyncResult = collections.namedtuple("ResyncResult",
-                                      "mode bytes_read bytes_sent extents seconds verified digest_bytes resumed")
+                                      "mode bytes_read bytes_sent extents seconds verified digest_bytes resumed "
+                                      "resent")
 VerifyResult = collections.namedtuple("VerifyResult", "identical differing bytes_read seconds")
 
 __all__ = ["resync", "verify", "serve", "ResyncOptions", "ResyncResult", "VerifyResult", "ResyncServer"]
@@ -276,14 +278,16 @@ def resync(src, dest, options=None, extents=None, tracker=None, events=None, **o
                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
         raise
     result = ResyncResult(chosen, bytes_read, wire, res["extents"], round(time.time() - t0, 3), verified,
-                          res["digest_bytes"], res["skipped"])
+                          res["digest_bytes"], res["resumed"], res["resent"])
     LOG.info("resync end: %s -> %s: ok, %s mode, generation %s, %d bytes read, %d bytes sent, %.2f s%s%s",
              src, dest, chosen, src_meta.current, bytes_read, wire, result.seconds,
              ", verified" if verified else "",
-             ", resumed (%d bytes were already in sync)" % result.resumed if result.resumed else "")
+             ", resumed (%d finished bytes compared again, %d of them sent again)"
+             % (result.resumed, result.resent) if result.resumed else "")
     _emit(events, {"result": "ok", "mode": result.mode, "bytes_read": result.bytes_read,
                    "bytes_sent": result.bytes_sent, "digest_bytes": result.digest_bytes, "extents": result.extents,
                    "seconds": result.seconds, "verified": result.verified, "resumed": result.resumed,
+                   "resent": result.resent,
                    "compress": conn.chan.codec.name if conn.chan.codec is not None else None})
     return result
 
@@ -359,7 +363,8 @@ def _run_resync(conn, job):
         work = [(0, job.size)] if job.size else []
     _emit(job.events, {"event": "start", "src": job.src, "dest": dest, "mode": chosen, "size": job.size,
                        "relation": relation, "work": plan.total(work), "source_generation": src_meta.current})
-    digest = sess.pick_digest(opts.strong) if chosen == "checksum" else None
+    # a resumed run compares the finished ranges by digests, whatever the mode
+    digest = sess.pick_digest(opts.strong) if chosen == "checksum" or opts.resume else None
     bar = _Progress(job.events, opts.progress, chosen)
     sess.report = bar
     try:

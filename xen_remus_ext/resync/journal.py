@@ -3,7 +3,9 @@
 One JSON file per target under ``state_dir()/journal/``, rewritten
 atomically after the target was fdatasync'd (so every range it names is on
 disk).  A rerun of the same resync (same source generation, size, mode and
-block size) skips those ranges; anything else starts from zero.
+block size) does not skip those ranges: it compares them by digests and
+sends only what differs, because the key cannot tell that the source was
+written since (docs/protocol.md, "Resume").  Anything else starts from zero.
 
 Each record carries ``sum``, the SHA-256 of its other fields (canonical
 JSON): a record that was torn or corrupted on disk, even into valid JSON

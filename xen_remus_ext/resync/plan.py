@@ -12,6 +12,8 @@ optional ``K``/``M``/``G``/``T`` suffix (powers of 1024); blank lines and
 """
 from __future__ import absolute_import, division, print_function
 
+import bisect
+
 from xen_remus_ext.errors import ConfigError, ValidationError
 from xen_remus_ext.model import Extent
 
@@ -92,6 +94,33 @@ def subtract(intervals, holes):
         if cur < end:
             out.append((cur, end))
     return out
+
+
+def intersect(intervals, others):
+    """What ``intervals`` and ``others`` share (both lists of pairs; result normalized)."""
+    intervals = normalize(intervals)
+    return subtract(intervals, subtract(intervals, others))
+
+
+def covers(intervals, offset):
+    """Whether ``offset`` lies in one of the normalized ``intervals``."""
+    i = bisect.bisect_right(intervals, (offset, float("inf"))) - 1
+    return i >= 0 and intervals[i][0] <= offset < intervals[i][1]
+
+
+def merged_chunks(a, b, chunk=CHUNK):
+    """:func:`chunks` of two disjoint interval lists, interleaved in offset
+    order: each piece comes from one list, cut exactly as that list alone
+    would be (so it matches a peer that walks only that list)."""
+    x, y = chunks(a, chunk), chunks(b, chunk)
+    p, q = next(x, None), next(y, None)
+    while p is not None or q is not None:
+        if q is None or (p is not None and p[0] < q[0]):
+            yield p
+            p = next(x, None)
+        else:
+            yield q
+            q = next(y, None)
 
 
 def total(intervals):

@@ -34,9 +34,11 @@ from six.moves import queue
 from xen_remus_ext.compat import integer_types, string_types, to_bytes, to_text
 from xen_remus_ext.errors import ProtocolError, ResyncError, TargetBusyError
 
-VERSION = 2
-#: version 2 adds REFINE/FINE (sub-block digests) and compressed DATA
-VERSIONS = (1, 2)
+VERSION = 3
+#: version 2 adds REFINE/FINE (sub-block digests) and compressed DATA; version 3
+#: re-verifies a resumed write phase's finished ranges by digests (RANGES in
+#: every write mode when START's answer names finished ranges)
+VERSIONS = (1, 2, 3)
 MAGIC = "xen-remus-resync"
 
 HEADER = struct.Struct("!BBHI")

@@ -60,6 +60,7 @@ class Receiver(object):
         self.path = None
         self.wrote_phase = None   # source meta of a completed write phase awaiting commit
         self.held = None          # the target, locked from the first session until the connection ends
+        self.version = 1          # the protocol version the handshake agreed
 
     # -- handshake --------------------------------------------------------
     def handshake(self):
@@ -75,7 +76,7 @@ class Receiver(object):
             raise ProtocolError("HELLO: expected a nonce of 16+ bytes, got %d" % len(nonce_c))
         nonce_s = os.urandom(16)
         export = to_text(field(hello, "HELLO", "export", string_types, ""))
-        version = max(versions)
+        version = self.version = max(versions)
         reply = {"magic": P.MAGIC, "version": version, "digests": digests,
                  "nonce": hexb(nonce_s), "auth": "hmac-sha256" if self.key else None}
         codec = cz.choose(hello.get("compress")) if version >= 2 else None
@@ -181,14 +182,16 @@ class Receiver(object):
             raise ResyncError("%s: sizes differ: source has %d bytes, target %d" % (self.path, src.size, self.size))
         salt = unhexb("START salt", field(start, "START", "salt", string_types, ""))
         dname = field(start, "START", "digest", string_types, None)
+        resume = field(start, "START", "resume", bool, False)
+        writing = mode in WRITE_MODES
+        # a resumed write phase has its finished ranges compared again (version 3): it needs digests too
+        recheck = writing and resume and self.version >= 3 and dname is not None
         hasher = dg.make(dname, hmac.new(self.base_key, b"digest|" + salt, hashlib.sha256).digest()) \
-            if mode in ("checksum", "verify") else None
+            if mode in ("checksum", "verify") or recheck else None
         rate = TokenBucket(P.check_rate(field(start, "START", "rate", integer_types + (float,), 0), "START rate"))
         fine = field(start, "START", "fine", integer_types, 0) if mode in ("checksum", "verify") else 0
         refine.check_fine(fine, bs)
         discard = field(start, "START", "discard_target", bool, False)
-        resume = field(start, "START", "resume", bool, False)
-        writing = mode in WRITE_MODES
         target = self._hold(writing)     # before the generations are read: they must not change under us
         mine = meta.load(self.path)
         if writing:
@@ -208,14 +211,16 @@ class Receiver(object):
         if writing:
             old = jn.Journal.load(self.path)
             jour = jn.Journal(self.path, self.size, src.current, mode, bs)
-            if resume and old is not None and old.key() == jour.key():
+            if recheck and old is not None and old.key() == jour.key():
+                # offered to be compared again, never to be skipped: the source
+                # may have changed since without its generation changing
                 jour.done = old.done
                 done = old.done
             meta.mark_inconsistent(self.path, self.size)
             jour.save()
         self.chan.send_json(P.START, {"ok": True, "done": [list(p) for p in done]})
         ranges = []
-        if mode in ("checksum", "verify"):
+        if mode in ("checksum", "verify") or done:
             while True:
                 mtype, payload = self.chan.recv()
                 if mtype == P.ERROR:

@@ -216,6 +216,7 @@ class SenderSession(object):
         self._inflight = collections.deque()   # REFINE requests awaiting FINE: _Refinement
         self._inflight_bytes = 0
         self._early = collections.deque()      # DIGESTS payloads read while waiting for a FINE
+        self._recheck = []                     # finished ranges of the phase, compared again
 
     def handshake(self):
         nonce_c = os.urandom(16)
@@ -268,6 +269,14 @@ class SenderSession(object):
                           % (self.conn.describe, want, self.digests))
 
     def _start(self, mode, src_meta, bs, rate, digest, discard_target, resume, work, fine):
+        """Send START, take the receiver's answer, send RANGES where due.
+
+        :returns: ``(recheck, hasher)``: ``recheck`` is the part of ``work``
+            an interrupted run had finished (version 3 receivers name it).
+            It is never skipped: its blocks are compared by digests and what
+            differs is sent, as in checksum mode, because the source may
+            have been written since (an image file keeps its generation).
+        """
         salt = os.urandom(16)
         start = {"mode": mode, "block_size": bs, "digest": digest, "salt": hexb(salt),
                  "rate": rate or 0, "source": src_meta.to_dict(),
@@ -277,13 +286,18 @@ class SenderSession(object):
         self.chan.send_json(P.START, start)
         _, ack = self.chan.recv_json(P.START)
         done = _done_ranges(field(ack, "START", "done", list, []), src_meta.size)
-        work = plan.subtract(work, done)
-        if mode in ("checksum", "verify"):
-            for payload in P.pack_ranges(work) + [b""]:
+        if self.version < 3:
+            done = []    # an older receiver would have us skip them unseen: they are sent again instead
+        elif done and (mode == "verify" or digest is None):
+            raise ProtocolError("START record: expected no finished ranges for a %s phase without digests, got %d"
+                                % (mode, len(done)))
+        recheck = plan.intersect(work, done)
+        if mode in ("checksum", "verify") or done:
+            for payload in P.pack_ranges(work if mode in ("checksum", "verify") else recheck) + [b""]:
                 self.chan.send(P.RANGES, payload)
                 self.digest_bytes += P.HEADER.size + len(payload)
         key = hmac.new(self.base_key, b"digest|" + salt, hashlib.sha256).digest()
-        return work, done, (dg.make(digest, key) if digest else None)
+        return recheck, (dg.make(digest, key) if digest else None)
 
     def run_phase(self, mode, src_path, src_meta, work, bs=65536, rate=None, digest=None,
                   discard_target=False, resume=True, commit=True, fine=refine.FINE):
@@ -294,20 +308,27 @@ class SenderSession(object):
         :param fine: checksum/verify: refine differing blocks to this size
             (0: send whole blocks; needs protocol version 2).
         :returns: dict with ``bytes_read`` (both ends), ``extents`` (sent or
-            differing), ``differing`` (list of Extent, verify), ``skipped``.
+            differing), ``differing`` (list of Extent, verify), ``resumed``
+            (bytes of ``work`` an interrupted run had finished: compared by
+            digests, not skipped) and ``resent`` (of those, bytes that
+            differed and were sent again).
         """
         if self.version < 2 or mode not in ("checksum", "verify") or not fine or fine >= bs:
             fine = 0
         self.fine = fine
-        work, done, hasher = self._start(mode, src_meta, bs, rate, digest, discard_target, resume, work, fine)
-        if done and self.events is not None:
-            self.events({"event": "resume", "skipped": plan.total(done), "remaining": plan.total(work)})
+        recheck, hasher = self._start(mode, src_meta, bs, rate, digest, discard_target, resume, work, fine)
+        self._recheck = recheck
+        if recheck and self.events is not None:
+            self.events({"event": "resume", "reverify": plan.total(recheck),
+                         "remaining": plan.total(work) - plan.total(recheck)})
         bucket = TokenBucket(rate or 0)
-        pieces = plan.chunks(work)
+        compare_all = mode in ("checksum", "verify")
+        pieces = plan.chunks(work) if compare_all or not recheck else \
+            plan.merged_chunks(recheck, plan.subtract(work, recheck))
         total = plan.total(work)
         mark_every = max(MARK_MIN, min(MARK_MAX, total // 8))
         reader = _Reader(src_path, pieces, bucket)
-        if mode in ("checksum", "verify"):
+        if compare_all:
             reader.start()       # read ahead while waiting for the receiver's digests
         else:
             # the receiver writes while we read: one hop less; scattered
@@ -315,7 +336,7 @@ class SenderSession(object):
             # the kernel's readahead (and WILLNEED on holes costs a memset)
             reader = _InlineReader(reader, window=_InlineReader.WINDOW if mode == "tracked" else 0,
                                    skip_holes=True)
-        state = {"extents": 0, "last_end": -1, "differing": []}
+        state = {"extents": 0, "last_end": -1, "differing": [], "resent": 0}
         pending = []
         pending_bytes = 0
         last_mark = time.time()
@@ -323,6 +344,9 @@ class SenderSession(object):
         try:
             hole = None                              # a run of source holes not sent yet
             for off, data in reader:
+                checking = compare_all or plan.covers(recheck, off)
+                if isinstance(data, integer_types) and checking:
+                    data = b"\0" * data             # a hole where the target's digests await
                 if isinstance(data, integer_types):   # a hole of the source, ``data`` bytes long
                     n = data
                     if hole is not None and hole[1] == off:
@@ -333,7 +357,7 @@ class SenderSession(object):
                 else:
                     n = len(data)
                     hole = self._flush_hole(hole, state)
-                    if mode in ("checksum", "verify"):
+                    if checking:
                         self._compare_chunk(mode, off, data, bs, hasher, state)
                     else:
                         self._send_range(off, data, bs, state)
@@ -363,7 +387,8 @@ class SenderSession(object):
         _, res = self.chan.recv_json(P.RESULT)
         return {"bytes_read": reader.bytes_read + field(res, "RESULT", "bytes_read", integer_types, 0),
                 "extents": state["extents"], "differing": plan.intervals_to_extents(state["differing"]),
-                "skipped": plan.total(done), "work": total, "digest_bytes": self.digest_bytes}
+                "resumed": plan.total(recheck), "resent": state["resent"], "work": total,
+                "digest_bytes": self.digest_bytes}
 
     def _flush_hole(self, hole, state):
         """Send a pending run of source holes as one ZERO; :returns: None."""
@@ -470,6 +495,8 @@ class SenderSession(object):
                 diff.append((off + a, off + b))
             self._count(state, off + a, off + b)
         else:
+            if plan.covers(self._recheck, off + a):   # a piece never straddles the finished ranges' edge
+                state["resent"] += b - a
             self._send_range(off + a, mv[a:b], bs, state)
 
     def _on_fine(self, payload, hasher, state):
