@@ -8,7 +8,7 @@ and sends what differs: the target ends byte-identical whatever was written
 to the source in between, for every mode and transport.
 
 The interruption is deterministic: the sender stops after its third MARK
-(each MARK names a finished MiB that the receiver journals).
+(each MARK names a finished MiB), once the receiver has journaled 2 MiB.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -35,8 +35,24 @@ class Interrupted(Exception):
     pass
 
 
-def interrupted_run(monkeypatch, src, dest, **kw):
-    """Run a resync that stops after :data:`MARKS` MARK records."""
+def journal_done(path, state_dir=None):
+    """The finished ranges in ``path``'s resume journal (on the host whose state dir is ``state_dir``)."""
+    old = os.environ["XEN_REMUS_STATE_DIR"]
+    if state_dir:
+        os.environ["XEN_REMUS_STATE_DIR"] = state_dir
+    try:
+        j = journal.Journal.load(path)
+    finally:
+        os.environ["XEN_REMUS_STATE_DIR"] = old
+    return j.done if j is not None else []
+
+
+def interrupted_run(monkeypatch, src, dest, dst, state_dir=None, **kw):
+    """Run a resync into ``dest`` (the path ``dst``) that stops after
+    :data:`MARKS` MARK records, once the receiver has journaled 2 MiB.
+
+    :returns: the finished ranges its journal names, once the receiver let go.
+    """
     real = sender.SenderSession._mark
     count = [0]
 
@@ -44,6 +60,9 @@ def interrupted_run(monkeypatch, src, dest, **kw):
         rest = real(self, pending)
         count[0] += 1
         if count[0] >= MARKS:
+            t0 = time.time()
+            while sum(e - s for s, e in journal_done(dst, state_dir)) < 2 * MiB and time.time() - t0 < 20:
+                time.sleep(0.02)
             raise Interrupted("stopped after %d marks" % count[0])
         return rest
     monkeypatch.setattr(sender.SenderSession, "_mark", mark)
@@ -52,6 +71,8 @@ def interrupted_run(monkeypatch, src, dest, **kw):
             api.resync(src, dest, **kw)
     finally:
         monkeypatch.setattr(sender.SenderSession, "_mark", real)
+    released(dst)
+    return journal_done(dst, state_dir)
 
 
 def write_at(path, off, data):
@@ -98,10 +119,9 @@ def released(path, deadline=20.0):
             time.sleep(0.05)
 
 
-def rerun_after_source_write(monkeypatch, src, dest, mode, journal_of, **kw):
+def rerun_after_source_write(monkeypatch, src, dest, dst, mode, state_dir=None, **kw):
     """Interrupt, write the source inside a finished range, rerun: :returns: (result, events, done)."""
-    interrupted_run(monkeypatch, src, dest, mode=mode, **kw)
-    done = journal_of()
+    done = interrupted_run(monkeypatch, src, dest, dst, state_dir, mode=mode, **kw)
     assert done and done[0][0] == 0 and done[0][1] >= 2 * MiB, done
     # inside the first finished range, and its very last byte
     write_at(src, done[0][1] // 2 - 2500, os.urandom(5000))
@@ -126,8 +146,7 @@ def check_outcome(res, events, done, src, dst, mode):
 @pytest.mark.parametrize("mode", ["full", "checksum"])
 def test_local_resume_after_source_write(tmp_path, monkeypatch, mode):
     src, dst = prepare(tmp_path, mode)
-    res, events, done = rerun_after_source_write(monkeypatch, src, dst, mode,
-                                                 lambda: journal.Journal.load(released(dst)).done)
+    res, events, done = rerun_after_source_write(monkeypatch, src, dst, dst, mode)
     check_outcome(res, events, done, src, dst, mode)
     assert meta.load(dst).consistent and journal.Journal.load(dst) is None
 
@@ -138,8 +157,7 @@ def test_tcp_resume_after_source_write(tmp_path, monkeypatch):
     server = api.ResyncServer("127.0.0.1:0", key, {"d": dst}, cert=str(tmp_path / "cert.pem")).start()
     try:
         res, events, done = rerun_after_source_write(monkeypatch, src, "tcp://127.0.0.1:%d/d" % server.address[1],
-                                                     "full", lambda: journal.Journal.load(released(dst)).done,
-                                                     key_file=key)
+                                                     dst, "full", key_file=key)
     finally:
         server.stop()
     check_outcome(res, events, done, src, dst, "full")
@@ -151,17 +169,10 @@ def test_ssh_resume_after_source_write(tmp_path, monkeypatch):
     rstate = str(tmp_path / "remote-state")
     monkeypatch.setenv("XEN_REMUS_REMOTE_CMD", remote_cmd(sys.executable, rstate))
 
-    def remote_journal():
-        old = os.environ["XEN_REMUS_STATE_DIR"]
-        os.environ["XEN_REMUS_STATE_DIR"] = rstate
-        try:
-            return journal.Journal.load(released(dst)).done
-        finally:
-            os.environ["XEN_REMUS_STATE_DIR"] = old
     sshd = Sshd().start()
     try:
-        res, events, done = rerun_after_source_write(monkeypatch, src, "127.0.0.1:" + dst, "full",
-                                                     remote_journal, ssh=sshd.ssh)
+        res, events, done = rerun_after_source_write(monkeypatch, src, "127.0.0.1:" + dst, dst, "full",
+                                                     state_dir=rstate, ssh=sshd.ssh)
     finally:
         sshd.stop()
     check_outcome(res, events, done, src, dst, "full")
@@ -170,8 +181,7 @@ def test_ssh_resume_after_source_write(tmp_path, monkeypatch):
 def test_resume_with_a_quiet_source_sends_no_finished_data(tmp_path, monkeypatch):
     """Nothing changed: the finished ranges cost digests only."""
     src, dst = prepare(tmp_path, "full")
-    interrupted_run(monkeypatch, src, dst, mode="full")
-    done = journal.Journal.load(released(dst)).done
+    done = interrupted_run(monkeypatch, src, dst, dst, mode="full")
     finished = sum(e - s for s, e in done)
     res = api.resync(src, dst, mode="full")
     assert same(src, dst) and res.resumed == finished and res.resent == 0
@@ -189,8 +199,7 @@ class _V2(object):
 def test_a_version_2_sender_is_offered_no_finished_ranges(tmp_path, monkeypatch):
     """An older sender would skip whatever START's answer names: it gets nothing to skip."""
     src, dst = prepare(tmp_path, "full")
-    interrupted_run(monkeypatch, src, dst, mode="full")
-    assert journal.Journal.load(released(dst)).done
+    assert interrupted_run(monkeypatch, src, dst, dst, mode="full")
     write_at(src, 1000, os.urandom(3000))
     monkeypatch.setattr(sender, "P", _V2())
     offered = []
