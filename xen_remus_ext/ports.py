@@ -309,8 +309,9 @@ class DiskSync(object):
     (ssh) or ``tcp://HOST:PORT/EXPORT``.
     """
 
-    #: the keys of the dict :meth:`sync` returns
-    RESULT_FIELDS = ("mode", "bytes_read", "bytes_sent", "extents", "seconds", "verified")
+    #: the keys of the dict :meth:`sync` returns (``resumed``: bytes an interrupted pass had
+    #: finished, compared again; ``resent``: of those, bytes that differed and were sent again)
+    RESULT_FIELDS = ("mode", "bytes_read", "bytes_sent", "extents", "seconds", "verified", "resumed", "resent")
 
     def relation(self, src, dest):
         """:returns: ``identical``, ``target-behind``, ``target-new``,
