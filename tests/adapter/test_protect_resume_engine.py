@@ -9,6 +9,7 @@ while its generation says it is in sync.
 from __future__ import absolute_import, division, print_function
 
 import os
+import time
 
 import pytest
 
@@ -18,12 +19,16 @@ from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import journal, machine
 from xen_remus_ext.failback.orchestrator import Orchestrator
 from xen_remus_ext.resync import journal as resync_journal
-from xen_remus_ext.resync import meta, sender
+from xen_remus_ext.resync import meta, plan, sender
 from xen_remus_ext.resync.disksync import ResyncDiskSync
 
 MiB = 1 << 20
 PATH = "/img/vm1.img"
 SIZE = 8 * MiB
+
+
+def total(ranges):
+    return sum(e - s for s, e in ranges)
 
 
 class Clock(object):
@@ -61,12 +66,16 @@ def test_protect_resume_finds_a_write_into_a_seeded_range(tmp_path, monkeypatch)
     count = [0]
 
     def mark(self, pending):
-        # checksum mode marks only what precedes its refinements in flight:
-        # stop once the receiver has journaled a MiB
+        # checksum mode marks only what precedes its refinements in flight
+        # (the last call marks the rest): once a MiB is marked, wait until
+        # the receiver journaled it, then stop
         rest = real(self, pending)
-        count[0] += 1
-        if sum(e - s for s, e in journal_done(backup)) >= MiB:
-            raise Interrupted("the seeding pre-copy stops here, after %d marks" % count[0])
+        count[0] += total(plan.normalize(pending)) - total(rest)
+        if count[0] >= MiB:
+            t0 = time.time()
+            while total(journal_done(backup)) < MiB and time.time() - t0 < 20:
+                time.sleep(0.02)
+            raise Interrupted("the seeding pre-copy stops here, after %d bytes marked" % count[0])
         return rest
     monkeypatch.setattr(sender.SenderSession, "_mark", mark)
     with pytest.raises(FailbackError):
