@@ -10,7 +10,7 @@ import random
 import pytest
 
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, Killed, remus_config
-from xen_remus_ext.errors import ToolstackError
+from xen_remus_ext.errors import FailbackError, ToolstackError
 from xen_remus_ext.failback import journal, machine
 from xen_remus_ext.failback.orchestrator import Orchestrator
 from xen_remus_ext.resync.disksync import create_sparse
@@ -141,3 +141,24 @@ def test_supervisors_start_on_both_hosts_after_the_domain_runs(tmp_path):
         calls.append((where, world.hosts["hostA"]["vm1"].state, ("hostA", "vm1") in world.remus))
     assert protect(world, supervise=supervise).run()["state"] == machine.DONE
     assert calls == [(None, "running", True), ("hostB", "running", True)]
+
+
+def test_protect_resume_and_abort_without_a_journal_name_the_protect_journal(tmp_path):
+    world, _ = make_world(tmp_path)
+    with pytest.raises(FailbackError) as err:
+        protect(world).run(resume=True)
+    assert "expected an unfinished protect journal" in str(err.value)
+    assert "failback journal" not in str(err.value)
+    with pytest.raises(FailbackError) as err:
+        protect(world).abort()
+    assert "--abort: expected an unfinished protect journal, found none" in str(err.value)
+    assert "failback journal" not in str(err.value)
+
+
+def test_a_protect_journal_in_a_state_outside_its_plan_is_named_as_such():
+    with pytest.raises(FailbackError) as err:
+        machine.next_step(machine.PROTECT_MODE, machine.MIGRATED)
+    assert str(err.value).startswith("protect journal: state 'migrated' is not part of the protect plan")
+    with pytest.raises(FailbackError) as err:
+        machine.index_of(machine.FAILBACK, "nowhere")
+    assert str(err.value).startswith("failback journal: unknown state 'nowhere'")

@@ -51,6 +51,8 @@ FAILBACK = "failback"
 REVERSE = "reverse"
 PROTECT_MODE = "protect"
 MODES = (FAILBACK, REVERSE, PROTECT_MODE)
+#: the command each mode runs under (``reverse`` is ``failback --reverse-only``)
+COMMANDS = {FAILBACK: "failback", REVERSE: "failback", PROTECT_MODE: "protect"}
 
 # states
 NEW = "new"
@@ -128,6 +130,12 @@ def check_mode(mode):
         raise ProgrammerError("failback mode: expected one of %s, got %r" % (", ".join(MODES), mode))
 
 
+def journal_name(mode):
+    """:returns: how messages name the journal of ``mode``'s operation
+    (``protect journal``, ``failback journal``)."""
+    return "%s journal" % COMMANDS.get(mode, "failback")
+
+
 def next_step(mode, state):
     """:returns: ``(step, next_state)`` or None when ``state`` is terminal.
 
@@ -139,8 +147,8 @@ def next_step(mode, state):
     try:
         return TRANSITIONS[(mode, state)]
     except KeyError:
-        raise FailbackError("failback journal: state %r is not part of the %s plan (expected one of %s)"
-                            % (state, mode, ", ".join(states_in_order(mode))), state=state)
+        raise FailbackError("%s: state %r is not part of the %s plan (expected one of %s)"
+                            % (journal_name(mode), state, mode, ", ".join(states_in_order(mode))), state=state)
 
 
 def plan(mode, state=NEW):
@@ -161,7 +169,7 @@ def index_of(mode, state):
         return order.index(state)
     if state in TERMINAL:
         return len(order)
-    raise FailbackError("failback journal: unknown state %r for the %s plan" % (state, mode), state=state)
+    raise FailbackError("%s: unknown state %r for the %s plan" % (journal_name(mode), state, mode), state=state)
 
 
 class Observation(collections.namedtuple(

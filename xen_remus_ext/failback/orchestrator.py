@@ -181,8 +181,9 @@ class Orchestrator(object):
             rec = None
         if rec is None:
             if resume:
-                raise FailbackError("%s: --resume: expected an unfinished failback journal at %s, found none"
-                                    % (self.domain, journal.journal_path(self.domain, self.base)))
+                raise FailbackError("%s: --resume: expected an unfinished %s at %s, found none"
+                                    % (self.domain, machine.journal_name(self.mode),
+                                       journal.journal_path(self.domain, self.base)))
             rec = journal.new_record(self.domain, self.host, self.mode, self.local_host(),
                                      self.ts.kind, self._journal_opts(), self.clock.now())
         else:
@@ -261,8 +262,9 @@ class Orchestrator(object):
     def abort(self):
         rec = journal.load(self.domain, self.base)
         if rec is None or rec["state"] in machine.TERMINAL:
-            raise FailbackError("%s: --abort: expected an unfinished failback journal, found %s"
-                                % (self.domain, "none" if rec is None else "it " + rec["state"]))
+            raise FailbackError("%s: --abort: expected an unfinished %s, found %s"
+                                % (self.domain, machine.journal_name(self.mode),
+                                   "none" if rec is None else "it " + rec["state"]))
         if rec["host"] != self.host:
             raise FailbackError("%s: --abort: the journaled %s goes to %s, not %s; give that host"
                                 % (self.domain, rec["mode"], rec["host"], self.host), state=rec["state"])
