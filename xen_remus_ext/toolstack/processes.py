@@ -40,6 +40,18 @@ def _cmdline(pid):
     return [to_text(a, errors="replace") for a in raw.split(b"\0")[:-1]]
 
 
+def _own_session():
+    """The sender's ``preexec_fn``: its own session (the caller's terminal
+    and process group are not its), and SIGINT and SIGQUIT at their default.
+    A command started in the background by a shell without job control (a
+    script's ``&``, some init systems) inherits both ignored, and a sender
+    that ignores SIGINT would not stop on :meth:`RemusProcesses.stop` (xend's
+    ``remus`` script stops on KeyboardInterrupt) until it is killed."""
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -93,7 +105,8 @@ class RemusProcesses(object):
         return pid
 
     def start(self, dom, argv, env=None, match=None):
-        """Start ``argv`` in its own session, output to :meth:`log_path`.
+        """Start ``argv`` in its own session (SIGINT at its default, whatever
+        this process ignores), output to :meth:`log_path`.
 
         :param match: the trailing arguments that identify the process later
             (default: ``argv[1:]``).
@@ -111,7 +124,7 @@ class RemusProcesses(object):
         null = open(os.devnull, "rb")
         try:
             proc = subprocess.Popen(list(argv), stdin=null, stdout=logf, stderr=subprocess.STDOUT,
-                                    env=full_env, preexec_fn=os.setsid, close_fds=True)
+                                    env=full_env, preexec_fn=_own_session, close_fds=True)
         except (IOError, OSError) as exc:
             raise ToolstackError("remus for %s: cannot run %s: %s" % (dom, argv[0], exc))
         finally:
