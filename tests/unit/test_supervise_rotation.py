@@ -12,10 +12,12 @@ says why in its journal.
 """
 from __future__ import absolute_import, division, print_function
 
+import logging
+
 import pytest
 
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, remus_config
-from xen_remus_ext.errors import FailbackError
+from xen_remus_ext.errors import FailbackError, ToolstackError
 from xen_remus_ext.failback import journal, machine
 from xen_remus_ext.resync.disksync import ResyncDiskSync
 from xen_remus_ext.failback.orchestrator import Orchestrator
@@ -209,3 +211,61 @@ def test_a_sender_the_toolstack_did_not_start_counts(tmp_path):
     wa.poll()
     clock.sleep(5)
     assert wa.poll() == [] and meta.load(a).current == m.current
+
+
+class AwayToolstack(object):
+    """A toolstack that does not answer until ``back_at`` (clock time), then
+    answers with no domains."""
+    kind = "xend"
+
+    def __init__(self, clock, back_at):
+        self.clock = clock
+        self.back_at = back_at
+        self.looks = []
+
+    def list_domains(self):
+        self.looks.append(self.clock.t)
+        if self.clock.t < self.back_at:
+            raise ToolstackError("xend at httpu:///var/run/xend/xmlrpc.sock: cannot call "
+                                 "xend.domains_with_state: No such file (is xend running?)")
+        return []
+
+
+def test_supervisor_backs_off_while_the_toolstack_is_away_and_says_so_once(caplog):
+    """No toolstack: looks at 1, 2, 4 ... 60 s apart, one warning naming what
+    it waits for, one line when the toolstack answers again, then looks every
+    interval as before; it still notices stop() every interval."""
+    clock = Clock()
+    ts = AwayToolstack(clock, back_at=1000.0 + 300)
+    stop_at = 1000.0 + 500
+    caplog.set_level(logging.INFO, logger="xen_remus_ext.failback.watch")
+    Watcher(ts, clock, grace=5).run(interval=1.0, stop=lambda: clock.t >= stop_at)
+    gaps = [b - a for a, b in zip(ts.looks, ts.looks[1:])]
+    away = [g for a, g in zip(ts.looks, gaps) if a < ts.back_at]
+    assert away[:7] == [1, 2, 4, 8, 16, 32, 60] and set(away[7:]) <= set([60]), away
+    back = [g for a, g in zip(ts.looks, gaps) if a >= ts.back_at]
+    assert back and set(back) == set([1.0]), back
+    assert clock.t == stop_at                       # stop() seen within an interval, even mid back-off
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0][0] == "WARNING" and "waiting for the xend toolstack" in lines[0][1] \
+        and "is xend running?" in lines[0][1] and "60 s" in lines[0][1]
+    assert lines[1][0] == "INFO" and "xend toolstack answers again" in lines[1][1]
+
+
+def test_supervisor_logs_a_changed_toolstack_error_once(caplog):
+    clock = Clock()
+    ts = AwayToolstack(clock, back_at=1000.0 + 100)
+    errors = iter(["xend: no such socket"] * 3 + ["xend: permission denied"] * 100)
+
+    def list_domains():
+        ts.looks.append(clock.t)
+        if clock.t < ts.back_at:
+            raise ToolstackError(next(errors))
+        return []
+    ts.list_domains = list_domains
+    caplog.set_level(logging.INFO, logger="xen_remus_ext.failback.watch")
+    Watcher(ts, clock, grace=5).run(interval=1.0, stop=lambda: clock.t >= 1000.0 + 200)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "no such socket" in lines[0] and "permission denied" in lines[1] and "answers again" in lines[2]

@@ -30,7 +30,9 @@ def register(subparsers):
                     "a new generation (failover on the backup, replication lost on the primary, a guest "
                     "started again outside protection).")
     p.add_argument("domains", metavar="DOMAIN", nargs="*")
-    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between looks (default 1)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S",
+                   help="seconds between looks (default 1; while the toolstack does not answer, "
+                        "twice as long after each failed look, up to 60)")
     p.add_argument("--grace", type=float, default=10.0, metavar="S",
                    help="seconds a domain must run unprotected before its copies rotate (default 10)")
     p.add_argument("--once", action="store_true", help="look once and exit")

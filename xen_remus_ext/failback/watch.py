@@ -137,11 +137,39 @@ class Watcher(object):
                 self.done.discard(name)
         return rotated
 
-    def run(self, interval=1.0, stop=None):
-        """Poll every ``interval`` seconds until ``stop()`` is true."""
+    def run(self, interval=1.0, stop=None, max_wait=60.0):
+        """Poll every ``interval`` seconds until ``stop()`` is true.
+
+        While the toolstack does not answer (xend not started yet, xl
+        missing), the looks back off: twice as far apart after each failed
+        one, up to ``max_wait`` seconds.  What it waits for is logged once
+        when the toolstack stops answering (and again only if its error
+        changes), and once when it answers again; ``stop()`` is still
+        asked every ``interval``."""
+        wait = interval
+        away = None     # the toolstack's error while it does not answer
         while stop is None or not stop():
             try:
                 self.poll()
             except XenRemusError as exc:
-                LOG.warning("supervise: toolstack unavailable: %s", exc)
+                if away is None or str(exc) != away:
+                    LOG.warning("supervise: waiting for the %s toolstack to answer (looking again in "
+                                "%g s, then less and less often, down to once every %g s): %s",
+                                self.ts.kind or "local", wait, max(max_wait, interval), exc)
+                away = str(exc)
+                self._sleep(wait, interval, stop)
+                wait = min(wait * 2, max(max_wait, interval))
+                continue
+            if away is not None:
+                LOG.info("supervise: the %s toolstack answers again; looking every %g s",
+                         self.ts.kind or "local", interval)
+                away = None
+                wait = interval
             self.clock.sleep(interval)
+
+    def _sleep(self, seconds, step, stop):
+        """Sleep ``seconds`` in slices of ``step``, ending early once ``stop()``."""
+        left = seconds
+        while left > 0 and (stop is None or not stop()):
+            self.clock.sleep(min(step, left))
+            left -= step
