@@ -20,6 +20,13 @@ How the domain comes home (``method``):
   migration left paused, Remus restarted A -> B, unpause;
 * ``migrate``: ``xm migrate --live`` alone, the usual way home: memory
   only, so A runs on its stale disk and the writes made on B are lost.
+
+Every operation a user runs (protect, failback, the resync, the migration,
+starting Remus) goes through the adapters the composition root builds
+(``wiring.open_site``, as the commands do: each host's agent, the peer's,
+its disks).  The cluster's own handles on its hosts do only what nothing
+but a simulator can: create a disk and a domain with a workload, power a
+host off, read and check the disks for the verdict.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import time
 
+from xen_remus_ext import wiring
 from xen_remus_ext.errors import ToolstackError
 from xen_remus_ext.sim.cluster import Cluster
 
@@ -72,10 +80,17 @@ def wait_for(pred, timeout, what):
 def _failback_available():
     try:
         from xen_remus_ext.failback import orchestrator
-        from xen_remus_ext.sim import disksync  # noqa: F401
     except ImportError:
         return False
     return hasattr(orchestrator, "Orchestrator")
+
+
+def site(here, peer=None):
+    """What a command run on host ``here`` toward ``peer`` gets: the
+    adapters ``wiring.open_site`` builds from the hosts' agent addresses
+    (``--toolstack sim --agent ... --peer-agent ...``)."""
+    return wiring.open_site("sim", host=peer.name if peer is not None else None, agent=here.cfg["agent"],
+                            peer_agent=peer.cfg["agent"] if peer is not None else None)
 
 
 def domain_config(backup, observer, seed, rate):
@@ -94,52 +109,53 @@ def _committed(ts, dom, n):
 
 def bring_home_resync(A, B, tl, interval_ms):
     """The stand-in for failback: pre-copy, pause, final delta, migrate, protect."""
-    tracker = B.toolstack.tracker_for(DOMAIN, "xvda")
-    tracker.mark()
-    r1 = B.toolstack.resync_to(IMAGE, "A", mode="checksum")
-    tl.add("B -> A pre-copy (checksum, domain running): %d bytes over tcp in %.3fs"
-           % (r1["bytes_sent"], r1["seconds"]))
-    t_pause = time.time()
-    B.toolstack.pause(DOMAIN)
-    r2 = B.toolstack.resync_to(IMAGE, "A", mode="tracked", tracker=tracker)
-    tl.add("B paused; final delta (tracked, %s extents): %d bytes"
-           % (r2["extents"], r2["bytes_sent"]))
-    B.toolstack.migrate(DOMAIN, "A", live=True, paused=True)
-    tl.add("memory migrated B -> A (left paused)")
-    A.toolstack.remus_start(DOMAIN, "B", interval_ms=interval_ms)
-    A.toolstack.unpause(DOMAIN)
+    with site(B, A) as b:
+        tracker = b.toolstack.tracker_for(DOMAIN, "xvda")
+        tracker.mark()
+        r1 = b.toolstack.resync_to(IMAGE, "A", mode="checksum")
+        tl.add("B -> A pre-copy (checksum, domain running): %d bytes over tcp in %.3fs"
+               % (r1["bytes_sent"], r1["seconds"]))
+        t_pause = time.time()
+        b.toolstack.pause(DOMAIN)
+        r2 = b.toolstack.resync_to(IMAGE, "A", mode="tracked", tracker=tracker)
+        tl.add("B paused; final delta (tracked, %s extents): %d bytes"
+               % (r2["extents"], r2["bytes_sent"]))
+        b.toolstack.migrate(DOMAIN, "A", live=True, paused=True)
+        tl.add("memory migrated B -> A (left paused)")
+        b.peer.remus_start(DOMAIN, "B", interval_ms=interval_ms)
+        b.peer.unpause(DOMAIN)
     tl.add("Remus A -> B restarted, domain unpaused on A (paused %.3fs)" % (time.time() - t_pause))
 
 
 def protect(A, B, tl, interval_ms):
-    """``xen-remus protect demo B`` run on A, through the sim toolstacks:
-    B's missing copy is created sparse, seeded live, the last delta sent with
-    the domain paused, Remus started, the domain unpaused."""
+    """``xen-remus protect demo B`` run on A: B's missing copy is created
+    sparse, seeded live, the last delta sent with the domain paused, Remus
+    started, the domain unpaused."""
     from xen_remus_ext.failback import api
-    from xen_remus_ext.sim.disksync import SimDiskSync
-    res = api.run_protect(A.toolstack, DOMAIN, "B", peer_toolstack=B.toolstack,
-                          options={"interval_ms": interval_ms, "local_host": "A"},
-                          disk_sync=SimDiskSync([A.toolstack, B.toolstack]),
-                          progress=lambda line: tl.add("protect: " + line))
+    with site(A, B) as a:
+        res = api.run_protect(a.toolstack, DOMAIN, "B", peer_toolstack=a.peer,
+                              options={"interval_ms": interval_ms, "local_host": "A"},
+                              disk_sync=a.disk_sync, clock=a.clock, xenstore=a.xenstore,
+                              peer_xenstore=a.peer_xenstore, progress=lambda line: tl.add("protect: " + line))
     tl.add("protect finished in state %s" % res["state"])
 
 
 def bring_home_failback(A, B, tl, interval_ms):
-    """``xen-remus failback demo A`` run on B, through the sim toolstacks."""
-    from xen_remus_ext.failback.orchestrator import Orchestrator
-    from xen_remus_ext.sim.disksync import SimDiskSync
-    orch = Orchestrator(B.toolstack, A.toolstack, DOMAIN, "A",
-                        options={"interval_ms": interval_ms, "local_host": "B"},
-                        disk_sync=SimDiskSync([A.toolstack, B.toolstack]),
-                        progress=lambda line: tl.add("failback: " + line))
-    rec = orch.run()
-    tl.add("failback finished in state %s" % rec["state"])
+    """``xen-remus failback demo A`` run on B."""
+    from xen_remus_ext.failback import api
+    with site(B, A) as b:
+        res = api.run_failback(b.toolstack, DOMAIN, "A", peer_toolstack=b.peer,
+                               options={"interval_ms": interval_ms, "local_host": "B"},
+                               disk_sync=b.disk_sync, clock=b.clock, xenstore=b.xenstore,
+                               peer_xenstore=b.peer_xenstore, progress=lambda line: tl.add("failback: " + line))
+    tl.add("failback finished in state %s" % res["state"])
 
 
 def bring_home_migrate(A, B, tl, interval_ms):
-    B.toolstack.migrate(DOMAIN, "A", live=True)
-    tl.add("xm migrate --live B -> A (memory only; A's disk is the stale one)")
-    A.toolstack.remus_start(DOMAIN, "B", interval_ms=interval_ms)
+    with site(B, A) as b:
+        b.toolstack.migrate(DOMAIN, "A", live=True)
+        tl.add("xm migrate --live B -> A (memory only; A's disk is the stale one)")
+        b.peer.remus_start(DOMAIN, "B", interval_ms=interval_ms)
     tl.add("Remus A -> B restarted on top of the stale disk")
 
 

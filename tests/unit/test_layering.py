@@ -17,9 +17,11 @@ front      cli/, xm/ (the xm front end), xend/ and hooks/ (what xend
            editor, is core), pacemaker/ (the OCF agent), demo, __main__
 =========  ===========================================================
 
-A module imports only from its own layer or below, with two more rules:
-adapters never import the orchestration (``failback``), and the xm front end
-never imports the ``xen-remus`` entry (``cli.main``).  Only adapters, the
+A module imports only from its own layer or below, with three more rules:
+adapters never import the orchestration (``failback``), the xm front end
+never imports the ``xen-remus`` entry (``cli.main``), and the demo takes its
+adapters from the composition root as the commands do (``ROOT_ONLY``: of the
+adapters it imports only the simulated cluster itself).  Only adapters, the
 root and the integrations among the front ends (xend's, Pacemaker's) import
 ``subprocess`` or ``socket``; the commands of ``cli/`` and ``xm/`` go through
 the composition root (``IO_EXCEPTIONS`` names the one that does not yet).
@@ -51,6 +53,12 @@ LAYERS = {
     "wiring": ROOT,
     "cli": FRONT, "xm": FRONT, "xend": FRONT, "hooks": FRONT, "pacemaker": FRONT, "demo": FRONT,
     "__main__": FRONT,
+}
+
+#: front-end modules that get every adapter from the root (wiring.open_site),
+#: with the adapter modules they may still import and why
+ROOT_ONLY = {
+    "demo": {"sim.cluster": "starts, kills and inspects the simulated hosts themselves"},
 }
 
 #: the modules whose job is talking to processes and sockets: the adapters,
@@ -154,6 +162,9 @@ def violations():
                              % (where, mod, LAYER_NAMES[mine], imp, LAYER_NAMES[theirs]))
             elif mine == ADAPTERS and (imp == "failback" or imp.startswith("failback.")):
                 found.append("%s: adapter %s imports the orchestration %s" % (where, mod, imp))
+            elif mod in ROOT_ONLY and theirs == ADAPTERS and imp not in ROOT_ONLY[mod]:
+                found.append("%s: %s imports the adapter %s (it takes adapters from wiring.open_site)"
+                             % (where, mod, imp))
             elif (mod == "xm" or mod.startswith("xm.")) and imp == "cli.main":
                 found.append("%s: the xm front end %s imports the xen-remus entry cli.main" % (where, mod))
     return found
@@ -181,6 +192,11 @@ def test_the_check_sees_a_bad_import(tmp_path, monkeypatch, source, expected):
 @pytest.mark.parametrize("mod,source,expected", [
     ("sim.fake", "from xen_remus_ext.failback import machine\n", "adapter sim.fake imports the orchestration"),
     ("xm.fake", "from xen_remus_ext.cli import main as cli_main\n", "the xm front end xm.fake imports"),
+    ("demo", "from xen_remus_ext.sim.cluster import Cluster\n"
+             "def f():\n    from xen_remus_ext.sim.disksync import SimDiskSync\n",
+     "demo imports the adapter sim.disksync (it takes adapters from wiring.open_site)"),
+    ("demo", "from xen_remus_ext.sim.cluster import Cluster\nfrom xen_remus_ext.sim import toolstack\n",
+     "demo imports the adapter sim.toolstack"),
 ])
 def test_the_two_extra_rules(tmp_path, monkeypatch, mod, source, expected):
     fake = tmp_path / "fake.py"
