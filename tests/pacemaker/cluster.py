@@ -14,7 +14,9 @@ workload's acknowledgements) is observed here, outside both nodes.
 Scenarios, one line each: protect, failover (crash of the primary),
 rejoin, switchover (``crm_resource --move --promoted``), partition (link
 cut; the promoted node wins the fence race), promote-retry (the agent
-killed in the middle of a promote).  Run as root: ``python -m
+killed in the middle of a promote), coldstart (both nodes lose power; when
+they boot, the guest starts from the newest consistent copy and is
+protected toward the other).  Run as root: ``python -m
 tests.pacemaker.cluster [SCENARIO...]``; exit 0 when every line is ``ok``.
 """
 from __future__ import absolute_import, division, print_function
@@ -41,7 +43,7 @@ NODES = ("n1", "n2")
 HOST = {"n1": "A", "n2": "B"}
 ADDR = {"n1": "198.51.100.1", "n2": "198.51.100.2"}
 PORTS = {"reloc_port": 8002, "remus_port": 9000, "resync_port": 7790}
-SCENARIOS = ("protect", "failover", "rejoin", "switchover", "partition", "promote-retry")
+SCENARIOS = ("protect", "failover", "rejoin", "switchover", "partition", "promote-retry", "coldstart")
 
 COROSYNC_CONF = """totem {
 	version: 2
@@ -237,6 +239,8 @@ class Cluster(object):
             sh("ip", "-n", self.ns(node), "link", "set", self.veth[node], "up")
             sh("ip", "netns", "exec", self.ns(node), "corosync", "-t", "-c",
                os.path.join(self.dir(node), "corosync.conf"))
+        with open(self.config_file(), "w") as f:
+            json.dump(self.domain_config(), f, indent=1, sort_keys=True)
         self.cib = cib.build(os.path.join(self.base, "cib.xml"), self.params(), nodes=NODES,
                              provider=self.provider, fence_agent=self.fence_agent)
         for node in NODES:
@@ -254,8 +258,16 @@ class Cluster(object):
         cfg.update(PORTS)
         return cfg
 
+    def domain_config(self):
+        uname = "tap2:remus:%s:%d|aio:%s" % (ADDR["n2"], PORTS["remus_port"], IMAGE)
+        return {"name": DOMAIN, "memory": 32, "disks": [{"uname": uname, "vdev": "xvda", "mode": "w"}],
+                "workload": {"rate": 100, "seed": self.seed, "observer": self.observer.path}}
+
+    def config_file(self):
+        return os.path.join(self.base, "vm1.json")
+
     def params(self):
-        return {"domain": DOMAIN, "toolstack": "sim", "interval": "100",
+        return {"domain": DOMAIN, "toolstack": "sim", "interval": "100", "config": self.config_file(),
                 "hosts": ",".join("%s=%s" % (n, HOST[n]) for n in NODES),
                 "sim_agents": ",".join("%s=unix:%s" % (n, os.path.join(self.dir(n), "agent.sock"))
                                        for n in NODES)}
@@ -352,9 +364,7 @@ class Cluster(object):
             self.power_on(node)
         A = self.ts["n1"]
         A.disk_create(IMAGE, SIZE)
-        uname = "tap2:remus:%s:%d|aio:%s" % (ADDR["n2"], PORTS["remus_port"], IMAGE)
-        A.create({"name": DOMAIN, "memory": 32, "disks": [{"uname": uname, "vdev": "xvda", "mode": "w"}],
-                  "workload": {"rate": 100, "seed": self.seed, "observer": self.observer.path}})
+        A.create(self.domain_config())
         wait(lambda: "Online: [ n1 n2 ]" in self.crm_mon("n1"), 60, "both nodes online")
         self.t_online = time.time() - t0
         return self
@@ -520,6 +530,69 @@ def s_promote_retry(cl):
             % (pid, s, acked_at_kill, lost))
 
 
+def s_coldstart(cl):
+    """Both nodes lose power; they boot together with the guest running
+    nowhere.  Only the node whose copy is consistent and newest may be
+    promoted (the agent boots the guest there from its config); the other
+    gets no score, then is resynced and protected toward."""
+    running = [n for n in NODES if cl.alive(n) and (cl.info(n) or {}).get("sim_state") == "running"]
+    if len(running) != 1:
+        raise Failed("expected the guest running on one node, got %s" % (running or "none"))
+    hot = running[0]
+    cold = [n for n in NODES if n != hot][0]
+    if cl.alive(cold):
+        raise Failed("expected %s off (the scenario follows promote-retry)" % cold)
+    time.sleep(1.0)
+    acked = cl.observer.acked(DOMAIN)
+    cl.power_off(hot)
+    gp, go = cl.generation(hot), cl.generation(cold)
+    rel = meta.compare(gp, go)
+    if rel != meta.TARGET_BEHIND or not gp.consistent:
+        raise Failed("expected %s's copy consistent and newer than %s's, got %s (%s.. / %s..)"
+                     % (HOST[hot], HOST[cold], rel, gp.current[:8], go.current[:8]))
+    fences_before = len(cl.fences())
+    t0 = time.time()
+    for node in NODES:
+        cl.power_on(node)
+    seen = set()
+
+    def promoted():
+        got = cl.promoted(hot if cl.alive(hot) else cold)
+        if got:
+            seen.add(got)
+        return got == hot
+    wait(promoted, 90, "%s promoted after the cold start" % hot)
+    s = time.time() - t0
+    if seen != {hot}:
+        raise Failed("expected only %s promoted, saw %s" % (hot, sorted(seen)))
+    fenced = [f[2] for f in cl.fences()[fences_before:]]
+    if fenced:
+        raise Failed("a cold start of both nodes fenced %s" % fenced)
+    if (cl.info(hot) or {}).get("sim_state") != "running" or (cl.info(cold) or {}).get("sim_state") == "running":
+        raise Failed("expected the guest running on %s only" % HOST[hot])
+    why = {}
+    for node in NODES:
+        with open(os.path.join(cl.dir(node), "rsctmp", "xen-remus-%s.state" % cib.RSC)) as f:
+            why[node] = json.load(f).get("cold_reason") or ""
+    if "promotable here" not in why[hot] or "copy is newer" not in why[cold]:
+        raise Failed("cold-start verdicts: %s" % why)
+    lost_p = cl.lost(hot)[1]
+    if lost_p:
+        raise Failed("%s's copy misses %d of %d acknowledged records" % (HOST[hot], lost_p, acked))
+    wait(lambda: cl.ts[hot].remus_running(DOMAIN), 90, "Remus %s -> %s" % (HOST[hot], HOST[cold]))
+    wait(lambda: ((cl.info(cold) or {}).get("backup") or {}).get("checkpoints", 0) >= 3, 30,
+         "checkpoints on %s" % HOST[cold])
+    wait(lambda: "Unpromoted: [ %s ]" % cold in cl.crm_mon(hot), 30, "%s unpromoted" % cold)
+    t_prot = time.time() - t0
+    lost_o = cl.lost(cold)[1]
+    if lost_o:
+        raise Failed("%s's copy misses %d of %d acknowledged records after the resync" % (HOST[cold], lost_o, acked))
+    return ("both nodes off, then on: %s's copy (%s.., newer than %s's %s..) promoted on %s after %.1f s, %s not"
+            " scored; acknowledged %d, lost %d; protected toward %s after %.1f s, lost %d on its copy"
+            % (HOST[hot], gp.current[:8], HOST[cold], go.current[:8], HOST[hot], s, cold, acked, lost_p, HOST[cold],
+               t_prot, lost_o))
+
+
 def _agent_pid(cl, node, action):
     for pid in sh("ip", "netns", "pids", cl.ns(node), check=False).split():
         try:
@@ -559,7 +632,7 @@ class MonLog(object):
 
 
 RUN = {"protect": s_protect, "failover": s_failover, "rejoin": s_rejoin, "switchover": s_switchover,
-       "partition": s_partition, "promote-retry": s_promote_retry}
+       "partition": s_partition, "promote-retry": s_promote_retry, "coldstart": s_coldstart}
 
 
 def main(argv=None):

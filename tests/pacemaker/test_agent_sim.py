@@ -234,3 +234,51 @@ def test_demote_without_a_target_shuts_the_guest_down_and_drops_the_score(pair):
     assert [d.name for d in pair.A.toolstack.list_domains() if d.domid] == []
     assert Recorder.scores[-1] == ("A", None)
     assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS   # started, nothing here
+
+
+def cold_pair(pair):
+    """Both hosts hold a copy, the guest runs nowhere: A's copy took writes
+    after B's stopped following (A's generation rotated), as after a
+    failover to A and a power loss of both."""
+    pair.B.toolstack.disk_create(IMAGE, 1 << 20)
+    m = meta.ensure(pair.A.disk_path(IMAGE), 1 << 20, role="primary")
+    meta.mark_synced(pair.B.disk_path(IMAGE), m, role="backup")
+    meta.rotate(pair.A.disk_path(IMAGE))
+    for node in ("A", "B"):
+        assert agent(pair, node).a_start() == decide.OCF_SUCCESS
+
+
+def test_cold_start_scores_only_the_newest_copy_and_promote_boots_it(pair):
+    cold_pair(pair)
+    Recorder.scores = []
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert Recorder.scores == [("A", decide.SCORE_COLD), ("B", None)]
+    # an operator forcing B is refused: its copy is older than A's
+    assert agent(pair, "B").a_promote() == decide.OCF_ERR_GENERIC
+    assert [d.name for d in pair.B.toolstack.list_domains() if d.domid] == []
+    assert agent(pair, "A").a_promote() == decide.OCF_SUCCESS
+    wait(lambda: pair.A.toolstack.sim_info(DOMAIN)["next"] > 5, 30, "the guest writing on A")
+    # now B sees the guest on its peer: still no score, whatever the copies say
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert Recorder.scores[-1] == ("B", None)
+    # post-promote beside the unpromoted B: protect toward it, detached
+    n = agent(pair, "A", notify_type="post", notify_operation="promote", notify_promote_uname="A",
+              notify_unpromoted_uname="B", notify_active_uname="A B")
+    assert n.a_notify() == decide.OCF_SUCCESS
+    wait(lambda: pair.A.toolstack.remus_running(DOMAIN), 30, "Remus A -> B")
+
+
+def test_cold_start_with_diverged_copies_promotes_nobody(pair):
+    cold_pair(pair)
+    meta.rotate(pair.B.disk_path(IMAGE))         # B took writes of its own too: split brain
+    Recorder.scores = []
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert Recorder.scores == [("A", None), ("B", None)]
+    assert agent(pair, "A").a_promote() == decide.OCF_ERR_GENERIC
+    assert "SPLIT BRAIN" in agent(pair, "A").load_state()["cold_reason"]
+    # the operator names B the loser: A gets the score, B is resynced from it later
+    meta.invalidate(pair.B.disk_path(IMAGE))
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert Recorder.scores[-1] == ("A", decide.SCORE_COLD)

@@ -160,3 +160,115 @@ def test_a_primary_holding_writes_of_its_own_is_still_the_primary():
     row = primary(protected=False, disks=[{"vdev": "xvda", "generation": "22" * 8, "consistent": True,
                                            "bitmap": "11" * 8}])
     assert d.monitor(row, d.STARTED)[:2] == (d.OCF_DEGRADED_PROMOTED, d.SCORE_PRIMARY)
+
+
+# ---------------------------------------------------------------- cold start
+
+def rec(current, bitmap=None, history=(), consistent=True):
+    return {"disk": "/img", "size": 1 << 20, "consistent": consistent, "current": current, "bitmap": bitmap,
+            "history": list(history), "role": None}
+
+
+def disk(local, peer, exists=True, peer_exists=True, **kw):
+    out = {"vdev": "xvda", "exists": exists, "local": local, "peer": peer, "peer_exists": peer_exists}
+    out.update(kw)
+    return out
+
+
+G0, G1, G2, G3 = "0a" * 8, "1b" * 8, "2c" * 8, "3d" * 8
+
+
+def both_sides(mine, theirs):
+    """The verdicts of this node and of the peer on the same two records."""
+    return (d.cold_start([disk(mine, theirs)], peer="n2", peer_has_domain=False),
+            d.cold_start([disk(theirs, mine)], peer="n1", peer_has_domain=False))
+
+
+def test_cold_start_promotes_only_the_newest_consistent_copy():
+    # this copy took over (G1, bitmap G0); the peer's stayed at G0
+    here, there = both_sides(rec(G1, bitmap=G0), rec(G0))
+    assert here.score == d.SCORE_COLD and "newer than n2's" in here.reason
+    assert there.score is d.DELETE and there.blocking and "n1's copy is newer" in there.reason
+    # one generation further on: the history still says who descends from whom
+    here, there = both_sides(rec(G2, history=(G1, G0)), rec(G0))
+    assert (here.score, there.score) == (d.SCORE_COLD, d.DELETE)
+
+
+def test_cold_start_with_identical_copies_scores_both_and_pacemaker_picks_one():
+    here, there = both_sides(rec(G0), rec(G0))
+    assert here.score == there.score == d.SCORE_COLD
+    assert "the same generation" in here.reason
+
+
+@pytest.mark.parametrize("mine,theirs,word", [
+    (rec(G1, bitmap=G0), rec(G2, bitmap=G0), "split brain"),
+    (rec(G1), rec(G2), "share no history"),
+])
+def test_cold_start_with_diverged_generations_promotes_nobody_and_tells_the_operator(mine, theirs, word):
+    here, there = both_sides(mine, theirs)
+    for v in (here, there):
+        assert v.score is d.DELETE and v.blocking
+        assert "SPLIT BRAIN" in v.reason and word in v.reason
+        assert "xen-remus meta invalidate" in v.reason
+    assert G1[:8] in here.reason and G2[:8] in here.reason
+
+
+def test_cold_start_after_the_loser_is_invalidated_promotes_the_other():
+    # `meta invalidate` on the loser: inconsistent, a new generation
+    loser = rec(G3, history=(G2, G0), consistent=False)
+    here, there = both_sides(rec(G1, bitmap=G0), loser)
+    assert here.score == d.SCORE_COLD
+    assert there.score is d.DELETE and "this copy is inconsistent" in there.reason
+
+
+def test_cold_start_with_both_copies_inconsistent_promotes_nobody():
+    here, there = both_sides(rec(G1, consistent=False), rec(G1, consistent=False))
+    for v in (here, there):
+        assert v.score is d.DELETE and v.blocking and "NO TRUSTED COPY" in v.reason
+
+
+@pytest.mark.parametrize("facts,peer_has,blocking,word", [
+    ([disk(rec(G0), rec(G0))], True, True, "is on n2"),
+    ([disk(rec(G0), None, peer_error="ssh: connect to host b: No route")], False, False, "could not be asked"),
+    ([disk(rec(G0), None, peer_exists=None)], None, False, "unknown"),
+    ([disk(None, rec(G0))], False, False, "no generation record"),
+    ([disk(rec(G0), rec(G0), exists=False)], False, True, "no copy on this host"),
+    ([disk(None, None, local_error="disk meta: bad json")], False, True, "unreadable"),
+    ([disk(rec(G0), {"current": G0})], False, False, "unreadable"),
+    ([], False, False, "no remus disk"),
+])
+def test_cold_start_without_a_safe_comparison_gives_no_score(facts, peer_has, blocking, word):
+    v = d.cold_start(facts, peer="n2", peer_has_domain=peer_has)
+    assert v.score is d.DELETE and v.blocking is blocking and word in v.reason
+
+
+def test_cold_start_with_the_only_copy_and_no_peer_known():
+    v = d.cold_start([disk(rec(G0), None, peer_exists=False)], peer="n2", peer_has_domain=False)
+    assert v.score == d.SCORE_COLD and "the only copy" in v.reason
+    v = d.cold_start([disk(rec(G0), None, peer_exists=False)], peer=None)
+    assert v.score is d.DELETE and not v.blocking and "no peer node known" in v.reason
+
+
+def test_every_disk_must_be_promotable():
+    ok = disk(rec(G1, bitmap=G0), rec(G0))
+    behind = dict(disk(rec(G0), rec(G1, bitmap=G0)), vdev="xvdb")
+    v = d.cold_start([ok, behind], peer="n2", peer_has_domain=False)
+    assert v.score is d.DELETE and "xvdb" in v.reason
+
+
+def test_monitor_of_a_started_instance_takes_the_cold_verdict():
+    v = d.cold_start([disk(rec(G1, bitmap=G0), rec(G0))], peer="n2", peer_has_domain=False)
+    assert d.monitor(None, d.STARTED, cold=v) == (d.OCF_SUCCESS, d.SCORE_COLD, v.reason)
+    assert d.monitor(None, d.STARTED)[:2] == (d.OCF_SUCCESS, d.DELETE)
+    # a probe (not started here) never scores, whatever the copies say
+    assert d.monitor(None, None, cold=v)[:2] == (d.OCF_NOT_RUNNING, d.DELETE)
+
+
+def test_post_promote_protects_toward_the_unpromoted_peer_not_a_stopping_one():
+    meta = {"notify_type": "post", "notify_operation": "promote", "notify_promote_uname": "n2",
+            "notify_unpromoted_uname": "n1 n2", "notify_active_uname": "n1 n2"}
+    assert d.notify_plan("n2", meta, promoted_here=True) == ("reprotect", "n1")
+    assert d.notify_plan("n2", meta, promoted_here=False) == (None, None)
+    assert d.notify_plan("n2", dict(meta, notify_stop_uname="n1"), promoted_here=True) == (None, None)
+    assert d.notified_peer("n2", meta) == "n1"
+    assert d.notified_peer("n2", {"notify_active_uname": "n2"}) is None

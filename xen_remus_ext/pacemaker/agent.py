@@ -405,7 +405,13 @@ class Agent(object):
             self.log("monitor: status unavailable: %s" % exc)
             return decide.OCF_ERR_GENERIC
         working = self.worker_pid() is not None
-        d = decide.monitor(row, st.get("state"), working)
+        cold = None
+        if st.get("state") == decide.STARTED and (row is None or row.get("state") is None):
+            cold = self.cold_verdict()
+            if cold.reason != st.get("cold_reason"):
+                self.log("monitor: %s" % cold.reason)
+                self.save_state(cold_reason=cold.reason)
+        d = decide.monitor(row, st.get("state"), working, cold=cold)
         self.set_score(d.score)
         if (d.code == decide.OCF_DEGRADED_PROMOTED and not working and st.get("reprotect_peer")
                 and self.meta.get("interval", "0") != "0"
@@ -454,28 +460,88 @@ class Agent(object):
 
     def cold_boot(self, ts):
         """promote where no copy of the domain runs: boot it from ``config``
-        on this host's disk copies, refused unless each is consistent.
-        Pacemaker only promotes a node with a score, and a node without a
-        copy has none: this is reached by an operator's forced promote
-        (``crm_resource --force-promote``) or a promote retried after its
-        demote shut the guest down."""
+        on this host's disk copies.  Pacemaker reaches it on a cold start
+        (the guest ran nowhere; :meth:`cold_verdict` scored this node), by
+        an operator's forced promote (``crm_resource --force-promote``) or
+        for a promote retried after its demote shut the guest down.  Refused
+        where the verdict is blocking: a copy here inconsistent, older than
+        or diverged from the peer's, or the guest on the peer."""
         cfg = self.params.get("config")
         if not cfg:
             self.log("promote: no copy of %s here and no config parameter to boot it from" % self.domain)
             return decide.OCF_ERR_GENERIC
-        from xen_remus_ext.resync import meta
-        config = self.load_config(cfg)
-        for _disk, path in self.disk_files(ts, config):
-            m = meta.load(path) if os.path.exists(path) else None
-            if m is not None and not m.consistent:
-                self.log("promote: %s: copy inconsistent (an interrupted resync target); not booting %s"
-                         % (path, self.domain))
-                return decide.OCF_ERR_GENERIC
+        verdict = self.cold_verdict()
+        if verdict.score is decide.DELETE and verdict.blocking:
+            self.log("promote: not booting %s here: %s" % (self.domain, verdict.reason))
+            return decide.OCF_ERR_GENERIC
+        if verdict.score is decide.DELETE:
+            self.log("promote: booting %s here although %s" % (self.domain, verdict.reason))
         ts.create_from_file(cfg)
         self.log("promote: %s booted here from %s" % (self.domain, cfg))
         self.set_score(decide.SCORE_PRIMARY)
         self.save_state(state=decide.STARTED, target=None)
         return decide.OCF_SUCCESS
+
+    def peer_node(self):
+        """The clone's other node: the one other node ``hosts`` or
+        ``sim_agents`` names, else the one the clone's notifications named."""
+        me = self.node()
+        for key in ("hosts", "sim_agents"):
+            try:
+                names = [n for n in decide.parse_map(self.params.get(key), "parameter " + key) if n != me]
+            except ValueError:
+                names = []
+            if len(names) == 1:
+                return names[0]
+        return self.load_state().get("peer")
+
+    def cold_verdict(self):
+        """:returns: :func:`decide.cold_start` of this node, from its copies'
+        generation records, the peer's (asked through the peer's disk port)
+        and whether the peer's toolstack lists the domain."""
+        from xen_remus_ext.failback.api import INCOMING_SUFFIX
+        from xen_remus_ext.resync import meta
+        peer = self.peer_node()
+        cfg = self.params.get("config")
+        if peer is None or not cfg:
+            return decide.cold_start([], peer)
+        try:
+            config = self.load_config(cfg)
+            ts = self.toolstack()
+        except XenRemusError as exc:
+            return decide.ColdVerdict(decide.DELETE, "cold start: %s" % exc, False)
+        site = None
+        peer_has = peer_error = None
+        try:
+            site = self.site(peer)
+            names = (self.domain, self.domain + INCOMING_SUFFIX)
+            peer_has = any(i.name in names and i.domid != 0 for i in site.peer.list_domains())
+        except XenRemusError as exc:
+            peer_error = "%s" % exc
+        facts = []
+        try:
+            for d in config.remus_disks:
+                path = ts.disk_path(d.path) or d.path
+                f = {"vdev": d.vdev, "exists": os.path.exists(path)}
+                try:
+                    m = meta.load(path) if f["exists"] else None
+                    f["local"] = m.to_dict() if m is not None else None
+                except XenRemusError as exc:
+                    f["local_error"] = "%s" % exc
+                if peer_error is None:
+                    dest = site.peer.disk_path(d.path) or "%s:%s" % (self.host_of(peer), d.path)
+                    try:
+                        ps = site.disk_sync.peer_state(dest)
+                        f["peer_exists"], f["peer"] = bool(ps.get("exists")), ps.get("meta")
+                    except XenRemusError as exc:
+                        f["peer_error"] = "%s" % exc
+                else:
+                    f["peer_error"] = peer_error
+                facts.append(f)
+        finally:
+            if site is not None:
+                site.close()
+        return decide.cold_start(facts, peer, peer_has)
 
     def load_config(self, cfg):
         """The domain's config as a :class:`model.DomainConfig`: a sim
@@ -497,10 +563,6 @@ class Agent(object):
         except (KeyError, TypeError, AttributeError) as exc:
             raise XenRemusError("parameter config: %s: expected name and disks of {uname, vdev}, got: %r"
                                 % (cfg, exc))
-
-    def disk_files(self, ts, config):
-        """``[(RemusDisk, this host's copy)]`` of ``config``'s remus disks."""
-        return [(d, ts.disk_path(d.path) or d.path) for d in config.remus_disks]
 
     def a_demote(self):
         self.stop_worker()
@@ -544,7 +606,10 @@ class Agent(object):
     def a_notify(self):
         st = self.load_state()
         row = None
-        if self.meta.get("notify_type") == "post" and self.meta.get("notify_operation") == "start":
+        peer = decide.notified_peer(self.node(), self.meta)
+        if peer is not None and st.get("peer") != peer:
+            st = self.save_state(peer=peer)
+        if self.meta.get("notify_type") == "post" and self.meta.get("notify_operation") in ("start", "promote"):
             row = self.row_quiet()
         promoted_here = bool(row) and row.get("backup") is None and row.get("state") is not None
         action, node = decide.notify_plan(self.node(), self.meta, promoted_here)

@@ -18,6 +18,8 @@ from __future__ import absolute_import, division, print_function
 import collections
 import re
 
+from xen_remus_ext.resync import meta as generations
+
 # OCF exit codes (OCF 1.1; Pacemaker 2.1 names)
 OCF_SUCCESS = 0
 OCF_ERR_GENERIC = 1
@@ -50,6 +52,13 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 
 Decision = collections.namedtuple("Decision", "code score reason")
 
+#: a cold start's verdict: ``score`` (:data:`SCORE_COLD` or :data:`DELETE`),
+#: ``reason``, and ``blocking``: True when booting here would start the guest
+#: on an older or diverged copy (a forced promote is refused too), False
+#: when the copies could not be compared (a forced promote may boot)
+ColdVerdict = collections.namedtuple("ColdVerdict", "score reason blocking")
+SCORE_COLD = 100
+
 
 def _journal_busy(row):
     fb = (row or {}).get("failback")
@@ -78,16 +87,102 @@ def _disks_consistent(row):
     return None
 
 
-def monitor(row, local_state=None, reprotecting=False):
+def _gen(m):
+    return ((m or {}).get("current") or "?")[:8]
+
+
+def cold_start(disks, peer=None, peer_has_domain=None):
+    """May this node be promoted when the guest runs nowhere (a cold start,
+    e.g. after both hosts lost power)?  Only where every remus disk's copy
+    is consistent and at least as new as the peer's; diverged generations
+    (split brain), copies of no common history, or inconsistent copies on
+    both sides promote nobody and say what the operator can do.
+
+    :param disks: one dict per remus disk of the domain's config: ``vdev``;
+        ``exists`` (this host's copy is there); ``local`` (its generation
+        record as a dict, or None); ``local_error`` (text: unreadable);
+        ``peer_exists`` (True, False, or None: unknown); ``peer`` (the
+        peer's record, or None); ``peer_error`` (text: the peer's copy could
+        not be asked).
+    :param peer: the peer node's name (for the messages), None if unknown.
+    :param peer_has_domain: True when the peer's toolstack lists the domain
+        (running, or a backup copy), False when it does not, None unknown.
+    :returns: :class:`ColdVerdict`.
+    """
+    who = peer or "the peer"
+    if peer is None:
+        return ColdVerdict(DELETE, "cold start: no peer node known yet (it is learned from the clone's "
+                                   "notifications); cannot compare the copies", False)
+    if not disks:
+        return ColdVerdict(DELETE, "cold start: no remus disk known (the config parameter names the "
+                                   "domain's disks); cannot compare the copies", False)
+    if peer_has_domain:
+        return ColdVerdict(DELETE, "the guest (or its backup copy) is on %s" % who, True)
+    notes = []
+    for d in disks:
+        vdev, mine, theirs = d.get("vdev"), d.get("local"), d.get("peer")
+        if d.get("local_error"):
+            return ColdVerdict(DELETE, "cold start: disk %s: this copy's generation record is unreadable: %s"
+                               % (vdev, d["local_error"]), True)
+        if not d.get("exists"):
+            return ColdVerdict(DELETE, "cold start: disk %s: no copy on this host" % vdev, True)
+        if mine is not None and mine.get("consistent") is False:
+            if theirs is not None and theirs.get("consistent") is False:
+                return ColdVerdict(DELETE, (
+                    "cold start: NO TRUSTED COPY: disk %s: both copies are inconsistent (interrupted "
+                    "resyncs); neither is promoted.  Start the guest by hand on the host whose copy you "
+                    "trust (the cluster then keeps it promoted there and resyncs the other), or restore "
+                    "the disk" % vdev), True)
+            return ColdVerdict(DELETE, "cold start: disk %s: this copy is inconsistent (an interrupted "
+                                       "resync target); %s's copy is the one to start from" % (vdev, who), True)
+        if d.get("peer_error"):
+            return ColdVerdict(DELETE, "cold start: disk %s: %s's copy could not be asked (%s); which copy "
+                                       "is newest is unknown" % (vdev, who, d["peer_error"]), False)
+        if d.get("peer_exists") is False:
+            notes.append("%s: the only copy" % vdev)
+            continue
+        if d.get("peer_exists") is None:
+            return ColdVerdict(DELETE, "cold start: disk %s: whether %s holds a copy is unknown"
+                               % (vdev, who), False)
+        if mine is None:
+            return ColdVerdict(DELETE, "cold start: disk %s: this copy has no generation record and %s "
+                                       "holds one; which is newer is unknown" % (vdev, who), False)
+        try:
+            rel = generations.compare(mine, theirs)
+        except ValueError as exc:       # a malformed record (ValidationError)
+            return ColdVerdict(DELETE, "cold start: disk %s: a generation record is unreadable: %s"
+                               % (vdev, exc), False)
+        if rel in (generations.SPLIT_BRAIN, generations.UNRELATED):
+            what = ("both copies took writes the other never saw (split brain)" if rel == generations.SPLIT_BRAIN
+                    else "the copies share no history")
+            return ColdVerdict(DELETE, (
+                "cold start: SPLIT BRAIN: disk %s: %s: this copy %s.., %s's %s..; neither is promoted.  "
+                "Name the copy that loses with `xen-remus meta invalidate DISK` on its host: the other "
+                "then gets the promotion score (and the loser is resynced from it)"
+                % (vdev, what, _gen(mine), who, _gen(theirs))), True)
+        if rel == generations.TARGET_AHEAD:
+            return ColdVerdict(DELETE, "cold start: disk %s: %s's copy is newer (%s.. after this %s..)"
+                               % (vdev, who, _gen(theirs), _gen(mine)), True)
+        notes.append("%s: %s" % (vdev, {generations.IDENTICAL: "the same generation as %s's" % who,
+                                        generations.TARGET_BEHIND: "newer than %s's" % who,
+                                        generations.TARGET_NEW: "%s's copy has no generation" % who}.get(rel, rel)))
+    return ColdVerdict(SCORE_COLD, "cold start: promotable here (%s)" % "; ".join(notes), False)
+
+
+def monitor(row, local_state=None, reprotecting=False, cold=None):
     """:param row: this host's status row of the domain (``status --json``),
         or None when the domain is not here.
     :param local_state: :data:`STARTED`, :data:`STOPPED` or None (never
         started since boot: a probe).
     :param reprotecting: the agent's detached resync + re-protect runs.
+    :param cold: the :class:`ColdVerdict` of this node when the domain is
+        not here (:func:`cold_start`), or None (not asked: no score).
     :returns: :class:`Decision` (``score`` None: delete the attribute).
     """
     if row is None or (row.get("domid") is None and not row.get("here", True)):
         if local_state == STARTED:
+            if cold is not None:
+                return Decision(OCF_SUCCESS, cold.score, cold.reason)
             return Decision(OCF_SUCCESS, DELETE, "ready to receive checkpoints; no backup copy yet")
         return Decision(OCF_NOT_RUNNING, DELETE, "domain not here")
     backup = row.get("backup")
@@ -200,7 +295,8 @@ def notify_plan(me, meta, promoted_here):
         ``notify_operation``, ``notify_start_uname`` ...).
     :param promoted_here: the guest runs here as primary.
     :returns: ``(action, node)``: ``("reprotect", peer)`` after the peer
-        started (post-start, on the primary); ``("forget", peer)`` after the
+        started (post-start, on the primary) or after this node was
+        promoted beside an unpromoted peer (post-promote); ``("forget", peer)`` after the
         peer stopped (post-stop: drop its score); ``("target", node)``
         before a demote here (remember where the promote goes);
         ``(None, None)`` otherwise.
@@ -210,6 +306,14 @@ def notify_plan(me, meta, promoted_here):
     if kind == "post" and op == "start" and promoted_here:
         peer = peer_of(me, meta.get("notify_start_uname"))
         if peer:
+            return "reprotect", peer
+    if kind == "post" and op == "promote" and promoted_here:
+        # promoted where no copy ran (a cold start): protect toward the
+        # unpromoted instance, unless it is being stopped
+        stopping = (meta.get("notify_stop_uname") or "").split()
+        peer = peer_of(me, " ".join((meta.get(k) or "") for k in (
+            "notify_unpromoted_uname", "notify_slave_uname", "notify_start_uname")))
+        if peer and peer not in stopping:
             return "reprotect", peer
     if kind == "post" and op == "stop":
         peer = peer_of(me, meta.get("notify_stop_uname"))
@@ -221,6 +325,16 @@ def notify_plan(me, meta, promoted_here):
         if demoting and target:
             return "target", target
     return None, None
+
+
+def notified_peer(me, meta):
+    """The other node a notification names among the clone's instances
+    (active, unpromoted, promoted, starting or promoting), or None."""
+    names = []
+    for key in ("notify_active_uname", "notify_unpromoted_uname", "notify_slave_uname",
+                "notify_promoted_uname", "notify_master_uname", "notify_start_uname", "notify_promote_uname"):
+        names += (meta.get(key) or "").split()
+    return peer_of(me, " ".join(names))
 
 
 def shutdown_budget(timeout_ms, default_s=60.0):
