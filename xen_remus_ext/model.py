@@ -32,7 +32,9 @@ class RemusSpec(collections.namedtuple("RemusSpec", "host port driver path")):
     ``host`` is the BACKUP's address (block-remus binds it on the backup and
     connects to it on the primary); ``port`` is mandatory (an int once valid,
     the raw text while a parser reports it); ``driver`` is the tapdisk driver
-    under remus (``aio`` usually) and ``path`` the image or device.
+    of the image, the lowest layer of the stack (``aio`` usually; other
+    layers such as ``log:NAME`` may sit between), and ``path`` the image or
+    device.
     """
 
     __slots__ = ()

@@ -121,6 +121,19 @@ class Toolstack(object):
         """:returns: True when :meth:`tracker_for` gives trackers (default False)."""
         return False
 
+    def tracker_choice(self, dom, vdev):
+        """Which dirty-block tracker :meth:`tracker_for` gives for ``dom``'s
+        disk ``vdev``, and why (for the log, ``--dry-run`` and ``--json``).
+
+        :returns: ``(name, why)``: the tracker's :attr:`Tracker.name`, or
+            None when the final pass compares checksums; ``why`` a sentence.
+            Default: from :meth:`tracks_writes`.
+        :raises XenRemusError: the domain or disk cannot be read."""
+        kind = self.kind or "?"
+        if self.tracks_writes():
+            return "available", "the %s toolstack offers a dirty-block tracker" % kind
+        return None, "the %s toolstack tracks no disk writes" % kind
+
     def check_retarget(self):
         """:returns: None when :meth:`retarget_disks` can re-point a domain's
         remus disks on this host, else why not (text).  Default: it cannot."""

@@ -337,11 +337,14 @@ def test_disk_path_is_none_or_a_local_file(pair):
 
 
 def test_tracker_as_declared(pair):
+    kind, why = pair.a.tracker_choice(pair.dom, "xvda")
+    assert isinstance(why, str) and why
     tr = pair.a.tracker_for(pair.dom, "xvda")
-    if not pair.a.tracks_writes():
+    if kind is None or not pair.a.tracks_writes():
         assert tr is None
         return
     assert isinstance(tr, Tracker) and tr.name
+    assert kind in (tr.name, "available")
     tr.mark()
     assert tr.trustworthy() in (True, False)
     assert list(tr.dirty_extents()) == sorted(tr.dirty_extents())

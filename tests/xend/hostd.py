@@ -9,7 +9,11 @@ What a real Xen 4.1/4.4 dom0 has below xend, and the lab cannot have:
   state change as the real one is by the hypervisor's VIRQ_DOM_EXC;
 * the kernel side of blkback/blktap2 and the udev hotplug scripts: a
   hotplug agent answering the vbd backends xend writes, and tapdisks (the
-  ``aio`` and ``remus`` drivers) driven by the strict ``tap-ctl`` stand-in;
+  ``aio``, ``remus`` and ``log`` drivers) driven by the strict ``tap-ctl``
+  stand-in.  The ``log`` driver's server side (block-log.c: its control
+  socket and shared-memory export) is the project's double
+  ``tests/fakes/blktap2_log_driver.py``; what reads it is the product's
+  client, ``trackers/blktap2_log.py``;
 * the guest: numbered, checksummed records (``sim.workload``) written to its
   first disk while it runs; its position travels in its memory image.  A
   write is acknowledged once durable: at once on a plain disk, after the
@@ -41,12 +45,15 @@ from xen_remus_ext.sim import workload  # noqa: E402
 from xen_remus_ext.sim.xenstored import XenstoredServer  # noqa: E402
 from xen_remus_ext.errors import XenStoreError  # noqa: E402
 from xen_remus_ext.toolstack.xenstore import PyxsXenStore  # noqa: E402
+from tests.fakes.blktap2_log_driver import LogDriverDouble  # noqa: E402
 
 LOG = logging.getLogger("hostd")
 
 TAP_DEV = "/dev/xen/blktap-2/tapdev"
 TAP_MAJOR = 254
 TAP_FIFODIR = "/var/run/tap"
+SHM_DIR = "/dev/shm"
+SECTOR = 512
 TD_VBD_CLOSED = 0x0002
 TD_VBD_PAUSED = 0x0020
 BLKTAP1_TYPES = ("aio", "sync", "vmdk", "ram", "qcow", "qcow2", "ioemu")
@@ -120,9 +127,17 @@ class Tapdisk(object):
         if not os.path.exists(self.path):
             raise HvError("tapdisk: %s: no such image" % self.path)
         self.remus = None
+        self.log = None
         self.seq = 0
         self.committed = None      # None: every write is durable when done
         for typ, arg in layers:
+            if typ == "log":
+                # a new driver, bitmap empty, as when tapdisk (re)opens the stack
+                if not os.path.isdir(TAP_FIFODIR):
+                    os.makedirs(TAP_FIFODIR)
+                size = os.path.getsize(self.path)
+                self.log = LogDriverDouble(arg, size // SECTOR, TAP_FIFODIR, SHM_DIR).start()
+                LOG.info("tapdisk %d: log driver for %s (%s)", self.minor, arg, self.log.ctl_path)
             if typ == "remus":
                 h, _, p = arg.rpartition(":")
                 if not p.isdigit():
@@ -140,6 +155,9 @@ class Tapdisk(object):
         if self.remus is not None:
             self.remus.stop()
             self.remus = None
+        if self.log is not None:
+            self.log.stop()
+            self.log = None
 
     # -- I/O ------------------------------------------------------------------
     def ready(self):
@@ -154,6 +172,8 @@ class Tapdisk(object):
             seq = self.seq
         if self.remus is not None:
             self.remus.forward(off, data)
+        if self.log is not None:     # block-log sits under remus, above the image
+            self.log.write(off // SECTOR, (off + len(data) + SECTOR - 1) // SECTOR - off // SECTOR)
         fd = os.open(self.path, os.O_WRONLY)
         try:
             os.pwrite(fd, data, off)
@@ -684,6 +704,9 @@ class Host(object):
             old = td.remus
             if old is not None:
                 old.stop()
+            if td.log is not None:
+                td.log.stop()
+                td.log = None
             try:
                 td.set_stack(opts["a"])
             except HvError:

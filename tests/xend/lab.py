@@ -440,8 +440,9 @@ class Host(object):
 class Lab(object):
     """Two hosts of one Xen version."""
 
-    def __init__(self, version, source, build_root, tag):
+    def __init__(self, version, source, build_root, tag, disk_stack="log"):
         self.version = version
+        self.disk_stack = disk_stack
         self.source = source
         self.build = os.path.join(build_root, version)
         self.tag = tag
@@ -568,11 +569,17 @@ class Lab(object):
                 f.truncate(IMAGE_SIZE)
 
     def remus_uname(self, name, cls="tap2", backup="B"):
-        return "%s:remus:%s:%d|aio:/var/lib/xen/images/%s.img" % (cls, ADDRS[backup], DISK_PORT, name)
+        """``tap2:remus:B:9000|log:IMAGE|aio:IMAGE``: blktap2's log driver
+        under remus (the failback's dirty tracker; the ``remus`` script must
+        find the remus layer's FIFO in that stack, patch 0005), or without
+        the log layer when the lab runs with ``--disk-stack plain``."""
+        img = "/var/lib/xen/images/%s.img" % name
+        log = "log:%s|" % img if self.disk_stack == "log" else ""
+        return "%s:remus:%s:%d|%saio:%s" % (cls, ADDRS[backup], DISK_PORT, log, img)
 
     def write_cfg(self, name, uname=None):
         """A PV guest cfg at /var/lib/xen/NAME.cfg on each host (default disk:
-        ``tap2:remus:B:9000|aio:IMAGE``, replicated toward B)."""
+        :meth:`remus_uname`, replicated toward B)."""
         uname = uname or self.remus_uname(name)
         text = ("name = %r\nkernel = '/var/lib/xen/boot/vmlinuz-lab'\nmemory = 64\nvcpus = 1\n"
                 "disk = ['%s,xvda,w']\non_crash = 'destroy'\n" % (name, uname))

@@ -307,9 +307,10 @@ def format_plan(res):
     for c in res["checks"]:
         lines.append("  %-4s %-16s %s" % ("ok" if c["ok"] else "FAIL", c["name"], c["detail"]))
     for d in res.get("disks", ()):
-        lines.append("disk %s: %s -> %s (%s, %s bytes, tracker: %s)"
+        lines.append("disk %s: %s -> %s (%s, %s bytes, tracker: %s%s)"
                      % (d["vdev"], d["src"], d["dest"], d.get("relation"), d.get("size"),
-                        d.get("tracker") or "none: checksum final pass"))
+                        d.get("tracker") or "none: checksum final pass",
+                        ": %s" % d["tracker_why"] if d.get("tracker_why") else ""))
     lines.append("journal: %s" % res["journal"])
     return "\n".join(lines)
 
@@ -366,6 +367,11 @@ def format_status(rows):
             fbt += "  [xenstore: %s, %s]" % (keys.get("role"), keys.get("state"))
         out.append("%-20s %5s %-8s %-11s %s" % (r["name"], "-" if r["domid"] is None else r["domid"],
                                                 r["state"] or "(gone)", prot, fbt))
+        for t in (fb or {}).get("trackers") or ():
+            out.append("    %s: dirty-block tracker %s%s%s" % (
+                t["vdev"], t.get("tracker") or "none (checksums)",
+                " (%s)" % t["why"] if t.get("why") else "",
+                "; final delta %s" % t["final"] if t.get("final") else ""))
         for d in r.get("disks") or ():
             if d.get("error"):
                 out.append("    %s: generation unreadable: %s" % (d["vdev"], d["error"]))

@@ -131,11 +131,32 @@ def parse_remus_uname(uname):
     host, port = split_host_port(hostport)
     if port is not None and port.isdigit() and 0 < int(port) < 65536:
         port = int(port)
-    if ":" in lower:
-        driver, path = lower.split(":", 1)
+    image = lower.rsplit("|", 1)[-1]     # remus:H:P|log:NAME|aio:PATH: the image is the lowest layer
+    if ":" in image:
+        driver, path = image.split(":", 1)
     else:
-        driver, path = lower, ""
+        driver, path = image, ""
     return model.RemusSpec(host, port, driver, path)
+
+
+def log_layer(uname):
+    """The NAME of blktap2's ``log`` driver in a tapdisk stack
+    (``tap2:remus:H:P|log:NAME|aio:PATH``), or None when the stack has none.
+    That driver keeps a bitmap of the sectors written (a dirty tracker,
+    trackers/blktap2_log.py)."""
+    if not isinstance(uname, string_types):
+        return None
+    cls, _, stack = uname.partition(":")
+    if cls not in ("tap", "tap2"):
+        return None
+    for sub in ("tapdisk:", "ioemu:"):
+        if stack.startswith(sub):
+            stack = stack[len(sub):]
+    for layer in stack.split("|"):
+        driver, sep, name = layer.partition(":")
+        if driver == "log" and sep and name:
+            return name
+    return None
 
 
 #: uname prefixes that name a backend or a driver, not part of the path

@@ -225,4 +225,7 @@ def _journal_summary(name, state_dir):
         return None
     return {"mode": rec["mode"], "host": rec["host"], "state": rec["state"], "step": rec.get("step"),
             "error": rec.get("error"), "downtime": rec.get("downtime"), "updated": rec.get("updated"),
-            "next": [s for s, _ in machine.plan(rec["mode"], rec["state"])]}
+            "next": [s for s, _ in machine.plan(rec["mode"], rec["state"])],
+            "delta": rec.get("delta"),
+            "trackers": [{"vdev": d.get("vdev"), "tracker": d.get("tracker"), "why": d.get("tracker_why"),
+                          "final": (d.get("final") or {}).get("mode")} for d in rec.get("disks") or ()]}

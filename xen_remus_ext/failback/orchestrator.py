@@ -130,6 +130,9 @@ class Orchestrator(object):
         if not start:
             return self._trackers.get(vdev)
         try:
+            kind, why = self.tracker_choice(vdev)
+            if kind is None:
+                return None
             tr = self.ts.tracker_for(self.domain, vdev)
             if tr is None:
                 return None
@@ -139,6 +142,13 @@ class Orchestrator(object):
             return None
         self._trackers[vdev] = tr
         return tr
+
+    def tracker_choice(self, vdev):
+        """``(tracker name or None, why)`` for ``vdev``, from the toolstack."""
+        try:
+            return self.ts.tracker_choice(self.domain, vdev)
+        except XenRemusError as exc:
+            return None, "cannot tell (%s)" % exc
 
     def observe(self):
         local = preflight.domain_state(preflight.find_domain(self.ts, self.domain))
@@ -216,7 +226,7 @@ class Orchestrator(object):
         state, lines = self.plan_lines()
         checks, facts = self._checks()
         for d in facts["disks"]:
-            d["tracker"] = "available" if self.ts.tracks_writes() else None
+            d["tracker"], d["tracker_why"] = self.tracker_choice(d["vdev"])
         return state, lines, checks, facts
 
     def run(self, resume=False):
@@ -509,8 +519,13 @@ class Orchestrator(object):
         discard = bool(self.opts.discard_peer)
         for d in self.rec["disks"]:
             d["precopy"] = []
+            kind, why = self.tracker_choice(d["vdev"])
+            LOG.info("%s %s: dirty-block tracker: %s (%s)", self.domain, d["vdev"], kind or "none", why)
             tr = self._disk_tracker(d, start=True)
             d["tracker"] = tr.name if tr is not None else None
+            d["tracker_why"] = why if tr is not None or kind is None else "%s; it could not be marked" % why
+            self.progress("%s %s: dirty-block tracker %s: %s" % (self.domain, d["vdev"], d["tracker"] or "none",
+                                                                d["tracker_why"]))
             passes = self.opts.precopy_passes if tr is not None else 1
             for n in range(max(1, passes)):
                 res = sync_waiting(self.disks, self.clock, self.opts, d["src"], d["dest"],

@@ -278,9 +278,10 @@ class XendToolstack(Toolstack):
     :param ssh: argv prefix of ssh when this is a PEER's xend (``uri``
         ``ssh://HOST``): its Remus sender then runs on that host, through
         ``runner`` (which is required for it)
-    :param tracker: ``"fiemap"`` (offer :meth:`tracker_for`: reflink +
-        FIEMAP on the disk's image file, where its filesystem can clone; a
-        failback falls back to checksums where it cannot) or None
+    :param tracker: ``"fiemap"`` (reflink + FIEMAP on the disk's image
+        file, where its filesystem can clone) or None.  Either way a disk
+        whose tapdisk stack carries blktap2's log driver is tracked by it
+        (:meth:`tracker_choice`).
     """
 
     kind = "xend"
@@ -423,18 +424,48 @@ class XendToolstack(Toolstack):
         return True, "%s names %s as external-migration-tool" % (path, settings.migration_tool)
 
     def tracks_writes(self):
-        return self.tracker is not None
+        return True
 
-    def tracker_for(self, dom, vdev):
-        """:returns: a :class:`FiemapTracker` on ``dom``'s disk ``vdev`` (not
-        yet marked) when built with ``tracker="fiemap"``, else None."""
-        if self.tracker is None:
-            return None
-        from xen_remus_ext.trackers.fiemap import FiemapTracker
+    def _disk(self, dom, vdev):
         for d in self.domain_config(dom).disks:
             if _vdev(d.vdev) == _vdev(vdev) and d.path:
-                return FiemapTracker(d.path)
+                return d
         raise ToolstackError("xend tracker of %s: expected a disk %s with an image file, got none" % (dom, vdev))
+
+    def tracker_choice(self, dom, vdev):
+        """blktap2's log driver where the disk's tapdisk stack carries it
+        (``remus:H:P|log:NAME|aio:PATH``), else reflink + FIEMAP where the
+        image's filesystem can clone (and ``tracker="fiemap"``), else none:
+        the final pass compares checksums."""
+        from xen_remus_ext.config.disk import log_layer
+        d = self._disk(dom, vdev)
+        name = log_layer(d.uname)
+        if name:
+            return "blktap2-log", "its tapdisk stack carries blktap2's log driver (log:%s)" % name
+        if self.tracker != "fiemap":
+            return None, "no log driver in its tapdisk stack, and the fiemap tracker is off"
+        from xen_remus_ext.trackers.fiemap import reflink_probe
+        why = reflink_probe(d.path)
+        if why is None:
+            return "fiemap", "no log driver in its tapdisk stack; the image's filesystem can reflink"
+        return None, "no log driver in its tapdisk stack, and %s" % why
+
+    def tracker_for(self, dom, vdev):
+        """:returns: the (unmarked) tracker :meth:`tracker_choice` names:
+        :class:`Blktap2LogTracker` (its state kept in the state directory,
+        so that the migration hook's process can read it too),
+        :class:`FiemapTracker`, or None."""
+        kind, why = self.tracker_choice(dom, vdev)
+        LOG.info("%s %s: dirty-block tracker %s: %s", dom, vdev, kind or "none (checksums)", why)
+        if kind is None:
+            return None
+        d = self._disk(dom, vdev)
+        if kind == "blktap2-log":
+            from xen_remus_ext.config.disk import log_layer
+            from xen_remus_ext.trackers.blktap2_log import Blktap2LogTracker, state_file
+            return Blktap2LogTracker(log_layer(d.uname), state_path=state_file(dom, vdev))
+        from xen_remus_ext.trackers.fiemap import FiemapTracker
+        return FiemapTracker(d.path)
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -74,6 +74,26 @@ class _Refused(ResyncError):
     """The driver closed the connection without a reply."""
 
 
+def state_file(dom, vdev, base=None):
+    """Where a failback keeps the log tracker of ``dom``'s disk ``vdev``
+    (its mark and the extents read so far): the xend migration hook, another
+    process, reopens it from there (:func:`reopen`)."""
+    from xen_remus_ext.paths import state_dir
+    safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in "%s-%s" % (dom, vdev))
+    return os.path.join(base or state_dir(), "trackers", "%s.blktap2-log.json" % safe)
+
+
+def reopen(state_path, **kw):
+    """The :class:`Blktap2LogTracker` a :meth:`Blktap2LogTracker.mark` saved
+    at ``state_path`` (in another process), or None when there is none."""
+    try:
+        with open(state_path, "rb") as f:
+            name = json.loads(to_text(f.read())).get("name")
+    except (IOError, OSError, ValueError):
+        return None
+    return Blktap2LogTracker(name, state_path=state_path, **kw) if name else None
+
+
 def _escape(text):
     return text.replace(":", "_").replace("/", "_")
 
@@ -211,6 +231,10 @@ class Blktap2LogTracker(Tracker):
 
     def _save(self):
         if self.state_path:
+            d = os.path.dirname(self.state_path)
+            if d and not os.path.isdir(d):
+                os.makedirs(d, 0o700)
+            self._state["name"] = self.image
             atomic_write(self.state_path, to_bytes(json.dumps(self._state)), 0o600)
 
     def mark(self):

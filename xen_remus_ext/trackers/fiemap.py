@@ -120,6 +120,31 @@ def reflink(src, dst):
     os.rename(tmp, dst)
 
 
+def reflink_probe(image):
+    """Whether :class:`FiemapTracker` can track ``image``: clones a one-byte
+    scratch file beside it (the same filesystem) and removes both.
+
+    :returns: None when it can, else why not (a sentence)
+    """
+    d = os.path.dirname(os.path.abspath(image))
+    if not os.path.exists(image):
+        return "%s: no such image file" % image
+    probe = os.path.join(d, ".remus-ext-probe.%d" % os.getpid())
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0")
+        reflink(probe, probe + ".clone")
+    except (IOError, OSError) as exc:
+        return "%s: cannot write a scratch file there: %s" % (d, exc)
+    except ResyncError:
+        return "%s cannot reflink (XFS with reflink=1 or Btrfs can)" % d
+    finally:
+        for path in (probe, probe + ".clone"):
+            if os.path.exists(path):
+                os.unlink(path)
+    return None
+
+
 def _segments(extents):
     """-> sorted (start, end, physical or None for "unstable") lists."""
     segs = []

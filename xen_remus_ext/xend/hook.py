@@ -152,7 +152,8 @@ def journal_trackers(domname, base=None):
     """``f(vdev)`` -> the dirty-block tracker the failback's pre-copy marked
     for that disk, or None.  Only a tracker whose mark outlives the process
     that set it can serve here (this hook runs in xend's tool process): the
-    reflink + FIEMAP tracker keeps its mark as a clone beside the image."""
+    reflink + FIEMAP tracker keeps its mark as a clone beside the image, the
+    blktap2 log tracker its mark and extents in the state directory."""
     from xen_remus_ext.failback import journal
     rec = journal.load(domname, base) or {}
     kinds = dict((d.get("vdev"), (d.get("tracker"), d.get("src"))) for d in rec.get("disks", ()))
@@ -162,6 +163,9 @@ def journal_trackers(domname, base=None):
         if kind == "fiemap" and src:
             from xen_remus_ext.trackers.fiemap import FiemapTracker
             return FiemapTracker(src)
+        if kind == "blktap2-log":
+            from xen_remus_ext.trackers import blktap2_log
+            return blktap2_log.reopen(blktap2_log.state_file(domname, vdev, base))
         return None
     return get
 
