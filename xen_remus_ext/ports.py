@@ -121,6 +121,20 @@ class Toolstack(object):
         """:returns: True when :meth:`tracker_for` gives trackers (default False)."""
         return False
 
+    def serve_final_delta(self, dom, host, send):
+        """For a toolstack whose migrate sends the final disk delta from its
+        device-migrate hook (``migrates_paused`` False): a context manager
+        during which that hook, another process, may ask this one to run
+        ``send()`` (which holds the connections prepared before the suspend)
+        instead of opening its own.  ``send()`` returns the journal's delta
+        record.  Default: nothing is served (the hook sends by itself)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def nothing():
+            yield None
+        return nothing()
+
     def tracker_choice(self, dom, vdev):
         """Which dirty-block tracker :meth:`tracker_for` gives for ``dom``'s
         disk ``vdev``, and why (for the log, ``--dry-run`` and ``--json``).
@@ -356,3 +370,16 @@ class DiskSync(object):
     def mark_protected(self, path):
         """Remus protects ``path``'s domain again with both copies in step.
         Default: nothing to record."""
+
+    def prepare(self, dest):
+        """Open the connection the next :meth:`sync` to ``dest`` will use,
+        now (before a suspend), so that the sync only sends.  A prepared
+        connection found dead then is replaced by a new one.
+
+        :returns: seconds the opening took, or None (default): nothing to
+            prepare, the sync opens its own.
+        :raises XenRemusError: it could not be opened (the sync will try again)."""
+        return None
+
+    def release_prepared(self):
+        """Close the prepared connections no :meth:`sync` used.  Default: none."""

@@ -202,3 +202,63 @@ def test_the_checksum_survives_a_save_load_save_cycle(tmp_path):
     assert "sum" not in again
     journal.save(again, base=str(tmp_path))
     assert journal.load("vmcyc", base=str(tmp_path)) == again
+
+
+class PreparingSync(FileDiskSync):
+    """FileDiskSync that records what was prepared, and which sync used it."""
+
+    def __init__(self, world):
+        FileDiskSync.__init__(self, world)
+        self.prepared = set()
+        self.used = []
+        self.released = 0
+
+    def prepare(self, dest):
+        self.prepared.add(dest)
+        return 0.5
+
+    def sync(self, src, dest, **kw):
+        self.used.append((dest, dest in self.prepared, kw.get("final")))
+        self.prepared.discard(dest)
+        return FileDiskSync.sync(self, src, dest, **kw)
+
+    def release_prepared(self):
+        self.released += 1
+        self.prepared.clear()
+
+
+class Unusable(FileDiskSync):
+    def sync(self, src, dest, **kw):
+        raise AssertionError("the hook opened its own connection although the failback process served one")
+
+
+def test_xend_path_the_hook_has_the_failback_process_send_over_connections_opened_before(tmp_path):
+    import shutil
+    import tempfile
+    from xen_remus_ext.xend import delta_handoff
+    short = tempfile.mkdtemp(prefix="xrjd")          # AF_UNIX paths are short
+    try:
+        world, guest = make_world(tmp_path)
+
+        class Xend(FakeToolstack):
+            def serve_final_delta(self, dom, host, send):
+                return delta_handoff.Server(dom, host, send, base=short)
+
+        # the hook: another process in xend, with only the journal and the socket
+        world.migrate_hook = lambda dom, dst: delta.final_delta_for(
+            dom, dst, disk_sync=Unusable(world),
+            handoff=lambda d, h: delta_handoff.request(d, h, base=short))
+        sync = PreparingSync(world)
+        o = Orchestrator(Xend(world, "hostB", kind="xend"), FakeToolstack(world, "hostA", kind="xend"),
+                         "vm1", "hostA", options={"local_host": "hostB"}, disk_sync=sync,
+                         progress=lambda line: None)
+        rec = o.run()
+        assert rec["state"] == machine.DONE and rec["delta"]["by"] == "xend-hook"
+        finals = [u for u in sync.used if u[2]]
+        assert finals and all(was_prepared for _d, was_prepared, _f in finals), sync.used
+        assert all(d.get("prepared") == 0.5 for d in rec["disks"])
+        assert sync.released == 1
+        assert not os.path.exists(delta_handoff.socket_path("vm1", "hostA", short))
+        assert_home_and_protected(world, guest)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)

@@ -212,11 +212,20 @@ def scenario_b(L):
               "expected a tracked final delta (fiemap), got %s" % finals)
     L.log("trackers chosen: %s" % [(d.get("vdev"), d.get("tracker"), d.get("tracker_why"))
                                    for d in rec.get("disks", ())])
+    # its transport was opened before the suspend: the hook only had the delta computed and sent
+    check(all(d.get("prepared") for d in rec.get("disks", ())),
+          "the final delta's connections should be open before the migration: %s"
+          % [(d.get("vdev"), d.get("prepared")) for d in rec.get("disks", ())])
+    with open(B.outside("/var/log/xen/remus-ext.log")) as f:
+        handed = [ln for ln in f if "final disk delta sent by the failback process" in ln]
+    check(handed, "the hook should have had the failback process send the delta over its prepared "
+          "connections (B's remus-ext.log says nothing of it)")
     L.final_modes = finals
     L.failback_took = took
-    return "xend-failback %s: acknowledged %d, lost %d, identical %s, suspended %.2f s (final delta: %s)" % (
-        L.version, acked, res["missing"], "yes" if same else "no", t_run - t_susp,
-        ", ".join("%s/%s" % f for f in finals))
+    return ("xend-failback %s: acknowledged %d, lost %d, identical %s, suspended %.2f s (final delta: %s, "
+            "%.2f s on connections opened before the suspend)" % (
+                L.version, acked, res["missing"], "yes" if same else "no", t_run - t_susp,
+                ", ".join("%s/%s" % f for f in finals), rec["delta"].get("seconds") or 0.0))
 
 
 # ---- d (part): xm remus-resync and xm remus-status on the real xm/xend -----------------------

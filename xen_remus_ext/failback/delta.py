@@ -14,7 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 import logging
 
-from xen_remus_ext.errors import FailbackError
+from xen_remus_ext.errors import FailbackError, XenRemusError
 from xen_remus_ext.failback import journal, machine
 from xen_remus_ext.failback.disks import send_final_delta
 from xen_remus_ext.ports import SystemClock
@@ -23,7 +23,7 @@ LOG = logging.getLogger(__name__)
 
 
 def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_fn=None, clock=None,
-                    disk_sync_for=None):
+                    disk_sync_for=None, handoff=None):
     """Send the final disk delta of ``domname``'s failback to ``dst_host``.
 
     :param state_dir: the state directory holding ``failback/`` (default:
@@ -33,6 +33,13 @@ def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_f
         the options the failback journaled (``wiring.resync_disk_sync``).
     :param tracker_fn: ``vdev -> Tracker or None``: the dirty-block source of
         each disk (default: none, every disk's delta is found by checksum).
+    :param handoff: ``(domname, dst_host) -> delta record or None``: asks
+        the failback process, which opened the delta's connections before the
+        suspend, to send it (xend/delta_handoff.py); None from it (no such
+        process) or no ``handoff``: this process sends.  It raises
+        :class:`FailbackError` when the delta could not go, and another
+        :class:`XenRemusError` when the process ended without answering:
+        then this process sends, unless the journal shows it went.
     :returns: the journal's ``delta`` record, or None when no failback of
         ``domname`` toward ``dst_host`` is migrating (nothing to do).
     :raises FailbackError: the delta could not be sent; the hook must make
@@ -52,6 +59,23 @@ def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_f
                             state=rec["state"], step=machine.FINAL_DELTA)
     if journal.delta_of(rec).sent:
         return rec["delta"]
+    if handoff is not None:
+        try:
+            got = handoff(domname, dst_host)
+        except FailbackError:
+            raise
+        except XenRemusError as exc:
+            LOG.warning("%s: %s; sending the final delta from here", domname, exc)
+            got = None
+            rec = journal.load(domname, state_dir) or rec
+            if journal.delta_of(rec).sent:
+                return rec["delta"]
+        if got is not None:
+            LOG.info("%s: final disk delta sent by the failback process over its prepared connections",
+                     domname)
+            return got
+        LOG.info("%s: no failback process serves the final delta here; opening its connections now "
+                 "(inside the suspend window)", domname)
     opts = rec.get("options", {})
     if disk_sync is None and disk_sync_for is None:
         raise FailbackError("%s: final disk delta: expected a disk port, got none" % (domname,),

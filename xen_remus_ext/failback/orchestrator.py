@@ -560,13 +560,57 @@ class Orchestrator(object):
         self._save()
         if not self.ts.migrates_paused:
             # the domain cannot stay paused on arrival: the external-migration-tool
-            # hook sends the final delta at device-migrate step 2 (delta.py)
-            self.ts.migrate(self.domain, self.host, live=True, port=self.opts.port)
+            # hook sends the final delta at device-migrate step 2 (delta.py), and
+            # asks this process to, over connections opened now, before the suspend
+            self._prepare_final()
+            try:
+                with self.ts.serve_final_delta(self.domain, self.host, self._hook_delta):
+                    self.ts.migrate(self.domain, self.host, live=True, port=self.opts.port)
+            finally:
+                self.disks.release_prepared()
             self._adopt_hook_delta()
         else:
             self.ts.migrate(self.domain, self.host, live=True, port=self.opts.port, paused=True,
                             ssh=self.opts.ssh if self.opts.ssh != "ssh" else None)
         self.rec["migrated_at"] = self.clock.now()
+
+    def _prepare_final(self):
+        """Open the final delta's connections now, so that the suspend
+        window holds only the delta itself.  A failure costs only that time:
+        the send then opens its own."""
+        for d in self.rec["disks"]:
+            try:
+                took = self.disks.prepare(d["dest"])
+            except XenRemusError as exc:
+                LOG.warning("%s %s: cannot open the final delta's connection before the suspend (%s); "
+                            "it will be opened while the domain is suspended", self.domain, d["vdev"], exc)
+                continue
+            if took is not None:
+                d["prepared"] = took
+                LOG.info("%s %s: final delta's connection to %s open before the suspend (%.2f s)",
+                         self.domain, d["vdev"], d["dest"], took)
+
+    def _hook_delta(self):
+        """Run by the migration hook's request (another thread, while this
+        one waits in migrate): the final delta over the prepared connections."""
+        rec = self.rec
+        if journal.delta_of(rec).sent:
+            return rec["delta"]
+        if rec.get("step") != machine.MIGRATE:
+            raise FailbackError("%s: the migration hook asked for the final delta in step %s, expected %s"
+                                % (self.domain, rec.get("step"), machine.MIGRATE), state=rec["state"],
+                                step=machine.FINAL_DELTA)
+        try:
+            send_final_delta(rec, self.disks, self.tracker, self.clock, "xend-hook", self.opts)
+        except XenRemusError as exc:
+            journal.note(rec, self.clock.now(), "failed", machine.FINAL_DELTA, str(exc))
+            self._save()
+            raise
+        journal.note(rec, self.clock.now(), "delta", "xend-hook")
+        self._save()
+        LOG.info("%s: final delta sent for the migration hook (%.3f s)", self.domain, rec["delta"].get("seconds")
+                 or 0.0)
+        return rec["delta"]
 
     def _adopt_hook_delta(self):
         """The migration hook wrote its delta record into the journal file

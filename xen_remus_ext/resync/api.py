@@ -19,6 +19,15 @@
     :raises SplitBrainError: the target holds writes the source never saw
     (unless ``discard_target``); :raises ResyncError: anything else.
 
+``prepare(dest, options=None, **overrides)``
+    Open the transport to ``dest``'s receiver and do the handshake now
+    (an ssh connection and the remote ``xen-remus receive`` start take
+    about a second), so that a later ``resync(..., prepared=P)`` only
+    plans and sends.  :returns: :class:`Prepared` (``close()`` it when
+    unused).  A prepared connection found dead when used is replaced by a
+    new one (logged), and a send that fails on it is retried once on a new
+    one: the data always goes.
+
 ``verify(src, dest, options=None, events=None, **overrides)``
     Compare both copies by keyed digests (read-only on both ends, usable
     online with ``rate``; uses ``rate``, ``ssh``, ``key_file``,
@@ -62,7 +71,8 @@ ResyncResult = collections.namedtuple("ResyncResult",
                                       "resent")
 VerifyResult = collections.namedtuple("VerifyResult", "identical differing bytes_read seconds")
 
-__all__ = ["resync", "verify", "serve", "ResyncOptions", "ResyncResult", "VerifyResult", "ResyncServer"]
+__all__ = ["resync", "prepare", "Prepared", "verify", "serve", "ResyncOptions", "ResyncResult", "VerifyResult",
+           "ResyncServer"]
 
 
 #: the bar's width where the terminal reports none (a serial console, some emulators say 0 columns)
@@ -254,25 +264,99 @@ def _choose_mode(mode, extents, tracker, src_meta, dst_meta):
     return "checksum"
 
 
-def resync(src, dest, options=None, extents=None, tracker=None, events=None, **overrides):
+class Prepared(object):
+    """A connection to ``dest``'s receiver, handshake done, nothing sent yet
+    (:func:`prepare`).  :attr:`seconds`: what opening it took."""
+
+    def __init__(self, dest, conn, sess, info, seconds):
+        self.dest = dest
+        self.conn = conn
+        self.sess = sess
+        self.info = info
+        self.seconds = seconds
+        self.closed = False
+
+    def dead(self):
+        """:returns: None while usable, else why not (a sentence).  An idle
+        receiver sends nothing: anything readable is its exit or an error."""
+        if self.closed:
+            return "already used or closed"
+        proc = self.conn.proc
+        if proc is not None and proc.poll() is not None:
+            return "its receiver (%s) exited with status %s" % (" ".join(proc.args_shown), proc.returncode)
+        check = getattr(self.conn.chan, "readable_now", None)
+        if check is not None:
+            try:
+                ready = check()
+            except (IOError, OSError, ValueError) as exc:
+                return "its channel is unusable (%s)" % exc
+            if ready:
+                return "its receiver closed the connection or sent an unexpected record"
+        return None
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.conn.close()
+
+
+def prepare(dest, options=None, **overrides):
+    """See the module docstring.  :returns: :class:`Prepared`."""
+    t0 = time.time()
+    opts = _options(options, overrides)
+    conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, plaintext=opts.plaintext)
+    conn.compress = pick_codec(opts.compress, dest)
+    try:
+        sess = SenderSession(conn)
+        info = _handshake(sess, conn)
+    except ProtocolError as exc:
+        conn.close()
+        raise _naming(dest, exc)
+    except BaseException:
+        conn.close()
+        raise
+    seconds = round(time.time() - t0, 3)
+    LOG.info("resync prepare: %s: connection open and handshake done in %.2f s", dest, seconds)
+    return Prepared(dest, conn, sess, info, seconds)
+
+
+def resync(src, dest, options=None, extents=None, tracker=None, events=None, prepared=None, **overrides):
     """See the module docstring.  :returns: :class:`ResyncResult`."""
     t0 = time.time()
     opts = _options(options, overrides)
-    LOG.info("resync start: %s -> %s, mode %s%s", src, dest, opts.mode, ", discarding the target's writes"
-             if opts.discard_target else "")
+    LOG.info("resync start: %s -> %s, mode %s%s%s", src, dest, opts.mode, ", discarding the target's writes"
+             if opts.discard_target else "", ", on the prepared connection" if prepared is not None else "")
     try:
         refuse_same_copy(src, dest)
         size, src_meta = _source(src)
         job = _Job(src, dest, size, src_meta, opts, extents, tracker, events)
-        conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, plaintext=opts.plaintext,
-                       local_process=_local_mode(job) == "checksum")
-        conn.compress = pick_codec(opts.compress, dest)
-        try:
-            res, bytes_read, wire, chosen, verified = _run_resync(conn, job)
-        except ProtocolError as exc:
-            raise _naming(dest, exc)
-        finally:
-            conn.close()
+        if prepared is not None:
+            why = prepared.dead() if prepared.dest == dest else "it is for %s" % prepared.dest
+            if why is not None:
+                LOG.warning("resync %s: the connection prepared before the suspend is not usable (%s); "
+                            "opening a new one", dest, why)
+                prepared.close()
+                prepared = None
+        if prepared is not None:
+            conn = prepared.conn
+            try:
+                res, bytes_read, wire, chosen, verified = _run_prepared(prepared, job)
+            except (ProtocolError, ResyncError) as exc:
+                if isinstance(exc, SplitBrainError) or "refusing" in str(exc):
+                    raise
+                LOG.warning("resync %s: the send on the prepared connection failed (%s); sending again on "
+                            "a new one", dest, exc)
+                prepared = None
+        if prepared is None:
+            conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, plaintext=opts.plaintext,
+                           local_process=_local_mode(job) == "checksum")
+            conn.compress = pick_codec(opts.compress, dest)
+            try:
+                res, bytes_read, wire, chosen, verified = _run_resync(conn, job)
+            except ProtocolError as exc:
+                raise _naming(dest, exc)
+            finally:
+                conn.close()
     except (Exception, KeyboardInterrupt) as exc:   # the audit line, then the caller's handling
         LOG.info("resync end: %s -> %s: %s: %s", src, dest,
                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
@@ -334,10 +418,24 @@ def _check_size(dest, src, size, info):
         raise ResyncError("%s: sizes differ: source %s has %d bytes, target has %s" % (dest, src, size, theirs))
 
 
+def _run_prepared(prepared, job):
+    try:
+        prepared.sess.events = job.events
+        return _run_session(prepared.conn, prepared.sess, prepared.info, job)
+    except ProtocolError as exc:
+        raise _naming(job.dest, exc)
+    finally:
+        prepared.close()
+
+
 def _run_resync(conn, job):
-    opts, dest, src_meta = job.opts, job.dest, job.src_meta
     sess = SenderSession(conn, events=job.events)
     info = _handshake(sess, conn)
+    return _run_session(conn, sess, info, job)
+
+
+def _run_session(conn, sess, info, job):
+    opts, dest, src_meta = job.opts, job.dest, job.src_meta
     _check_size(dest, job.src, job.size, info)
     dst_meta = _target_meta(dest, info)
     relation = meta.compare(src_meta, dst_meta)

@@ -94,6 +94,7 @@ class ResyncDiskSync(DiskSync):
         self.ssh = ssh
         self.key_file = key_file
         self.mode = mode
+        self._prepared = {}     # dest -> resync.api.Prepared (prepare)
 
     def size(self, path):
         try:
@@ -177,10 +178,27 @@ class ResyncDiskSync(DiskSync):
             raise ResyncError("%s: a tcp:// export cannot be created from here; create it on the receiver's "
                               "host (xen-remus meta create --size %d PATH)" % (dest, size))
 
+    def prepare(self, dest):
+        """:meth:`ports.DiskSync.prepare`: :func:`resync.api.prepare` for a
+        remote ``dest`` (ssh or TCP); a local one has nothing to open."""
+        from xen_remus_ext.resync import api
+        if is_local(dest):
+            return None
+        old = self._prepared.pop(dest, None)
+        if old is not None:
+            old.close()
+        p = api.prepare(dest, mode=self.mode, ssh=self.ssh, key_file=self.key_file)
+        self._prepared[dest] = p
+        return p.seconds
+
+    def release_prepared(self):
+        while self._prepared:
+            self._prepared.popitem()[1].close()
+
     def sync(self, src, dest, tracker=None, rate=None, verify=False, discard_target=False,
              final=False, events=None):
         from xen_remus_ext.resync import api
         res = api.resync(src, dest, mode=self.mode, tracker=tracker, rate=None if final else rate,
                          verify=verify, discard_target=discard_target, ssh=self.ssh,
-                         key_file=self.key_file, events=events)
+                         key_file=self.key_file, events=events, prepared=self._prepared.pop(dest, None))
         return result_to_dict(res)

@@ -363,6 +363,13 @@ class StreamChannel(Channel):
                                   % (self.peer, type_name(mtype), getattr(exc, "strerror", None) or exc))
             self.bytes_out += HEADER.size + length
 
+    def readable_now(self):
+        """:returns: True when a read would not block (data, EOF or an error
+        is waiting).  An idle session's peer sends nothing, so on a
+        connection kept open for later this means it ended."""
+        fd = self.sock.fileno() if self.sock is not None else self._r.fileno()
+        return bool(select.select([fd], [], [], 0)[0])
+
     def _peer_last_words(self, timeout=1.0):
         """After a failed send: the ERROR record the peer sent before it
         closed, if one is waiting (its reason beats our EPIPE); else None.

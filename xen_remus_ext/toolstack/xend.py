@@ -426,6 +426,12 @@ class XendToolstack(Toolstack):
     def tracks_writes(self):
         return True
 
+    def serve_final_delta(self, dom, host, send):
+        """xend's migration hook asks this process for the final delta over
+        a Unix socket in the state directory (xend/delta_handoff.py)."""
+        from xen_remus_ext.xend.delta_handoff import Server
+        return Server(dom, host, send)
+
     def _disk(self, dom, vdev):
         for d in self.domain_config(dom).disks:
             if _vdev(d.vdev) == _vdev(vdev) and d.path:
