@@ -1,5 +1,5 @@
 """The final delta's hand-over from xend's migration hook to the failback
-process (xend/delta_handoff.py) and the hook's fallback when nobody answers
+process (toolstack/delta_handoff.py) and the hook's fallback when nobody answers
 (failback/delta.py).  Real Unix sockets in a temporary state directory."""
 from __future__ import absolute_import, division, print_function
 
@@ -13,7 +13,7 @@ import pytest
 
 from xen_remus_ext.errors import FailbackError, ResyncError
 from xen_remus_ext.failback import delta, journal, machine
-from xen_remus_ext.xend import delta_handoff
+from xen_remus_ext.toolstack import delta_handoff
 
 
 @pytest.fixture

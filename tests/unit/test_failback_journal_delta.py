@@ -235,7 +235,7 @@ class Unusable(FileDiskSync):
 def test_xend_path_the_hook_has_the_failback_process_send_over_connections_opened_before(tmp_path):
     import shutil
     import tempfile
-    from xen_remus_ext.xend import delta_handoff
+    from xen_remus_ext.toolstack import delta_handoff
     short = tempfile.mkdtemp(prefix="xrjd")          # AF_UNIX paths are short
     try:
         world, guest = make_world(tmp_path)

@@ -368,7 +368,7 @@ def format_status(rows):
         out.append("%-20s %5s %-8s %-11s %s" % (r["name"], "-" if r["domid"] is None else r["domid"],
                                                 r["state"] or "(gone)", prot, fbt))
         for t in (fb or {}).get("trackers") or ():
-            out.append("    %s: dirty-block tracker %s%s%s" % (
+            out.append("    failback %s: dirty-block tracker %s%s%s" % (
                 t["vdev"], t.get("tracker") or "none (checksums)",
                 " (%s)" % t["why"] if t.get("why") else "",
                 "; final delta %s" % t["final"] if t.get("final") else ""))

@@ -35,7 +35,7 @@ def final_delta_for(domname, dst_host, state_dir=None, disk_sync=None, tracker_f
         each disk (default: none, every disk's delta is found by checksum).
     :param handoff: ``(domname, dst_host) -> delta record or None``: asks
         the failback process, which opened the delta's connections before the
-        suspend, to send it (xend/delta_handoff.py); None from it (no such
+        suspend, to send it (toolstack/delta_handoff.py); None from it (no such
         process) or no ``handoff``: this process sends.  It raises
         :class:`FailbackError` when the delta could not go, and another
         :class:`XenRemusError` when the process ended without answering:

@@ -428,8 +428,8 @@ class XendToolstack(Toolstack):
 
     def serve_final_delta(self, dom, host, send):
         """xend's migration hook asks this process for the final delta over
-        a Unix socket in the state directory (xend/delta_handoff.py)."""
-        from xen_remus_ext.xend.delta_handoff import Server
+        a Unix socket in the state directory (toolstack/delta_handoff.py)."""
+        from xen_remus_ext.toolstack.delta_handoff import Server
         return Server(dom, host, send)
 
     def _disk(self, dom, vdev):

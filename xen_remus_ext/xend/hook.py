@@ -142,7 +142,7 @@ def _final_delta(domname, host):
     try:
         from xen_remus_ext import wiring  # heavy: only on the suspended disk path
         from xen_remus_ext.failback import delta
-        from xen_remus_ext.xend import delta_handoff
+        from xen_remus_ext.toolstack import delta_handoff
     except ImportError as exc:
         raise ToolstackError("failback.delta: expected the final-delta module, got %s" % (exc,))
     return delta.final_delta_for(domname, host, disk_sync_for=wiring.resync_disk_sync,
