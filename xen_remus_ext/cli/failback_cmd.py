@@ -111,7 +111,8 @@ def register(subparsers):
     p.add_argument("--tracker", choices=("fiemap",), default=None,
                    help="track disk writes by reflink + FIEMAP (image files on XFS/Btrfs), so later "
                         "pre-copy passes and the final delta send only what changed (xend: the default, "
-                        "falling back to checksums where the images cannot be cloned; xl: only when asked)")
+                        "for disks whose tapdisk stack has no log driver, which is used first; checksums "
+                        "where the images cannot be cloned; xl: only when asked)")
     p.add_argument("-p", "--port", type=_port, default=None, help="relocation port for the migration")
     p.add_argument("--local-host", metavar="ADDR", help="this host's name or address as the peer reaches it")
     p.add_argument("-c", "--config", metavar="FILE",
