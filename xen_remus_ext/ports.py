@@ -74,8 +74,13 @@ class Toolstack(object):
         raise NotImplementedError
 
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                    blackhole=False, unsafe=False):
-        """Start Remus protection of ``dom`` toward ``host`` (the backup)."""
+                    blackhole=False, unsafe=False, hold=False):
+        """Start Remus protection of ``dom`` toward ``host`` (the backup).
+
+        :param hold: the backup keeps its copy paused when the stream breaks,
+            until :meth:`remus_takeover` (or :meth:`remus_discard`) on the
+            backup's toolstack; only where :meth:`check_hold` says None.
+        """
         raise NotImplementedError
 
     def remus_stop(self, dom):
@@ -168,9 +173,10 @@ class Toolstack(object):
         return None
 
     def check_hold(self):
-        """:returns: None when :meth:`hold_on_stream_break` works on this
-        host, else why not (text).  Default: this toolstack resumes a Remus
-        backup by itself when the checkpoint stream breaks."""
+        """:returns: None when a Remus backup here can wait, paused at its
+        last committed checkpoint, when its stream breaks (:meth:`hold_on_stream_break`,
+        ``remus_start(hold=True)``), else why not (text).  Default: this
+        toolstack resumes a Remus backup by itself when the checkpoint stream breaks."""
         return ("the %s toolstack resumes a Remus backup by itself when the checkpoint stream breaks"
                 % (self.kind or "?",))
 
@@ -179,7 +185,9 @@ class Toolstack(object):
         whose checkpoint stream breaks stays paused at its last committed
         checkpoint (:meth:`remus_backup` says ``broken``) until
         :meth:`remus_takeover`; ``hold=False`` gives Remus's own behaviour
-        back (the backup resumes at once).  Default: not possible.
+        back (the backup resumes at once).  Where the primary asks for the
+        hold per stream (``remus_start(hold=True)``: xl) this sets nothing.
+        Default: not possible.
 
         :raises ToolstackError: :meth:`check_hold`'s reason.
         """
@@ -193,6 +201,12 @@ class Toolstack(object):
         :raises ToolstackError: :meth:`check_hold`'s reason, or ``dom`` is no held backup.
         """
         raise ToolstackError("take over the Remus backup %s: %s" % (dom, self.check_hold()))
+
+    def remus_discard(self, dom):
+        """Destroy the backup copy of ``dom`` here without resuming it (held,
+        or still receiving: the primary then runs unprotected).  Default:
+        :meth:`destroy`."""
+        self.destroy(dom)
 
     def shutdown(self, dom):
         """Ask ``dom``'s guest to shut down cleanly and return at once.

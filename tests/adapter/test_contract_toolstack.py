@@ -366,21 +366,30 @@ def test_retarget_as_declared(pair):
 
 
 def test_hold_as_declared(pair):
+    """A backup that holds its copy when the stream breaks: asked per stream
+    (``remus_start(hold=True)``) and, on the backup, by ``hold_on_stream_break``;
+    ``remus_takeover`` only of a copy whose stream broke."""
     lacks = pair.a.check_hold()
     if lacks is not None:
         assert isinstance(lacks, str) and lacks
-        with pytest.raises(ToolstackError) as exc:
-            pair.a.hold_on_stream_break(True)
-        assert lacks in str(exc.value)
         with pytest.raises(ToolstackError):
-            pair.a.remus_takeover(pair.dom)
+            pair.a.remus_start(pair.dom, pair.dst, interval_ms=100, hold=True)
+        assert not pair.a.remus_running(pair.dom)
+        with pytest.raises(ToolstackError):
+            pair.b.hold_on_stream_break(True)
+        with pytest.raises(ToolstackError):
+            pair.b.remus_takeover(pair.dom)
         return
-    pair.a.hold_on_stream_break(True)
-    pair.a.hold_on_stream_break(False)
-    # a running primary is no held backup: nothing to take over
-    with pytest.raises(ToolstackError):
-        pair.a.remus_takeover(pair.dom)
-    assert pair.a.domain_info(pair.dom).state is not None
+    pair.b.hold_on_stream_break(True)
+    pair.a.remus_start(pair.dom, pair.dst, interval_ms=100, hold=True)
+    deadline = time.time() + 10
+    while not pair.a.remus_running(pair.dom) and time.time() < deadline:
+        time.sleep(0.05)
+    assert pair.a.remus_running(pair.dom)
+    with pytest.raises(ToolstackError):           # the stream still flows: nothing to take over
+        pair.b.remus_takeover(pair.dom)
+    assert pair.a.remus_running(pair.dom)
+    pair.a.remus_stop(pair.dom)
 
 
 def test_a_running_domain_is_no_remus_backup(pair):

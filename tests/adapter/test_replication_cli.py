@@ -38,6 +38,43 @@ def wait_file(path, proc=None, limit=30):
 
 
 def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
+    run_relay_pair(tmp_path)
+
+
+def test_relay_with_a_held_backup_waits_for_the_release_then_fails_over_consistently(tmp_path):
+    """``--hold-domain``: the backup relay's receiver is ``xen-remus hold
+    receive`` in front of xl's; at failover the disk is at the committed
+    checkpoint and the receiver does not see the end of the stream until
+    ``hold release``."""
+    from xen_remus_ext.toolstack import hold
+    state = str(tmp_path / "state")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "xl").write_text(u"#!/bin/sh\ntest \"$1\" = domid\n")     # the copy exists
+    os.chmod(str(bindir / "xl"), 0o755)
+    extra = {"XEN_REMUS_STATE_DIR": state, "PATH": str(bindir) + os.pathsep + os.environ.get("PATH", "")}
+
+    def held(t):
+        wait_for(lambda: (hold.load("vm1", base=state) or {}).get("state") == hold.HELD, "held")
+        time.sleep(1.0)
+        assert not os.path.exists(os.path.join(t, "receiver.json")), "the receiver failed over while held"
+        assert not os.path.exists(os.path.join(t, "backup.json"))    # the backup relay waits for it
+        st = hold.load("vm1", base=state)
+        assert st["checkpoints"] >= 1
+        hold.release("vm1", base=state)
+    run_relay_pair(tmp_path, ["--hold-domain", "vm1"], extra, held)
+
+
+def wait_for(cond, what, limit=30):
+    end = time.time() + limit
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def run_relay_pair(tmp_path, relay_opts=(), extra_env=None, after_kill=None):
     t = str(tmp_path)
     a_img, b_img = os.path.join(t, "a.img"), os.path.join(t, "b.img")
     for p in (a_img, b_img):
@@ -55,10 +92,10 @@ def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
                    "--ssh", "", "--remote", remote, "--timeout", "5",
                    "--attached-file", os.path.join(t, "attached"), "--report", os.path.join(t, "relay.json"),
                    "--backup-report", os.path.join(t, "backup.json"),
-                   "--backup-snapshot", os.path.join(t, "snap.img"),
+                   "--backup-snapshot", os.path.join(t, "snap.img")] + list(relay_opts) + [
                    "hostb", sys.executable, os.path.join(HERE, "fake_xl_receive.py"), b_img,
                    os.path.join(t, "receiver.json")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env())
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(env(), **(extra_env or {})))
         wait_file(os.path.join(t, "attached"), relay)
         banner = os.read(relay.stdout.fileno(), 256)
         assert banner.startswith(b"xl migration receiver ready")
@@ -74,6 +111,8 @@ def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
         relay.send_signal(signal.SIGKILL)          # host A is gone
         relay.wait()
         guest.stop = libxc.stop = True
+        if after_kill is not None:
+            after_kill(t)
         wait_file(os.path.join(t, "backup.json"), limit=30)
         wait_file(os.path.join(t, "receiver.json"), limit=30)
         with open(os.path.join(t, "backup.json")) as f:

@@ -39,6 +39,8 @@ class FakeDomain(object):
         self.config = config
         self.state = state
         self.remus_backup = remus_backup
+        self.hold = False          # a backup copy: held paused when its stream breaks
+        self.broken = False        # a backup copy whose stream broke
 
 
 class FakeTracker(Tracker):
@@ -155,6 +157,21 @@ class FakeWorld(object):
                 f.seek(offset)
                 f.write(data)
         return host
+
+    def break_stream(self, host, dom):
+        """The primary ``host`` of ``dom`` dies: its Remus stream ends.  The
+        backup copy resumes by itself, or waits paused when it is held."""
+        backup = self.remus.pop((host, dom), None)
+        if backup is None:
+            raise ToolstackError("%s@%s: expected Remus running, got none" % (dom, host))
+        self.hosts[host].pop(dom, None)
+        copy = self.hosts[backup][dom]
+        copy.broken = True
+        if not copy.hold:
+            copy.remus_backup = False
+            copy.state = "running"
+        self.effect("stream of %s broke; copy on %s %s" % (dom, backup, "held" if copy.hold else "resumed"))
+        return backup
 
     # -- domains ------------------------------------------------------------
     def create(self, host, config, state="running", remus_backup=False):
@@ -280,7 +297,7 @@ class FakeToolstack(Toolstack):
         self.world.effect("destroy %s@%s" % (d.name, self.host))
 
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                    blackhole=False, unsafe=False):
+                    blackhole=False, unsafe=False, hold=False):
         d = self._get(dom)
         if host not in self.world.hosts or host in self.world.unreachable:
             raise ToolstackError("remus %s: backup %r unreachable" % (d.name, host))
@@ -292,7 +309,8 @@ class FakeToolstack(Toolstack):
                                      % (d.name, rd.vdev, rd.remus.host, host))
         if d.name in self.world.hosts[host]:
             raise ToolstackError("remus %s: %s already has a domain of that name" % (d.name, host))
-        self.world.create(host, d.config, state="paused", remus_backup=True)
+        copy = self.world.create(host, d.config, state="paused", remus_backup=True)
+        copy.hold = bool(hold)
         self.world.effect("remus backup copy %s@%s" % (d.name, host))   # checkpoint 0 not yet done
         self.world.remus[(self.host, d.name)] = host
         d.awaiting_backup = False
@@ -313,9 +331,38 @@ class FakeToolstack(Toolstack):
         return None
 
     def remus_backup(self, dom):
-        """A Remus backup's copy here is receiving checkpoints (the fake counts none)."""
+        """A Remus backup's copy here: receiving checkpoints, or broken (held);
+        the fake counts none."""
         d = self._get(dom)
-        return {"state": "receiving", "checkpoints": None} if d.remus_backup else None
+        if not d.remus_backup:
+            return None
+        return {"state": "broken" if d.broken else "receiving", "checkpoints": None}
+
+    def check_hold(self):
+        return None
+
+    def hold_on_stream_break(self, hold=True):
+        """Holds are asked per stream here (``remus_start(hold=True)``)."""
+
+    def remus_takeover(self, dom):
+        d = self._get(dom)
+        if not (d.remus_backup and d.broken):
+            raise ToolstackError("takeover %s@%s: expected a held backup copy whose stream broke"
+                                 % (d.name, self.host))
+        d.remus_backup = False
+        d.state = "running"
+        self.world.effect("takeover %s@%s" % (d.name, self.host))
+
+    def remus_discard(self, dom):
+        d = self._get(dom)
+        if not d.remus_backup:
+            raise ToolstackError("discard %s@%s: expected a backup copy, got the domain itself"
+                                 % (d.name, self.host))
+        for key, backup in list(self.world.remus.items()):
+            if key[1] == d.name and backup == self.host:
+                del self.world.remus[key]       # the primary runs on unprotected
+        self.world.hosts[self.host].pop(d.name)
+        self.world.effect("discard %s@%s" % (d.name, self.host))
 
     def retarget_disks(self, dom, config):
         """Re-point the paused domain's remus disks (tap-ctl pause/unpause -a)."""

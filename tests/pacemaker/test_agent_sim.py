@@ -122,6 +122,32 @@ def test_backup_without_the_hold_resumes_by_itself(pair):
     wait(lambda: pair.B.toolstack.sim_info(DOMAIN)["sim_state"] == "running", 30, "B resuming on its own")
 
 
+def test_a_stream_started_with_hold_is_held_without_the_backups_start(pair):
+    """The primary asks per stream (``remus_start(hold=True)``, what the
+    agent's re-protect and ``protect --hold-backup`` do): B holds its copy
+    although no agent start set B's own policy."""
+    A, B = pair.A, pair.B
+    B.toolstack.disk_create(IMAGE, 1 << 20)
+    m = meta.ensure(A.disk_path(IMAGE), 1 << 20, role="primary")
+    meta.mark_synced(B.disk_path(IMAGE), m, role="backup")
+    A.toolstack.create(pair.config, paused=True)
+    A.toolstack.remus_start(DOMAIN, "B", interval_ms=50, hold=True)
+    A.toolstack.unpause(DOMAIN)
+    wait(lambda: (B.toolstack.remus_backup(DOMAIN) or {}).get("checkpoints", 0) >= 3, 30, "checkpoints on B")
+    A.kill(power_off=True)
+    wait(lambda: (B.toolstack.remus_backup(DOMAIN) or {}).get("state") == "broken", 30, "stream break on B")
+    digest = B.toolstack.disk_digest(IMAGE)
+    time.sleep(1.5)
+    assert B.toolstack.sim_info(DOMAIN)["sim_state"] == "incoming"
+    assert B.toolstack.disk_digest(IMAGE) == digest
+    B.toolstack.remus_takeover(DOMAIN)
+    assert B.toolstack.sim_info(DOMAIN)["sim_state"] == "running"
+
+
+def test_the_agents_protection_asks_the_backup_to_hold(pair):
+    assert agent(pair, "A").options()["hold_backup"] is True
+
+
 def test_promote_refuses_while_the_primary_still_streams(pair):
     assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
     protect(pair)

@@ -162,3 +162,50 @@ def test_a_protect_journal_in_a_state_outside_its_plan_is_named_as_such():
     with pytest.raises(FailbackError) as err:
         machine.index_of(machine.FAILBACK, "nowhere")
     assert str(err.value).startswith("failback journal: unknown state 'nowhere'")
+
+
+def test_protect_with_hold_backup_leaves_a_copy_that_waits_for_the_takeover(tmp_path):
+    world, guest = make_world(tmp_path)
+    rec = protect(world, hold_backup=True).run()
+    assert rec["state"] == machine.DONE
+    assert [c for c in rec["checks"] if c["name"] == "hold-backup"][0]["ok"] is True
+    assert_protected(world, guest)
+    b = FakeToolstack(world, "hostB")
+    assert b.remus_backup("vm1") == {"state": "receiving", "checkpoints": None}
+    with pytest.raises(ToolstackError, match="expected a held backup copy whose stream broke"):
+        b.remus_takeover("vm1")
+    world.break_stream("hostA", "vm1")
+    copy = world.hosts["hostB"]["vm1"]
+    assert copy.state == "paused" and b.remus_backup("vm1")["state"] == "broken"
+    b.remus_takeover("vm1")
+    assert copy.state == "running" and b.remus_backup("vm1") is None
+
+
+def test_without_hold_backup_the_copy_resumes_by_itself(tmp_path):
+    world, _guest = make_world(tmp_path)
+    protect(world).run()
+    world.break_stream("hostA", "vm1")
+    assert world.hosts["hostB"]["vm1"].state == "running" and world.where("vm1") == ["hostB"]
+
+
+class NoHold(FakeToolstack):
+    def check_hold(self):
+        return "this toolstack resumes a Remus backup by itself when its checkpoint stream breaks"
+
+
+def test_hold_backup_is_refused_in_preflight_where_the_toolstack_cannot_hold(tmp_path):
+    world, _guest = make_world(tmp_path)
+    o = Orchestrator(NoHold(world, "hostA"), FakeToolstack(world, "hostB"), "vm1", "hostB",
+                     mode=machine.PROTECT_MODE, options={"local_host": "hostA", "hold_backup": True},
+                     disk_sync=SeedingSync(world), progress=lambda line: None, clock=Clock())
+    with pytest.raises(FailbackError, match="--hold-backup: this toolstack resumes a Remus backup by itself"):
+        o.run()
+    assert ("hostA", "vm1") not in world.remus and not os.path.exists(world.disk_file("hostB", PATH))
+
+
+def test_discard_of_a_receiving_copy_leaves_the_primary_unprotected(tmp_path):
+    world, _guest = make_world(tmp_path)
+    protect(world, hold_backup=True).run()
+    FakeToolstack(world, "hostB").remus_discard("vm1")
+    assert ("hostA", "vm1") not in world.remus and "vm1" not in world.hosts["hostB"]
+    assert world.hosts["hostA"]["vm1"].state == "running"

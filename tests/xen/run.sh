@@ -19,6 +19,8 @@ B_MAX=${XRL_B_MAX:-1500}              # seconds: after the kill, until B is done
 SCENARIOS="a-xenstore a-xl b-protect b-failover e-splitbrain c-failback d-tracker"
 # XRL_REPLICATION=1: also scenario e (disk replication for xl remus, tests/xen/dom0/replication.sh)
 [ "${XRL_REPLICATION:-0}" = 1 ] && SCENARIOS="a-xenstore a-xl b-protect b-failover e-replication e-splitbrain c-failback d-tracker"
+# XRL_HOLD=1: protect with --hold-backup, and scenario b-hold (B's copy waits, paused, until released)
+[ "${XRL_HOLD:-0}" = 1 ] && SCENARIOS=${SCENARIOS/b-protect/b-protect b-hold}
 T0=$(date +%s.%N)
 el() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 say() { echo "[test-xen $(el)s] $*"; }
@@ -56,7 +58,7 @@ boot() { # boot LOGNAME ROLE PHASE IP MAC NETMODE
   qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -machine pc -m "$MEM" -smp 1 -no-reboot \
     -display none -monitor none -serial "file:$log" \
     -kernel "$IMG/boot/xen" -append "$XEN" \
-    -initrd "$IMG/boot/vmlinuz root=LABEL=xrl-dom0 rw console=hvc0 init=/opt/xrl/init xrl.role=$2 xrl.phase=$3 xrl.name=$name xrl.ip=$4${XRL_SKIP:+ xrl.skip=$XRL_SKIP}${XRL_REPLICATION:+ xrl.e=$XRL_REPLICATION},$IMG/boot/initrd.img" \
+    -initrd "$IMG/boot/vmlinuz root=LABEL=xrl-dom0 rw console=hvc0 init=/opt/xrl/init xrl.role=$2 xrl.phase=$3 xrl.name=$name xrl.ip=$4${XRL_SKIP:+ xrl.skip=$XRL_SKIP}${XRL_REPLICATION:+ xrl.e=$XRL_REPLICATION}${XRL_HOLD:+ xrl.hold=$XRL_HOLD},$IMG/boot/initrd.img" \
     -drive "file=$IMG/dom0.img,if=virtio,format=raw,snapshot=on" \
     -drive "file=$RUN/${2^^}-data.img,if=virtio,format=raw" \
     -netdev "socket,id=lab,$6=127.0.0.1:$PORT" -device "virtio-net-pci,netdev=lab,mac=$5" \

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "hook_cmd",       # hook (external-migration-tool), hook-config, xm-modules
     "ocf_cmd",        # ocf ACTION (the Pacemaker agent)
     "replicate_cmd",  # replicate serve|relay|backup (disk replication for xl remus)
+    "hold_cmd",       # hold receive|release|discard|show (an xl backup waits for promote)
 )
 
 

@@ -67,6 +67,13 @@ def _memory_only_opts(p):
                    help="xl --no-disk: VDEV is on storage both hosts share (nothing to lose); repeatable")
 
 
+def _hold_opts(p):
+    p.add_argument("--hold-backup", action="store_true",
+                   help="xl: when the checkpoint stream breaks, the backup keeps its copy paused at the "
+                        "last committed checkpoint instead of resuming it, until `xen-remus hold release "
+                        "DOMAIN` there (for a cluster manager that fences first; see xen-remus(1), hold)")
+
+
 def _journaled_opts(p, what):
     """The options of a journaled operation (``what``: failback, protect)."""
     p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and the preflight, change nothing")
@@ -119,6 +126,7 @@ def register(subparsers):
                    help="the domain's config file: preflight checks it names the new backup or reverses cleanly")
     _peer_disk_opts(p, "the peer's")
     _memory_only_opts(p)
+    _hold_opts(p)
     _toolstack_opts(p)
     p.set_defaults(func=cmd_failback)
 
@@ -147,6 +155,7 @@ def register(subparsers):
                    help="the domain's config file: preflight checks it names HOST or reverses cleanly")
     _peer_disk_opts(p, "HOST's")
     _memory_only_opts(p)
+    _hold_opts(p)
     _toolstack_opts(p)
     p.set_defaults(func=cmd_protect)
 
@@ -241,6 +250,8 @@ def _options(args):
         opts["discard_peer"] = True
     if getattr(args, "accept_disk_loss", False):
         opts["accept_disk_loss"] = True
+    if getattr(args, "hold_backup", False):
+        opts["hold_backup"] = True
     if getattr(args, "shared_disk", None):
         opts["shared_disks"] = list(args.shared_disk)
     return opts

@@ -53,6 +53,10 @@ def register(subparsers):
     r.add_argument("--backup-report", metavar="FILE", help="the backup writes its failover report here")
     r.add_argument("--backup-snapshot", metavar="FILE",
                    help="the backup copies its disk here at failover, before the guest resumes")
+    r.add_argument("--hold-domain", metavar="DOMAIN",
+                   help="at failover the backup keeps DOMAIN's copy paused at its last committed "
+                        "checkpoint (disk included) until `xen-remus hold release DOMAIN` there: "
+                        "its receiver runs behind `xen-remus hold receive`")
     r.add_argument("host", help="the backup host (xl passes it)")
     r.add_argument("receiver", nargs=argparse.REMAINDER,
                    help="the receiver command xl passes (xl migrate-receive -r ...)")
@@ -84,7 +88,10 @@ def _relay(args):
         remote += ["--report", args.backup_report]
     if args.backup_snapshot:
         remote += ["--snapshot", args.backup_snapshot]
-    remote += ["--"] + list(args.receiver)
+    receiver = list(args.receiver)
+    if args.hold_domain:
+        receiver = args.remote.split() + ["hold", "receive", "--domain", args.hold_domain, "--"] + receiver
+    remote += ["--"] + receiver
     if args.ssh:
         argv = args.ssh.split() + [args.host, " ".join(_quote(a) for a in remote)]
     else:

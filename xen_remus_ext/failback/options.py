@@ -31,6 +31,7 @@ DEFAULTS = collections.OrderedDict([
     ("net", True),
     ("disk", True),                 # False: memory-only Remus (xl remus -d); failback resyncs the disks
     ("accept_disk_loss", False),    # memory-only Remus on disks neither shared nor DRBD: the operator said so
+    ("hold_backup", False),         # the backup keeps its copy paused when the stream breaks (for a cluster manager)
     ("shared_disks", ()),           # vdevs on storage both hosts share
     ("config_file", None),          # the domain's cfg file: preflight checks it reverses cleanly
     ("settle_timeout", 120.0),      # a killed run's migration may still be running in the toolstack
@@ -103,7 +104,7 @@ class FailbackOptions(collections.namedtuple("FailbackOptions", list(DEFAULTS)))
         v["shared_disks"] = tuple(shared or ())
         if v["supervise"] is not None and not callable(v["supervise"]):
             raise ValidationError("option supervise: expected a callable or none, got %r" % (v["supervise"],))
-        for name in ("verify", "discard_peer", "net", "disk", "accept_disk_loss"):
+        for name in ("verify", "discard_peer", "net", "disk", "accept_disk_loss", "hold_backup"):
             v[name] = bool(v[name])
         return super(FailbackOptions, cls).__new__(cls, **v)
 

@@ -478,6 +478,13 @@ class Orchestrator(object):
 
     def step_preflight(self):
         checks, facts = self._checks()
+        if self.opts.hold_backup:
+            sender = self.peer if self.mode == machine.FAILBACK else self.ts
+            why = sender.check_hold()
+            checks = list(checks) + [preflight.Check(
+                "hold-backup", why is None,
+                "the backup holds its copy paused when the stream breaks" if why is None
+                else "--hold-backup: %s" % why)]
         self.rec["checks"] = [c.to_dict() for c in checks]
         preflight.raise_failed(checks, self.rec["state"])
         if self.mode != machine.PROTECT_MODE:
@@ -748,6 +755,8 @@ class Orchestrator(object):
         if ts.remus_needs_running_domain():
             self._run_before_remus(ts)
         extra = {} if self.opts.disk else {"disk": False}
+        if self.opts.hold_backup:
+            extra["hold"] = True
         ts.remus_start(self.domain, backup, interval_ms=self.opts.interval_ms, net=self.opts.net, **extra)
         again = "" if self.mode == machine.PROTECT_MODE else " again"
         self.progress("%s: Remus protects it%s toward %s" % (self.domain, again, backup))

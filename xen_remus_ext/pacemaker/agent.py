@@ -139,9 +139,14 @@ class Agent(object):
         return self._ts
 
     def options(self):
-        """The failback/protect options of the agent's runs."""
-        return {"interval_ms": int(self.params.get("interval") or "200"),
+        """The failback/protect options of the agent's runs: every Remus it
+        starts asks the backup to hold its copy when the stream breaks, where
+        the toolstack can (``--hold-backup``)."""
+        opts = {"interval_ms": int(self.params.get("interval") or "200"),
                 "local_host": self.host_of(self.node()), "ssh": "ssh"}
+        if self.toolstack().check_hold() is None:
+            opts["hold_backup"] = True
+        return opts
 
     def row(self):
         """This host's status row of the domain, or None."""
@@ -349,7 +354,7 @@ class Agent(object):
                 if row is not None and row.get("backup") is not None:
                     if (row["backup"].get("state") or "receiving") == "receiving":
                         self.log("stop: tearing down the backup copy of %s" % self.domain)
-                        self.toolstack().destroy(self.domain)
+                        self.toolstack().remus_discard(self.domain)
                     else:
                         self.log("stop: keeping the paused copy of %s (its stream broke) for a promote"
                                  % self.domain)

@@ -421,7 +421,7 @@ class Host(object):
                              % (self.name, dst, ", ".join(sorted(peers)) or "none"))
 
     def op_remus_start(self, dom, host=None, interval_ms=200, port=None, net=True, disk=True,
-                       blackhole=False, unsafe=False):
+                       blackhole=False, unsafe=False, hold=False):
         """Protect ``dom`` toward ``host``.  As block-remus does, each remus
         disk replicates where its uname says (docs/xen-facts.md section 5): every
         one must name the backup asked for (re-point them first with
@@ -455,7 +455,7 @@ class Host(object):
         if target is None:
             raise ToolstackError("domain %s: expected a remus disk or a backup host, got neither"
                                  % d.name)
-        sender = RemusSender(d, tuple(target), interval_ms, on_event=self.event)
+        sender = RemusSender(d, tuple(target), interval_ms, on_event=self.event, hold=hold)
         sender.start()
         self.senders[d.name] = sender
         self.event("remus-start", d.name, "%s:%d" % tuple(target), interval_ms)

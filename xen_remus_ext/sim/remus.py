@@ -20,8 +20,10 @@ Follows docs/xen-facts.md sections 4 and 5:
   EOF, an error or 1000 ms of silence is a failover: the uncommitted
   buffer and memory are dropped, the disk's generation rotated,
   and the domain resumed from the last committed checkpoint.  A host whose
-  ``on_stream_break`` is ``wait`` (under a cluster manager, which fences
-  the old primary first) keeps the copy paused at that checkpoint instead,
+  ``on_stream_break`` is ``wait``, or a stream whose checkpoint 0 says
+  ``hold`` (the primary's ``remus_start(hold=True)``; under a cluster
+  manager, which fences the old primary first), keeps the copy paused at
+  that checkpoint instead,
   until :func:`take_over` (the cluster's promote) resumes it.
 
 The sim's backup writes a commit to its disk before answering ``done``;
@@ -63,8 +65,9 @@ class RemusSender(object):
     ``failed`` (replication error; domain unprotected).
     """
 
-    def __init__(self, domain, addr, interval_ms=100, on_event=None):
+    def __init__(self, domain, addr, interval_ms=100, on_event=None, hold=False):
         self.domain = domain
+        self.hold = bool(hold)      # the backup holds its copy when the stream breaks
         self.addr = addr
         self.interval = interval_ms / 1000.0
         self.on_event = on_event or (lambda *a: None)
@@ -97,6 +100,8 @@ class RemusSender(object):
         try:
             with dom.suspended():
                 first = {"config": dom.config, "memory": dom.snapshot(), "epoch": 0}
+                if self.hold:
+                    first["hold"] = True
                 sock.sendall(wire.format_mchk(first) + wire.OP_CREQ)
                 self._expect_done()
                 dom.remus = self
@@ -239,6 +244,7 @@ class RemusReceiver(object):
         self.pending = None      # memory sent for the epoch being committed
         self.committed = None
         self.epoch = -1
+        self.hold = False        # the primary asked this copy to be held when the stream breaks
 
     def run(self):
         self.sock.settimeout(wire.HEARTBEAT_MS / 1000.0)
@@ -267,6 +273,7 @@ class RemusReceiver(object):
                     if "config" not in payload:
                         raise ProtocolError("remus: expected checkpoint 0 with a config first")
                     self.domain = self.host.create_incoming(payload["config"], payload["memory"])
+                    self.hold = bool(payload.get("hold"))
                 self.pending = payload
             elif op == wire.OP_CREQ:
                 self._commit()
@@ -303,7 +310,7 @@ class RemusReceiver(object):
             LOG.warning("remus backup of %s: no committed checkpoint; discarding", dom.name)
             self.host.destroy_domain(dom)
             return
-        if getattr(self.host, "on_stream_break", "resume") == "wait":
+        if self.hold or getattr(self.host, "on_stream_break", "resume") == "wait":
             self._orphan(dom, why)
             return
         sectors = set()

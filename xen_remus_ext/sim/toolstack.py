@@ -121,11 +121,18 @@ class SimToolstack(Toolstack):
         self.call("destroy", dom=dom)
 
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                    blackhole=False, unsafe=False):
+                    blackhole=False, unsafe=False, hold=False):
         if blackhole:
             raise ToolstackError("sim remus: --blackhole is not simulated")
+        extra = {"hold": True} if hold else {}
         self.call("remus_start", dom=dom, host=host, interval_ms=interval_ms, port=port,
-                  net=net, disk=disk)
+                  net=net, disk=disk, **extra)
+
+    def check_hold(self):
+        """The simulated backup holds a copy whose stream breaks when the
+        primary asked (``remus_start(hold=True)``) or its host's policy says
+        so (:meth:`hold_on_stream_break`)."""
+        return None
 
     def check_retarget(self):
         return None
@@ -154,9 +161,6 @@ class SimToolstack(Toolstack):
         """:returns: None unless ``dom`` here is a Remus backup copy, then
         ``{"state": "receiving"|"broken", "checkpoints": N}``."""
         return self.call("domain_info", dom=dom).get("backup")
-
-    def check_hold(self):
-        return None
 
     def hold_on_stream_break(self, hold=True):
         """Under a cluster manager: a backup whose stream breaks stays paused

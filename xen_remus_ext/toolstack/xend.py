@@ -550,9 +550,12 @@ class XendToolstack(Toolstack):
         return rc, out
 
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                    blackhole=False, unsafe=False):
+                    blackhole=False, unsafe=False, hold=False):
         """Start the ``remus`` script protecting ``dom`` toward ``host``, on
-        the host that runs ``dom`` (this one, or the peer over ssh)."""
+        the host that runs ``dom`` (this one, or the peer over ssh).
+        ``hold`` is refused: :meth:`check_hold`."""
+        if hold:
+            raise ToolstackError("remus of %s: %s" % (dom, self.check_hold()))
         argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe)
         if self.ssh is not None:
             _, out = self._remote("start", argv[len(self.remus):])

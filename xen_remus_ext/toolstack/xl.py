@@ -39,15 +39,29 @@ passes after the first and its final delta then send only what was written.
 
 xl has no non-live migration and no relocation port (it tunnels through
 ``ssh``), so ``live=False`` and ``port`` are refused, not ignored.
+
+A held backup (``remus_start(hold=True)``, for a cluster manager): ``xl
+migrate-receive -r`` resumes the backup as soon as its stdin ends
+(``migrate_receive`` in xl_migrate.c unpauses unconditionally on that
+path), so ``xl remus -s ""`` is given the whole receiver command as its HOST
+(xl runs it with ``sh -c``): ``exec SSH -- HOST xen-remus hold receive
+--domain DOM -- xl migrate-receive -r``.  On the backup the holder keeps
+xl's stdin open after the stream breaks (toolstack/hold.py);
+:meth:`XlToolstack.remus_takeover` releases it, :meth:`XlToolstack.remus_discard`
+destroys the copy without a failover, and :meth:`XlToolstack.remus_backup`
+reports the holder's state and committed checkpoints.
 """
 from __future__ import absolute_import, division, print_function
 
 import json
 
+from six.moves import shlex_quote
+
 from xen_remus_ext import model
 from xen_remus_ext.compat import string_types, to_text
 from xen_remus_ext.errors import ToolstackError, ValidationError
 from xen_remus_ext.ports import Toolstack
+from xen_remus_ext.toolstack import hold
 from xen_remus_ext.toolstack.processes import RemusProcesses
 
 
@@ -168,6 +182,8 @@ class XlToolstack(Toolstack):
         by failback (see the module docstring)
     :param tracker: None, or ``"fiemap"``: :meth:`tracker_for` gives reflink +
         FIEMAP trackers (else None, the port's default: no tracking)
+    :param state_base: the state directory of backup holders (default: the
+        package's state dir; toolstack/hold.py)
     """
 
     TRACKERS = ("fiemap",)
@@ -183,8 +199,9 @@ class XlToolstack(Toolstack):
         return True
 
     def __init__(self, runner, xl="xl", processes=None, host=None, remus_ssh=None, timeout=None,
-                 memory_only=False, tracker=None):
+                 memory_only=False, tracker=None, state_base=None):
         self.runner = runner
+        self.state_base = state_base
         self.xl = [xl] if isinstance(xl, string_types) else list(xl)
         self.processes = processes or RemusProcesses()
         self.host = host
@@ -247,9 +264,53 @@ class XlToolstack(Toolstack):
     INCOMING_SUFFIX = "--incoming"
 
     def remus_backup(self, dom):
-        if str(dom).endswith(self.INCOMING_SUFFIX):
-            return {"state": "receiving", "checkpoints": None}
+        """``DOM--incoming`` is a backup copy.  Received through our holder
+        (``remus_start(hold=True)``) on this host, its state and committed
+        checkpoints are the holder's; else ``receiving`` with an unknown count."""
+        if not str(dom).endswith(self.INCOMING_SUFFIX):
+            return None
+        if self.host is None:
+            st = hold.backup_status(str(dom)[:-len(self.INCOMING_SUFFIX)], self.state_base)
+            if st is not None:
+                return st
+        return {"state": "receiving", "checkpoints": None}
+
+    def check_hold(self):
+        """Held per stream: ``remus_start(hold=True)`` runs ``xen-remus hold
+        receive`` before xl's receiver on the backup (toolstack/hold.py)."""
         return None
+
+    def hold_on_stream_break(self, hold=True):
+        """Nothing to set on an xl backup: the primary asks for the hold per
+        stream (``remus_start(hold=True)``); this host needs only ``xen-remus``."""
+
+    def _local_only(self, what, dom):
+        if self.host is not None:
+            raise ToolstackError("%s of %s: run it on the backup %s itself (its holder is local there)"
+                                 % (what, dom, self.host))
+
+    def remus_takeover(self, dom, timeout=120.0):
+        """Release the held copy of ``dom``: xl fails over (renames
+        ``DOM--incoming`` to ``DOM``, unpauses it); returns once ``DOM`` runs."""
+        self._local_only("takeover", dom)
+        st = hold.release(str(dom), timeout=timeout, base=self.state_base)
+        if st is not None and st.get("rc") not in (0, None):
+            raise ToolstackError("takeover of %s: xl migrate-receive exited with %s after the release (log: %s)"
+                                 % (dom, st.get("rc"), hold.log_path(str(dom), self.state_base)))
+        info = self.domain_info(dom)
+        if info.paused:
+            raise ToolstackError("takeover of %s: expected it running after the failover, got it paused" % (dom,))
+
+    def remus_discard(self, dom):
+        """Destroy the backup copy of ``dom`` here without resuming it: its
+        holder kills xl's receiver first, so xl never fails over."""
+        self._local_only("discard", dom)
+        st = hold.discard(str(dom), base=self.state_base)
+        incoming = str(dom) + self.INCOMING_SUFFIX
+        if any(i.name == incoming for i in self.list_domains()):
+            self.destroy(incoming)
+        elif st is None:
+            raise ToolstackError("discard the backup copy of %s: expected %s here, found none" % (dom, incoming))
 
     def tracks_writes(self):
         return self.tracker is not None
@@ -305,8 +366,17 @@ class XlToolstack(Toolstack):
 
     # -- remus -------------------------------------------------------------------
 
+    def hold_receiver(self, dom, host, ssh=None):
+        """``xl remus -s ""`` runs its HOST argument as the whole command:
+        this one runs ``xen-remus hold receive --domain DOM -- xl
+        migrate-receive -r`` on ``host`` over ``ssh``."""
+        from xen_remus_ext.resync.transport import remote_argv, remote_command
+        words = remote_command() + ["hold", "receive", "--domain", str(dom), "--", "xl", "migrate-receive", "-r"]
+        argv = remote_argv(ssh if ssh is not None else (self.remus_ssh or "ssh"), host, words)
+        return "exec " + " ".join(shlex_quote(a) for a in argv)
+
     def remus_argv(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                   blackhole=False, unsafe=False, ssh=None):
+                   blackhole=False, unsafe=False, ssh=None, hold=False):
         if port:
             raise ToolstackError("xl remus of %s: xl has no port option, it runs over ssh (asked for %s)"
                                  % (dom, port))
@@ -319,14 +389,21 @@ class XlToolstack(Toolstack):
             args.append("-b")
         if unsafe or blackhole or not net or not disk:
             args.append("-F")
+        if hold:
+            if blackhole:
+                raise ToolstackError("xl remus of %s: a blackhole backup has no copy to hold" % (dom,))
+            tail = ["-s", "", str(dom), self.hold_receiver(dom, host, ssh)]
+            if self.host is not None:       # run over ssh on the peer: its shell reads these words again
+                tail = [shlex_quote(a) for a in tail]
+            return self.xl + args + tail
         ssh = ssh if ssh is not None else self.remus_ssh
         if ssh is not None:
             args += ["-s", ssh]
         return self.xl + args + [str(dom), host]
 
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                    blackhole=False, unsafe=False, ssh=None):
-        argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe, ssh)
+                    blackhole=False, unsafe=False, ssh=None, hold=False):
+        argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe, ssh, hold)
         # xl remus on a slow host may take longer to reject an unknown domain
         # than start() watches it: ask first, so that this fails here
         self.domain_info(dom)

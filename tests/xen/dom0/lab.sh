@@ -11,6 +11,10 @@
 #         half: the same guest is started here too (split brain) under
 #         `xen-remus supervise`, which rotates A's generation; it writes,
 #         is destroyed; then A waits (ready flag) until B says it is done.
+#         With XRL_HOLD=1 (kernel argument xrl.hold=1) protect runs with
+#         --hold-backup: B's `xen-remus hold receive` sits before xl's
+#         receiver, and scenario b-hold (on B) checks that after A's death
+#         the copy stays paused and unchanged until `xen-remus hold release`.
 #   b 1   host B: scenario b's backup side (takeover: counts the
 #         acknowledged records B's disk lacks; B's supervisor rotates B's
 #         generation), scenario e (failback without --discard-peer is
@@ -101,7 +105,8 @@ primary_b() {  # host A: protect the guest toward B with xen-remus, then get kil
     || { result b-protect 1 "$t0" "guest wrote no records"; abort guest; return 1; }
   say "guest alive: rec $(lastrec), disk max $(maxrec)"
   pssh rm -f "$GIMG"                     # protect must seed B's copy itself
-  $XR protect guest $PEER $FBOPTS --local-host $ME --json > /tmp/protect.json 2> /tmp/protect.err
+  $XR protect guest $PEER $FBOPTS $([ "$HOLD" = 1 ] && echo --hold-backup) --local-host $ME --json \
+    > /tmp/protect.json 2> /tmp/protect.err
   rc=$?
   sed 's/^/  protect| /' /tmp/protect.err | tail -20; sed 's/^/  protect| /' /tmp/protect.json
   if [ $rc != 0 ]; then result b-protect $rc "$t0" "xen-remus protect exit $rc"; abort protect; return 1; fi
@@ -132,14 +137,66 @@ primary_b() {  # host A: protect the guest toward B with xen-remus, then get kil
   sleep 900
 }
 
+xlcpu() { xl list "$1" 2>/dev/null | awk 'NR==2{print $6}'; }    # cpu seconds of DOM
+held_here() { grep -qs '"state": "held"' /var/lib/xen-remus-ext/hold/guest.json; }   # (cheap: polled every second)
+
+hold_b() {  # on B, A is dead and B's holder keeps the copy: paused, unchanged, until released
+  local t0 st k0 k1 cpu0 cpu1 g0 g1 s i ok=0 why="" ckp trel first rc acked
+  t0=$(up)
+  st=$($XR -q hold show guest)
+  k0=$(maxrec); cpu0=$(xlcpu guest--incoming); g0=$(gen)
+  ckp=$(echo "$st" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("checkpoints"))')
+  say "stream broke; holder: $st"
+  say "held: guest--incoming $(xlstate guest--incoming) cpu ${cpu0}s; B's disk max record $k0; generation $g0"
+  for ((i = 2; i <= HOLD_S; i += 2)); do
+    sleep 2
+    s=$(xlstate guest--incoming)
+    [ -n "$s" ] && [ "${s#*p}" != "$s" ] || { ok=1; why="$why; guest--incoming not paused at +${i}s ('$s')"; }
+    xl list guest >/dev/null 2>&1 && { ok=1; why="$why; a domain 'guest' exists at +${i}s"; }
+  done
+  k1=$(maxrec); cpu1=$(xlcpu guest--incoming); g1=$(gen)
+  say "after ${HOLD_S}s: guest--incoming $(xlstate guest--incoming) cpu ${cpu1}s; disk max $k1; generation $g1; $(xl list | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
+  [ "$k1" = "$k0" ] || { ok=1; why="$why; B's disk records moved $k0 -> $k1 while held"; }
+  [ "$cpu1" = "$cpu0" ] || { ok=1; why="$why; cpu time moved ${cpu0}s -> ${cpu1}s while held"; }
+  [ "$g1" = "$g0" ] || { ok=1; why="$why; generation changed $g0 -> $g1 while held"; }
+  case $ckp in ''|None|0) ok=1; why="$why; no committed checkpoint counted ($st)";; esac
+  # the release (a promote): xl fails over, renames and unpauses the copy
+  trel=$(up)
+  $XR hold release guest > /tmp/release.out 2>&1; rc=$?
+  sed 's/^/  release| /' /tmp/release.out
+  waitfor 60 running guest || { ok=1; why="$why; guest not running after the release (exit $rc)"; }
+  trel=$(since "$trel")
+  waitfor 60 sh -c "[ \$(python3 $DIR/records.py max $GIMG) -gt $((k0 + 2)) ]" \
+    || { ok=1; why="$why; no new records after the release"; }
+  # the guest goes on from its checkpointed counter: new records follow one another from there
+  first=$(python3 - "$GIMG" "$k0" <<'PY'
+import sys
+sys.path.insert(0, "/opt/xrl/tests/xen/dom0")
+from records import read_records
+recs = sorted(n for n in read_records(sys.argv[1]) if n > int(sys.argv[2]))
+gaps = [n for a, n in zip(recs, recs[1:]) if n != a + 1]
+print("%s %s %s" % (recs[0] if recs else 0, recs[-1] if recs else 0, len(gaps)))
+PY
+)
+  set -- $first
+  [ "${1:-0}" -gt "$k0" ] && [ "${3:-1}" = 0 ] || { ok=1; why="$why; records after the release: first ${1:-?} last ${2:-?}, gaps ${3:-?}"; }
+  acked=$(cat /var/lib/xrl/acked 2>/dev/null || echo 0)
+  tail -4 $CON/guest-guest*.log 2>/dev/null | tr -d '\r' | sed 's/^/  guest| /'
+  echo "XRL-TIMELINE b-hold held=${HOLD_S}s checkpoints=$ckp release_to_running=${trel}s first_record_after=$1 acked_on_A=$acked"
+  result b-hold $ok "$t0" "stream broke after $ckp committed checkpoints; guest--incoming paused for ${HOLD_S}s (xl state p, cpu ${cpu0}s -> ${cpu1}s, disk max $k0 -> $k1, generation unchanged); released: running after ${trel}s, records go on from $1 (A had acknowledged $acked) to $2 without gaps${why}"
+}
+
 backup_b() {  # host B: wait for the remus stream, then for the takeover
-  local t0 k=0 seen="" before after i
+  local t0 k=0 seen="" before after i held=""
   t0=$(up)
   for ((i = 0; i < 1500; i++)); do
     [ -e /run/xrl-abort ] && { result b-failover 1 "$t0" "primary aborted"; return 1; }
     if [ -z "$seen" ] && xl list guest--incoming >/dev/null 2>&1; then
       seen=$(up); k=$(maxrec); echo "$k" > /var/lib/xrl/k
       say "remus receiver up (guest--incoming); B's disk holds records 1..$k"
+    fi
+    if [ "$HOLD" = 1 ] && [ -z "$held" ] && held_here; then
+      held=1; hold_b
     fi
     running guest && break
     sleep 1
@@ -267,6 +324,8 @@ PY
 
 SKIP=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.skip=//p')   # development: xrl.skip=a
 E=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.e=//p')         # XRL_REPLICATION=1: scenario e
+HOLD=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.hold=//p')   # XRL_HOLD=1: scenario b-hold
+HOLD_S=20                                                          # seconds b-hold keeps the copy held
 case "$ROLE/$PHASE" in
 a/1)
   waitfor 300 pssh true || { echo "XRL-ABORT peer unreachable"; exit 1; }
