@@ -2,10 +2,16 @@
 
 Two simulated hosts run as separate processes (in network namespaces when
 root).  For each seed a domain is protected from A to B with a random
-checkpoint interval and write rate, host A dies at a random moment (SIGKILL;
-every fourth seed a power-off: network cut first, so B only learns of it by
-1000 ms of silence), B resumes the domain from its last committed checkpoint,
-and every record the observer was told about must be on B's disk.
+checkpoint interval and write rate, host A dies after a random number of
+acknowledged records at a random moment within an epoch (SIGKILL; every
+fourth seed a power-off: network cut first, so B only learns of it by 1000 ms
+of silence), B resumes the domain from its last committed checkpoint, and
+every record the observer was told about must be on B's disk.
+
+Nothing here is timed: the waits only stop a hung run.  A run whose Remus
+stream broke before the kill (a stall longer than the heartbeat on a loaded
+machine) is not a kill of a protected primary; it is run again, at most
+twice, and reported.
 
 Stands in for: Xen, xc_save/xc_restore and tapdisk's block-remus, which
 cannot run here; the simulator follows docs/xen-facts.md sections 4 and 5.
@@ -20,7 +26,13 @@ import pytest
 from xen_remus_ext.sim.cluster import Cluster
 
 SEEDS = list(range(20))
-STATS = {"acked": 0, "dropped": 0, "seeds": 0}
+STATS = {"acked": 0, "dropped": 0, "seeds": 0, "broke_before_kill": 0}
+#: how long the harness waits for what must happen (the failover, B's first
+#: output): only a stop for a hung run, never a claim; a machine whose load
+#: average is ten times its cores takes seconds where an idle one takes ms
+PATIENCE_S = 60.0
+#: runs of one seed whose protection broke before the kill, tolerated
+ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +48,16 @@ def _wait(pred, timeout, what):
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_kill_primary_at_random_moment_loses_no_acknowledged_write(cluster, seed):
-    rnd = random.Random(seed)
+def _run(cluster, seed, rnd, name, image):
+    """Protect ``name`` A -> B, kill A at a random moment, wait for B's
+    failover.  :returns: ``(acked at the kill, failover event, workload seed)``,
+    or None when Remus protection broke BEFORE the kill (a stall longer
+    than the 1000 ms heartbeat, on a loaded machine: the primary then runs
+    unprotected, as Remus does, and the run does not test a kill of a
+    protected primary)."""
     A, B = cluster["A"], cluster["B"]
     if not A.alive() or A.frozen:
         A.start()
-    name, image = "s%d" % seed, "/var/lib/xen/images/s%d.img" % seed
     for h in (A, B):
         h.toolstack.disk_create(image, 1 << 20)
     wseed = rnd.randint(1, 1 << 30)
@@ -51,19 +66,48 @@ def test_kill_primary_at_random_moment_loses_no_acknowledged_write(cluster, seed
                         "disks": [{"uname": uname, "vdev": "xvda", "mode": "w"}],
                         "workload": {"rate": rnd.randint(150, 400), "seed": wseed,
                                      "observer": cluster.observer.path}}, paused=True)
-    A.toolstack.remus_start(name, "B", interval_ms=rnd.randint(20, 100))
+    a_before = len(A.toolstack.events())
+    interval_ms = rnd.randint(20, 100)
+    A.toolstack.remus_start(name, "B", interval_ms=interval_ms)
     A.toolstack.unpause(name)
     events_before = len(B.toolstack.events())
-    time.sleep(rnd.uniform(0.05, 0.45))
+    # a random number of acknowledged records (counted, so a slow machine
+    # does not kill before any), then a random moment within an epoch
+    target = rnd.randint(20, 80)
+    _wait(lambda: cluster.observer.acked(name) >= target, PATIENCE_S, "%d acknowledged records" % target)
+    time.sleep(rnd.uniform(0, interval_ms / 1000.0))
 
+    broke = [e for e in A.toolstack.events(a_before) if e["kind"] == "unprotected" and e["details"][0] == name]
+    t_kill = time.time()
     A.kill(power_off=(seed % 4 == 0))
     acked_at_kill = cluster.observer.acked(name)
-    _wait(lambda: B.toolstack.sim_info(name)["sim_state"] == "running", 5.0, "failover on B")
+    _wait(lambda: B.toolstack.sim_info(name)["sim_state"] == "running", PATIENCE_S, "failover on B")
     failover = [e for e in B.toolstack.events(events_before) if e["kind"] == "failover"]
     assert len(failover) == 1 and failover[0]["details"][0] == name
+    if broke or failover[0]["t"] < t_kill:
+        B.toolstack.destroy(name)
+        return None
+    return acked_at_kill, failover[0], wseed
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kill_primary_at_random_moment_loses_no_acknowledged_write(cluster, seed):
+    rnd = random.Random(seed)
+    B = cluster["B"]
+    for attempt in range(ATTEMPTS):
+        name = "s%d" % seed if attempt == 0 else "s%d-%d" % (seed, attempt)
+        image = "/var/lib/xen/images/%s.img" % name
+        got = _run(cluster, seed, rnd, name, image)
+        if got is not None:
+            break
+        STATS["broke_before_kill"] += 1
+    else:
+        pytest.fail("seed %d: Remus protection broke before the kill in all %d runs (stalls longer than the "
+                    "heartbeat): no kill of a protected primary was tested" % (seed, ATTEMPTS))
+    acked_at_kill, failover, wseed = got
 
     # B keeps running unprotected and acknowledging; stop it and judge everything
-    _wait(lambda: cluster.observer.acked(name) > acked_at_kill, 5.0, "output from B")
+    _wait(lambda: cluster.observer.acked(name) > acked_at_kill, PATIENCE_S, "output from B")
     B.toolstack.pause(name)
     acked = cluster.observer.acked(name)
     res = B.toolstack.disk_check(image, wseed, acked)
@@ -72,7 +116,7 @@ def test_kill_primary_at_random_moment_loses_no_acknowledged_write(cluster, seed
     B.toolstack.destroy(name)
 
     STATS["acked"] += acked_at_kill
-    STATS["dropped"] += failover[0]["details"][2]
+    STATS["dropped"] += failover["details"][2]
     STATS["seeds"] += 1
 
 
@@ -82,5 +126,6 @@ def test_kills_happened_mid_epoch():
     (the backup dropped uncommitted sectors)."""
     if STATS["seeds"] < len(SEEDS):
         pytest.skip("the seeded runs did not all run")
+    print("kills: %s" % STATS)
     assert STATS["acked"] > 20 * len(SEEDS)
     assert STATS["dropped"] > 0
