@@ -307,6 +307,7 @@ class Host(object):
             raise ToolstackError("domain %s: expected a running domain, got a Remus backup copy"
                                  % d.name)
         d.set_state(PAUSED)
+        self.event("pause", d.name)
 
     def op_unpause(self, dom):
         d = self.find(dom)
@@ -314,6 +315,7 @@ class Host(object):
             raise ToolstackError("domain %s: expected a paused domain, got a Remus backup copy"
                                  % d.name)
         d.set_state(RUNNING)
+        self.event("unpause", d.name)
 
     def op_destroy(self, dom):
         d = self.find(dom)
@@ -354,6 +356,7 @@ class Host(object):
         t0 = time.time()
         prior = d.state
         d.set_state(PAUSED)
+        self.event("migrate-pause", d.name, dst)
         with d.suspended():
             image = {"config": d.config, "memory": d.snapshot(), "paused": bool(paused)}
         try:
