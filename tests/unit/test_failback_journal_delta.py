@@ -21,7 +21,7 @@ from xen_remus_ext.failback.orchestrator import Orchestrator
 
 
 def test_journal_round_trip_is_atomic_and_private(tmp_path):
-    rec = journal.new_record("vm1", "hostA", machine.FAILBACK, "hostB", "xl", {"rate": 5}, now=1.0)
+    rec = journal.new_record("vm1", "hostA", machine.FAILBACK, "hostB", "xl", {"rate": 1 << 20}, now=1.0)
     path = journal.save(rec)
     assert journal.load("vm1") == rec
     d = os.path.dirname(path)
@@ -183,7 +183,7 @@ def test_a_changed_byte_that_still_parses_is_refused_by_checksum(tmp_path):
     """The chaos campaign saw one-byte changes that still parsed as a valid
     record (e.g. a digit in a timing or a size); the sum refuses them."""
     rec = journal.new_record("vmsum", "hostA", "failback", now=1.0)
-    rec["disks"] = [{"vdev": "xvda", "path": "/img", "dest": "hostA:/img", "size": 1048576}]
+    rec["disks"] = [{"vdev": "xvda", "path": "/img", "src": "/img", "dest": "hostA:/img", "size": 1048576}]
     path = journal.save(rec, base=str(tmp_path))
     assert journal.load("vmsum", base=str(tmp_path))["disks"][0]["size"] == 1048576
     with open(path) as f:

@@ -14,9 +14,19 @@ The record (a dict; ``version`` 2)::
 
     version, domain, host (peer), local_host, mode, toolstack,
     state, step (running step or null), attempt, error,
-    options {...}, disks [{vdev, path, dest, precopy [...], final {...}}],
+    options {...} (the journaled FailbackOptions), disks [{vdev, src, dest,
+    path, size, tracker, precopy [{mode, bytes_sent, ...}], final {...}}],
     delta {sent, by, at, seconds} (:class:`Delta`), timing {step: [start, end]},
-    history [[t, event, ...]]
+    history [[t, event, ...]], and as the run goes updated, migrated_at,
+    paused_at, running_at, downtime, downtime_max, was_paused, reverse, checks
+
+:func:`load` checks every field any reader uses (:func:`check_record`: the
+type of each, the steps, the options as :class:`FailbackOptions` checks
+them): a journal damaged or edited by hand, its sum made to match, is
+refused with an error naming the file and the field (``disks[0].final.
+bytes_sent``), so no reader meets a value it cannot use.  Fields it does
+not know are kept.  The record stays a plain dict in memory (the runner
+fills it step by step); only ``delta`` is a value (:class:`Delta`).
 
 The xend migration hook (failback/delta.py) loads and saves the same file.
 """
@@ -32,8 +42,9 @@ import os
 import re
 
 from xen_remus_ext.compat import atomic_write, integer_types, string_types, to_bytes, to_text
-from xen_remus_ext.errors import FailbackError, JournalError
+from xen_remus_ext.errors import FailbackError, JournalError, ValidationError
 from xen_remus_ext.failback import machine
+from xen_remus_ext.failback import options as options_mod
 from xen_remus_ext.paths import state_dir
 
 LOG = logging.getLogger(__name__)
@@ -107,12 +118,25 @@ def new_record(domain, host, mode, local_host=None, toolstack=None, options=None
 
 _TEXT = string_types
 _OPT_TEXT = string_types + (type(None),)
-#: the record's fields and the JSON types each may hold (absent is checked above)
+_NUMBER = integer_types + (float,)
+_OPT_NUMBER = _NUMBER + (type(None),)
+#: the record's fields and the JSON types each may hold (absent is checked
+#: apart: :data:`_REQUIRED`); every field the runner, the xend hook, status
+#: and the Pacemaker agent read is here, so a record they get is one they can read
 _FIELD_TYPES = {"domain": _TEXT, "host": _TEXT, "local_host": _OPT_TEXT, "mode": _TEXT, "toolstack": _OPT_TEXT,
                 "state": _TEXT, "step": _OPT_TEXT, "attempt": integer_types, "error": _OPT_TEXT,
-                "options": (dict,), "disks": (list,), "delta": (dict,), "timing": (dict,), "history": (list,)}
+                "options": (dict,), "disks": (list,), "delta": (dict,), "timing": (dict,), "history": (list,),
+                "updated": _OPT_NUMBER, "migrated_at": _OPT_NUMBER, "paused_at": _OPT_NUMBER,
+                "running_at": _OPT_NUMBER, "downtime": _OPT_NUMBER, "downtime_max": _OPT_NUMBER,
+                "was_paused": (bool,), "reverse": (list,), "checks": (list,)}
+_REQUIRED = ("domain", "host", "mode", "state", "disks", "delta", "history")
 _DISK_TYPES = {"vdev": _TEXT, "src": _TEXT, "dest": _TEXT, "path": _OPT_TEXT, "precopy": (list,),
-               "final": (dict, type(None))}
+               "final": (dict, type(None)), "size": integer_types + (type(None),), "tracker": _OPT_TEXT,
+               "estimate": _NUMBER,
+               "create": (bool,), "created": (bool,)}
+_DISK_REQUIRED = ("vdev", "src", "dest")
+#: a disk pass's result (``precopy[i]``, ``final``): the fields read back
+_PASS_TYPES = {"mode": _OPT_TEXT, "bytes_sent": _OPT_NUMBER, "bytes_read": _OPT_NUMBER, "seconds": _OPT_NUMBER}
 
 
 def _tname(t):
@@ -123,34 +147,87 @@ def _tname(t):
     return "a number" if t in (float,) + integer_types else "text"
 
 
+def _shown(v):
+    shown = repr(v)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def _check_types(obj, types, path, prefix):
     """:raises JournalError: a field present with a JSON type it may not hold."""
     for key, allowed in sorted(types.items()):
         v = obj.get(key)
         if key in obj and (not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)):
-            shown = repr(v)
             raise JournalError("%s: %s%s: expected %s, got %s %s"
                                % (path, prefix, key, " or ".join(sorted(set(_tname(t) for t in allowed))),
-                                  _tname(type(v)), shown if len(shown) <= 60 else shown[:57] + "..."))
+                                  _tname(type(v)), _shown(v)))
+
+
+def _is_number(v):
+    return isinstance(v, _NUMBER) and not isinstance(v, bool)
+
+
+def _check_disk(disk, path, prefix):
+    if not isinstance(disk, dict):
+        raise JournalError("%s: %s: expected an object, got %s" % (path, prefix[:-1], _tname(type(disk))))
+    _check_types(disk, _DISK_TYPES, path, prefix)
+    for key in _DISK_REQUIRED:
+        if key not in disk:
+            raise JournalError("%s: %s%s: missing" % (path, prefix, key))
+    passes = [("precopy[%d]" % j, p) for j, p in enumerate(disk.get("precopy") or ())]
+    if disk.get("final") is not None:
+        passes.append(("final", disk["final"]))
+    for name, result in passes:
+        if not isinstance(result, dict):
+            raise JournalError("%s: %s%s: expected an object, got %s %s"
+                               % (path, prefix, name, _tname(type(result)), _shown(result)))
+        _check_types(result, _PASS_TYPES, path, "%s%s." % (prefix, name))
+
+
+def _check_runner_fields(rec, path):
+    """The fields the runner adds as it goes: steps, timing, history, options."""
+    steps = machine.step_names()
+    if rec.get("step") is not None and rec["step"] not in steps:
+        raise JournalError("%s: step: expected null or one of %s, got %s"
+                           % (path, ", ".join(steps), _shown(rec["step"])))
+    if rec.get("attempt", 0) < 0:
+        raise JournalError("%s: attempt: expected a count >= 0, got %r" % (path, rec["attempt"]))
+    for step, span in sorted(rec.get("timing", {}).items()):
+        if step not in steps:
+            raise JournalError("%s: timing.%s: expected a step (%s)" % (path, step, ", ".join(steps)))
+        if not isinstance(span, list) or len(span) != 2 or \
+                not all(t is None or _is_number(t) for t in span):
+            raise JournalError("%s: timing.%s: expected [start, end] (numbers or null), got %s"
+                               % (path, step, _shown(span)))
+    for i, event in enumerate(rec["history"]):
+        if not isinstance(event, list):
+            raise JournalError("%s: history[%d]: expected a list, got %s" % (path, i, _tname(type(event))))
+        if len(event) < 2 or not (event[0] is None or _is_number(event[0])) or \
+                not isinstance(event[1], string_types):
+            raise JournalError("%s: history[%d]: expected [time, event, ...], got %s" % (path, i, _shown(event)))
+    options = rec.get("options") or {}
+    unknown = sorted(set(options) - set(options_mod.JOURNALED))
+    if unknown:
+        raise JournalError("%s: options: expected only %s, got %s"
+                           % (path, ", ".join(options_mod.JOURNALED), ", ".join(unknown)))
+    try:
+        options_mod.FailbackOptions.from_dict(options)
+    except ValidationError as exc:
+        raise JournalError("%s: options: %s" % (path, exc))
 
 
 def check_record(rec, path="<journal>"):
-    """:raises JournalError: the record lacks a field or has the wrong version."""
+    """:raises JournalError: naming ``path`` and the field: the record lacks a
+    field, has the wrong version, or a field holds what no run writes there."""
     if not isinstance(rec, dict):
         raise JournalError("%s: expected a JSON object, got %s" % (path, type(rec).__name__))
     if rec.get("version") != VERSION:
         raise JournalError("%s: expected journal version %d, got %r" % (path, VERSION, rec.get("version")))
-    for key in ("domain", "host", "mode", "state", "disks", "delta", "history"):
+    for key in _REQUIRED:
         if key not in rec:
             raise JournalError("%s: field %r missing" % (path, key))
     _check_types(rec, _FIELD_TYPES, path, "")
     for i, disk in enumerate(rec["disks"]):
-        if not isinstance(disk, dict):
-            raise JournalError("%s: disks[%d]: expected an object, got %s" % (path, i, _tname(type(disk))))
-        _check_types(disk, _DISK_TYPES, path, "disks[%d]." % i)
-    for i, event in enumerate(rec["history"]):
-        if not isinstance(event, list):
-            raise JournalError("%s: history[%d]: expected a list, got %s" % (path, i, _tname(type(event))))
+        _check_disk(disk, path, "disks[%d]." % i)
     if rec["mode"] not in machine.MODES:
         raise JournalError("%s: mode: expected one of %s, got %r" % (path, ", ".join(machine.MODES), rec["mode"]))
     try:
@@ -161,6 +238,7 @@ def check_record(rec, path="<journal>"):
         delta_of(rec)
     except JournalError as exc:
         raise JournalError("%s: %s" % (path, exc))
+    _check_runner_fields(rec, path)
     return rec
 
 

@@ -130,6 +130,11 @@ def check_mode(mode):
         raise ProgrammerError("failback mode: expected one of %s, got %r" % (", ".join(MODES), mode))
 
 
+def step_names():
+    """:returns: every step a plan has, sorted (what a journal's ``step`` may name)."""
+    return sorted(set(step for step, _after in TRANSITIONS.values()))
+
+
 def journal_name(mode):
     """:returns: how messages name the journal of ``mode``'s operation
     (``protect journal``, ``failback journal``)."""
