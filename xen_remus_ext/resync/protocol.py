@@ -374,12 +374,11 @@ class StreamChannel(Channel):
         """After a failed send: the ERROR record the peer sent before it
         closed, if one is waiting (its reason beats our EPIPE); else None.
         Never blocks longer than ``timeout``; only the sending side calls it."""
-        fd = self.sock.fileno() if self.sock is not None else self._r.fileno()
         deadline = time.time() + timeout
         try:
             while True:       # records sent before it (e.g. DIGESTS) come first: skip them
                 left = deadline - time.time()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                if left <= 0 or not self._readable(left):
                     return None
                 mtype, payload = self.recv()
                 if mtype == ERROR:
@@ -408,15 +407,23 @@ class StreamChannel(Channel):
         self.bytes_in += n
         return buf
 
-    def wait_closed(self, timeout):
+    def _readable(self, timeout):
+        """Whether a byte of a record can be read within ``timeout`` seconds
+        (a TLS socket may hold decrypted bytes the kernel does not know of)."""
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
+            return True
         fd = self.sock.fileno() if self.sock is not None else self._r.fileno()
+        return bool(select.select([fd], [], [], timeout)[0])
+
+    def wait_closed(self, timeout):
         deadline = time.time() + timeout
         while True:
             left = deadline - time.time()
             if left <= 0:
                 return False
             try:
-                if not select.select([fd], [], [], left)[0]:
+                if not self._readable(left):
                     return False
                 self.recv()
             except (ResyncError, IOError, OSError, ValueError):

@@ -10,6 +10,15 @@ both sides, before any disk data or metadata crosses, unless it holds the
 key.  Python's ``ssl`` has no PSK support on 2.7 (nor before 3.13), so the
 key file keys the channel this way instead.
 
+Both ends read and write one connection from several threads (the
+receiver's digest and refine threads send while its main thread reads).
+OpenSSL does not promise that one SSL object may be used from two threads
+at once, so every TLS connection is a :class:`SharedTLS`: its socket is
+non-blocking, each SSL call runs under one lock, and a thread that must
+wait (no data to read, a full send buffer) waits in ``poll`` without the
+lock.  No thread ever blocks while holding it, so a reader waiting for
+data cannot stop the writer whose data the peer needs before it answers.
+
 A sender speaks TLS first.  A receiver peeks at the first byte of a
 connection: 0x16 opens a TLS handshake; anything else is a plaintext
 sender, accepted only when the receiver runs with ``--plaintext``, and
@@ -17,13 +26,17 @@ otherwise answered with a plaintext ERROR record naming the reason.
 """
 from __future__ import absolute_import, division, print_function
 
+import errno
 import hashlib
 import logging
 import os
+import select
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
+import time
 
 from xen_remus_ext.errors import ResyncError
 from xen_remus_ext.paths import state_dir
@@ -119,6 +132,103 @@ def _harden(ctx):
     return ctx
 
 
+class SharedTLS(object):
+    """A TLS socket that several threads may use at once (see above).
+
+    Offers what :class:`protocol.StreamChannel` uses of a socket:
+    ``sendall``, ``recv_into`` (and ``recv``), ``pending``, ``fileno``,
+    ``settimeout``, ``shutdown`` and ``close``.  A timeout (default none) bounds each wait
+    for the peer, as on a blocking socket (``socket.timeout``).
+    """
+
+    def __init__(self, tls_sock):
+        self._s = tls_sock
+        self._lock = threading.Lock()
+        self._timeout = tls_sock.gettimeout()
+        tls_sock.setblocking(False)
+
+    def fileno(self):
+        return self._s.fileno()
+
+    def settimeout(self, seconds):
+        self._timeout = seconds
+
+    def gettimeout(self):
+        return self._timeout
+
+    def getpeercert(self, binary_form=False):
+        with self._lock:
+            return self._s.getpeercert(binary_form)
+
+    def pending(self):
+        """Decrypted bytes already waiting inside the SSL object."""
+        with self._lock:
+            return self._s.pending()
+
+    def _wait(self, want, deadline):
+        """Wait (without the lock) until the socket can be read (``want`` is
+        "read") or written; :raises socket.timeout: past ``deadline``."""
+        p = select.poll()
+        p.register(self._s.fileno(), select.POLLIN if want == "read" else select.POLLOUT)
+        while True:
+            left = None if deadline is None else deadline - time.time()
+            if left is not None and left <= 0:
+                raise socket.timeout("timed out waiting for the peer")
+            try:
+                if p.poll(None if left is None else int(left * 1000) + 1):
+                    return
+            except (IOError, OSError, select.error) as exc:
+                if (getattr(exc, "errno", None) or exc.args[0]) != errno.EINTR:
+                    raise
+
+    def _deadline(self):
+        return None if self._timeout is None else time.time() + self._timeout
+
+    def sendall(self, data):
+        view = memoryview(data)
+        deadline = self._deadline()
+        while len(view):
+            with self._lock:
+                try:
+                    # after a short write OpenSSL wants the same bytes again: the
+                    # view starts where it stopped until the whole record is out
+                    n = self._s.send(view)
+                    want = "write"            # 2.7 answers 0 for "would block"
+                except ssl.SSLWantWriteError:
+                    n, want = 0, "write"
+                except ssl.SSLWantReadError:
+                    n, want = 0, "read"
+            if n:
+                view = view[n:]
+                deadline = self._deadline()
+            else:
+                self._wait(want, deadline)
+
+    def recv_into(self, view, nbytes=None):
+        deadline = self._deadline()
+        while True:
+            with self._lock:
+                try:
+                    return self._s.recv_into(view, nbytes)
+                except ssl.SSLWantReadError:
+                    want = "read"
+                except ssl.SSLWantWriteError:
+                    want = "write"
+            self._wait(want, deadline)
+
+    def recv(self, nbytes):
+        buf = bytearray(nbytes)
+        return bytes(buf[:self.recv_into(memoryview(buf), nbytes)])
+
+    def shutdown(self, how):
+        with self._lock:
+            self._s.shutdown(how)
+
+    def close(self):
+        with self._lock:
+            self._s.close()
+
+
 class ServerTLS(object):
     """The receiver's TLS context and the fingerprint of its certificate.
 
@@ -147,8 +257,9 @@ class ServerTLS(object):
     def accept(self, conn, plaintext_ok, peer):
         """Start TLS on an accepted connection, or let a plaintext one through.
 
-        :returns: ``(socket, binding)``: ``binding`` is the certificate's
-            fingerprint under TLS, ``b""`` for a plaintext sender.
+        :returns: ``(socket, binding)``: a :class:`SharedTLS` and the
+            certificate's fingerprint, or the plain socket and ``b""`` for a
+            plaintext sender.
         :raises ResyncError: a plaintext sender without ``plaintext_ok`` (told
             so in a plaintext ERROR record), or a failed TLS handshake.
         """
@@ -170,7 +281,7 @@ class ServerTLS(object):
             raise ResyncError("%s: refused a plaintext connection (start the receiver with --plaintext to "
                               "allow it)" % peer)
         try:
-            return self.ctx.wrap_socket(conn, server_side=True), self.fingerprint
+            return SharedTLS(self.ctx.wrap_socket(conn, server_side=True)), self.fingerprint
         except (IOError, OSError, socket.error, ssl.SSLError) as exc:
             raise ResyncError("%s: TLS handshake failed: %s" % (peer, _errtext(exc)))
 
@@ -178,7 +289,7 @@ class ServerTLS(object):
 def client_wrap(sock, describe):
     """Start TLS on a connected socket.
 
-    :returns: ``(ssl socket, fingerprint of the receiver's certificate)``.
+    :returns: ``(SharedTLS, fingerprint of the receiver's certificate)``.
     :raises ResyncError: the handshake failed (e.g. a receiver without TLS).
     """
     ctx = ssl.SSLContext(getattr(ssl, "PROTOCOL_TLS_CLIENT", None) or ssl.PROTOCOL_SSLv23)
@@ -195,4 +306,4 @@ def client_wrap(sock, describe):
     if not der:
         tls.close()
         raise ResyncError("%s: TLS handshake: the receiver showed no certificate" % describe)
-    return tls, fingerprint(der)
+    return SharedTLS(tls), fingerprint(der)
