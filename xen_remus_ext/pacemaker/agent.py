@@ -31,7 +31,6 @@ from xen_remus_ext.pacemaker import decide
 
 ACTIONS = ("meta-data", "validate-all", "start", "stop", "monitor", "promote", "demote", "notify",
            "reprotect")
-HOLD_ABSENT = "hold-unsupported"
 
 
 class Agent(object):
