@@ -140,9 +140,9 @@ def test_bad_listen_specs_and_missing_receiver_are_clear_errors(tmp_path):
     import pytest
     from xen_remus_ext.errors import ReplicationError
     from xen_remus_ext.replication import service
-    with pytest.raises(ReplicationError, match="nbd.sock: expected unix:PATH or tcp:HOST:PORT"):
+    with pytest.raises(ReplicationError, match="--nbd .*nbd.sock: expected unix:PATH or tcp:HOST:PORT"):
         service.listen(str(tmp_path / "nbd.sock"))
-    with pytest.raises(ReplicationError, match="tcp:127.0.0.1:x: the port is not a number"):
+    with pytest.raises(ReplicationError, match="--nbd tcp:127.0.0.1:x: the port must be a number from 1 to 65535"):
         service.listen("tcp:127.0.0.1:x")
     out = subprocess.Popen(CLI + ["replicate", "backup", "--disk", str(tmp_path / "b.img"), "--"],
                            stderr=subprocess.PIPE, env=env())
@@ -176,3 +176,129 @@ def test_the_receiver_dies_with_the_backup_relay(tmp_path):
         time.sleep(0.05)
     else:
         raise AssertionError("the receiver %d outlived the backup relay" % pid)
+
+
+# -- replicate serve: its socket paths, its exit, its options --------------------
+
+def _image(tmp_path, size=1 << 20):
+    path = str(tmp_path / "a.img")
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def _serve(tmp_path, nbd, ctl, ready=True):
+    argv = CLI + ["replicate", "serve", _image(tmp_path), "--nbd", "unix:" + nbd, "--control", ctl]
+    if ready:
+        argv += ["--ready-file", str(tmp_path / "ready")]
+    return subprocess.Popen(argv, stderr=subprocess.PIPE, env=env())
+
+
+def test_serve_refuses_to_replace_what_is_not_a_stale_socket_of_ours(tmp_path):
+    import socket
+    nbd, ctl = str(tmp_path / "nbd.sock"), str(tmp_path / "ctl.sock")
+    with open(nbd, "w") as f:
+        f.write("precious")
+    proc = _serve(tmp_path, nbd, ctl)
+    _o, err = proc.communicate()
+    assert proc.returncode == 1 and b"Traceback" not in err
+    assert ("--nbd %s: exists and is not a socket; refusing to replace it" % nbd).encode() in err
+    with open(nbd) as f:
+        assert f.read() == "precious"
+    assert not os.path.exists(ctl)
+    # the control path: a regular file there; the NBD socket made first is removed again
+    os.unlink(nbd)
+    with open(ctl, "w") as f:
+        f.write("precious too")
+    proc = _serve(tmp_path, nbd, ctl)
+    _o, err = proc.communicate()
+    assert proc.returncode == 1 and b"Traceback" not in err
+    assert ("--control %s: exists and is not a socket" % ctl).encode() in err
+    with open(ctl) as f:
+        assert f.read() == "precious too"
+    assert not os.path.exists(nbd)
+    os.unlink(ctl)
+    # a directory, and a socket somebody is listening on, are refused too
+    os.mkdir(nbd)
+    proc = _serve(tmp_path, nbd, ctl)
+    _o, err = proc.communicate()
+    assert proc.returncode == 1 and b"exists and is not a socket" in err and os.path.isdir(nbd)
+    os.rmdir(nbd)
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(nbd)
+    live.listen(1)
+    try:
+        proc = _serve(tmp_path, nbd, ctl)
+        _o, err = proc.communicate()
+        assert proc.returncode == 1
+        assert ("--nbd %s: a server is listening there already" % nbd).encode() in err
+        assert os.path.exists(nbd)
+    finally:
+        live.close()
+        os.unlink(nbd)
+
+
+def test_serve_replaces_a_stale_socket_and_removes_its_sockets_at_sigterm(tmp_path):
+    import socket
+    nbd, ctl, ready = str(tmp_path / "nbd.sock"), str(tmp_path / "ctl.sock"), str(tmp_path / "ready")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(ctl)                 # bound, never listening, then closed: stale
+    dead.close()
+    proc = _serve(tmp_path, nbd, ctl)
+    try:
+        wait_file(ready, proc)
+        for path in (nbd, ctl):    # both are live sockets now
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(path)
+            c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _o, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert not os.path.exists(nbd) and not os.path.exists(ctl) and not os.path.exists(ready)
+
+
+def test_serve_leaves_a_socket_path_someone_else_took_over(tmp_path):
+    nbd, ctl, ready = str(tmp_path / "nbd.sock"), str(tmp_path / "ctl.sock"), str(tmp_path / "ready")
+    proc = _serve(tmp_path, nbd, ctl)
+    try:
+        wait_file(ready, proc)
+        os.unlink(nbd)
+        with open(nbd, "w") as f:   # not ours any more: must survive serve's exit
+            f.write("other")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate()
+    assert proc.returncode == 0
+    with open(nbd) as f:
+        assert f.read() == "other"
+    assert not os.path.exists(ctl)
+
+
+def test_bad_port_and_timeout_are_usage_errors_naming_option_and_value(tmp_path, capsys):
+    from tests.cli_util import usage
+    img = _image(tmp_path)
+    for spec, why in (("tcp:127.0.0.1:99999", "the port must be a number from 1 to 65535"),
+                      ("tcp:127.0.0.1:0", "the port must be a number from 1 to 65535"),
+                      ("tcp::10809", "no host"), ("unix:", "expected unix:PATH or tcp:HOST:PORT")):
+        err = usage(["replicate", "serve", img, "--nbd", spec, "--control", str(tmp_path / "c")], capsys)
+        assert "argument --nbd: %s: %s" % (spec, why) in err, err
+    assert os.listdir(str(tmp_path)) == ["a.img"]
+    for bad in ("-1", "0", "nan", "inf", "1e9", "soon"):
+        err = usage(["replicate", "backup", "--disk", img, "--timeout", bad, "--", "true"], capsys)
+        assert "argument --timeout: expected seconds from 0.5 to 3600, got %r" % bad in err, err
+        err = usage(["replicate", "relay", "--control", str(tmp_path / "c"), "--backup-disk", img,
+                     "--timeout", bad, "hostb", "xl", "migrate-receive"], capsys)
+        assert "argument --timeout: expected seconds from 0.5 to 3600" in err, err
+    assert os.listdir(str(tmp_path)) == ["a.img"]        # no .spool, no socket
+
+
+def test_backup_whose_receiver_cannot_start_leaves_no_spool(tmp_path):
+    img = _image(tmp_path)
+    proc = subprocess.Popen(CLI + ["replicate", "backup", "--disk", img, "--timeout", "2", "--",
+                                   str(tmp_path / "no-such-xl"), "migrate-receive"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    _o, err = proc.communicate()
+    assert proc.returncode == 1 and b"Traceback" not in err
+    assert b"cannot start the receiver" in err and b"no-such-xl" in err
+    assert os.listdir(str(tmp_path)) == ["a.img"]

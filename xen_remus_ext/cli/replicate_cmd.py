@@ -19,6 +19,31 @@ import argparse
 
 from xen_remus_ext.errors import ReplicationError
 
+#: the backup's silence timeout, seconds (the relay beats every min(0.2, timeout/5) s)
+TIMEOUT_MIN, TIMEOUT_MAX = 0.5, 3600.0
+
+
+def _listen_spec(text):
+    """``--nbd``: unix:PATH or tcp:HOST:PORT, checked before anything is created."""
+    from xen_remus_ext.replication.service import parse_listen
+    try:
+        parse_listen(text, "")
+    except ReplicationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip())
+    return text
+
+
+def _timeout(text):
+    """``--timeout``: seconds of silence, a number from TIMEOUT_MIN to TIMEOUT_MAX."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not TIMEOUT_MIN <= value <= TIMEOUT_MAX:   # also refuses nan
+        raise argparse.ArgumentTypeError("expected seconds from %g to %g, got %r"
+                                         % (TIMEOUT_MIN, TIMEOUT_MAX, text))
+    return value
+
 
 def register(subparsers):
     p = subparsers.add_parser(
@@ -30,9 +55,11 @@ def register(subparsers):
 
     s = sub.add_parser("serve", help="serve DISK over NBD; a relay attaches on --control")
     s.add_argument("disk", help="the guest's disk image or block device (primary copy)")
-    s.add_argument("--nbd", required=True, metavar="unix:PATH|tcp:HOST:PORT",
+    s.add_argument("--nbd", required=True, metavar="unix:PATH|tcp:HOST:PORT", type=_listen_spec,
                    help="where the NBD server listens (dom0's nbd-client connects there)")
-    s.add_argument("--control", required=True, metavar="PATH", help="unix socket for the relay")
+    s.add_argument("--control", required=True, metavar="PATH",
+                   help="unix socket for the relay (an existing path is replaced only if it is a "
+                        "stale socket of this user's; both sockets are removed at exit)")
     s.add_argument("--name", default="xvda", help="NBD export name (default xvda)")
     s.add_argument("--ready-file", metavar="FILE", help="created once both sockets listen")
     s.set_defaults(func=_serve)
@@ -46,8 +73,9 @@ def register(subparsers):
     r.add_argument("--ssh", default="ssh", metavar="CMD", help="command to reach HOST (default ssh)")
     r.add_argument("--remote", default="xen-remus", metavar="CMD",
                    help="xen-remus on the backup (default xen-remus)")
-    r.add_argument("--timeout", type=float, default=3.0,
-                   help="seconds of silence after which the backup fails over (default 3)")
+    r.add_argument("--timeout", type=_timeout, default=3.0,
+                   help="seconds of silence after which the backup fails over, %g to %g (default 3)"
+                        % (TIMEOUT_MIN, TIMEOUT_MAX))
     r.add_argument("--attached-file", metavar="FILE", help="created once every write is captured")
     r.add_argument("--report", metavar="FILE", help="write the relay's statistics (JSON) here at the end")
     r.add_argument("--backup-report", metavar="FILE", help="the backup writes its failover report here")
@@ -65,7 +93,8 @@ def register(subparsers):
     b = sub.add_parser("backup", help="the backup's end of the relay (run over ssh)")
     b.add_argument("--disk", required=True, metavar="PATH", help="the backup's copy of the disk")
     b.add_argument("--spool", metavar="PATH", help="spool file of uncommitted epochs (default DISK.spool)")
-    b.add_argument("--timeout", type=float, default=3.0, help="seconds of silence that mean failover")
+    b.add_argument("--timeout", type=_timeout, default=3.0,
+                   help="seconds of silence that mean failover, %g to %g (default 3)" % (TIMEOUT_MIN, TIMEOUT_MAX))
     b.add_argument("--report", metavar="FILE", help="write the failover report (JSON) here")
     b.add_argument("--snapshot", metavar="FILE",
                    help="at failover, copy the disk here before the guest resumes (for checks)")

@@ -8,11 +8,13 @@ from __future__ import absolute_import, division, print_function
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -23,25 +25,98 @@ from xen_remus_ext.replication.relay import BackupRelay, PrimaryRelay, kill_proc
 from xen_remus_ext.replication.replica import Replica
 
 
-def listen(spec):
-    """A listening socket for ``unix:PATH`` or ``tcp:HOST:PORT``."""
-    if spec.startswith("unix:"):
-        path = spec[5:]
-        if os.path.exists(path):
-            os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-    elif spec.startswith("tcp:") and spec.count(":") == 2:
+def parse_listen(spec, option="--nbd"):
+    """``unix:PATH`` -> ("unix", PATH); ``tcp:HOST:PORT`` -> ("tcp", HOST, PORT).
+    Errors name ``option`` and the value given."""
+    if spec.startswith("unix:") and len(spec) > 5:
+        return ("unix", spec[5:])
+    if spec.startswith("tcp:") and spec.count(":") == 2:
         _, host, port = spec.split(":")
-        if not port.isdigit():
-            raise ReplicationError("%s: the port is not a number" % spec)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, int(port)))
+        if not host:
+            raise ReplicationError("%s %s: no host (tcp:HOST:PORT)" % (option, spec))
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ReplicationError("%s %s: the port must be a number from 1 to 65535" % (option, spec))
+        return ("tcp", host, int(port))
+    raise ReplicationError("%s %s: expected unix:PATH or tcp:HOST:PORT" % (option, spec))
+
+
+def _claim_unix_path(path, option):
+    """Make ``path`` free for a new socket: nothing there, or a stale socket
+    of this user's (nobody listening), which is removed.  Anything else (a
+    file, a directory, a live server, another user's socket) is refused."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return
+        raise ReplicationError("%s %s: %s" % (option, path, exc.strerror))
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ReplicationError("%s %s: exists and is not a socket; refusing to replace it" % (option, path))
+    if st.st_uid != os.geteuid():
+        raise ReplicationError("%s %s: a socket of uid %d, not ours; refusing to replace it"
+                               % (option, path, st.st_uid))
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(5)
+    try:
+        probe.connect(path)
+    except (OSError, socket.error) as exc:
+        if exc.errno == errno.ENOENT:
+            return
+        if exc.errno != errno.ECONNREFUSED:
+            raise ReplicationError("%s %s: cannot tell whether a server listens there: %s"
+                                   % (option, path, os.strerror(exc.errno) if exc.errno else exc))
     else:
-        raise ReplicationError("%s: expected unix:PATH or tcp:HOST:PORT" % spec)
-    sock.listen(8)
-    return sock
+        raise ReplicationError("%s %s: a server is listening there already" % (option, path))
+    finally:
+        probe.close()
+    os.unlink(path)
+
+
+class Listener(object):
+    """A listening socket for ``unix:PATH`` or ``tcp:HOST:PORT``; a unix
+    socket's path is removed again by :meth:`close` if it is still ours."""
+
+    def __init__(self, spec, option="--nbd"):
+        where = parse_listen(spec, option)
+        self.path = self._ident = None
+        if where[0] == "unix":
+            path = where[1]
+            _claim_unix_path(path, option)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(path)
+                st = os.lstat(path)
+            except (OSError, socket.error) as exc:
+                sock.close()
+                raise ReplicationError("%s %s: %s" % (option, spec, os.strerror(exc.errno) if exc.errno else exc))
+            self.path, self._ident = path, (st.st_dev, st.st_ino)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(where[1:])
+            except (OSError, socket.error) as exc:
+                sock.close()
+                raise ReplicationError("%s %s: %s" % (option, spec, os.strerror(exc.errno) if exc.errno else exc))
+        sock.listen(8)
+        self.sock = sock
+
+    def remove(self):
+        """Remove the socket's path if it is still the one we bound."""
+        if self.path is None:
+            return
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._ident:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self.path = None
+
+
+def listen(spec, option="--nbd"):
+    """A listening socket for ``unix:PATH`` or ``tcp:HOST:PORT`` (see :class:`Listener`)."""
+    return Listener(spec, option).sock
 
 
 def write_report(path, obj):
@@ -54,21 +129,38 @@ def write_report(path, obj):
 
 
 def serve(disk_path, nbd, control, name="xvda", ready_file=None):
-    """Serve ``disk_path`` over NBD on ``nbd`` until SIGTERM."""
+    """Serve ``disk_path`` over NBD on ``nbd`` until SIGTERM, SIGHUP or
+    SIGINT; then the socket paths and the ready file are removed."""
     disk = CaptureDisk(disk_path)
-    server = NbdServer(disk, listen(nbd), listen("unix:" + control), name=name).start()
-    if ready_file:
-        open(ready_file, "w").close()
-    sys.stderr.write("xen-remus replicate: serving %s (%d bytes) on %s, control %s\n"
-                     % (disk_path, disk.size, nbd, control))
+    made = []
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *a: stop.set())
+    server = None
     try:
-        while not stop.wait(3600):
+        made.append(Listener(nbd, "--nbd"))
+        made.append(Listener("unix:" + control, "--control"))
+        server = NbdServer(disk, made[0].sock, made[1].sock, name=name).start()
+        if ready_file:
+            open(ready_file, "w").close()
+        sys.stderr.write("xen-remus replicate: serving %s (%d bytes) on %s, control %s\n"
+                         % (disk_path, disk.size, nbd, control))
+        try:
+            while not stop.wait(3600):
+                pass
+        except KeyboardInterrupt:
             pass
-    except KeyboardInterrupt:
-        pass
-    server.stop()
+    finally:
+        if server is not None:
+            server.stop()
+        for lst in made:
+            lst.sock.close()
+            lst.remove()
+        if ready_file and server is not None:
+            try:
+                os.unlink(ready_file)
+            except OSError:
+                pass
     return 0
 
 
@@ -129,8 +221,13 @@ def backup(receiver_argv, disk, spool=None, timeout=3.0, report=None, snapshot=N
     (``xl migrate-receive -r``); exits as the receiver did, 1 on ABORT."""
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     replica = Replica(disk, spool or disk + ".spool")
-    child = subprocess.Popen(receiver_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             preexec_fn=_die_with_parent)
+    try:
+        child = subprocess.Popen(receiver_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 preexec_fn=_die_with_parent)
+    except (OSError, ValueError) as exc:
+        replica.close()
+        raise ReplicationError("backup: cannot start the receiver %s: %s"
+                               % (receiver_argv[0], getattr(exc, "strerror", None) or exc))
     child_in = os.dup(child.stdin.fileno())       # the relay closes it at failover
     child.stdin.close()
 
