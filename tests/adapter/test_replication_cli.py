@@ -302,3 +302,22 @@ def test_backup_whose_receiver_cannot_start_leaves_no_spool(tmp_path):
     assert proc.returncode == 1 and b"Traceback" not in err
     assert b"cannot start the receiver" in err and b"no-such-xl" in err
     assert os.listdir(str(tmp_path)) == ["a.img"]
+
+
+def test_a_query_names_the_served_disk_without_attaching(tmp_path):
+    import pytest
+    from xen_remus_ext.errors import ReplicationError
+    from xen_remus_ext.replication import service
+    nbd, ctl, ready = str(tmp_path / "nbd.sock"), str(tmp_path / "ctl.sock"), str(tmp_path / "ready")
+    proc = _serve(tmp_path, nbd, ctl)
+    try:
+        wait_file(ready, proc)
+        for _ in range(2):       # a query leaves the server free for the next one (and a relay)
+            info = service.query_server(ctl)
+            assert info == {"path": str(tmp_path / "a.img"), "size": 1 << 20}
+        with pytest.raises(ReplicationError, match="control socket .*nope.sock: No such file"):
+            service.query_server(str(tmp_path / "nope.sock"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate()
+    assert proc.returncode == 0

@@ -66,7 +66,9 @@ def register(subparsers):
 
     r = sub.add_parser("relay", help="run by xl remus -s in place of ssh")
     r.add_argument("--control", required=True, metavar="PATH", help="the disk server's control socket")
-    r.add_argument("--backup-disk", required=True, metavar="PATH", help="the disk's copy on the backup")
+    r.add_argument("--backup-disk", metavar="PATH",
+                   help="the disk's copy on the backup (default: the path the disk server serves here: "
+                        "both hosts keep their copies at the same path)")
     r.add_argument("--baseline", choices=("full", "none"), default="full",
                    help="full: epoch 0 carries the whole disk (default); none: the backup's copy "
                         "is identical and the guest is paused until --attached-file appears")
@@ -111,7 +113,8 @@ def _relay(args):
     from xen_remus_ext.replication import service
     if not args.receiver:
         raise ReplicationError("relay: no receiver command after HOST (xl passes 'xl migrate-receive -r')")
-    remote = args.remote.split() + ["replicate", "backup", "--disk", args.backup_disk,
+    backup_disk = args.backup_disk or service.query_server(args.control)["path"]
+    remote = args.remote.split() + ["replicate", "backup", "--disk", backup_disk,
                                     "--timeout", str(args.timeout)]
     if args.backup_report:
         remote += ["--report", args.backup_report]

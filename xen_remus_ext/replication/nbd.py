@@ -332,6 +332,10 @@ class NbdServer(object):
                 for ftype, body in dec.feed(data):
                     if ftype == wire.HELLO and not attached:
                         hello = wire.parse_hello(body, "relay")
+                        if hello.get("query"):
+                            # what is served, without attaching (the relay's default --backup-disk)
+                            conn.sendall(wire.hello_frame({"size": self.disk.size, "path": self.disk.path}))
+                            return
                         baseline = hello.get("baseline", "none")
                         if baseline not in ("full", "none"):
                             raise ReplicationError("relay: baseline %r (full or none)" % (baseline,))

@@ -174,6 +174,36 @@ def summary(stats):
             "ack_latency_max": max(lat or [0])}
 
 
+def query_server(control_path, timeout=10.0):
+    """Ask the disk server on ``control_path`` what it serves, without
+    attaching: :returns: ``{"path": ..., "size": ...}``."""
+    from xen_remus_ext.replication import wire
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(control_path)
+        sock.sendall(wire.hello_frame({"query": True}))
+        dec = wire.Decoder("disk server %s" % control_path)
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ReplicationError("disk server %s closed the connection before answering" % control_path)
+            frames = dec.feed(data)
+            if frames:
+                break
+    except (OSError, socket.error) as exc:
+        raise ReplicationError("disk server control socket %s: %s"
+                               % (control_path, os.strerror(exc.errno) if getattr(exc, "errno", None) else exc))
+    finally:
+        sock.close()
+    ftype, body = frames[0]
+    info = wire.parse_hello(body, "disk server %s" % control_path) if ftype == wire.HELLO else {}
+    if not info.get("path"):
+        raise ReplicationError("disk server %s: expected HELLO naming the served disk, got %s"
+                               % (control_path, wire.NAMES.get(ftype, ftype)))
+    return info
+
+
 def relay(backup_argv, control_path, baseline="full", timeout=3.0, attached_file=None, report=None):
     """The primary relay on fds 0 (xl's stream) and 1 (toward xl); starts
     ``backup_argv`` (ssh to the backup running ``replicate backup``)."""
