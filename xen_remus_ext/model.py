@@ -51,6 +51,35 @@ class RemusSpec(collections.namedtuple("RemusSpec", "host port driver path")):
         return {"host": self.host, "port": self.port, "driver": self.driver, "path": self.path}
 
 
+class ReplicatedDisk(collections.namedtuple("ReplicatedDisk", "vdev control timeout")):
+    """A disk that ``xen-remus replicate`` replicates checkpoint by checkpoint
+    under xl's memory-only Remus (docs/design/xl-disk-replication.md).
+
+    ``vdev`` names the domain's disk (its backend device is the NBD device of
+    ``xen-remus replicate serve``); ``control`` is that server's control
+    socket, at the same path on whichever host runs the domain; ``timeout``
+    the seconds of silence after which the backup fails over.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, vdev, control, timeout=3.0):
+        for name, val in (("vdev", vdev), ("control", control)):
+            if not isinstance(val, string_types) or not val:
+                raise ValidationError("replicated disk %s: expected a non-empty string, got %s" % (name, _r(val)))
+        if not control.startswith("/"):
+            raise ValidationError("replicated disk %s: expected an absolute control socket path, got %s"
+                                  % (vdev, _r(control)))
+        if isinstance(timeout, bool) or not isinstance(timeout, integer_types + (float,)) \
+                or not 0.5 <= timeout <= 3600:
+            raise ValidationError("replicated disk %s: expected a timeout from 0.5 to 3600 seconds, got %s"
+                                  % (vdev, _r(timeout)))
+        return super(ReplicatedDisk, cls).__new__(cls, vdev, control, float(timeout))
+
+    def to_dict(self):
+        return {"vdev": self.vdev, "control": self.control, "timeout": self.timeout}
+
+
 class DiskSpec(collections.namedtuple(
         "DiskSpec", "uname vdev mode backend protocol remus line devtype")):
     """One disk of a domain, as xm's disk list holds it.

@@ -80,6 +80,10 @@ class Toolstack(object):
         :param hold: the backup keeps its copy paused when the stream breaks,
             until :meth:`remus_takeover` (or :meth:`remus_discard`) on the
             backup's toolstack; only where :meth:`check_hold` says None.
+
+        A toolstack whose :meth:`check_replicate` passes also takes
+        ``replicate=``: a :class:`model.ReplicatedDisk` carried by
+        ``xen-remus replicate``'s relay (with ``disk=False``).
         """
         raise NotImplementedError
 
@@ -91,6 +95,12 @@ class Toolstack(object):
         raise NotImplementedError
 
     # -- optional capabilities (the defaults: not available) ------------------
+
+    def check_replicate(self):
+        """:returns: None when ``remus_start(replicate=...)`` works here, else
+        why not (text).  Default: not available."""
+        return ("the %s toolstack cannot replicate a disk with xen-remus replicate (xl only)"
+                % (self.kind or "?",))
 
     def check_migrate_paused(self):
         """:returns: None when ``migrate(paused=True)`` works here, else why

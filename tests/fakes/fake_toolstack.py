@@ -90,6 +90,7 @@ class FakeWorld(object):
         self.hosts = {}
         self.free_memory = {}
         self.remus = {}           # (host, dom) -> backup host
+        self.replicated = {}      # (host, dom) -> model.ReplicatedDisk its Remus carries (kind "xl")
         self.trackers = {}        # (host, dom, vdev) -> FakeTracker
         self.unreachable = set()
         self.effects = 0
@@ -294,11 +295,25 @@ class FakeToolstack(Toolstack):
         d = self._get(dom)
         del self._doms()[d.name]
         self.world.remus.pop((self.host, d.name), None)
+        self.world.replicated.pop((self.host, d.name), None)
         self.world.effect("destroy %s@%s" % (d.name, self.host))
 
+    def check_replicate(self):
+        if self.kind == "xl":
+            return None
+        return Toolstack.check_replicate(self)
+
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                    blackhole=False, unsafe=False, hold=False):
+                    blackhole=False, unsafe=False, hold=False, replicate=None):
         d = self._get(dom)
+        if replicate is not None:
+            if self.check_replicate():
+                raise ToolstackError("remus %s: %s" % (d.name, self.check_replicate()))
+            if disk:
+                raise ToolstackError("remus %s: a replicated disk runs under memory-only Remus (disk=False)"
+                                     % d.name)
+            if replicate.vdev not in [x.vdev for x in d.config.disks]:
+                raise ToolstackError("remus %s: no disk %s to replicate" % (d.name, replicate.vdev))
         if host not in self.world.hosts or host in self.world.unreachable:
             raise ToolstackError("remus %s: backup %r unreachable" % (d.name, host))
         if (self.host, d.name) in self.world.remus:
@@ -313,12 +328,15 @@ class FakeToolstack(Toolstack):
         copy.hold = bool(hold)
         self.world.effect("remus backup copy %s@%s" % (d.name, host))   # checkpoint 0 not yet done
         self.world.remus[(self.host, d.name)] = host
+        if replicate is not None:
+            self.world.replicated[(self.host, d.name)] = replicate
         d.awaiting_backup = False
         self.world.effect("remus %s %s->%s" % (d.name, self.host, host))
 
     def remus_stop(self, dom):
         d = self._get(dom)
         backup = self.world.remus.pop((self.host, d.name), None)
+        self.world.replicated.pop((self.host, d.name), None)
         if backup is not None:
             self.world.hosts[backup].pop(d.name, None)
             self.world.effect("remus stop %s" % d.name)

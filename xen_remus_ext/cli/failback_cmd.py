@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from xen_remus_ext import wiring
+from xen_remus_ext import model, wiring
 from xen_remus_ext.errors import FailbackError, XenRemusError
 
 TOOLSTACKS = wiring.TOOLSTACKS
@@ -59,12 +59,35 @@ def _toolstack_opts(p):
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
+def _replicate_disk(text):
+    """``--replicate-disk VDEV=CONTROL`` -> (vdev, control)."""
+    vdev, sep, control = text.partition("=")
+    if not sep or not vdev or not control.startswith("/"):
+        raise argparse.ArgumentTypeError("expected VDEV=CONTROL (an absolute path of the disk server's "
+                                         "control socket), got %r" % (text,))
+    return vdev, control
+
+
+def _replicate_timeout(text):
+    from xen_remus_ext.cli.replicate_cmd import _timeout
+    return _timeout(text)
+
+
 def _memory_only_opts(p):
     p.add_argument("--lose-disk-writes-at-failover", dest="accept_disk_loss", action="store_true",
                    help="xl --no-disk: accept that a failover resumes the backup on a disk without the "
                         "writes made since protection began (disks neither shared nor DRBD protocol D)")
     p.add_argument("--shared-disk", action="append", default=[], metavar="VDEV",
                    help="xl --no-disk: VDEV is on storage both hosts share (nothing to lose); repeatable")
+    p.add_argument("--replicate-disk", type=_replicate_disk, metavar="VDEV=CONTROL",
+                   help="xl: replicate disk VDEV checkpoint by checkpoint with xen-remus replicate: its "
+                        "backend is the NBD device of 'xen-remus replicate serve' whose control socket is "
+                        "CONTROL on the host running the domain (the same path on both hosts, as the image "
+                        "it serves); Remus runs with -d and xen-remus replicate relay as its transport; "
+                        "implies --no-disk for the other disks (one replicated disk per domain)")
+    p.add_argument("--replicate-timeout", type=_replicate_timeout, default=3.0, metavar="SECONDS",
+                   help="with --replicate-disk: seconds of silence after which the backup fails over "
+                        "(0.5 to 3600, default 3)")
 
 
 def _hold_opts(p):
@@ -197,7 +220,8 @@ def open_site(args, peer=True):
     return wiring.open_site(toolstack=args.toolstack, host=getattr(args, "host", None), peer=peer,
                             agent=args.agent, peer_agent=args.peer_agent, peer_uri=args.peer_uri,
                             ssh=getattr(args, "ssh", "ssh"), key_file=getattr(args, "key", None),
-                            memory_only=bool(getattr(args, "no_disk", False)),
+                            memory_only=bool(getattr(args, "no_disk", False)
+                                             or getattr(args, "replicate_disk", None)),
                             tracker=getattr(args, "tracker", None))
 
 
@@ -246,6 +270,10 @@ def _options(args):
         opts["net"] = False
     if getattr(args, "no_disk", False):
         opts["disk"] = False
+    if getattr(args, "replicate_disk", None):
+        vdev, control = args.replicate_disk
+        opts["disk"] = False
+        opts["replicate"] = model.ReplicatedDisk(vdev, control, args.replicate_timeout)
     if getattr(args, "discard_peer", False) or getattr(args, "discard_target", False):
         opts["discard_peer"] = True
     if getattr(args, "accept_disk_loss", False):

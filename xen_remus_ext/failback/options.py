@@ -13,6 +13,7 @@ import numbers
 
 from xen_remus_ext.compat import string_types
 from xen_remus_ext.errors import ValidationError
+from xen_remus_ext.model import ReplicatedDisk
 from xen_remus_ext.resync.protocol import MIN_RATE
 
 #: field -> default, in order
@@ -33,6 +34,7 @@ DEFAULTS = collections.OrderedDict([
     ("accept_disk_loss", False),    # memory-only Remus on disks neither shared nor DRBD: the operator said so
     ("hold_backup", False),         # the backup keeps its copy paused when the stream breaks (for a cluster manager)
     ("shared_disks", ()),           # vdevs on storage both hosts share
+    ("replicate", None),            # model.ReplicatedDisk: xl remus -d with xen-remus replicate's relay
     ("config_file", None),          # the domain's cfg file: preflight checks it reverses cleanly
     ("settle_timeout", 120.0),      # a killed run's migration may still be running in the toolstack
     ("settle_poll", 0.1),
@@ -102,6 +104,16 @@ class FailbackOptions(collections.namedtuple("FailbackOptions", list(DEFAULTS)))
         if isinstance(shared, string_types) or not all(isinstance(s, string_types) for s in shared or ()):
             raise ValidationError("option shared_disks: expected a list of vdevs, got %r" % (shared,))
         v["shared_disks"] = tuple(shared or ())
+        rep = v["replicate"]
+        if isinstance(rep, dict):
+            rep = ReplicatedDisk(**rep)
+        if rep is not None and not isinstance(rep, ReplicatedDisk):
+            raise ValidationError("option replicate: expected a replicated disk (vdev, control, timeout) or "
+                                  "none, got %r" % (rep,))
+        if rep is not None and v["disk"]:
+            raise ValidationError("option replicate: the replicated disk runs under memory-only Remus "
+                                  "(disk false), got disk true")
+        v["replicate"] = rep
         if v["supervise"] is not None and not callable(v["supervise"]):
             raise ValidationError("option supervise: expected a callable or none, got %r" % (v["supervise"],))
         for name in ("verify", "discard_peer", "net", "disk", "accept_disk_loss", "hold_backup"):

@@ -474,7 +474,7 @@ class Orchestrator(object):
             retarget_ts=self.peer if self.mode == machine.FAILBACK else self.ts,
             config_file=self.opts.config_file,
             memory_only=not self.opts.disk, accept_disk_loss=bool(self.opts.accept_disk_loss),
-            shared_disks=self.opts.shared_disks or ())
+            shared_disks=self.opts.shared_disks or (), replicate=self.opts.replicate)
 
     def step_preflight(self):
         checks, facts = self._checks()
@@ -757,6 +757,8 @@ class Orchestrator(object):
         extra = {} if self.opts.disk else {"disk": False}
         if self.opts.hold_backup:
             extra["hold"] = True
+        if self.opts.replicate is not None:
+            extra["replicate"] = self.opts.replicate
         ts.remus_start(self.domain, backup, interval_ms=self.opts.interval_ms, net=self.opts.net, **extra)
         again = "" if self.mode == machine.PROTECT_MODE else " again"
         self.progress("%s: Remus protects it%s toward %s" % (self.domain, again, backup))

@@ -103,7 +103,7 @@ def _safe(fn, *args):
 
 def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_sync, discard_peer=False,
                backup_aliases=(), retarget_ts=None, config_file=None, memory_only=False, accept_disk_loss=False,
-               shared_disks=()):
+               shared_disks=(), replicate=None):
     """Run every check; :returns: ``(checks, facts)``.
 
     :param backup: the host Remus will protect toward afterwards (this host
@@ -113,6 +113,9 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
     :param retarget_ts: the toolstack that must re-point the disks when the
         config names another backup (its ``check_retarget()`` must pass).
     :param config_file: the domain's config file, checked by :func:`check_config_file`.
+    :param replicate: a :class:`model.ReplicatedDisk` (or None): the disk
+        ``xen-remus replicate`` carries; ``toolstack`` (and ``peer`` for a
+        failback, which protects from there) must replicate disks.
     """
     checks = []
     facts = {"config": None, "disks": [], "direction": []}
@@ -166,9 +169,12 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
                "%d remus disk(s): %s" % (len(rdisks), ", ".join(d.vdev for d in rdisks)) if rdisks
                else "%s: expected at least one remus disk (tap2:remus:HOST:PORT|aio:PATH), got none" % domain):
         return checks, facts
+    if replicate is not None:
+        add(*check_replicated(replicate, rdisks, toolstack if mode == "protect" else peer))
     if memory_only:
         for disk in rdisks:
-            add(*check_memory_only(disk, accept_disk_loss, shared_disks))
+            add(*check_memory_only(disk, accept_disk_loss, shared_disks,
+                                   replicated=replicate.vdev if replicate is not None else None))
     for disk, src, dest in disk_pairs(config):
         if mode == "protect":
             facts["disks"].append(_check_backup_copy(add, disk, src, dest, disk_sync, discard_peer, host))
@@ -229,7 +235,22 @@ def is_drbd(disk):
     return disk.uname.startswith("drbd:") or "/dev/drbd" in (disk.path or "")
 
 
-def check_memory_only(disk, accept_disk_loss, shared_disks=()):
+def check_replicated(replicate, rdisks, sender_ts):
+    """``--replicate-disk``: the named disk is one of the domain's writable
+    disks, and the toolstack that will run Remus can start its relay.
+    :returns: ``(name, ok, detail)``"""
+    name = "replicate-disk:%s" % replicate.vdev
+    if replicate.vdev not in [d.vdev for d in rdisks]:
+        return name, False, ("%s: expected it among the domain's writable disks (%s)"
+                             % (replicate.vdev, ", ".join(d.vdev for d in rdisks) or "none"))
+    lacks = sender_ts.check_replicate()
+    if lacks:
+        return name, False, "%s: %s" % (replicate.vdev, lacks)
+    return name, True, ("%s replicated checkpoint by checkpoint by xen-remus replicate (control %s)"
+                        % (replicate.vdev, replicate.control))
+
+
+def check_memory_only(disk, accept_disk_loss, shared_disks=(), replicated=None):
     """Memory-only Remus (xl remus -d) leaves the backup's copy of a writable
     disk behind: a failover then resumes on a disk lacking every write made
     since protection began.  Refused unless the disk is DRBD (which must run
@@ -238,6 +259,9 @@ def check_memory_only(disk, accept_disk_loss, shared_disks=()):
     :returns: ``(name, ok, detail)``
     """
     name = "disk-replication:%s" % disk.vdev
+    if disk.vdev == replicated:
+        return name, True, ("%s: its writes reach the backup with each checkpoint (xen-remus replicate)"
+                            % disk.vdev)
     if disk.vdev in shared_disks:
         return name, True, "%s on shared storage (--shared-disk): nothing to replicate" % disk.vdev
     if is_drbd(disk):

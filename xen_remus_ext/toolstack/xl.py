@@ -375,11 +375,33 @@ class XlToolstack(Toolstack):
         argv = remote_argv(ssh if ssh is not None else (self.remus_ssh or "ssh"), host, words)
         return "exec " + " ".join(shlex_quote(a) for a in argv)
 
+    #: the command xl runs in place of ssh for a replicated disk (on the primary's PATH)
+    REPLICATE_COMMAND = "xen-remus replicate relay"
+
+    def check_replicate(self):
+        return None
+
+    def relay_command(self, replicate, ssh=None):
+        """The ``-s`` command for ``xl remus`` with ``replicate`` (a
+        :class:`model.ReplicatedDisk`): xen-remus's relay, reaching the backup
+        by ``ssh`` (xl's own ``-s``, default ``ssh``).  xl runs it through
+        ``/bin/sh -c "exec CMD HOST xl migrate-receive ..."``."""
+        words = self.REPLICATE_COMMAND.split() + ["--control", replicate.control,
+                                                  "--timeout", "%g" % replicate.timeout]
+        if ssh is not None:
+            words += ["--ssh", ssh]
+        return " ".join(shlex_quote(w) for w in words)
+
     def remus_argv(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                   blackhole=False, unsafe=False, ssh=None, hold=False):
+                   blackhole=False, unsafe=False, ssh=None, hold=False, replicate=None):
         if port:
             raise ToolstackError("xl remus of %s: xl has no port option, it runs over ssh (asked for %s)"
                                  % (dom, port))
+        ssh = ssh if ssh is not None else self.remus_ssh
+        if replicate is not None:
+            # libxl's own disk checkpointing knows DRBD only: -d, and the relay carries the disk
+            disk = False
+            ssh = self.relay_command(replicate, ssh)
         args = ["remus", "-i", str(int(interval_ms))]
         if not net:
             args.append("-n")
@@ -392,18 +414,21 @@ class XlToolstack(Toolstack):
         if hold:
             if blackhole:
                 raise ToolstackError("xl remus of %s: a blackhole backup has no copy to hold" % (dom,))
+            if replicate is not None:
+                raise ToolstackError("xl remus of %s: a held backup and a replicated disk both need xl's -s "
+                                     "command; not together" % (dom,))
             tail = ["-s", "", str(dom), self.hold_receiver(dom, host, ssh)]
             if self.host is not None:       # run over ssh on the peer: its shell reads these words again
                 tail = [shlex_quote(a) for a in tail]
             return self.xl + args + tail
-        ssh = ssh if ssh is not None else self.remus_ssh
         if ssh is not None:
-            args += ["-s", ssh]
+            # the relay's command is several words: over ssh on the peer its shell reads them again
+            args += ["-s", shlex_quote(ssh) if replicate is not None and self.host is not None else ssh]
         return self.xl + args + [str(dom), host]
 
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
-                    blackhole=False, unsafe=False, ssh=None, hold=False):
-        argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe, ssh, hold)
+                    blackhole=False, unsafe=False, ssh=None, hold=False, replicate=None):
+        argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe, ssh, hold, replicate)
         # xl remus on a slow host may take longer to reject an unknown domain
         # than start() watches it: ask first, so that this fails here
         self.domain_info(dom)
