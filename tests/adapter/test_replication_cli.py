@@ -321,3 +321,21 @@ def test_a_query_names_the_served_disk_without_attaching(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.communicate()
     assert proc.returncode == 0
+
+
+def test_a_backup_end_that_dies_at_once_is_named_by_the_relay(tmp_path):
+    # the lab's first run: the backup's wrapper could not be executed on B
+    nbd, ctl, ready = str(tmp_path / "nbd.sock"), str(tmp_path / "ctl.sock"), str(tmp_path / "ready")
+    serve = _serve(tmp_path, nbd, ctl)
+    try:
+        wait_file(ready, serve)
+        relay = subprocess.Popen(CLI + ["replicate", "relay", "--control", ctl, "--ssh", "", "--remote", "false",
+                                        "hostb", "xl", "migrate-receive", "-r"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+        _o, err = relay.communicate(b"", timeout=60) if sys.version_info[0] > 2 else relay.communicate(b"")
+        assert relay.returncode == 1, err
+        assert b"Traceback" not in err and b"[Errno" not in err
+        assert b"backup" in err and b"false replicate" in err, err
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate()

@@ -17,7 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
+import time
 
 from xen_remus_ext.errors import ReplicationError
 from xen_remus_ext.replication.nbd import CaptureDisk, NbdServer
@@ -133,9 +133,11 @@ def serve(disk_path, nbd, control, name="xvda", ready_file=None):
     SIGINT; then the socket paths and the ready file are removed."""
     disk = CaptureDisk(disk_path)
     made = []
-    stop = threading.Event()
+    # a flag, not an Event: a handler that took the Event's lock while the
+    # main thread held it (entering wait) would deadlock
+    stop = []
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *a: stop.set())
+        signal.signal(sig, lambda *a: stop.append(1))
     server = None
     try:
         made.append(Listener(nbd, "--nbd"))
@@ -146,8 +148,8 @@ def serve(disk_path, nbd, control, name="xvda", ready_file=None):
         sys.stderr.write("xen-remus replicate: serving %s (%d bytes) on %s, control %s\n"
                          % (disk_path, disk.size, nbd, control))
         try:
-            while not stop.wait(3600):
-                pass
+            while not stop:
+                time.sleep(0.25)
         except KeyboardInterrupt:
             pass
     finally:
@@ -223,13 +225,28 @@ def relay(backup_argv, control_path, baseline="full", timeout=3.0, attached_file
 
     primary = PrimaryRelay(0, 1, child.stdout.fileno(), child.stdin.fileno(), control,
                            baseline=baseline, beat=min(0.2, timeout / 5), on_attached=attached)
+    failure = None
     try:
         stats = primary.run()
+    except (OSError, IOError) as exc:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise
+        stats, failure = None, "the link to the backup's end broke (%s)" % os.strerror(exc.errno)
+    except ReplicationError as exc:
+        stats, failure = None, str(exc)
     finally:
         write_report(report, primary.stats)
         sys.stderr.write("xen-remus replicate relay: %s\n" % json.dumps(summary(primary.stats)))
-        child.stdin.close()
-    child.wait()
+        try:
+            child.stdin.close()
+        except (OSError, IOError):
+            pass
+    rc = child.wait()
+    if failure is not None:
+        if rc:
+            failure += "; the backup's end (%s) exited with status %d: see its stderr" % (
+                " ".join(backup_argv[:3]), rc)
+        raise ReplicationError(failure)
     return 0 if stats else 1
 
 

@@ -28,7 +28,7 @@ since() { awk -v a="$1" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}'; }
 waitfor() { local n=$1 i; shift; for ((i = 0; i < n; i++)); do "$@" && return 0; sleep 1; done; return 1; }
 pssh() { ssh -o BatchMode=yes "$PEER" "$@"; }
 rec_of() { tr -d '\r' < "$1" 2>/dev/null | sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p'; }
-ckpts() { grep -c 'Checkpointed save' "$1" 2>/dev/null || echo 0; }
+ckpts() { local n; n=$(grep -c 'Checkpointed save' "$1" 2>/dev/null); echo "${n:-0}"; }   # grep -c prints 0 and fails
 
 setup() {
   modprobe nbd nbds_max=2 || { echo "modprobe nbd failed"; return 1; }
@@ -43,9 +43,10 @@ setup() {
     || { echo "nbd-client: $(tail -3 /tmp/nbd-client.log)"; return 1; }
   waitfor 10 sh -c '[ "$(cat /sys/block/nbd0/size 2>/dev/null || echo 0)" -gt 0 ]' \
     || { echo "/dev/nbd0 has no size"; return 1; }
-  # the backup's end logs here (its stderr otherwise goes back to A)
-  printf '#!/bin/sh\nexec xen-remus "$@" 2>>/tmp/rbackup.err\n' > /run/xrl-backup-wrap
-  chmod 755 /run/xrl-backup-wrap
+  # the backup's end logs here (its stderr otherwise goes back to A); not under
+  # /run, which the initramfs mounts noexec
+  printf '#!/bin/sh\nexec xen-remus "$@" 2>>/tmp/rbackup.err\n' > /usr/local/sbin/xrl-backup-wrap
+  chmod 755 /usr/local/sbin/xrl-backup-wrap
   echo "ok: /dev/nbd0 $(cat /sys/block/nbd0/size) sectors"
 }
 
@@ -74,7 +75,7 @@ CFG
     || { say "rguest wrote no records"; pssh "echo 'rguest wrote no records' > /run/xrl-e-skip"; return 1; }
   say "rguest up, rec $(rec_of $CON/guest-rguest.log | tail -1); starting xl remus with the relay"
   setsid xl remus -n -d -F -e -i 200 -s "xen-remus replicate relay --control $RCTL --backup-disk $RIMG \
---timeout 10 --remote /run/xrl-backup-wrap --report /tmp/rrelay.json --backup-report /tmp/rbackup.json \
+--timeout 10 --remote /usr/local/sbin/xrl-backup-wrap --report /tmp/rrelay.json --backup-report /tmp/rbackup.json \
 --backup-snapshot /var/lib/xrl/rsnap.img" rguest "$PEER" > /tmp/rremus.log 2>&1 < /dev/null &
   for ((i = 0; i < 60; i++)); do
     [ "$(ckpts /tmp/rremus.log)" -ge 5 ] && break
