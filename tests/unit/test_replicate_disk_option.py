@@ -14,7 +14,7 @@ from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, r
 from xen_remus_ext import model
 from xen_remus_ext.cli import app
 from xen_remus_ext.cli import failback_cmd
-from xen_remus_ext.errors import FailbackError, ValidationError
+from xen_remus_ext.errors import FailbackError, ToolstackError, ValidationError
 from xen_remus_ext.failback import machine
 from xen_remus_ext.failback.options import FailbackOptions
 from xen_remus_ext.failback.orchestrator import Orchestrator
@@ -33,6 +33,8 @@ def test_replicated_disk_values_are_checked():
     with pytest.raises(ValidationError, match="memory-only Remus"):
         FailbackOptions(replicate=rep)                     # disk=True: libxl would checkpoint the disk itself
     assert FailbackOptions(replicate=rep.to_dict(), disk=False).replicate == rep
+    with pytest.raises(ValidationError, match="not together"):
+        FailbackOptions(replicate=rep, disk=False, hold_backup=True)
 
 
 def test_xl_remus_runs_the_relay_in_place_of_ssh():
@@ -51,7 +53,14 @@ def test_xl_remus_runs_the_relay_in_place_of_ssh():
     plain = XlToolstack(runner=None, xl=["xl"]).remus_argv("guest", "hostb", disk=False,
                                                           replicate=model.ReplicatedDisk("xvda", CTL))
     args = app.build_parser().parse_args(shlex.split(plain[plain.index("-s") + 1])[1:] + ["hostb", "xl"])
-    assert args.ssh == "ssh" and args.timeout == 3.0
+    assert args.ssh is None or args.ssh == "ssh"
+    assert args.timeout == 3.0
+    # run on the peer over ssh (failback): the peer's shell reads the words once more
+    remote = XlToolstack(runner=None, xl=["xl"], host="hosta").remus_argv(
+        "guest", "hostb", disk=False, replicate=model.ReplicatedDisk("xvda", CTL))
+    assert shlex.split(remote[remote.index("-s") + 1]) == [plain[plain.index("-s") + 1]]
+    with pytest.raises(ToolstackError, match="not together"):
+        xl.remus_argv("guest", "hostb", hold=True, replicate=model.ReplicatedDisk("xvda", CTL))
 
 
 class _Sync(FileDiskSync):

@@ -113,6 +113,9 @@ class FailbackOptions(collections.namedtuple("FailbackOptions", list(DEFAULTS)))
         if rep is not None and v["disk"]:
             raise ValidationError("option replicate: the replicated disk runs under memory-only Remus "
                                   "(disk false), got disk true")
+        if rep is not None and v["hold_backup"]:
+            raise ValidationError("option replicate: a held backup and a replicated disk both need xl's -s "
+                                  "command; not together")
         v["replicate"] = rep
         if v["supervise"] is not None and not callable(v["supervise"]):
             raise ValidationError("option supervise: expected a callable or none, got %r" % (v["supervise"],))
