@@ -194,6 +194,7 @@ def test_sender_against_a_receiver_without_tls(tmp_path):
 
 def test_gen_cert_command_and_a_bad_certificate(tmp_path):
     path = str(tmp_path / "tls" / "r.pem")
+    os.mkdir(str(tmp_path / "tls"))
     env = dict(os.environ, XEN_REMUS_STATE_DIR=str(tmp_path / "state"))
     out = subprocess.check_output([sys.executable, "-m", "xen_remus_ext", "receive", "--gen-cert",
                                    "--cert", path], env=env).decode("utf-8")
@@ -205,3 +206,28 @@ def test_gen_cert_command_and_a_bad_certificate(tmp_path):
     with pytest.raises(ResyncError) as ei:
         ResyncServer("127.0.0.1:0", key, {"d": path}, cert=path)
     assert path in str(ei.value) and "--gen-cert" in str(ei.value)
+
+
+def test_gen_cert_refuses_a_missing_directory(tmp_path):
+    """An administrator's typo in --cert creates no directory."""
+    path = str(tmp_path / "nonexist" / "x.pem")
+    env = dict(os.environ, XEN_REMUS_STATE_DIR=str(tmp_path / "state"))
+    p = subprocess.Popen([sys.executable, "-m", "xen_remus_ext", "receive", "--gen-cert", "--cert", path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out, err = p.communicate()
+    err = err.decode("utf-8", "replace")
+    assert p.returncode == 1 and "Traceback" not in err
+    assert path in err and "expected its directory %s to exist" % os.path.dirname(path) in err, err
+    assert not os.path.exists(os.path.dirname(path))
+    key = write_key(str(tmp_path / "key"))
+    with pytest.raises(ResyncError) as ei:       # the listener's certificate path alike
+        ResyncServer("127.0.0.1:0", key, {"d": key}, cert=path)
+    assert os.path.dirname(path) in str(ei.value) and not os.path.exists(os.path.dirname(path))
+
+
+def test_the_default_certificate_directory_is_created(tmp_path):
+    env = dict(os.environ, XEN_REMUS_STATE_DIR=str(tmp_path / "state"))
+    out = subprocess.check_output([sys.executable, "-m", "xen_remus_ext", "receive", "--gen-cert"],
+                                  env=env).decode("utf-8")
+    path = os.path.join(str(tmp_path / "state"), "tls", "receiver.pem")
+    assert out.startswith(path) and stat.S_IMODE(os.stat(path).st_mode) == 0o600

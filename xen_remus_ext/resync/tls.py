@@ -69,12 +69,20 @@ def gen_cert(path):
     """Write a new self-signed EC P-256 certificate and its key to ``path``
     (one PEM file, mode 0600, replaced atomically).
 
+    Only the default path's directory (:func:`default_cert_path`, inside the
+    state directory) is created when missing: the directory of a path given
+    by the administrator must exist, so a typo creates nothing.
+
     :returns: the certificate's SHA-256 fingerprint (bytes).
-    :raises ResyncError: openssl missing or failing, or ``path`` not writable.
+    :raises ResyncError: openssl missing or failing, ``path`` not writable,
+        or its directory missing.
     """
     d = os.path.dirname(os.path.abspath(path))
     try:
         if not os.path.isdir(d):
+            if os.path.abspath(path) != os.path.abspath(default_cert_path()):
+                raise ResyncError("certificate %s: expected its directory %s to exist, found none; "
+                                  "create it first (nothing was created)" % (path, d))
             os.makedirs(d, 0o700)
         tmp = tempfile.mkdtemp(prefix=".xre-cert-", dir=d)
     except (IOError, OSError) as exc:
