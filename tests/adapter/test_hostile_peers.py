@@ -157,6 +157,7 @@ def _log_has(caplog, *words):
 
 
 def test_wrong_key_is_refused(rig, caplog):
+    caplog.set_level(logging.INFO)
     s = _connect(rig)
     nonce_c = _hello(s)
     mtype, body = _recv(s)
@@ -168,6 +169,12 @@ def test_wrong_key_is_refused(rig, caplog):
     ok, text = _log_has(caplog, "authentication failed", "127.0.0.1")
     assert ok, text
     assert _unchanged(rig) and _still_serving(rig)
+    # one warning for the refused connection, not one per layer (the audit line comes last)
+    deadline = time.time() + 5
+    while not any("receive session end" in r.getMessage() for r in caplog.records) and time.time() < deadline:
+        time.sleep(0.02)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("authentication failed" in m for m in warned) == 1, warned
 
 
 def test_wrong_key_through_the_api(rig, tmp_path):

@@ -119,7 +119,8 @@ class Receiver(object):
         try:
             self._serve()
         except XenRemusError as exc:
-            LOG.warning("receiver %s: %s", self.path or "(handshake)", exc)
+            # the one log line of a refused or failed connection (the TCP server adds only its audit line)
+            LOG.warning("receiver %s: %s: %s", self.path or "(handshake)", getattr(self.chan, "peer", "sender"), exc)
             self.chan.send_error(str(exc), code=getattr(exc, "code", None))
             raise
         except Exception as exc:

@@ -457,8 +457,7 @@ class ResyncServer(object):
                 watched.authenticated = True
             try:
                 Receiver(chan, self.exports, key=self.key, after_handshake=authenticated, binding=binding).run()
-            except XenRemusError as exc:
-                LOG.warning("receiver: connection from %s:%d: %s", peer[0], peer[1], exc)
+            except XenRemusError as exc:      # the receiver logged it as a warning already
                 LOG.info("receive session end: sender %s:%d: failed: %s", peer[0], peer[1], exc)
             except Exception:      # a bug of ours; the sender was told, the traceback goes to the log
                 LOG.exception("receiver: connection from %s:%d failed", peer[0], peer[1])
