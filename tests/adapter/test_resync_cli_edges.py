@@ -219,3 +219,16 @@ def test_receive_refuses_an_export_name_given_twice(tmp_path, capsys):
 def test_every_command_that_overwrites_a_copy_takes_both_names(command, dest, flag):
     args = cli.build_parser().parse_args([command, "vm1", "hostb", flag])
     assert getattr(args, dest) is True
+
+
+@pytest.mark.parametrize("argv", [["resync", "--mode", "full"], ["resync", "--mode", "checksum"],
+                                  ["resync"], ["verify"]])
+def test_a_missing_local_target_is_named_as_such(tmp_path, capsys, argv):
+    """Not "peer" nor "remote receiver": the target is a local path that does not exist."""
+    src = make_image(str(tmp_path / "src.img"), MiB)
+    dst = str(tmp_path / "missing.img")
+    assert cli.main(argv + [src, dst]) in (1, 2)
+    err = capsys.readouterr().err
+    assert "%s: local target does not exist" % dst in err, err
+    assert "peer" not in err and "remote" not in err, err
+    assert not os.path.exists(dst)

@@ -320,47 +320,71 @@ def prepare(dest, options=None, **overrides):
     return Prepared(dest, conn, sess, info, seconds)
 
 
+def _check_local_target(dest):
+    """A local ``dest`` must exist before a receiver is started for it.
+
+    :raises ResyncError: it does not (named as the local target it is).
+    """
+    if parse_dest(dest)[0] == "local" and not os.path.exists(dest):
+        raise ResyncError("%s: local target does not exist: expected an image file or block device of the "
+                          "source's size (xen-remus meta create --size BYTES %s makes a sparse one)" % (dest, dest))
+
+
+def _audited(what, run, *args, **kwargs):
+    """``run(*args, **kwargs)``; a failure or an interruption first leaves its
+    audit line (``what``: "resync end: SRC -> DEST"), then goes on to the caller."""
+    try:
+        return run(*args, **kwargs)
+    except (Exception, KeyboardInterrupt) as exc:
+        LOG.info("%s: %s: %s", what, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
+        raise
+
+
+def _session(job, run, **connect_kw):
+    """Connect to ``job.dest``'s receiver, ``run(conn, job)``, close.
+
+    :returns: what ``run`` returns; a receiver that broke the protocol is named.
+    """
+    _check_local_target(job.dest)
+    opts = job.opts
+    conn = connect(job.dest, ssh=opts.ssh, key_file=opts.key_file, plaintext=opts.plaintext, **connect_kw)
+    try:
+        return run(conn, job)
+    except ProtocolError as exc:
+        raise _naming(job.dest, exc)
+    finally:
+        conn.close()
+
+
 def resync(src, dest, options=None, extents=None, tracker=None, events=None, prepared=None, **overrides):
     """See the module docstring.  :returns: :class:`ResyncResult`."""
     t0 = time.time()
     opts = _options(options, overrides)
     LOG.info("resync start: %s -> %s, mode %s%s%s", src, dest, opts.mode, ", discarding the target's writes"
              if opts.discard_target else "", ", on the prepared connection" if prepared is not None else "")
-    try:
+
+    def run(prep):
         refuse_same_copy(src, dest)
         size, src_meta = _source(src)
         job = _Job(src, dest, size, src_meta, opts, extents, tracker, events)
-        if prepared is not None:
-            why = prepared.dead() if prepared.dest == dest else "it is for %s" % prepared.dest
+        if prep is not None:
+            why = prep.dead() if prep.dest == dest else "it is for %s" % prep.dest
             if why is not None:
                 LOG.warning("resync %s: the connection prepared before the suspend is not usable (%s); "
                             "opening a new one", dest, why)
-                prepared.close()
-                prepared = None
-        if prepared is not None:
-            conn = prepared.conn
+                prep.close()
+                prep = None
+        if prep is not None:
             try:
-                res, bytes_read, wire, chosen, verified = _run_prepared(prepared, job)
+                return src_meta, _run_prepared(prep, job)
             except (ProtocolError, ResyncError) as exc:
                 if isinstance(exc, SplitBrainError) or "refusing" in str(exc):
                     raise
                 LOG.warning("resync %s: the send on the prepared connection failed (%s); sending again on "
                             "a new one", dest, exc)
-                prepared = None
-        if prepared is None:
-            conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, plaintext=opts.plaintext,
-                           local_process=_local_mode(job) == "checksum")
-            conn.compress = pick_codec(opts.compress, dest)
-            try:
-                res, bytes_read, wire, chosen, verified = _run_resync(conn, job)
-            except ProtocolError as exc:
-                raise _naming(dest, exc)
-            finally:
-                conn.close()
-    except (Exception, KeyboardInterrupt) as exc:   # the audit line, then the caller's handling
-        LOG.info("resync end: %s -> %s: %s: %s", src, dest,
-                 "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
-        raise
+        return src_meta, _session(job, _run_resync, local_process=_local_mode(job) == "checksum")
+    audit = "resync end: %s -> %s" % (src, dest)
+    src_meta, (res, bytes_read, wire, chosen, verified, codec) = _audited(audit, run, prepared)
     result = ResyncResult(chosen, bytes_read, wire, res["extents"], round(time.time() - t0, 3), verified,
                           res["digest_bytes"], res["resumed"], res["resent"])
     LOG.info("resync end: %s -> %s: ok, %s mode, generation %s, %d bytes read, %d bytes sent, %.2f s%s%s",
@@ -371,8 +395,7 @@ def resync(src, dest, options=None, extents=None, tracker=None, events=None, pre
     _emit(events, {"result": "ok", "mode": result.mode, "bytes_read": result.bytes_read,
                    "bytes_sent": result.bytes_sent, "digest_bytes": result.digest_bytes, "extents": result.extents,
                    "seconds": result.seconds, "verified": result.verified, "resumed": result.resumed,
-                   "resent": result.resent,
-                   "compress": conn.chan.codec.name if conn.chan.codec is not None else None})
+                   "resent": result.resent, "compress": codec})
     return result
 
 
@@ -429,6 +452,8 @@ def _run_prepared(prepared, job):
 
 
 def _run_resync(conn, job):
+    """:returns: ``(phase result, bytes read, wire bytes, mode, verified, codec name or None)``."""
+    conn.compress = pick_codec(job.opts.compress, job.dest)
     sess = SenderSession(conn, events=job.events)
     info = _handshake(sess, conn)
     return _run_session(conn, sess, info, job)
@@ -492,7 +517,7 @@ def _run_session(conn, sess, info, job):
         verified = True
     sess.bye()
     wire = conn.chan.bytes_out + conn.chan.bytes_in
-    return res, bytes_read, wire, chosen, verified
+    return res, bytes_read, wire, chosen, verified, conn.chan.codec.name if conn.chan.codec is not None else None
 
 
 def verify(src, dest, options=None, events=None, **overrides):
@@ -504,18 +529,7 @@ def verify(src, dest, options=None, events=None, **overrides):
     src_meta = meta.load(src) or meta.DiskMeta(src, size, True)
     job = _Job(src, dest, size, src_meta._replace(size=size), opts, None, None, events)
     LOG.info("verify start: %s against %s", src, dest)
-    try:
-        conn = connect(dest, ssh=opts.ssh, key_file=opts.key_file, local_process=True, plaintext=opts.plaintext)
-        try:
-            res = _run_verify(conn, job)
-        except ProtocolError as exc:
-            raise _naming(dest, exc)
-        finally:
-            conn.close()
-    except (Exception, KeyboardInterrupt) as exc:   # the audit line, then the caller's handling
-        LOG.info("verify end: %s against %s: %s: %s", src, dest,
-                 "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
-        raise
+    res = _audited("verify end: %s against %s" % (src, dest), _session, job, _run_verify, local_process=True)
     result = VerifyResult(not res["differing"], res["differing"], res["bytes_read"], round(time.time() - t0, 3))
     LOG.info("verify end: %s against %s: %s, %d bytes read, %.2f s", src, dest,
              "identical" if result.identical else "%d extent(s) differ" % len(result.differing),

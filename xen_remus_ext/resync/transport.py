@@ -127,8 +127,8 @@ class Connection(object):
             pass
         for _ in range(50):
             if self.proc.poll() is not None:
-                return "the remote receiver (%s) exited with status %d" % (" ".join(self.proc.args_shown),
-                                                                           self.proc.returncode)
+                return "the %s (%s) exited with status %d" % (self.proc.label, " ".join(self.proc.args_shown),
+                                                              self.proc.returncode)
             threading.Event().wait(0.02)
         return None
 
@@ -267,6 +267,7 @@ def _connect_pipe(argv, describe, peer):
                 pass
         proc.wait()
     proc.args_shown = argv
+    proc.label = "local receiver" if peer == "local receiver" else "remote receiver"
     return Connection(chan, "", describe, cleanup, proc=proc)
 
 
