@@ -49,9 +49,13 @@ def test_resync_and_verify_leave_start_and_end_lines(tmp_path, logfile, capsys):
     assert "ok, checksum mode, generation" in end[0] and "bytes sent" in end[0]
     assert len(lines(logfile, "verify start:")) == 1
     assert "identical" in lines(logfile, "verify end:")[0]
-    # a refused resync still ends with a line saying so
+    # a refused resync or verify still ends with a line saying so, naming both ends
     assert cli.main(["-q", "resync", src, src]) == 1
     assert "failed" in lines(logfile, "resync end:")[-1]
+    missing = str(tmp_path / "missing.img")
+    assert cli.main(["-q", "verify", "--no-progress", src, missing]) == 2
+    end = lines(logfile, "verify end:")[-1]
+    assert "%s against %s: failed: " % (src, missing) in end and "does not exist" in end
 
 
 def test_log_handler_survives_logrotate(tmp_path, logfile):

@@ -4,6 +4,7 @@ from __future__ import absolute_import, division, print_function
 
 import json
 import os
+import re
 
 import pytest
 
@@ -120,3 +121,22 @@ def test_invalidate_refuses_an_absent_disk_and_leaves_no_record(tmp_path, capsys
     # an absent copy can still be shown and its record forgotten
     assert cli.main(["meta", "show", gone]) == 0
     assert cli.main(["meta", "forget", gone]) == 0
+
+
+@pytest.mark.parametrize("action", ["show", "invalidate", "forget", "create"])
+def test_every_action_takes_disk_and_json(action, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["meta", action, "--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    assert re.search(r"usage: xen-remus meta %s .*\[--json\].* DISK" % action, " ".join(out.split())), out
+    assert ("--size SIZE" in out) == (action == "create")
+
+
+def test_create_size_takes_the_resync_size_syntax(tmp_path, capsys):
+    disk = str(tmp_path / "d.img")
+    assert cli.main(["meta", "create", "--size", "1.5M", disk]) == 0
+    assert os.path.getsize(disk) == 3 << 19
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["meta", "create", "--size", "1x", str(tmp_path / "e.img")])
+    assert ei.value.code == 2 and "expected a number with optional K/M/G/T suffix" in capsys.readouterr().err

@@ -19,16 +19,17 @@ import json
 import os
 import stat
 
+from xen_remus_ext.cli.resync_cmd import size_arg
 from xen_remus_ext.errors import ValidationError
 
 
-def _size(text):
-    import argparse
-    from xen_remus_ext.resync.plan import parse_size
-    try:
-        return parse_size(text)
-    except ValidationError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+def _action(sub, name, func, help, description, json_help="print one JSON object"):
+    """One ``meta ACTION DISK [--json]`` subcommand; :returns: its parser."""
+    s = sub.add_parser(name, help=help, description=description)
+    s.add_argument("disk", metavar="DISK")
+    s.add_argument("--json", action="store_true", help=json_help)
+    s.set_defaults(func=func)
+    return s
 
 
 def register(subparsers):
@@ -37,33 +38,20 @@ def register(subparsers):
         description="A disk copy's generation record (what resync and failback compare to refuse "
                     "split brain).  The vocabulary is DRBD's; see xen-remus(1), \"Disk metadata\".")
     sub = p.add_subparsers(dest="meta_command", metavar="ACTION")
-    s = sub.add_parser("show", help="generations, consistent, role and history of DISK",
-                       description="Print DISK's generation record.")
-    s.add_argument("disk", metavar="DISK")
-    s.add_argument("--json", action="store_true", help="print one JSON object")
-    s.set_defaults(func=cmd_show)
-    s = sub.add_parser("invalidate", help="mark DISK as the copy to be overwritten by the next resync",
-                       description="Mark DISK inconsistent under a new generation: the next resync into "
-                                   "it is allowed without --discard-target and compares every block; "
-                                   "DISK is refused as a resync source until then.")
-    s.add_argument("disk", metavar="DISK")
-    s.add_argument("--json", action="store_true", help="print the new record as one JSON object")
-    s.set_defaults(func=cmd_invalidate)
-    s = sub.add_parser("forget", help="delete DISK's generation record",
-                       description="Delete DISK's record.  A resync into DISK then checks no generation "
-                                   "and compares every block; a resync from DISK gives it a fresh "
-                                   "generation no peer shares, so the peer must be named the loser "
-                                   "with --discard-target.")
-    s.add_argument("disk", metavar="DISK")
-    s.add_argument("--json", action="store_true", help="print the deleted record as one JSON object")
-    s.set_defaults(func=cmd_forget)
-    s = sub.add_parser("create", help="create DISK as an empty sparse image (refuses an existing one)",
-                       description="Create DISK as a sparse image of SIZE bytes, holding only holes.  "
-                                   "An existing DISK is refused, whatever it holds.")
-    s.add_argument("disk", metavar="DISK")
-    s.add_argument("--size", type=_size, required=True, metavar="SIZE", help="bytes (K, M, G suffixes)")
-    s.add_argument("--json", action="store_true", help="print one JSON object")
-    s.set_defaults(func=cmd_create)
+    _action(sub, "show", cmd_show, "generations, consistent, role and history of DISK",
+            "Print DISK's generation record.")
+    _action(sub, "invalidate", cmd_invalidate, "mark DISK as the copy to be overwritten by the next resync",
+            "Mark DISK inconsistent under a new generation: the next resync into it is allowed without "
+            "--discard-target and compares every block; DISK is refused as a resync source until then.",
+            "print the new record as one JSON object")
+    _action(sub, "forget", cmd_forget, "delete DISK's generation record",
+            "Delete DISK's record.  A resync into DISK then checks no generation and compares every "
+            "block; a resync from DISK gives it a fresh generation no peer shares, so the peer must be "
+            "named the loser with --discard-target.", "print the deleted record as one JSON object")
+    s = _action(sub, "create", cmd_create, "create DISK as an empty sparse image (refuses an existing one)",
+                "Create DISK as a sparse image of SIZE bytes, holding only holes.  An existing DISK is "
+                "refused, whatever it holds.")
+    s.add_argument("--size", type=size_arg, required=True, metavar="SIZE", help="bytes (K, M, G suffixes)")
     p.set_defaults(func=lambda args: _usage(p))
 
 

@@ -26,7 +26,8 @@ from xen_remus_ext.errors import ConfigError, ResyncError, ValidationError, XenR
 MIN_RATE = 256 * 1024
 
 
-def _size(text):
+def size_arg(text):
+    """An argparse type: ``64K``, ``1.5M``, ``0x1000`` -> bytes (``resync --rate``, ``meta create --size``)."""
     from xen_remus_ext.resync.plan import parse_size
     try:
         return parse_size(text)
@@ -36,7 +37,7 @@ def _size(text):
 
 def _rate(text):
     """``--rate``: bytes/s with K/M/G suffix, fractions allowed; 0 means no cap."""
-    value = _size(text)
+    value = size_arg(text)
     if value and value < MIN_RATE:
         raise argparse.ArgumentTypeError("rate: expected 0 (no cap) or at least %dK bytes/s, got %r"
                                          % (MIN_RATE >> 10, text))
@@ -46,7 +47,7 @@ def _rate(text):
 def _block_size(text):
     from xen_remus_ext.errors import ProtocolError
     from xen_remus_ext.resync.protocol import check_block_size
-    value = _size(text)
+    value = size_arg(text)
     try:
         check_block_size(value)
     except ProtocolError as exc:

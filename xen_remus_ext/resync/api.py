@@ -529,7 +529,8 @@ def verify(src, dest, options=None, events=None, **overrides):
     src_meta = meta.load(src) or meta.DiskMeta(src, size, True)
     job = _Job(src, dest, size, src_meta._replace(size=size), opts, None, None, events)
     LOG.info("verify start: %s against %s", src, dest)
-    res = _audited("verify end: %s against %s" % (src, dest), _session, job, _run_verify, local_process=True)
+    audit = "verify end: %s against %s" % (src, dest)
+    res = _audited(audit, _session, job, _run_verify, local_process=True)
     result = VerifyResult(not res["differing"], res["differing"], res["bytes_read"], round(time.time() - t0, 3))
     LOG.info("verify end: %s against %s: %s, %d bytes read, %.2f s", src, dest,
              "identical" if result.identical else "%d extent(s) differ" % len(result.differing),
