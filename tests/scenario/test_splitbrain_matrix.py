@@ -121,7 +121,8 @@ def test_cli_with_discard_target_overwrites_exactly_the_target(diverged, capsys,
     rc, last, err = _cli(capsys, src, dst, "--discard-target", "--mode", "checksum")
     assert rc == 0 and last["result"] == "ok", (last, err)
     _assert_synced(src, dst, before[0])
-    assert meta.load(src) == before[2], "the source's generation changed"
+    # the source's record changed only in its file stamp (what it was read at)
+    assert meta.load(src)._replace(stamp=None) == before[2]._replace(stamp=None), "the source's generation changed"
     # the pair is now in sync: a plain rerun needs no discard and writes nothing
     rc, last, _ = _cli(capsys, src, dst, "--mode", "checksum")
     assert rc == 0 and last["result"] == "ok"

@@ -199,7 +199,7 @@ def _options(options, overrides):
 
 
 #: what one resync works on, besides its options
-_Job = collections.namedtuple("_Job", "src dest size src_meta opts extents tracker events")
+_Job = collections.namedtuple("_Job", "src dest size src_meta opts extents tracker events src_stamp")
 
 
 def _source(src):
@@ -365,8 +365,10 @@ def resync(src, dest, options=None, extents=None, tracker=None, events=None, pre
 
     def run(prep):
         refuse_same_copy(src, dest)
+        stamp = meta.file_stamp(src)       # before the first read: a write during the run changes it
         size, src_meta = _source(src)
-        job = _Job(src, dest, size, src_meta, opts, extents, tracker, events)
+        job = _Job(src, dest, size, src_meta, opts, extents, tracker, events, stamp)
+        out = None
         if prep is not None:
             why = prep.dead() if prep.dest == dest else "it is for %s" % prep.dest
             if why is not None:
@@ -376,13 +378,16 @@ def resync(src, dest, options=None, extents=None, tracker=None, events=None, pre
                 prep = None
         if prep is not None:
             try:
-                return src_meta, _run_prepared(prep, job)
+                out = _run_prepared(prep, job)
             except (ProtocolError, ResyncError) as exc:
                 if isinstance(exc, SplitBrainError) or "refusing" in str(exc):
                     raise
                 LOG.warning("resync %s: the send on the prepared connection failed (%s); sending again on "
                             "a new one", dest, exc)
-        return src_meta, _session(job, _run_resync, local_process=_local_mode(job) == "checksum")
+        if out is None:
+            out = _session(job, _run_resync, local_process=_local_mode(job) == "checksum")
+        meta.set_stamp(src, stamp)
+        return src_meta, out
     audit = "resync end: %s -> %s" % (src, dest)
     src_meta, (res, bytes_read, wire, chosen, verified, codec) = _audited(audit, run, prepared)
     result = ResyncResult(chosen, bytes_read, wire, res["extents"], round(time.time() - t0, 3), verified,
@@ -471,6 +476,12 @@ def _run_session(conn, sess, info, job):
                       "refusing: name the loser with --discard-target to overwrite it"
                       % (dest, relation, job.src, dst_meta.current if dst_meta else None, src_meta.current))
         LOG.warning("%s: target is %s; discarding its writes as asked", dest, relation)
+    why = meta.wrong_way(src_meta, job.src_stamp, dst_meta, field(info, "INFO", "stamp", integer_types, None))
+    if why:
+        if not opts.discard_target:
+            raise ResyncError("%s: refusing to overwrite it from %s: %s; check the direction, or name the "
+                              "target the loser with --discard-target" % (dest, job.src, why))
+        LOG.warning("%s: %s; overwriting it as asked (--discard-target)", dest, why)
     chosen = _choose_mode(opts.mode, job.extents, job.tracker, src_meta, dst_meta)
     if chosen == "tracked":
         why = meta.tracked_refusal(src_meta, dst_meta)
@@ -527,7 +538,7 @@ def verify(src, dest, options=None, events=None, **overrides):
     with BlockFile(src) as f:
         size = f.size
     src_meta = meta.load(src) or meta.DiskMeta(src, size, True)
-    job = _Job(src, dest, size, src_meta._replace(size=size), opts, None, None, events)
+    job = _Job(src, dest, size, src_meta._replace(size=size), opts, None, None, events, None)
     LOG.info("verify start: %s against %s", src, dest)
     audit = "verify end: %s against %s" % (src, dest)
     res = _audited(audit, _session, job, _run_verify, local_process=True)

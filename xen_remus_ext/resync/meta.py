@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import re
+import stat
 
 from xen_remus_ext.compat import atomic_write, integer_types, string_types, to_bytes, to_text
 from xen_remus_ext.errors import JournalError, ValidationError
@@ -71,12 +72,17 @@ def _check_gen(name, value, optional):
         raise ValidationError("disk meta %s: expected 16 hex digits, got %r" % (name, value))
 
 
-class DiskMeta(collections.namedtuple("DiskMeta", "disk size consistent current bitmap history role")):
-    """Metadata of one disk copy (see the module docstring)."""
+class DiskMeta(collections.namedtuple("DiskMeta", "disk size consistent current bitmap history role stamp")):
+    """Metadata of one disk copy (see the module docstring).
+
+    ``stamp``: for an image file, its modification time (:func:`file_stamp`)
+    when a resync last read it as the source or finished writing it as the
+    target; None otherwise.  It only serves :func:`wrong_way`.
+    """
 
     __slots__ = ()
 
-    def __new__(cls, disk, size, consistent=True, current=None, bitmap=None, history=(), role=None):
+    def __new__(cls, disk, size, consistent=True, current=None, bitmap=None, history=(), role=None, stamp=None):
         if current is None:
             current = new_generation()
         _check_gen("current", current, False)
@@ -86,19 +92,21 @@ class DiskMeta(collections.namedtuple("DiskMeta", "disk size consistent current 
             _check_gen("history", h, False)
         if not isinstance(size, integer_types) or size < 0:
             raise ValidationError("disk meta size: expected bytes >= 0, got %r" % (size,))
+        if stamp is not None and (not isinstance(stamp, integer_types) or isinstance(stamp, bool)):
+            raise ValidationError("disk meta stamp: expected an integer or null, got %r" % (stamp,))
         return super(DiskMeta, cls).__new__(cls, disk, size, bool(consistent), current, bitmap,
-                                            history[:HISTORY], role)
+                                            history[:HISTORY], role, stamp)
 
     def to_dict(self):
         return {"disk": self.disk, "size": self.size, "consistent": self.consistent,
                 "current": self.current, "bitmap": self.bitmap, "history": list(self.history),
-                "role": self.role}
+                "role": self.role, "stamp": self.stamp}
 
     @classmethod
     def from_dict(cls, d):
         try:
             return cls(d["disk"], int(d["size"]), d["consistent"], d["current"], d.get("bitmap"),
-                       d.get("history") or (), d.get("role"))
+                       d.get("history") or (), d.get("role"), d.get("stamp"))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValidationError("disk meta: expected disk, size, consistent, current; got %r (%s)" % (d, exc))
 
@@ -268,16 +276,59 @@ def mark_inconsistent(disk, size=None, role="resync-target"):
     return save(m._replace(consistent=False, role=role))
 
 
-def mark_synced(disk, source_meta, role="backup"):
+def mark_synced(disk, source_meta, role="backup", stamp=None):
     """``disk`` now holds exactly the data of ``source_meta``'s generation,
-    fsync'd: take that generation and its ancestry; clear our bitmap."""
+    fsync'd: take that generation and its ancestry; clear our bitmap.
+    ``stamp``: :func:`file_stamp` of ``disk`` now."""
     if isinstance(source_meta, dict):
         source_meta = DiskMeta.from_dict(source_meta)
     m = load(disk)
     size = m.size if m is not None else source_meta.size
     hist = [h for h in ((source_meta.bitmap,) if source_meta.bitmap else ()) + source_meta.history]
     return save(DiskMeta(identity(disk), size, True, source_meta.current, None,
-                         tuple(hist)[:HISTORY], role))
+                         tuple(hist)[:HISTORY], role, stamp))
+
+
+def file_stamp(path):
+    """The modification time of an image file in microseconds, or None for
+    anything else (a block device's node does not change when its blocks do).
+    Both Pythons round the same float, so their stamps compare equal."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return int(round(st.st_mtime * 1e6)) if stat.S_ISREG(st.st_mode) else None
+
+
+def set_stamp(disk, stamp):
+    """Record ``stamp`` (:func:`file_stamp`) in ``disk``'s record, if it has one."""
+    m = load(disk)
+    if m is not None and stamp is not None and m.stamp != stamp:
+        save(m._replace(stamp=stamp))
+
+
+def wrong_way(src, src_stamp, dst, dst_stamp):
+    """Why a resync from ``src`` into ``dst`` (:class:`DiskMeta`, same
+    generation) looks like the wrong direction, or None.
+
+    Copies outside Remus keep their generation when written, so two image
+    files once synced look identical whichever was written since.  Their
+    stamps still tell: when the target's file changed since its last resync
+    while the source's did not, the target holds the newer writes.  (Both
+    changed, or no stamps: nothing can be told; a block device has none.)
+
+    :param src_stamp: :func:`file_stamp` of the source now;
+    :param dst_stamp: the target's now (from the receiver).
+    """
+    if dst is None or compare(src, dst) != IDENTICAL:
+        return None
+    if None in (src.stamp, dst.stamp, src_stamp, dst_stamp):
+        return None
+    if src_stamp == src.stamp and dst_stamp != dst.stamp:
+        return ("the target's file was modified since its last resync and the source's was not, though both "
+                "hold generation %s: the target may hold the newer writes (copies outside Remus keep their "
+                "generation when written)" % src.current)
+    return None
 
 
 def clear_bitmap(disk):

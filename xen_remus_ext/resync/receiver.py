@@ -108,7 +108,8 @@ class Receiver(object):
         self.size = size
         self.chan.send_json(P.INFO, {"size": size, "path": self.path,
                                      "meta": m.to_dict() if m else None,
-                                     "journal": j.key() if j else None})
+                                     "journal": j.key() if j else None,
+                                     "stamp": meta.file_stamp(self.path)})
 
     # -- main loop --------------------------------------------------------
     def run(self):
@@ -270,7 +271,7 @@ class Receiver(object):
         if writing:
             self.wrote_phase = src
         if commit is True and self.wrote_phase is not None:
-            meta.mark_synced(self.path, self.wrote_phase)
+            meta.mark_synced(self.path, self.wrote_phase, stamp=meta.file_stamp(self.path))
             jn.remove(self.path)
             self.wrote_phase = None
         elif commit is False and not writing and self.wrote_phase is not None:
