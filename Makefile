@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY3 = $$(tools/venv.sh py3)/bin/python
 XEN_SRC ?=
 
-.PHONY: all demo test test-matrix test-matrix-ends test-py3 test-py27 lint deps bench bench-replication chaos check-patches deb test-deb test-xen test-xend test-cluster clean
+.PHONY: all demo test test-matrix test-matrix-ends test-py3 test-py27 lint deps bench bench-resume bench-replication chaos check-patches deb test-deb test-xen test-xend test-cluster clean
 
 all: test
 
@@ -36,6 +36,9 @@ lint:
 
 bench: deps
 	@$(PY3) bench/resync.py $(BENCH_ARGS)
+
+bench-resume: deps
+	@$(PY3) bench/resume.py $(BENCH_ARGS)
 
 bench-replication: deps
 	@$(PY3) bench/replication.py $(BENCH_ARGS)
