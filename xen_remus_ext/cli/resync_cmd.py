@@ -170,7 +170,7 @@ def _printer(enabled):
 
 
 def _teller(dest):
-    """Events for a human: a resumed run says so on stderr."""
+    """Events for a human: a resumed run says so on stderr (a warning is logged there already)."""
     def tell(obj):
         if obj.get("event") == "resume":
             sys.stderr.write("xen-remus: %s: resuming an interrupted run: comparing the %d bytes it finished "

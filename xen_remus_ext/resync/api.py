@@ -477,11 +477,12 @@ def _run_session(conn, sess, info, job):
                       % (dest, relation, job.src, dst_meta.current if dst_meta else None, src_meta.current))
         LOG.warning("%s: target is %s; discarding its writes as asked", dest, relation)
     why = meta.wrong_way(src_meta, job.src_stamp, dst_meta, field(info, "INFO", "stamp", integer_types, None))
-    if why:
-        if not opts.discard_target:
-            raise ResyncError("%s: refusing to overwrite it from %s: %s; check the direction, or name the "
-                              "target the loser with --discard-target" % (dest, job.src, why))
-        LOG.warning("%s: %s; overwriting it as asked (--discard-target)", dest, why)
+    if why and not opts.discard_target:
+        # a warning, not a refusal: a copy scribbled on and repaired from its
+        # source looks the same, and file times are only as fine as a clock tick
+        text = "%s: %s; overwriting it from %s: check the direction" % (dest, why, job.src)
+        LOG.warning("%s", text)
+        _emit(job.events, {"event": "warning", "warning": text})
     chosen = _choose_mode(opts.mode, job.extents, job.tracker, src_meta, dst_meta)
     if chosen == "tracked":
         why = meta.tracked_refusal(src_meta, dst_meta)
