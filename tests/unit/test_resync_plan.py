@@ -83,3 +83,24 @@ def test_extents_to_intervals_rejects_past_end():
 def test_align_out():
     assert plan.align_out([(5, 10), (4100, 4200)], 4096, 5000) == [(0, 5000)]
     assert plan.align_out([(5, 10)], 4096, 100000) == [(0, 4096)]
+
+
+def test_intersect_and_covers():
+    a = [(0, 10), (20, 30), (40, 50)]
+    assert plan.intersect(a, [(5, 25), (45, 100)]) == [(5, 10), (20, 25), (45, 50)]
+    assert plan.intersect(a, []) == [] and plan.intersect([], a) == []
+    assert [o for o in (0, 9, 10, 19, 20, 29, 30, 49, 50) if plan.covers(a, o)] == [0, 9, 20, 29, 49]
+    assert not plan.covers([], 0)
+
+
+def test_merged_chunks_cut_each_list_as_alone():
+    """The receiver digests only the finished ranges: the sender's pieces of
+    them must be exactly the receiver's chunks, interleaved in offset order."""
+    C = plan.CHUNK
+    done = [(C // 2, 3 * C + 100)]
+    rest = plan.subtract([(0, 5 * C)], done)
+    merged = list(plan.merged_chunks(done, rest))
+    assert [p for p in merged if plan.covers(done, p[0])] == list(plan.chunks(done))
+    assert [p for p in merged if not plan.covers(done, p[0])] == list(plan.chunks(rest))
+    assert [p[0] for p in merged] == sorted(p[0] for p in merged)
+    assert sum(n for _, n in merged) == 5 * C
