@@ -386,7 +386,7 @@ def resync(src, dest, options=None, extents=None, tracker=None, events=None, pre
                             "a new one", dest, exc)
         if out is None:
             out = _session(job, _run_resync, local_process=_local_mode(job) == "checksum")
-        meta.set_stamp(src, stamp)
+        meta.set_stamp(src, stamp, src_meta.current)
         return src_meta, out
     audit = "resync end: %s -> %s" % (src, dest)
     src_meta, (res, bytes_read, wire, chosen, verified, codec) = _audited(audit, run, prepared)

@@ -300,10 +300,12 @@ def file_stamp(path):
     return int(round(st.st_mtime * 1e6)) if stat.S_ISREG(st.st_mode) else None
 
 
-def set_stamp(disk, stamp):
-    """Record ``stamp`` (:func:`file_stamp`) in ``disk``'s record, if it has one."""
+def set_stamp(disk, stamp, current):
+    """Record ``stamp`` (:func:`file_stamp`) in ``disk``'s record, if it
+    still holds generation ``current`` (a rotation since wins: the record is
+    left as it is)."""
     m = load(disk)
-    if m is not None and stamp is not None and m.stamp != stamp:
+    if m is not None and stamp is not None and m.stamp != stamp and m.current == current:
         save(m._replace(stamp=stamp))
 
 
