@@ -115,8 +115,8 @@ def test_the_hook_process_reopens_the_log_tracker_the_failback_marked(tmp):
 def test_the_hook_finds_the_journaled_log_tracker(tmp, monkeypatch):
     from xen_remus_ext.failback import journal
     rec = journal.new_record("web1", "192.0.2.1", "failback", "192.0.2.2", "xend", {}, 0.0)
-    rec["disks"] = [{"vdev": "xvda", "src": "/img", "tracker": "blktap2-log"},
-                    {"vdev": "xvdb", "src": "/img2", "tracker": None}]
+    rec["disks"] = [{"vdev": "xvda", "src": "/img", "dest": "192.0.2.1:/img", "tracker": "blktap2-log"},
+                    {"vdev": "xvdb", "src": "/img2", "dest": "192.0.2.1:/img2", "tracker": None}]
     journal.save(rec, tmp)
     state = blktap2_log.state_file("web1", "xvda", base=tmp)
     os.makedirs(os.path.dirname(state))
