@@ -135,6 +135,13 @@ def _remus_fifo_init(self, disk, _stock_init=ReplicatedDisk.__init__):
 ReplicatedDisk.__init__ = _remus_fifo_init
 
 EOF
+cat >"$tmp/log-type.txt" <<'EOF'
+    # xen-remus-ext: blktap2's log driver (a dirty tracker).  xend rebuilds
+    # a tap2 disk's uname as tap:STACK on restore and on an incoming
+    # migration, and sends a stack whose top driver is not listed here to
+    # blktap1, which has no log driver.
+    'log',
+EOF
 printf "    'remus-failback', 'remus-resync', 'remus-status',\n" >"$tmp/imported.txt"
 
 header() {  # header SUBJECT BODY -> patch description lines
@@ -196,6 +203,12 @@ cannot unpack it, so destroy failed and tapdisks leaked after each migration
 blktap2 log driver under remus, which xen-remus-ext reads as its dirty-block
 tracker): the remus script could not protect such a disk."
   echo 0005-remus-fifo-of-a-stacked-remus-disk.patch >>"$dir/series"
+  one "$tag" "$dir/0006-xend-blktap2-log-disk-type.patch" "$BLKTAP" \
+      $'    \'remus\',\n' after "$tmp/log-type.txt" \
+      "xend: blktap2_disk_types lists the log driver" \
+      "A tap2 disk whose stack starts with log: (log:NAME|aio:PATH) came back from
+a restore or a migration as tap:log:..., which xend sent to blktap1."
+  echo 0006-xend-blktap2-log-disk-type.patch >>"$dir/series"
   mkdir -p "$here/alt"
   one "$tag" "$here/alt/xen-$ver-xm-imported-commands.patch" "$MAIN" \
       $'    \'cpupool-new\',\n    ]\n' before "$tmp/imported.txt" \
