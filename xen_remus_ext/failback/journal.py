@@ -132,7 +132,7 @@ _FIELD_TYPES = {"domain": _TEXT, "host": _TEXT, "local_host": _OPT_TEXT, "mode":
 _REQUIRED = ("domain", "host", "mode", "state", "disks", "delta", "history")
 _DISK_TYPES = {"vdev": _TEXT, "src": _TEXT, "dest": _TEXT, "path": _OPT_TEXT, "precopy": (list,),
                "final": (dict, type(None)), "size": integer_types + (type(None),), "tracker": _OPT_TEXT,
-               "estimate": _NUMBER,
+               "tracker_why": _OPT_TEXT, "estimate": _NUMBER, "prepared": _NUMBER,
                "create": (bool,), "created": (bool,)}
 _DISK_REQUIRED = ("vdev", "src", "dest")
 #: a disk pass's result (``precopy[i]``, ``final``): the fields read back
