@@ -34,6 +34,7 @@ import random
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -550,6 +551,27 @@ class Host(object):
         self.event("build", domid=d.domid, seed=d.memory["seed"])
         return {"store_mfn": 1000 + d.domid, "console_mfn": 2000 + d.domid}
 
+    def xc_hvm_build(self, domid=0, image=None, memsize=256, target=None, vcpus=1, vcpu_avail=1, acpi=0,
+                     apic=0, **kw):
+        """hvmloader into an HVM domain: the guest's state starts here, as linux_build's does."""
+        d = self.dom(domid)
+        if not image or not os.path.exists(image):
+            raise HvError("hvm_build: loader %r not found" % image)
+        if not d.hvm:
+            raise HvError("hvm_build: domain %d was not created as HVM" % d.domid)
+        d.mem_kb = int(memsize) * 1024
+        d.vcpus = int(vcpus)
+        d.memory = {"seed": random.randint(1, 0x7fffffff), "next": 0, "boot": time.time()}
+        self.event("build", domid=d.domid, seed=d.memory["seed"], hvm=True)
+        return {}
+
+    def xc_hvm_get_param(self, domid, param):
+        """The HVM parameters xend and the checkpointer read: the store and
+        console pages, no PV drivers (CALLBACK_IRQ 0: xend suspends the domain
+        itself), ACPI S0."""
+        d = self.dom(domid)
+        return {1: 1000 + d.domid, 17: 2000 + d.domid}.get(int(param), 0)
+
     def xc_domain_unpause(self, domid):
         d = self.dom(domid)
         d.paused = False
@@ -738,7 +760,9 @@ class Host(object):
         pending = []
         try:
             while not self.stopping and d.domid in self.domains and not d.dying:
-                req = rd(xs, base + "/control/shutdown")
+                # an HVM guest without PV drivers never reads control/shutdown (xend
+                # shuts it down through the hypervisor instead)
+                req = None if d.hvm else rd(xs, base + "/control/shutdown")
                 if req:
                     xs.write(base + "/control/shutdown", "")
                     if not d.shutdown:
@@ -789,7 +813,7 @@ class Host(object):
         xs = PyxsXenStore(self.xs_socket)
         try:
             while not self.stopping:
-                for cls in ("vbd", "tap"):
+                for cls in ("vbd", "tap", "vif"):
                     root = "/local/domain/0/backend/%s" % cls
                     try:
                         doms = xs.list(root)
@@ -817,7 +841,10 @@ class Host(object):
         state = rd(xs, path + "/state")
         front = rd(xs, path + "/frontend")
         if online == "0" and state in ("5", "6"):
-            # xend closed it: blkback goes to Closed, xen-hotplug-cleanup removes the backend
+            # xend closed it: blkback/netback go to Closed (netback removes its
+            # interface), xen-hotplug-cleanup removes the backend
+            if cls == "vif":
+                self._vif_remove(xs, path)
             xs.write(path + "/state", "6")
             if front and xs.exists(front):
                 xs.write(front + "/state", "6")
@@ -831,6 +858,9 @@ class Host(object):
             self.event("hotplug-remove", path=path)
             return
         if status is not None or online != "1" or state is None:
+            return
+        if cls == "vif":
+            self._vif_online(xs, path, front)
             return
         params = rd(xs, path + "/params") or ""
         err = None
@@ -859,13 +889,58 @@ class Host(object):
         self.event("hotplug-connected", path=path, params=params)
 
 
+    # -- netback and vif-bridge ---------------------------------------------------------
+    @staticmethod
+    def _vif_name(xs, path):
+        dom, dev = path.split("/")[-2:]
+        return rd(xs, path + "/vifname") or "vif%s.%s" % (dom, dev)
+
+    def _vif_online(self, xs, path, front):
+        """netback creates the interface ``vifD.N`` (here one end of a veth
+        pair; the other end, ``gD.N``, is the guest's); vif-bridge puts it
+        on the bridge and brings it up, then reports ``connected``."""
+        name = self._vif_name(xs, path)
+        bridge = rd(xs, path + "/bridge") or "xenbr0"
+        guest = "g" + name[len("vif"):]
+        _ip("link", "del", "dev", name, check=False)
+        err = (_ip("link", "add", "dev", name, "type", "veth", "peer", "name", guest)
+               or _ip("link", "set", "dev", name, "master", bridge)
+               or _ip("link", "set", "dev", name, "up") or _ip("link", "set", "dev", guest, "up"))
+        if err:
+            xs.write(path + "/hotplug-error", err)
+            xs.write(path + "/hotplug-status", "error")
+            self.event("hotplug-error", path=path, error=err)
+            return
+        xs.write(path + "/hotplug-status", "connected")
+        xs.write(path + "/state", "4")
+        if front and xs.exists(front):
+            xs.write(front + "/state", "4")
+        self.event("hotplug-connected", path=path, vif=name, bridge=bridge)
+
+    def _vif_remove(self, xs, path):
+        name = self._vif_name(xs, path)
+        if _ip("link", "del", "dev", name, check=False) is None:
+            self.event("vif-removed", path=path, vif=name)
+
+
+def _ip(*args, **kw):
+    """``ip ARGS`` in this host's network namespace: :returns: None, or the error text."""
+    proc = subprocess.run(("ip",) + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode == 0:
+        return None
+    err = "ip %s: %s" % (" ".join(args), proc.stderr.decode(errors="replace").strip())
+    if kw.get("check", True):
+        LOG.warning("%s", err)
+    return err
+
+
 NOOPS = dict((m, 0) for m in (
     "cpupool_movedomain", "domain_set_memmap_limit", "sched_credit_domain_set", "domain_destroy_hook",
     "vcpu_setaffinity", "domain_set_target_mem", "domain_set_time_offset", "domain_set_tsc_info",
     "domain_disable_migrate", "domain_suppress_spurious_page_faults", "domain_set_machine_address_size",
     "domain_ioport_permission", "domain_irq_permission", "domain_iomem_permission", "hvm_set_param",
     "evtchn_reset", "dom_set_memshr", "domain_set_cpuid", "domain_set_policy_cpuid",
-    "domain_check_cpuid", "set_os_type"))
+    "domain_check_cpuid", "set_os_type", "gnttab_hvm_seed"))
 NOOPS["tmem_control"] = -1
 
 

@@ -44,6 +44,8 @@ IMAGE_SIZE = 8 * 1024 * 1024
 SERIES = {"4.1": "xen-4.1", "4.4": "xen-4.4"}
 #: the checkout's directory name, in the lab's namespace and link names
 OWNER = "".join(c for c in os.path.basename(REPO) if c.isalnum())[:10] or "lab"
+# where remus-fu's cfg looks for qemu-dm ('/usr/' + arch_libdir + '/xen/bin/qemu-dm')
+ARCH_LIBDIR = "lib64" if "64" in os.uname()[4] else "lib"
 
 
 class LabError(Exception):
@@ -196,6 +198,9 @@ mkdir -p $R/var/lib $R/run $R/var/log $R/dev
 mount --bind $R/var/lib /var/lib
 mount --bind $R/run /run
 mount --bind $R/var/log /var/log
+# what a Xen install puts in /usr (hvmloader, qemu-dm), over this host's /usr only
+mkdir -p $R/usr-work
+mount -t overlay -o lowerdir=/usr,upperdir=$R/usr-up,workdir=$R/usr-work xend-lab-usr /usr
 # the images on XFS with reflink, where loop devices can be had (the FIEMAP tracker)
 fs=plain
 if [ ! -f $R/images-xfs.img ]; then
@@ -206,14 +211,43 @@ mkdir -p /var/lib/xen/images
 if [ -f $R/images-xfs.img ] && mount -o loop $R/images-xfs.img /var/lib/xen/images 2>/dev/null; then fs=xfs; fi
 mount -t tmpfs -o mode=755 xend-lab-dev $R/dev
 for n in null zero full random urandom tty ptmx; do touch $R/dev/$n; mount --bind /dev/$n $R/dev/$n; done
-mkdir -p $R/dev/pts $R/dev/shm $R/dev/xen/blktap-2
+mkdir -p $R/dev/pts $R/dev/shm $R/dev/xen/blktap-2 $R/dev/net
+touch $R/dev/net/tun; mount --bind /dev/net/tun $R/dev/net/tun
 mount --rbind /dev/pts $R/dev/pts
 mount -t tmpfs xend-lab-shm $R/dev/shm
 ln -s /proc/self/fd $R/dev/fd
 mount --rbind $R/dev /dev
 ip link set lo up
+# the bridge the guests' vifs join (network-bridge's xenbr0; no uplink in the lab)
+ip link add xenbr0 type bridge && ip link set xenbr0 up
 echo ready $fs
 exec sleep 100000
+"""
+
+HVM_CFG = """\
+import os, re
+arch = os.uname()[4]
+if re.search('64', arch):
+    arch_libdir = 'lib64'
+else:
+    arch_libdir = 'lib'
+
+kernel = "/usr/lib/xen/boot/hvmloader"
+builder='hvm'
+
+memory = 256
+name = "%(name)s"
+vif = [ '' ]
+disk = ['%(uname)s,hda,w']
+
+device_model = '/usr/' + arch_libdir + '/xen/bin/qemu-dm'
+
+boot="c"
+sdl=0
+vnc=1
+vfb = [ 'type=vnc,vncpasswd=passw,vnclisten=0.0.0.0,vncdisplay=2' ]
+
+serial='pty'
 """
 
 BALLOON = """Current allocation:  1048576 kB
@@ -318,6 +352,17 @@ class Host(object):
             f.write(BALLOON)
         with open(self.outside("/var/lib/xen/boot/vmlinuz-lab"), "wb") as f:
             f.write(b"\x7fELF lab kernel stand-in\n")
+        # /usr as a Xen install has it (an overlay in the host's mount namespace)
+        up = os.path.join(self.root, "usr-up")
+        os.makedirs(os.path.join(up, "lib", "xen", "boot"), exist_ok=True)
+        with open(os.path.join(up, "lib", "xen", "boot", "hvmloader"), "wb") as f:
+            f.write(b"\x7fELF lab hvmloader stand-in\n")
+        dm = os.path.join(up, ARCH_LIBDIR, "xen", "bin", "qemu-dm")
+        os.makedirs(os.path.dirname(dm), exist_ok=True)
+        with open(dm, "w") as f:
+            f.write("#!/bin/sh\n# xend lab: the qemu-dm stand-in (tests/xend/standins/qemu_dm.py)\n"
+                    "exec %s %s \"$@\"\n" % (self.lab.py27, os.path.join(STANDINS, "qemu_dm.py")))
+        os.chmod(dm, 0o755)
 
     def up_namespaces(self):
         self.holder = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "-m", "--propagation",
@@ -583,6 +628,17 @@ class Lab(object):
         uname = uname or self.remus_uname(name)
         text = ("name = %r\nkernel = '/var/lib/xen/boot/vmlinuz-lab'\nmemory = 64\nvcpus = 1\n"
                 "disk = ['%s,xvda,w']\non_crash = 'destroy'\n" % (name, uname))
+        for h in self.hosts.values():
+            with open(h.outside("/var/lib/xen/%s.cfg" % name), "w") as f:
+                f.write(text)
+        return "/var/lib/xen/%s.cfg" % name
+
+    def write_hvm_cfg(self, name, backup="B"):
+        """remus-fu.txt's HVM guest cfg at /var/lib/xen/NAME.cfg on each host:
+        its curly quotes made straight, its disk ``tap2:remus:`` (``tap:`` is
+        blktap1 on Xen 4.1 and later), the backup's address, and the lab's
+        domain name and image path."""
+        text = HVM_CFG % {"name": name, "uname": self.remus_uname(name, backup=backup)}
         for h in self.hosts.values():
             with open(h.outside("/var/lib/xen/%s.cfg" % name), "w") as f:
                 f.write(text)

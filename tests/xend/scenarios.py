@@ -68,18 +68,50 @@ def event_time(host, what, after=0.0, **match):
 
 # ---- a: create, protect, kill A, B takes over ------------------------------------------
 
+def domid_of(host, name=DOM):
+    rc, out, err = host.xm("domid", name, check=False)
+    check(rc == 0 and out.strip().isdigit(), "host %s: xm domid %s: %s %s" % (host.name, name, out, err))
+    return int(out.strip())
+
+
+def xs_read(host, path):
+    rc, out, err = host.run(["xenstore-read", path], check=False)
+    return out.strip() if rc == 0 else None
+
+
+def qemu_log(host, name=DOM):
+    path = host.outside("/var/log/xen/qemu-dm-%s.log" % name)
+    return open(path).read() if os.path.exists(path) else ""
+
+
+def on_bridge(host, ifname, bridge="xenbr0"):
+    rc, out, err = host.run(["ip", "-o", "link", "show", "master", bridge], check=False)
+    return any(ln.split(":")[1].strip().split("@")[0] == ifname for ln in out.splitlines() if ":" in ln)
+
+
 def scenario_a(L):
+    """remus-fu.txt's HVM guest: xm create on A, the remus script on A, A
+    killed, B's copy resumes from the last checkpoint (memory, device model
+    state and disk)."""
     A, B = L.hosts["A"], L.hosts["B"]
     L.make_image(DOM)
-    cfg = L.write_cfg(DOM)
+    cfg = L.write_hvm_cfg(DOM)
     A.xm("create", cfg)
     check(xm_domains(A).get(DOM), "xm create: %s not in A's xm list" % DOM)
+    rc, sxp, _ = A.xm("list", "--long", DOM, check=False)
+    check("(hvm" in sxp and "qemu-dm" in sxp, "xm create should have made an HVM domain with qemu-dm: %s"
+          % sxp[:300])
+    dom_a = domid_of(A)
+    check(xs_read(A, "/local/domain/0/device-model/%d/state" % dom_a) == "running",
+          "A's qemu-dm should report running in xenstore")
+    check(on_bridge(A, "vif%d.0" % dom_a), "A: vif%d.0 should be on xenbr0 (vif-bridge)" % dom_a)
     # remus-fu: the remus script on the primary, toward the backup's address
     A.spawn("remus", [L.bin("remus"), "-i", "100", "--no-net", DOM, lab.ADDRS["B"]], "/var/log/xen/remus.log")
     wait(lambda: DOM in xm_domains(B), "the Remus backup copy on B", timeout=30)
     wait(lambda: L.acked(DOM) > 200, "acknowledged writes under protection", timeout=30)
     check(xm_domains(B)[DOM].find("p") >= 0, "B's copy should stay paused while A runs, got %s"
           % xm_domains(B)[DOM])
+    check("logdirty enable" in qemu_log(A), "Remus should have switched A's qemu-dm to dirty logging")
     acked = A.hv("status")["acked"].get(DOM, 0)
     t_kill = time.time()
     A.kill()
@@ -92,8 +124,27 @@ def scenario_a(L):
                                                                                     res["first_missing"]))
     td = B.hv("status")["tapdisks"]
     check(any(t["remus"] == "unprotected" for t in td.values()), "B's tapdisk should have failed over: %s" % td)
-    return "xend-failover %s: acknowledged %d, lost %d, B running after %.2f s" % (
-        L.version, acked, res["missing"], t_run - t_kill)
+    # the device model resumed from a checkpoint's state: A's qemu-dm saved
+    # it, the checkpointer sent it, xc_restore kept the last complete one
+    dom_b = domid_of(B)
+    loaded = [ln for ln in qemu_log(B).splitlines() if "loadvm" in ln]
+    check(loaded and "saved on host A" in loaded[-1], "B's qemu-dm should have loaded A's device state: %s"
+          % (loaded or qemu_log(B)[-500:]))
+    save_no = int(loaded[-1].rsplit("save", 1)[1])
+    restored = [ev for ev in B.hv("status")["events"] if ev["what"] == "restored" and ev["domid"] == dom_b]
+    check(restored and save_no == restored[-1]["records"] > 1,
+          "B's device state (save %d) should be that of the checkpoint its memory came from (%s)"
+          % (save_no, restored and restored[-1]["records"]))
+    check(xs_read(B, "/local/domain/0/device-model/%d/state" % dom_b) == "running",
+          "B's qemu-dm should report running in xenstore")
+    emu = [ln.split("ifname=", 1)[1].split(",")[0] for ln in qemu_log(B).splitlines()
+           if "started:" in ln and "ifname=" in ln]
+    check(emu, "B's qemu-dm should have been given its emulated NIC's tap device")
+    for ifname in ("vif%d.0" % dom_b, emu[-1]):
+        check(on_bridge(B, ifname), "B: %s should be on xenbr0" % ifname)
+    return ("xend-failover %s: HVM (remus-fu cfg), acknowledged %d, lost %d, B running after %.2f s; "
+            "qemu-dm on B loaded A's device state of checkpoint %d (that of its memory); vif%d.0 and %s "
+            "on xenbr0") % (L.version, acked, res["missing"], t_run - t_kill, save_no, dom_b, emu[-1])
 
 
 # ---- b: xm remus-failback on B -----------------------------------------------------------
