@@ -19,10 +19,10 @@ as the real one:
   read and must be one this stand-in saved, for this domain's name; what it
   held is logged, so the lab can tell which checkpoint a failover resumed.
 
-For each ``-net tap,...,ifname=IF,bridge=BR`` it creates the tap device IF
-in the host's network namespace and puts it on BR, as qemu's ifup script
-does, and removes it when it exits.  It exits on SIGHUP/SIGTERM (xend's
-destroy sends SIGHUP), and runs in a process group of its own, so that it
+For each ``-net tap,...,ifname=IF,bridge=BR`` it opens the tap device IF
+in the host's network namespace and puts it on BR, as qemu and its ifup
+script do; the device goes away with the process.  It exits on
+SIGHUP/SIGTERM (xend's destroy sends SIGHUP), and runs in a process group of its own, so that it
 outlives a restart of xend (the lab kills xend's process group) as it does
 on a real host.  The emulated devices themselves are not simulated:
 the lab's guest writes its disk through the tapdisk directly.
@@ -31,9 +31,11 @@ Runs under xend's Python 2.7 with the tree's own ``xen.lowlevel.xs``.
 """
 from __future__ import absolute_import, division, print_function
 
+import fcntl
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -98,6 +100,22 @@ def ip(*args):
     return proc.returncode == 0
 
 
+TUNSETIFF = 0x400454ca
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+
+def open_tap(ifname):
+    """A tap device named ``ifname``, as qemu's ``-net tap`` opens it; :returns: its fd or None."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR)
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode("ascii"), IFF_TAP | IFF_NO_PI))
+        return fd
+    except (IOError, OSError) as exc:
+        log("tap %s: %s" % (ifname, exc))
+        return None
+
+
 def main(argv):
     from xen.lowlevel import xs as xslib
     opts = parse(argv[1:])
@@ -114,22 +132,19 @@ def main(argv):
             opts["loadvm"], name, state.get("host"), state.get("saves")))
         state["history"] = (state.get("history") or [])[-8:] + [
             {"host": state.get("host"), "saves": state.get("saves")}]
-    taps = []
+    taps = []       # open tap fds: the devices go away with this process, as qemu's do
     for ifname, bridge in opts["taps"]:
-        if ifname and ip("tuntap", "add", "dev", ifname, "mode", "tap"):
-            taps.append(ifname)
-            if bridge:
-                ip("link", "set", "dev", ifname, "master", bridge)
-            ip("link", "set", "dev", ifname, "up")
-
-    def bye(signo, frame):
-        for t in taps:
-            ip("link", "del", "dev", t)
-        log("signal %d: exiting" % signo)
-        os._exit(0)
-
-    signal.signal(signal.SIGHUP, bye)
-    signal.signal(signal.SIGTERM, bye)
+        if ifname:
+            fd = open_tap(ifname)
+            if fd is not None:
+                taps.append(fd)
+                if bridge:
+                    ip("link", "set", "dev", ifname, "master", bridge)
+                ip("link", "set", "dev", ifname, "up")
+    # xend's destroy sends SIGHUP and waits for the exit: die at once (a Python
+    # handler would wait for read_watch to return)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     xs = xslib.xs()
     base = "/local/domain/0/device-model/%d" % domid

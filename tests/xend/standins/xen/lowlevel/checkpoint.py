@@ -125,6 +125,14 @@ class checkpointer(object):
         hvclient.call("checkpoint_resume", self.domid)
         if self.hvm:
             self.xs.write("", self._dm("command"), "continue")
+            # libcheckpoint.c does not wait here; a real qemu-dm answers within
+            # microseconds.  The stand-in, under the lab's load, may not: the next
+            # suspend would then see this round's "paused" and send a stale state.
+            deadline = time.time() + 10
+            while self.xs.read("", self._dm("state")) != "running":
+                if time.time() > deadline:
+                    raise error("qemu-dm: not running 10 s after continue")
+                time.sleep(0.001)
 
     def close(self):
         self.domid = None
