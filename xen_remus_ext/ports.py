@@ -240,6 +240,14 @@ class Toolstack(object):
         stopped, as the toolstack measured it, or None (default: not reported)."""
         return None
 
+    def migrating_away(self, dom):
+        """:returns: the :class:`model.DomainInfo` of ``dom`` while this
+        toolstack is migrating it away under another name, else None
+        (default: a toolstack that keeps the name while it migrates).  xend
+        renames the source ``migrating-DOM`` for the whole save, so ``dom``
+        itself looks gone from here before the migration has ended."""
+        return None
+
     def remus_needs_running_domain(self):
         """:returns: True when :meth:`remus_start` must find the domain
         running, not paused: the sender's first, live pass then meets page

@@ -258,37 +258,54 @@ class FakeToolstack(Toolstack):
         if d.name in self.world.hosts[dst]:
             raise ToolstackError("migrate %s: a domain of that name already exists on %s" % (d.name, dst))
         cfg = config if config is not None else d.config
+        name = d.name
         if self.kind == "xend":
             if paused:
                 raise ToolstackError("xend migrate: no way to leave %s paused on arrival" % d.name)
+            # XendCheckpoint.save names the source migrating-NAME for the whole save
+            self._rename(d, "migrating-" + name)
             d.state = "paused"      # suspended for the last round
-            self.world.effect("suspend %s@%s" % (d.name, self.host))
+            self.world.effect("suspend %s@%s" % (name, self.host))
         incoming = self.world.create(dst, cfg, state="paused")
         incoming.final_state = "paused" if paused else "running"
-        self.world.effect("incoming %s@%s" % (d.name, dst))
-        if self.kind == "xend":
+        if self.kind == "xend":   # its remus tapdisk (primary) exists before the domain can run
             incoming.awaiting_backup = bool(cfg.remus_disks)
+        self.world.effect("incoming %s@%s" % (name, dst))
+        if self.kind == "xend":
             if self.world.migrate_hook is not None:
                 try:
-                    self.world.migrate_hook(d.name, dst)
+                    self.world.migrate_hook(name, dst)
                 except XenRemusError:   # xend: a failing hook fails the migration, source resumes
-                    self.fail_migration(d.name, dst)
+                    self.fail_migration(name, dst)
                     d.state = "running"
                     raise
         if self.world.hold_migrations:
             return
-        self.complete_migration(d.name, dst)
+        self.complete_migration(name, dst)
+
+    def _rename(self, d, name):
+        doms = self._doms()
+        del doms[d.name]
+        d.name = name
+        doms[name] = d
+
+    def migrating_away(self, dom):
+        d = self._doms().get("migrating-%s" % dom)
+        return self._info(d) if d is not None else None
 
     def complete_migration(self, dom, dst=None):
         dst = dst or [h for h in self.world.hosts if h != self.host][0]
         incoming = self.world.hosts[dst][dom]
-        del self.world.hosts[self.host][dom]
+        del self.world.hosts[self.host][dom if dom in self.world.hosts[self.host] else "migrating-" + dom]
         incoming.state = getattr(incoming, "final_state", "paused")
         self.world.effect("migrated %s %s->%s" % (dom, self.host, dst))
 
     def fail_migration(self, dom, dst=None):
         dst = dst or [h for h in self.world.hosts if h != self.host][0]
         del self.world.hosts[dst][dom]
+        src = self.world.hosts[self.host].get("migrating-" + dom)
+        if src is not None:       # xend names the source back when the save fails
+            self._rename(src, dom)
         self.world.effect("migration failed %s" % dom)
 
     def destroy(self, dom):

@@ -179,6 +179,91 @@ def test_xend_path_killed_after_migration_resumes(tmp_path):
     assert_home_and_protected(world, guest)
 
 
+class _Clock(object):
+    def __init__(self, on_sleep):
+        self.t = 1000.0
+        self.on_sleep = on_sleep
+        self.sleeps = 0
+
+    def now(self):
+        return self.t
+
+    def sleep(self, seconds):
+        self.t += seconds
+        self.sleeps += 1
+        self.on_sleep(self.sleeps)
+
+
+def test_xend_path_killed_mid_migration_waits_for_xend_then_resumes(tmp_path):
+    """Killed while xend migrates (the real xend lab showed it): the source
+    is named migrating-vm1 for the whole save, the incoming copy stays
+    paused until its restore ends, and the hook's final delta lands in the
+    journal file meanwhile.  The rerun must wait for all that, not take the
+    source for gone and the paused copy for one that arrived paused (it
+    then sent a delta of its own and found the domain running)."""
+    world, guest = make_world(tmp_path)
+    world.hold_migrations = True
+    real = world.effect
+
+    def effect(what):
+        real(what)
+        if what.startswith("incoming"):
+            raise Killed(what)
+    world.effect = effect
+    with pytest.raises(Killed):
+        xend_orch(world).run()
+    world.effect = real
+    assert sorted(world.hosts["hostB"]) == ["migrating-vm1"] and world.hosts["hostA"]["vm1"].state == "paused"
+    src = FakeToolstack(world, "hostB", kind="xend")
+
+    def xend_goes_on(n):        # xend's save: step 2 runs the hook; then the restore ends
+        if n == 2:
+            delta.final_delta_for("vm1", "hostA", disk_sync=FileDiskSync(world))
+        elif n == 4:
+            src.complete_migration("vm1", "hostA")
+    o = xend_orch(world)
+    o.clock = _Clock(xend_goes_on)
+    rec = o.run()
+    assert rec["state"] == machine.DONE and o.clock.sleeps == 4
+    assert rec["delta"]["by"] == "xend-hook"
+    assert not any(w.startswith("destroy") for w in world.log)
+    assert_home_and_protected(world, guest)
+
+
+def test_xend_path_abort_mid_migration_says_the_disks_hold_writes(tmp_path):
+    """--abort after a kill while xend migrated: the migration ends on its
+    own (xend), the hook's delta went; the safe state is home, running,
+    unprotected, and the abort says block-remus holds its writes there."""
+    world, guest = make_world(tmp_path)
+    world.hold_migrations = True
+    real = world.effect
+
+    def effect(what):
+        real(what)
+        if what.startswith("incoming"):
+            raise Killed(what)
+    world.effect = effect
+    with pytest.raises(Killed):
+        xend_orch(world).run()
+    world.effect = real
+    src = FakeToolstack(world, "hostB", kind="xend")
+
+    def xend_goes_on(n):
+        if n == 1:
+            delta.final_delta_for("vm1", "hostA", disk_sync=FileDiskSync(world))
+            src.complete_migration("vm1", "hostA")
+    lines = []
+    o = Orchestrator(FakeToolstack(world, "hostB", kind="xend"), FakeToolstack(world, "hostA", kind="xend"),
+                     "vm1", "hostA", options={"local_host": "hostB"}, disk_sync=FileDiskSync(world),
+                     progress=lines.append, clock=_Clock(xend_goes_on))
+    rec = o.abort()
+    assert rec["state"] == machine.ABORTED and rec["step"] is None
+    assert world.where("vm1") == ["hostA"] and world.hosts["hostA"]["vm1"].state == "running"
+    assert world.read_disk("hostA", PATH) == bytes(guest.expected)          # nothing acknowledged was lost
+    assert world.hosts["hostA"]["vm1"].awaiting_backup                     # block-remus holds its writes
+    assert any("hold its new writes" in ln and "xen-remus protect vm1 hostB" in ln for ln in lines), lines
+
+
 def test_a_changed_byte_that_still_parses_is_refused_by_checksum(tmp_path):
     """The chaos campaign saw one-byte changes that still parsed as a valid
     record (e.g. a digit in a timing or a size); the sum refuses them."""

@@ -151,7 +151,10 @@ class Orchestrator(object):
             return None, "cannot tell (%s)" % exc
 
     def observe(self):
-        local = preflight.domain_state(preflight.find_domain(self.ts, self.domain))
+        here = preflight.find_domain(self.ts, self.domain)
+        if here is None and self.mode == machine.FAILBACK:
+            here = self.ts.migrating_away(self.domain)   # still here, under xend's migrating- name
+        local = preflight.domain_state(here)
         try:
             peer = preflight.domain_state(preflight.find_domain(self.peer, self.domain))
         except ToolstackError as exc:
@@ -163,6 +166,8 @@ class Orchestrator(object):
             local = None   # what is here is the Remus backup's copy
         if local_remus:
             peer = None
+        if self.rec is not None and self.mode == machine.FAILBACK and not self.ts.migrates_paused:
+            self._adopt_hook_delta()     # the xend hook records its final delta in the journal file
         rec = self.rec or {}
         obs = machine.Observation(local, peer, local_remus, peer_remus,
                                   journal.delta_of(rec).sent if rec else False)
@@ -289,6 +294,12 @@ class Orchestrator(object):
         rec["step"] = None
         self._save()
         self.progress("%s: aborted (%s)" % (self.domain, ", ".join(actions) or "nothing to undo"))
+        if self.mode == machine.FAILBACK and machine.UNPAUSE_PEER in actions and not self.peer.migrates_paused:
+            # xend: the domain arrived with its remus disks in primary mode
+            self.progress("%s: it runs on %s, unprotected, with every disk write made here; its remus disks "
+                          "hold its new writes until a Remus backup connects: protect it from there "
+                          "(xen-remus protect %s %s, run on %s)"
+                          % (self.domain, self.host, self.domain, self.local_host() or "BACKUP", self.host))
         return rec
 
     # -- internals --------------------------------------------------------
@@ -303,7 +314,13 @@ class Orchestrator(object):
         obs = self.observe()
         step = self.rec.get("step")
         if step == machine.MIGRATE and self.mode == machine.FAILBACK:
+            moving_running = not self.ts.migrates_paused
+
             def in_flux(o):
+                # xend: the incoming copy is paused only until its restore ends (then xend
+                # unpauses it)
+                if moving_running and o.local is None and o.peer == "paused":
+                    return True
                 return (o.local is not None and o.peer is not None) or (o.local == "paused" and o.peer is None)
         elif step == machine.PROTECT:
             # Remus still starting: a backup copy forms before the sender runs

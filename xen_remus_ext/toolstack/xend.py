@@ -353,6 +353,14 @@ class XendToolstack(Toolstack):
     def domain_info(self, dom):
         return self._info(self.call("xend.domain", dom, False))
 
+    def migrating_away(self, dom):
+        # XendCheckpoint.save renames the source for the whole save (and names it
+        # back if the migration fails)
+        for info in self.list_domains():
+            if info.name == "migrating-%s" % (dom,) and info.domid != 0:
+                return info
+        return None
+
     def domain_config(self, dom):
         sxpr = self.call("xend.domain", dom, True)
         try:
