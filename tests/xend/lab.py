@@ -304,12 +304,7 @@ class Host(object):
         return self.outside("/run/xend-lab/hv.sock")
 
     def hv(self, op, *args):
-        old = hvclient.SOCKET
-        hvclient.SOCKET = self.hv_socket
-        try:
-            return hvclient.call(op, *args)
-        finally:
-            hvclient.SOCKET = old
+        return hvclient.call(op, *args, _socket=self.hv_socket)
 
     def env(self):
         e = dict(self.lab.env)

@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 
@@ -290,6 +291,12 @@ def scenario_d(L):
     if A.holder is None:
         A.start(hook=True)
     check(DOM in xm_domains(B) and DOM not in xm_domains(A), "scenario d needs web1 on B only")
+    # c's refused failback stays journaled (state new) until --abort (b would resume it)
+    rec = failback_journal(B)
+    check(rec["state"] == "new" and rec.get("error"), "c's refused failback should be journaled: %s" % rec["state"])
+    rc, text = remus_failback(L, "B", "A", "--abort")
+    check(rc == 0 and failback_journal(B)["state"] == "aborted" and DOM in xm_domains(B),
+          "xm remus-failback --abort of the refused failback: exit %d %s" % (rc, text))
     acked = L.acked(DOM)
     seed = guest_seed(B)
     before = lost_on(A, acked, seed)["missing"]
@@ -302,6 +309,195 @@ def scenario_d(L):
     check(rc == 0 and DOM in st, "xm remus-status %s exited %d: %s %s" % (DOM, rc, st, err))
     return "xend-resync %s: A's copy lacked %d of %d acknowledged records, after xm remus-resync 0; " \
         "xm remus-status: %s" % (L.version, before, acked, " ".join(st.split())[:100])
+
+
+def tapctl_lines(host, since_line=0):
+    path = host.outside("/var/log/xen/tap-ctl.log")
+    return open(path).read().splitlines()[since_line:] if os.path.exists(path) else []
+
+
+def images_equal_paused(L, where, timeout=20):
+    """Pause the domain on ``where`` (the Remus primary), let a checkpoint
+    commit, compare both hosts' images byte for byte, unpause."""
+    A, B = L.hosts["A"], L.hosts["B"]
+    prim = L.hosts[where]
+    prim.xm("pause", DOM)
+    try:
+        def same():
+            return digest(A.outside(A.image(DOM))) == digest(B.outside(B.image(DOM)))
+        try:
+            return wait(same, "both images equal", timeout=timeout, step=0.3)
+        except LabError:
+            return False
+    finally:
+        prim.xm("unpause", DOM)
+
+
+def failover(L, dead, survivor):
+    """Power ``dead`` (the Remus primary) off; the survivor's copy resumes
+    from the last checkpoint; ``dead`` comes back without the domain."""
+    D, S = L.hosts[dead], L.hosts[survivor]
+    check(DOM in xm_domains(D) and "p" in xm_domains(S).get(DOM, ""), "failover %s -> %s needs the domain on %s "
+          "and its paused backup on %s" % (dead, survivor, dead, survivor))
+    acked = L.acked(DOM)
+    D.kill()
+    wait(lambda: "p" not in xm_domains(S).get(DOM, "p"), "%s resuming the domain" % survivor, timeout=60)
+    wait(lambda: S.hv("status")["acked"].get(DOM, 0) > acked + 20, "the guest writing on %s" % survivor,
+         timeout=30)
+    check(lost_on(S, acked, guest_seed(S))["missing"] == 0, "%s lost acknowledged writes at failover" % survivor)
+    D.start(hook=True)
+    check(DOM not in xm_domains(D), "%s should come back without the domain" % dead)
+
+
+def remus_failback(L, on, home, *extra, **kw):
+    """``xm remus-failback web1 HOME`` on host ``on`` (the lab's options)."""
+    H = L.hosts[on]
+    argv = ["remus-failback", DOM, lab.ADDRS[home], "--ssh", L.ssh, "--local-host", lab.ADDRS[on],
+            "--interval", "100", "--no-net"] + list(extra)
+    if kw.get("spawn"):
+        return H.spawn("failback", [L.bin("xm")] + argv, "/var/log/xen/failback.out")
+    rc, out, err = H.xm(*argv, check=False, timeout=240)
+    L.log("xm %s on %s:\n%s\n%s" % (" ".join(argv[:4] + list(extra)), on, out, err))
+    return rc, out + err
+
+
+def scenario_d_reverse(L):
+    """After f (web1 on A, protected toward B): A dies, B takes over; then
+    ``xm remus-failback web1 A --reverse-only`` on B: the domain stays on B,
+    A's copy is brought up to date and Remus protects B toward A.  B's
+    failed-over tapdisk serves ``remus:B:9000`` (its own address): the run
+    re-points it at A with ``tap-ctl pause`` and ``tap-ctl unpause -a``
+    (through the strict tap-ctl)."""
+    A, B = L.hosts["A"], L.hosts["B"]
+    failover(L, "A", "B")
+    mark = len(tapctl_lines(B))
+    rc, text = remus_failback(L, "B", "A", "--reverse-only")
+    check(rc == 0, "xm remus-failback --reverse-only exited %d: %s" % (rc, text.strip()[-800:]))
+    rec = failback_journal(B)
+    check(rec["mode"] == "reverse" and rec["state"] == "done" and not rec.get("step"),
+          "the journal should say reverse done, got %s/%s step %s" % (rec["mode"], rec["state"], rec.get("step")))
+    doms_b = xm_domains(B)
+    check(DOM in doms_b and "p" not in doms_b[DOM], "web1 should still run on B: %s" % doms_b)
+    wait(lambda: "p" in xm_domains(A).get(DOM, ""), "the Remus backup copy on A, paused", timeout=30)
+    calls = tapctl_lines(B, mark)
+    paused = [c for c in calls if c.split()[1:2] == ["pause"]]
+    unpaused = [c for c in calls if c.split()[1:2] == ["unpause"] and "-a" in c.split()]
+    new_stack = "remus:%s:%d|aio:/var/lib/xen/images/%s.img" % (lab.ADDRS["A"], lab.DISK_PORT, DOM)
+    check(paused and unpaused and unpaused[-1].split()[-1] == new_stack,
+          "B's tapdisk should have been re-pointed by tap-ctl pause / unpause -a %s, got %s"
+          % (new_stack, calls))
+    wait(lambda: any(t["stack"] == new_stack and t["remus"] == "protected"
+                     for t in B.hv("status")["tapdisks"].values()),
+         "B's tapdisk protected toward A", timeout=30)
+    before = L.acked(DOM)
+    wait(lambda: L.acked(DOM) > before + 100, "acknowledged writes on B under protection", timeout=30)
+    acked = L.acked(DOM)
+    res = lost_on(A, acked, guest_seed(B))
+    check(res["missing"] == 0, "A's copy lacks %d of the %d acknowledged records (first %s)"
+          % (res["missing"], acked, res["first_missing"]))
+    check(images_equal_paused(L, "B"), "A's and B's images differ after a committed checkpoint")
+    return ("xend-reverse-only %s: A failed, B took over; tap-ctl pause + unpause -a %s on B, Remus B -> A, "
+            "acknowledged %d, lost 0 on A, identical yes") % (L.version, new_stack.split("|")[0], acked)
+
+
+def kill_mid_migration(L, on):
+    """Start ``xm remus-failback`` on ``on`` and SIGKILL it (its process
+    group) once the real xend there is migrating the domain (its xc_save
+    runs); xend carries on.  :returns: the journal's step when killed."""
+    H = L.hosts[on]
+    log = H.outside("/var/log/xen/xend.log")
+    mark = os.path.getsize(log)
+    home = "B" if on == "A" else "A"
+    proc = remus_failback(L, on, home, spawn=True)
+
+    def migrating():
+        if proc.poll() is not None:
+            raise ScenarioFailed("the failback ended (exit %s) before the migration could be caught"
+                                 % proc.returncode)
+        with open(log) as f:
+            f.seek(mark)
+            return "[xc_save]" in f.read()
+    wait(migrating, "xend on %s migrating the domain" % on, timeout=120, step=0.05)
+    step = (failback_journal(H) or {}).get("step")
+    os.killpg(proc.pid, 9)
+    proc.wait(10)
+    H.procs.pop("failback", None)
+    return step
+
+
+def scenario_d_resume(L):
+    """B dies, A takes over; ``xm remus-failback web1 B`` on A is SIGKILLed
+    while A's xend migrates the domain; ``--resume`` completes it: the
+    domain runs on B, protected toward A, no acknowledged write lost, both
+    images identical."""
+    A, B = L.hosts["A"], L.hosts["B"]
+    failover(L, "B", "A")
+    step = kill_mid_migration(L, "A")
+    check(step == "migrate", "the failback should have been killed in its migrate step, got %s" % step)
+    rc, text = remus_failback(L, "A", "B", "--resume")
+    check(rc == 0, "xm remus-failback --resume exited %d: %s" % (rc, text.strip()[-800:]))
+    rec = failback_journal(A)
+    check(rec["state"] == "done" and not rec.get("step"), "journal after --resume: %s step %s"
+          % (rec["state"], rec.get("step")))
+    doms_b = xm_domains(B)
+    check(DOM in doms_b and "p" not in doms_b[DOM], "web1 should run on B after --resume: %s" % doms_b)
+    wait(lambda: "p" in xm_domains(A).get(DOM, ""), "the Remus backup copy on A, paused", timeout=30)
+    before = L.acked(DOM)
+    wait(lambda: L.acked(DOM) > before + 100, "acknowledged writes on B under protection", timeout=30)
+    acked = L.acked(DOM)
+    res = lost_on(B, acked, guest_seed(B))
+    check(res["missing"] == 0, "B's disk lacks %d acknowledged records (first %s)" % (res["missing"],
+                                                                                    res["first_missing"]))
+    check(images_equal_paused(L, "B"), "A's and B's images differ after a committed checkpoint")
+    return ("xend-failback-resume %s: killed in step %s while xend migrated; --resume: web1 on B, Remus B -> A, "
+            "acknowledged %d, lost 0, identical yes, journal done") % (L.version, step, acked)
+
+
+def scenario_d_abort(L):
+    """B dies again, A takes over; the failback to B is SIGKILLed while A's
+    xend migrates; ``--abort`` leaves the safe state the real xend allows:
+    the migration ran to its end in xend (its hook sent the final delta), so
+    the domain is home on B, running, unprotected, every acknowledged write
+    on B's disk, both images identical; its remus tapdisk (primary, toward
+    A) holds the guest's new writes until a backup connects, and the abort
+    says so.  ``xen-remus protect`` on B, as it advises, then protects it."""
+    A, B = L.hosts["A"], L.hosts["B"]
+    failover(L, "B", "A")
+    acked_before = L.acked(DOM)
+    step = kill_mid_migration(L, "A")
+    check(step == "migrate", "the failback should have been killed in its migrate step, got %s" % step)
+    rc, text = remus_failback(L, "A", "B", "--abort")
+    check(rc == 0, "xm remus-failback --abort exited %d: %s" % (rc, text.strip()[-800:]))
+    rec = failback_journal(A)
+    check(rec["state"] == "aborted" and not rec.get("step"), "journal after --abort: %s step %s"
+          % (rec["state"], rec.get("step")))
+    doms_a, doms_b = xm_domains(A), xm_domains(B)
+    check(DOM not in doms_a and DOM in doms_b and "p" not in doms_b[DOM],
+          "after --abort web1 should run on B only: A %s, B %s" % (doms_a, doms_b))
+    check("hold its new writes" in text and "xen-remus protect" in text,
+          "--abort should say the remus disks hold the writes: %s" % text.strip()[-600:])
+    acked = L.acked(DOM)
+    check(acked >= acked_before, "acknowledged writes went backwards")
+    res = lost_on(B, acked, guest_seed(B))
+    check(res["missing"] == 0, "B's disk lacks %d acknowledged records (first %s)" % (res["missing"],
+                                                                                    res["first_missing"]))
+    check(digest(A.outside(A.image(DOM))) == digest(B.outside(B.image(DOM))),
+          "A's and B's images should be identical (the final delta went, the guest's writes are held)")
+    tds = B.hv("status")["tapdisks"]
+    check(any(t["remus"] == "connecting" for t in tds.values()), "B's remus tapdisk should wait for its backup: %s"
+          % tds)
+    time.sleep(1.0)
+    check(L.acked(DOM) == acked, "no write should complete while the remus disk waits for its backup")
+    # as the abort advises: protect it from B
+    rc, out, err = B.run([L.bin("xen-remus"), "protect", DOM, lab.ADDRS["A"], "--ssh", L.ssh, "--local-host",
+                          lab.ADDRS["B"], "--interval", "100", "--no-net"], check=False, timeout=240)
+    L.log("protect after abort:\n%s\n%s" % (out, err))
+    check(rc == 0, "xen-remus protect after the abort exited %d: %s %s" % (rc, out.strip()[-600:], err.strip()[-600:]))
+    wait(lambda: L.acked(DOM) > acked + 100, "acknowledged writes on B under protection", timeout=60)
+    check(images_equal_paused(L, "B"), "A's and B's images differ after protect and a committed checkpoint")
+    return ("xend-failback-abort %s: killed in step %s while xend migrated; --abort: web1 home on B, running, "
+            "unprotected, lost 0, images identical, writes held by its remus disk; journal aborted; "
+            "xen-remus protect then: Remus B -> A, identical yes") % (L.version, step)
 
 
 # ---- e: a failback leaves no tapdisk behind ------------------------------------------------
@@ -385,7 +581,7 @@ def digest(path):
 
 
 SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("d", scenario_d), ("b", scenario_b), ("e", scenario_e),
-             ("f", scenario_f)]
+             ("f", scenario_f), ("d", scenario_d_reverse), ("d", scenario_d_resume), ("d", scenario_d_abort)]
 
 
 def run_version(version, source, build_root, only=None, disk_stack="log"):
@@ -422,6 +618,7 @@ def main(argv=None):
     p.add_argument("--disk-stack", choices=("log", "plain"), default="log",
                    help="web1's disk: remus|log|aio (default; the log driver tracks the failback's "
                         "writes) or remus|aio (reflink + FIEMAP on the lab's XFS images)")
+    p.add_argument("--serial", action="store_true", help="one Xen version after the other (default: side by side)")
     args = p.parse_args(argv)
     sources = lab.find_sources(args.xen_src)
     if args.version:
@@ -429,10 +626,26 @@ def main(argv=None):
     if not sources:
         print("SKIP: test-xend: no Xen source (../shared/xen-src/xen-*-xend.tar.gz or XEN_SRC=DIR)")
         return 0
-    failures = 0
-    for version, source in sources:
-        failures += run_version(version, source, args.build, args.only, args.disk_stack)
-    return 1 if failures else 0
+    if args.serial or len(sources) == 1:
+        failures = sum(run_version(version, source, args.build, args.only, args.disk_stack)
+                       for version, source in sources)
+        return 1 if failures else 0
+    # the versions' labs share nothing (their own namespaces, build trees and
+    # daemons): run them side by side
+    results = {}
+
+    def one(version, source):
+        try:
+            results[version] = run_version(version, source, args.build, args.only, args.disk_stack)
+        except Exception:  # a thread's boundary: report it as that version's failure
+            print("FAIL xend %s: %s" % (version, traceback.format_exc().strip().splitlines()[-1]))
+            results[version] = 1
+    threads = [threading.Thread(target=one, args=vs) for vs in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return 1 if any(results.get(v, 1) for v, _ in sources) else 0
 
 
 if __name__ == "__main__":

@@ -18,14 +18,16 @@ class HvError(Exception):
 
 
 def call(op, *args, **kwargs):
-    """Run ``op`` in the host daemon; :returns: its result.
+    """Run ``op`` in the host daemon (at ``_socket=PATH``, default
+    :data:`SOCKET`); :returns: its result.
 
     :raises HvError: the daemon refused (its message), or cannot be reached.
     """
+    path = kwargs.pop("_socket", None) or SOCKET
     req = json.dumps({"op": op, "args": list(args), "kwargs": kwargs}).encode("utf-8") + b"\n"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(kwargs.pop("_socket", None) or SOCKET)
+        sock.connect(path)
         sock.sendall(req)
         buf = b""
         while not buf.endswith(b"\n"):
@@ -34,11 +36,11 @@ def call(op, *args, **kwargs):
                 break
             buf += chunk
     except socket.error as exc:
-        raise HvError("hypervisor daemon at %s: %s" % (SOCKET, exc))
+        raise HvError("hypervisor daemon at %s: %s" % (path, exc))
     finally:
         sock.close()
     if not buf:
-        raise HvError("hypervisor daemon at %s: no answer to %s" % (SOCKET, op))
+        raise HvError("hypervisor daemon at %s: no answer to %s" % (path, op))
     rep = json.loads(buf.decode("utf-8"))
     if "error" in rep:
         raise HvError(rep["error"])
