@@ -382,7 +382,7 @@ def scenario_d_reverse(L):
     calls = tapctl_lines(B, mark)
     paused = [c for c in calls if c.split()[1:2] == ["pause"]]
     unpaused = [c for c in calls if c.split()[1:2] == ["unpause"] and "-a" in c.split()]
-    new_stack = "remus:%s:%d|aio:/var/lib/xen/images/%s.img" % (lab.ADDRS["A"], lab.DISK_PORT, DOM)
+    new_stack = L.remus_uname(DOM, backup="A").split(":", 1)[1]      # the lab's stack, toward A
     check(paused and unpaused and unpaused[-1].split()[-1] == new_stack,
           "B's tapdisk should have been re-pointed by tap-ctl pause / unpause -a %s, got %s"
           % (new_stack, calls))
