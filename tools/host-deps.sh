@@ -8,12 +8,13 @@
 # libxml2-utils (xmllint), crmsh and pcs (the crmsh and pcs examples of
 # docs/pacemaker.md are run on an offline CIB; pcs needs no pcsd for that),
 # libxen-dev and gcc (the xend lab builds Xen's own xen.lowlevel.xs against
-# Debian's libxenstore), libnbd-bin and nbd-client (real
+# Debian's libxenstore; net-tools: the remus script lists its ifb devices with
+# ifconfig), libnbd-bin and nbd-client (real
 # NBD clients, for the disk-replication server's tests).  `make test-cluster`
 # installs the daemons itself.
 set -u
 pkgs=(rsync openssh-client openssh-server openssl xenstore-utils xfsprogs iproute2 quilt
-      pacemaker-cli-utils resource-agents libxml2-utils crmsh pcs libxen-dev gcc libnbd-bin nbd-client)
+      pacemaker-cli-utils resource-agents libxml2-utils crmsh pcs libxen-dev gcc net-tools libnbd-bin nbd-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -441,6 +441,7 @@ class Host(object):
         self.events = []
         self.acked = {}       # domain name -> records acknowledged (count)
         self.written = {}
+        self.netbufs = {}     # ifindex -> counts of plug add/buffer/release/del
         self.xenstored = None
         self.stopping = False
 
@@ -736,6 +737,13 @@ class Host(object):
         td.state &= ~(TD_VBD_CLOSED | TD_VBD_PAUSED)
         return 0, ""
 
+    # -- Remus's network buffer (the plug qdisc the lab's kernel lacks) ------------
+    def netbuf(self, ifindex, op):
+        with self.lock:
+            counts = self.netbufs.setdefault(str(int(ifindex)), {})
+            counts[op] = counts.get(op, 0) + 1
+        return 0
+
     # -- the lab's view -------------------------------------------------------------------
     def status(self):
         with self.lock:
@@ -745,7 +753,7 @@ class Host(object):
                                  "remus": td.remus.mode if td.remus else None})
                        for m, td in self.tapdisks.items())
         return {"domains": doms, "tapdisks": tds, "acked": self.acked, "written": self.written,
-                "events": self.events}
+                "events": self.events, "netbufs": self.netbufs}
 
     # -- the guest -----------------------------------------------------------------------
     def _guest(self, d):

@@ -144,6 +144,21 @@ def prepare_tree(version, source, build):
     pts = os.path.join(tp, "ptsname", "ptsname.c")
     if os.path.exists(pts):
         sh(["gcc", "-shared", "-fPIC", "-O1", "-w", "-I" + inc, "-o", os.path.join(low, "ptsname.so"), pts])
+    nl = os.path.join(low, "netlink")
+    if os.path.exists(os.path.join(nl, "netlink.c")):
+        # the tree's own rtnetlink module, under a name of its own: the stand-in
+        # xen.lowlevel.netlink passes it every request but the plug qdisc's
+        kdir = os.path.join(tp, "xenlab_kernel")
+        os.makedirs(kdir, exist_ok=True)
+        with open(os.path.join(kdir, "__init__.py"), "w") as f:
+            f.write('"""The tree\'s own C modules, built by the xend lab under another name."""\n')
+        with open(os.path.join(nl, "netlink.c")) as f:
+            text = f.read()
+        renamed = os.path.join(build, "netlink-kernel.c")
+        with open(renamed, "w") as f:
+            f.write(text.replace('#define PKG "xen.lowlevel.netlink"', '#define PKG "xenlab_kernel.netlink"'))
+        sh(["gcc", "-shared", "-fPIC", "-O1", "-w", "-I" + inc, "-I" + nl, "-o", os.path.join(kdir, "netlink.so"),
+            renamed, os.path.join(nl, "libnetlink.c")])
     for name in ("xc.py", "acm.py", "checkpoint.py", "netlink.py"):
         shutil.copy(os.path.join(STANDINS, "xen", "lowlevel", name), os.path.join(low, name))
     with open(os.path.join(tp, "xen", "util", "path.py"), "w") as f:

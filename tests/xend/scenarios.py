@@ -90,6 +90,26 @@ def on_bridge(host, ifname, bridge="xenbr0"):
     return any(ln.split(":")[1].strip().split("@")[0] == ifname for ln in out.splitlines() if ":" in ln)
 
 
+def net_buffer(host, vif):
+    """What the remus script set up for ``vif``'s network buffer: the real
+    ingress qdisc and mirred filter (tc, in the host's kernel) redirecting it
+    to an ifb device, and the plug qdisc on that device (simulated: the lab's
+    kernel has no sch_plug) buffered and released at checkpoints."""
+    rc, out, err = host.run(["tc", "filter", "show", "dev", vif, "ingress"], check=False)
+    ifb = [w for w in out.split() if w.startswith("ifb")]
+    check(rc == 0 and "mirred" in out and ifb, "host %s: %s's ingress should be redirected to an ifb device: %s %s"
+          % (host.name, vif, out, err))
+    dev = ifb[0].rstrip(")")
+    rc, out, err = host.run(["cat", "/sys/class/net/%s/ifindex" % dev], check=False)
+    check(rc == 0 and out.strip().isdigit(), "host %s: no ifindex for %s" % (host.name, dev))
+    counts = host.hv("status")["netbufs"].get(out.strip(), {})
+    check(counts.get("add") == 1 and counts.get("buffer", 0) > 5 and counts.get("release", 0) > 5,
+          "host %s: the plug qdisc on %s should be added once and buffered/released at checkpoints: %s"
+          % (host.name, dev, counts))
+    return "%s -> %s (tc ingress + mirred), plug on %s: %d buffered, %d released" % (
+        vif, dev, dev, counts["buffer"], counts["release"])
+
+
 def scenario_a(L):
     """remus-fu.txt's HVM guest: xm create on A, the remus script on A, A
     killed, B's copy resumes from the last checkpoint (memory, device model
@@ -107,12 +127,14 @@ def scenario_a(L):
           "A's qemu-dm should report running in xenstore")
     check(on_bridge(A, "vif%d.0" % dom_a), "A: vif%d.0 should be on xenbr0 (vif-bridge)" % dom_a)
     # remus-fu: the remus script on the primary, toward the backup's address
-    A.spawn("remus", [L.bin("remus"), "-i", "100", "--no-net", DOM, lab.ADDRS["B"]], "/var/log/xen/remus.log")
+    # with its network buffer: the vif's traffic redirected to an ifb device
+    A.spawn("remus", [L.bin("remus"), "-i", "100", DOM, lab.ADDRS["B"]], "/var/log/xen/remus.log")
     wait(lambda: DOM in xm_domains(B), "the Remus backup copy on B", timeout=30)
     wait(lambda: L.acked(DOM) > 200, "acknowledged writes under protection", timeout=30)
     check(xm_domains(B)[DOM].find("p") >= 0, "B's copy should stay paused while A runs, got %s"
           % xm_domains(B)[DOM])
     check("logdirty enable" in qemu_log(A), "Remus should have switched A's qemu-dm to dirty logging")
+    netbuf = net_buffer(A, "vif%d.0" % dom_a)
     acked = A.hv("status")["acked"].get(DOM, 0)
     t_kill = time.time()
     A.kill()
@@ -145,7 +167,8 @@ def scenario_a(L):
         check(on_bridge(B, ifname), "B: %s should be on xenbr0" % ifname)
     return ("xend-failover %s: HVM (remus-fu cfg), acknowledged %d, lost %d, B running after %.2f s; "
             "qemu-dm on B loaded A's device state of checkpoint %d (that of its memory); vif%d.0 and %s "
-            "on xenbr0") % (L.version, acked, res["missing"], t_run - t_kill, save_no, dom_b, emu[-1])
+            "on xenbr0; net buffer on A: %s") % (L.version, acked, res["missing"], t_run - t_kill, save_no, dom_b,
+                                                emu[-1], netbuf)
 
 
 # ---- b: xm remus-failback on B -----------------------------------------------------------
