@@ -308,3 +308,27 @@ def test_cold_start_with_diverged_copies_promotes_nobody(pair):
     meta.invalidate(pair.B.disk_path(IMAGE))
     assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS
     assert Recorder.scores[-1] == ("A", decide.SCORE_COLD)
+
+
+def test_cold_start_monitor_gives_up_early_on_an_unreachable_peer(tmp_path, monkeypatch):
+    """On real hosts the peer is asked over ssh; a powered-off peer must
+    not hang the monitor, nor must ssh ask for a password."""
+    from xen_remus_ext import wiring
+    image = tmp_path / "vm1.img"
+    image.write_bytes(b"\0" * 65536)
+    cfg = tmp_path / "vm1.cfg"
+    cfg.write_text(u"name = 'vm1'\nmemory = 256\ndisk = ['tap2:remus:xen2:9000|aio:%s,xvda,w']\n" % image)
+    seen = []
+
+    class Runner(object):
+        def run(self, argv, input=None, timeout=None, env=None):
+            seen.append(list(argv))
+            return 255, b"", b"ssh: connect to host xen2 port 22: Connection timed out\n"
+    monkeypatch.setattr(wiring, "SubprocessRunner", Runner)
+    env = {"OCF_RESKEY_domain": "vm1", "OCF_RESKEY_toolstack": "xl", "OCF_RESKEY_config": str(cfg),
+           "OCF_RESKEY_hosts": "xen1=xen1 xen2=xen2", "OCF_RESKEY_CRM_meta_on_node": "xen1",
+           "HA_RSCTMP": str(tmp_path / "rsctmp"), "XEN_REMUS_STATE_DIR": str(tmp_path / "state")}
+    v = Agent(env).cold_verdict()
+    assert v.score is decide.DELETE and not v.blocking
+    assert "could not be asked" in v.reason and "Connection timed out" in v.reason
+    assert seen and all("ConnectTimeout=5" in a and "BatchMode=yes" in a for a in seen), seen

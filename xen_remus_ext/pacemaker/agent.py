@@ -33,6 +33,10 @@ ACTIONS = ("meta-data", "validate-all", "start", "stop", "monitor", "promote", "
            "reprotect")
 
 
+#: how a cold start's monitor reaches the peer (xl, xend, the resync engine)
+COLD_SSH = "ssh -o ConnectTimeout=5 -o BatchMode=yes"
+
+
 class Agent(object):
     """One invocation.  :param env: the environment Pacemaker gave us."""
 
@@ -111,10 +115,10 @@ class Agent(object):
     def _sim_agents(self):
         return decide.parse_map(self.params.get("sim_agents"), "parameter sim_agents")
 
-    def site(self, peer_node=None, xenstores=False):
+    def site(self, peer_node=None, xenstores=False, ssh="ssh"):
         """What the composition root (:func:`wiring.open_site`) builds for
-        this node and, given ``peer_node``, toward that node's host.  A
-        ``with`` block releases it."""
+        this node and, given ``peer_node``, toward that node's host (over
+        ``ssh``).  A ``with`` block releases it."""
         from xen_remus_ext import wiring
         kind = self.params.get("toolstack") or None
         agent = peer_agent = None
@@ -129,7 +133,7 @@ class Agent(object):
                     raise XenRemusError("parameter sim_agents: expected an address for node %s" % peer_node)
         host = self.host_of(peer_node) if peer_node is not None else None
         return wiring.open_site(toolstack=kind, host=host, agent=agent, peer_agent=peer_agent,
-                                xenstores=xenstores)
+                                xenstores=xenstores, ssh=ssh)
 
     def toolstack(self):
         """This host's toolstack, as the ``toolstack`` parameter says."""
@@ -517,7 +521,9 @@ class Agent(object):
         site = None
         peer_has = peer_error = None
         try:
-            site = self.site(peer)
+            # a monitor must not hang on a powered-off peer: ssh gives up
+            # early and never asks for a password
+            site = self.site(peer, ssh=COLD_SSH)
             names = (self.domain, self.domain + INCOMING_SUFFIX)
             peer_has = any(i.name in names and i.domid != 0 for i in site.peer.list_domains())
         except XenRemusError as exc:
