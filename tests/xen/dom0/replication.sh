@@ -45,7 +45,7 @@ setup() {
     || { echo "/dev/nbd0 has no size"; return 1; }
   # the backup's end logs here (its stderr otherwise goes back to A); not under
   # /run, which the initramfs mounts noexec
-  printf '#!/bin/sh\nexec xen-remus "$@" 2>>/tmp/rbackup.err\n' > /usr/local/sbin/xrl-backup-wrap
+  printf '#!/bin/sh\necho "backup end: $(date +%%T) $*" >>/tmp/rbackup.err\nPYTHONFAULTHANDLER=1 xen-remus "$@" 2>>/tmp/rbackup.err\nrc=$?\necho "backup end: exit $rc" >>/tmp/rbackup.err\nexit $rc\n' > /usr/local/sbin/xrl-backup-wrap
   chmod 755 /usr/local/sbin/xrl-backup-wrap
   echo "ok: /dev/nbd0 $(cat /sys/block/nbd0/size) sectors"
 }
@@ -84,6 +84,9 @@ CFG
   done
   tr '\r' '\n' < /tmp/rremus.log | grep -v '^ *$\|Checkpointed\|Frames' | tail -12 | sed 's/^/  e-remus| /'
   if [ "$(ckpts /tmp/rremus.log)" -lt 5 ]; then
+    # what the backup's end said, and B's kernel (an OOM kill ends ssh with 255 and no message)
+    pssh "tail -15 /tmp/rbackup.err; dmesg | tail -6" 2>&1 | sed 's/^/  e-backup(B)| /'
+    tr '\r' '\n' < /tmp/rremus.log | grep -v '^ *$' | head -8 | sed 's/^/  e-remus(head)| /'
     say "rguest: only $(ckpts /tmp/rremus.log) checkpoints"; pssh "echo 'rguest: no checkpoints on A' > /run/xrl-e-skip"
     return 1
   fi
