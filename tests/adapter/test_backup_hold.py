@@ -335,3 +335,15 @@ def test_a_peer_xl_does_not_read_this_hosts_holders(rig):
     assert xl.remus_backup("vm1--incoming") == {"state": "receiving", "checkpoints": None}
     with pytest.raises(ToolstackError, match="run it on the backup hostb itself"):
         xl.remus_takeover("vm1")
+
+
+def test_a_stream_that_ends_before_its_first_checkpoint_is_not_held(rig):
+    rig.start()
+    data, marks = synth.remus_stream(1)
+    part = data[:marks[0][1]]           # the live pass and checkpoint 0's libxc part, no CHECKPOINT_END
+    rig.proc.stdin.write(part)
+    rig.proc.stdin.close()
+    assert rig.proc.wait() == 0
+    st = rig.st()
+    assert st["state"] == hold.ENDED and st["checkpoints"] == 0 and "before its first checkpoint" in st["reason"]
+    assert rig.received() == part and rig.failed_over()     # xl saw the end: it fails, nothing to resume

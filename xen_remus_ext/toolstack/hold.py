@@ -17,7 +17,9 @@ sits on the backup between the transport (ssh) and xl's receiver:
   copied, only the count is then unknown);
 * when the stream ends (the primary died, the link broke, or Remus was
   stopped there) it keeps the receiver's stdin open: xl keeps waiting, the
-  domain stays paused at its last committed checkpoint (``held``);
+  domain stays paused at its last committed checkpoint (``held``); a stream
+  that ends before its first checkpoint is passed on (xl's receiver then
+  fails and removes its partial copy: there is nothing to resume);
 * :func:`release` (a promote, after fencing) closes that stdin: xl fails
   over and runs the guest from that checkpoint;
 * :func:`discard` kills the receiver first (no failover) and destroys
@@ -349,6 +351,16 @@ class Holder(object):
         why = self._receive(child, child_in)
         if why is not None:
             return why
+        if self.counter.count == 0:
+            # nothing committed: xl's receiver has no consistent state to
+            # resume and fails; let it clean up its partial copy
+            LOG.warning("%s: the stream ended before its first checkpoint; not held", self.dom)
+            self._end_guard()
+            child.stdin.close()
+            rc = child.wait()
+            self._save(state=ENDED, rc=rc, reason="the stream ended before its first checkpoint",
+                       ended=self.clock())
+            return rc
         return self._hold(child)
 
     def _receive(self, child, child_in):
