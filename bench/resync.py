@@ -30,7 +30,9 @@ without it), MB/s, wire bytes, ratios to rsync and to the floor, and the
 peak RSS of each of our processes (sender; receiver for TCP).
 Usage: ``bench/resync.py [--size 256M] [--repeat N] [--dir DIR] [--keep] [--only a,b] [--out F]
 [--fs-size 512M] [--link-rate 100M] [--link-rtt 0.02]``; ``--only`` also takes
-``4k``, ``tls``, ``zstd``, ``fs`` and ``wan`` for the groups of link rows.
+``4k``, ``tls``, ``zstd``, ``fs`` and ``wan`` for the groups of link rows, or
+one row of a group by its name (``--only "wan,4k: floor (read both)"``: the
+shaped link and the read floor its budget needs).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -248,7 +250,9 @@ def main(argv=None):
     size = parse_size(args.size)
     size -= size % MiB
     only = set(x for x in args.only.split(",") if x)
-    want = lambda name: not only or name in only or name.split(":")[0] in only  # noqa: E731
+    def want(name):
+        return not only or name in only or name.split(":")[0] in only
+    want.only = only
     d = args.dir or tempfile.mkdtemp(prefix="xre-bench-", dir="/var/tmp")
     if not os.path.isdir(d):
         os.makedirs(d)
@@ -461,7 +465,9 @@ def stop(p):
 def link(args, d, env, src, dst, size, want, out, have_rsync, key):
     """The link rows (see the module docstring); appends row dicts to ``out``."""
     import wanlink
-    groups = [g for g in ("4k", "tls", "zstd", "fs", "wan") if want(g + ":")]
+    # a group runs when named, or when one of its rows is ("4k: floor (read both)")
+    groups = [g for g in ("4k", "tls", "zstd", "fs", "wan")
+              if want(g + ":") or any(name.startswith(g + ":") for name in want.only)]
     if not groups:
         return
     stale = Stale4k(size, 0.01 if args.changed == 0.01 else args.changed, 5)
@@ -570,7 +576,7 @@ def link(args, d, env, src, dst, size, want, out, have_rsync, key):
                                         listen=wanlink.ADDR_B + ":0")
             lrow("wan: ours tcp+tls", lambda: run_ours(
                 src, "tcp://%s:%d/d" % (wanlink.ADDR_B, port), ["--mode", "checksum", "--key", key], env, prefix=a))
-            sshd = wanlink.Sshd().start()
+            sshd = wanlink.sshd().start()
             remote = "env XEN_REMUS_STATE_DIR=%s XEN_REMUS_LOG= PYTHONPATH=%s %s -m xen_remus_ext" % (
                 env["XEN_REMUS_STATE_DIR"], TOP, sys.executable)
             ssh_env = dict(env, XEN_REMUS_REMOTE_CMD=remote)

@@ -15,7 +15,7 @@ and ``xre-wan-b`` (192.0.2.2) and joins them:
   window, slow start and losses are the real ones.
 
 ``Link.ns_exec(ns)`` is the argv prefix that runs a command inside one
-namespace; ``Sshd`` is an sshd inside the B namespace.  ``down()`` stops the
+namespace; ``sshd()`` is an sshd inside the B namespace.  ``down()`` stops the
 processes it started (by PID) and deletes both namespaces.
 """
 from __future__ import absolute_import, division, print_function
@@ -24,12 +24,10 @@ import collections
 import fcntl
 import os
 import select
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 NS_A, NS_B = "xre-wan-a", "xre-wan-b"
@@ -119,42 +117,14 @@ class Link(object):
             subprocess.call(["ip", "netns", "delete", ns], stderr=subprocess.DEVNULL)
 
 
-class Sshd(object):
-    """An sshd in namespace ``ns`` on ``addr``:22, with throwaway keys."""
-
-    def __init__(self, ns=NS_B, addr=ADDR_B):
-        self.ns = ns
-        self.addr = addr
-        self.dir = tempfile.mkdtemp(prefix="xre-wan-sshd-")
-        self.proc = None
-        self.ssh = None
-
-    def start(self):
-        d = self.dir
-        for name in ("host", "client"):
-            _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, name))
-        shutil.copy(os.path.join(d, "client.pub"), os.path.join(d, "authorized_keys"))
-        os.chmod(os.path.join(d, "authorized_keys"), 0o600)
-        if not os.path.isdir("/run/sshd"):
-            os.makedirs("/run/sshd", 0o755)
-        cfg = os.path.join(d, "sshd_config")
-        with open(cfg, "w") as f:
-            f.write("Port 22\nListenAddress %s\nHostKey %s/host\nAuthorizedKeysFile %s/authorized_keys\n"
-                    "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-                    "UsePAM no\nStrictModes no\nPidFile %s/sshd.pid\nPrintMotd no\nAcceptEnv none\n"
-                    % (self.addr, d, d, d))
-        self.proc = subprocess.Popen(Link.ns_exec(self.ns) + ["/usr/sbin/sshd", "-D", "-e", "-f", cfg],
-                                     stderr=open(os.path.join(d, "log"), "w"))
-        time.sleep(0.5)
-        self.ssh = ("ssh -i %s/client -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                    "-o BatchMode=yes -o LogLevel=ERROR" % d)
-        return self
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def sshd(ns=NS_B, addr=ADDR_B):
+    """An sshd inside namespace ``ns``, on ``addr``:22, with throwaway keys
+    (the tests' own; call ``start()``, then ``stop()``)."""
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if top not in sys.path:
+        sys.path.insert(0, top)
+    from tests.adapter.sshd_util import Sshd
+    return Sshd(addr=addr, port=22, prefix=Link.ns_exec(ns), tag="xre-wan-sshd-")
 
 
 def relay(fd_in, fd_out, rate_bit, delay):

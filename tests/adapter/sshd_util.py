@@ -1,4 +1,5 @@
-"""A throwaway sshd on 127.0.0.1 (root, test keys) for the ssh transport tests."""
+"""A throwaway sshd (root, test keys) for the ssh transport tests, and for
+bench/wanlink.py, which runs one inside a network namespace."""
 from __future__ import absolute_import, division, print_function
 
 import os
@@ -19,13 +20,37 @@ def free_port():
     return port
 
 
-class Sshd(object):
-    """``start()`` -> running sshd; ``ssh`` is the client command string; ``stop()`` kills it by PID."""
+def listening(pid, port):
+    """Whether process ``pid`` has a TCP socket listening on ``port`` (read
+    from /proc/PID/net, which shows the process's own network namespace)."""
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, name)) as f:
+                lines = f.read().splitlines()[1:]
+        except (IOError, OSError):
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
 
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="xre-sshd-")
+
+class Sshd(object):
+    """``start()`` -> running sshd; ``ssh`` is the client command string; ``stop()`` kills it by PID.
+
+    :param addr: the address it listens on (127.0.0.1 by default).
+    :param port: its port (default: a free one on this host).
+    :param prefix: an argv prefix it runs under, e.g. ``ip netns exec NS``.
+    :param tag: the prefix of its temporary directory.
+    """
+
+    def __init__(self, addr="127.0.0.1", port=None, prefix=(), tag="xre-sshd-"):
+        self.dir = tempfile.mkdtemp(prefix=tag)
+        self.addr = addr
+        self.prefix = list(prefix)
         self.proc = None
-        self.port = None
+        self.port = port
         self.ssh = None
 
     @staticmethod
@@ -41,21 +66,20 @@ class Sshd(object):
         os.chmod(os.path.join(d, "authorized_keys"), 0o600)
         if not os.path.isdir("/run/sshd"):
             os.makedirs("/run/sshd", 0o755)   # sshd's privilege separation directory
-        self.port = free_port()
+        if self.port is None:
+            self.port = free_port()
         cfg = os.path.join(d, "sshd_config")
         with open(cfg, "w") as f:
-            f.write("Port %d\nListenAddress 127.0.0.1\nHostKey %s/host\nAuthorizedKeysFile %s/authorized_keys\n"
+            f.write("Port %d\nListenAddress %s\nHostKey %s/host\nAuthorizedKeysFile %s/authorized_keys\n"
                     "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                     "UsePAM no\nStrictModes no\nPidFile %s/sshd.pid\nPrintMotd no\nAcceptEnv none\n"
-                    % (self.port, d, d, d))
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", cfg], stderr=open(os.path.join(d, "log"), "w"))
+                    % (self.port, self.addr, d, d, d))
+        with open(os.path.join(d, "log"), "w") as log:
+            # (ip netns exec runs sshd in its own process: the PID is sshd's)
+            self.proc = subprocess.Popen(self.prefix + [SSHD, "-D", "-e", "-f", cfg], stderr=log)
         t0 = time.time()
-        while time.time() - t0 < 10:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except (IOError, OSError):
-                time.sleep(0.05)
+        while time.time() - t0 < 10 and self.proc.poll() is None and not listening(self.proc.pid, self.port):
+            time.sleep(0.05)
         self.ssh = ("ssh -p %d -i %s/client -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                     "-o BatchMode=yes -o LogLevel=ERROR" % (self.port, d))
         return self
