@@ -42,11 +42,20 @@ def cluster(tmp_path_factory):
         yield cl
 
 
-def _wait(pred, timeout, what):
+def _wait(pred, timeout, what, detail=None):
     deadline = time.time() + timeout
     while not pred():
-        assert time.time() < deadline, "timed out waiting for %s" % what
+        assert time.time() < deadline, "timed out waiting for %s%s" % (what, (": %s" % detail()) if detail else "")
         time.sleep(0.01)
+
+
+def _host_state(host, name):
+    """What ``host`` says of ``name`` and its last events, for a failure message."""
+    try:
+        return "%s: %s; events %s" % (host.name, host.toolstack.sim_info(name),
+                                       [(e["kind"], e["details"]) for e in host.toolstack.events()[-8:]])
+    except ToolstackError as exc:
+        return "%s: %s" % (host.name, exc)
 
 
 def _run(cluster, seed, rnd, name, image):
@@ -120,7 +129,9 @@ def test_kill_primary_at_random_moment_loses_no_acknowledged_write(cluster, seed
     acked_at_kill, failover, wseed = got
 
     # B keeps running unprotected and acknowledging; stop it and judge everything
-    _wait(lambda: cluster.observer.acked(name) > acked_at_kill, PATIENCE_S, "output from B")
+    _wait(lambda: cluster.observer.acked(name) > acked_at_kill, PATIENCE_S, "output from B",
+          detail=lambda: "acked %d at the kill, %d now; %s" % (acked_at_kill, cluster.observer.acked(name),
+                                                              _host_state(B, name)))
     B.toolstack.pause(name)
     acked = cluster.observer.acked(name)
     res = B.toolstack.disk_check(image, wseed, acked)
