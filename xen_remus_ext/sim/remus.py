@@ -40,7 +40,7 @@ import time
 
 from xen_remus_ext.errors import ProtocolError, ToolstackError
 from xen_remus_ext.sim import wire
-from xen_remus_ext.sim.domain import INCOMING, RUNNING
+from xen_remus_ext.sim.domain import DEAD, INCOMING, RUNNING
 
 LOG = logging.getLogger(__name__)
 
@@ -310,6 +310,10 @@ class RemusReceiver(object):
             LOG.warning("remus backup of %s: no committed checkpoint; discarding", dom.name)
             self.host.destroy_domain(dom)
             return
+        if dom.state == DEAD:
+            LOG.info("remus backup of %s: stream ended (%s) after the copy was destroyed; nothing to resume",
+                     dom.name, why)
+            return
         if self.hold or getattr(self.host, "on_stream_break", "resume") == "wait":
             self._orphan(dom, why)
             return
@@ -328,7 +332,11 @@ class RemusReceiver(object):
         with dom.suspended():
             if dom.state == INCOMING:
                 dom.memory = dict(self.committed["memory"])
-        dom.set_state(RUNNING)
+        try:
+            dom.set_state(RUNNING)
+        except ToolstackError as exc:   # destroyed meanwhile (xm destroy of the copy)
+            LOG.info("remus backup of %s: not resumed: %s", dom.name, exc)
+            return
         self.host.event("failover", dom.name, self.epoch, dropped)
 
     def _orphan(self, dom, why):
