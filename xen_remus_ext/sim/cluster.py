@@ -114,16 +114,20 @@ class AckObserver(object):
         self.sock.bind(path)
         self.sock.listen(16)
         self.closed = False
-        t = threading.Thread(target=self._accept, name="observer")
-        t.daemon = True
-        t.start()
+        self.accepted = 0           # connections taken (for failure messages)
+        self.accept_error = None    # why the accept loop stopped, if it did
+        self.thread = threading.Thread(target=self._accept, name="observer")
+        self.thread.daemon = True
+        self.thread.start()
 
     def _accept(self):
         while not self.closed:
             try:
                 conn, _ = self.sock.accept()
-            except (socket.error, OSError):
+            except (socket.error, OSError) as exc:
+                self.accept_error = "%s" % (exc,)
                 return
+            self.accepted += 1
             t = threading.Thread(target=self._read, args=(conn,))
             t.daemon = True
             t.start()
@@ -149,6 +153,12 @@ class AckObserver(object):
             return
         finally:
             conn.close()
+
+    def describe(self):
+        """One line on the observer's health, for failure messages."""
+        return "observer %s: %d connections accepted, accept loop %s" % (
+            self.path, self.accepted, "running" if self.thread.is_alive() else
+            "stopped (%s)" % (self.accept_error or "no error"))
 
     def acked(self, name):
         with self.lock:

@@ -47,6 +47,7 @@ class Observer(object):
         self.path = path
         self.sock = None
         self.lock = threading.Lock()
+        self.failing = None         # why the last ack was not delivered (logged once)
 
     def ack(self, name, upto):
         if not self.path:
@@ -61,9 +62,15 @@ class Observer(object):
                         s.connect(self.path)
                         self.sock = s
                     self.sock.sendall(line)
+                    if self.failing is not None:
+                        LOG.info("observer %s: acks of %s delivered again", self.path, name)
+                        self.failing = None
                     return
                 except (socket.error, OSError) as exc:
-                    LOG.debug("observer %s: %s", self.path, exc)
+                    if self.failing is None:
+                        LOG.warning("observer %s: ack of %s up to %d not delivered: %s",
+                                    self.path, name, upto, exc)
+                    self.failing = "%s" % (exc,)
                     self.close_locked()
 
     def close_locked(self):
