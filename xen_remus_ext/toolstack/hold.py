@@ -237,17 +237,6 @@ def _guard(fd):
         os._exit(0)
 
 
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                continue
-            raise
-
-
 def xl_domain_exists(name, xl=("xl",)):
     """:returns: False only when ``xl domid NAME`` ran and did not find the
     domain (an xl that cannot run proves nothing: the copy is kept)."""
@@ -366,6 +355,7 @@ class Holder(object):
     def _receive(self, child, child_in):
         """Copy the stream until it ends.  :returns: None at its end, else
         the exit status (discarded, or the receiver exited)."""
+        from xen_remus_ext.replication.relay import write_all
         total = 0
         while True:
             if "discard" in self.requests:
@@ -393,7 +383,7 @@ class Holder(object):
                 self._save(bytes=total)
                 return None
             try:
-                _write_all(child_in, data)
+                write_all(child_in, data)
             except OSError as exc:
                 LOG.warning("%s: writing to the receiver failed: %s", self.dom, exc)
                 child.wait()
