@@ -20,13 +20,6 @@ MiB = 1 << 20
 pytestmark = pytest.mark.skipif(not Sshd.usable(), reason="needs root and /usr/sbin/sshd")
 
 
-@pytest.fixture(scope="module")
-def sshd():
-    s = Sshd().start()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def remote(tmp_path, monkeypatch):
     rstate = str(tmp_path / "remote-state")
