@@ -198,3 +198,68 @@ def test_relay_refuses_a_stream_that_is_not_a_pipe(tmp_path):
     relay = PrimaryRelay(s1.fileno(), s2.fileno(), s1.fileno(), s2.fileno(), ctl)
     with pytest.raises(ReplicationError, match="not a pipe.*cannot be proven"):
         relay.run()
+
+
+def _drain(fd, into):
+    def run():
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            into.append(data)
+    t = threading.Thread(target=run)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def test_a_commit_slower_than_the_timeout_is_not_silence_from_the_primary(tmp_path):
+    """Applying a large epoch (a full baseline) can take longer than the
+    timeout; frames that wait in the link meanwhile prove the primary alive:
+    the backup must read them, not fail over on its own slowness."""
+    from xen_remus_ext.replication import synth as X
+    from xen_remus_ext.replication import wire
+    img = str(tmp_path / "b.img")
+    blank(img)
+    now = [1000.0]
+    replica = Replica(img, str(tmp_path / "spool"))
+    real_commit = replica.commit
+
+    def slow_commit(epoch):           # the clock moves on while epoch 0 is applied
+        got = real_commit(epoch)
+        if epoch == 0:
+            now[0] += 10.0
+        return got
+    replica.commit = slow_commit
+    data, marks = X.remus_stream(2, pages_per_checkpoint=24)
+    sa, sb = socket.socketpair()
+    child_r, child_w = os.pipe()
+    out_r, out_w = os.pipe()
+    fed = []
+    drain = _drain(child_r, fed)
+    relay = BackupRelay(sb.fileno(), sb.fileno(), child_w, out_r, replica, timeout=3.0,
+                        clock=lambda: now[0])
+    frames = []
+    pos = 0
+    for n, (tsc_end, _libxc_end, _end) in enumerate(marks):
+        frames.append(wire.frame(wire.XEN, data[pos:tsc_end]))
+        frames.append(wire.write_frame(n, 4096 * n, b"%d" % n * 4096))
+        frames.append(wire.cut_frame(n, 1, 4096))
+        pos = tsc_end
+    frames.append(wire.frame(wire.XEN, data[pos:]))
+    sender = threading.Thread(target=lambda: (sa.sendall(b"".join(frames)), sa.shutdown(socket.SHUT_WR)))
+    sender.daemon = True
+    sender.start()
+    rep = relay.run()
+    drain.join(10)
+    sender.join(10)
+    assert rep["committed"] == 1, rep
+    assert rep["reason"] == "the primary relay closed the link", rep
+    assert b"".join(fed) == data
+    with open(img, "rb") as f:
+        assert f.read(8192) == b"0" * 4096 + b"1" * 4096
+    replica.close()
+    for fd in (out_r, out_w, child_r):
+        os.close(fd)
+    sa.close()
+    sb.close()

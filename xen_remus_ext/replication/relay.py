@@ -297,8 +297,10 @@ class BackupRelay(object):
         while True:
             rlist = [self.link_in] + ([self.child_out] if child_open else [])
             left = last + self.timeout - self.clock()
-            ready, _, _ = select.select(rlist, [], [], max(0.0, left)) if left > 0 else ([], [], [])
-            if not ready:
+            # past the deadline (an epoch took that long to apply) still look:
+            # frames waiting in the link are no silence
+            ready, _, _ = select.select(rlist, [], [], max(0.0, left))
+            if self.link_in not in ready and self.clock() >= last + self.timeout:
                 return self._failover("no frame from the primary for %.1f s" % self.timeout)
             if child_open and self.child_out in ready:
                 data = os.read(self.child_out, READ_MAX)
