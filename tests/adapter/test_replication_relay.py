@@ -263,3 +263,42 @@ def test_a_commit_slower_than_the_timeout_is_not_silence_from_the_primary(tmp_pa
         os.close(fd)
     sa.close()
     sb.close()
+
+
+def _garbled_backup(tmp_path, garbage):
+    """A backup relay fed ``garbage`` by a primary that stays connected."""
+    img = str(tmp_path / "b.img")
+    blank(img)
+    replica = Replica(img, str(tmp_path / "spool"))
+    sa, sb = socket.socketpair()
+    child_r, child_w = os.pipe()
+    out_r, out_w = os.pipe()
+    killed = []
+    relay = BackupRelay(sb.fileno(), sb.fileno(), child_w, out_r, replica, timeout=30.0,
+                        kill_child=lambda: killed.append(True))
+    sa.sendall(garbage)              # and the primary stays there: no end, no silence
+    rep = relay.run()
+    if not rep["failover"]:
+        os.close(child_w)             # a failover closed it already
+    replica.close()
+    for fd in (out_r, out_w, child_r):
+        os.close(fd)
+    sa.close()
+    sb.close()
+    return rep, killed
+
+
+@pytest.mark.parametrize("what", ["bad header", "epoch", "stream", "outside"])
+def test_a_garbled_link_stops_the_receiver_without_a_failover(tmp_path, what):
+    """Bytes that break the link's rules come from a primary that is still
+    there (or from something in between): resuming the copy would run the
+    guest twice.  The receiver is killed (no failover) before the backup
+    relay lets go of its stdin, whatever rule was broken."""
+    from xen_remus_ext.replication import wire
+    garbage = {"bad header": b"\x09\0\0\0\0\0\0\0",
+               "epoch": wire.write_frame(5, 0, b"x" * 512),
+               "stream": wire.frame(wire.XEN, b"garbage" * 20),
+               "outside": wire.write_frame(0, SIZE, b"x" * 512)}[what]
+    rep, killed = _garbled_backup(tmp_path, garbage)
+    assert rep["failover"] is False and killed == [True], rep
+    assert rep["aborted"] and "primary relay" in rep["aborted"], rep

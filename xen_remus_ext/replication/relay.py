@@ -76,6 +76,10 @@ def write_all(fd, data):
             raise
 
 
+class LinkError(ReplicationError):
+    """Reading the link failed (it broke, as an end of it does)."""
+
+
 class _Reader(object):
     """Frames from one descriptor."""
 
@@ -91,7 +95,7 @@ class _Reader(object):
         except OSError as exc:
             if exc.errno in (errno.EINTR, errno.EAGAIN):
                 return []
-            raise ReplicationError("%s: %s" % (self.peer, exc.strerror))
+            raise LinkError("%s: %s" % (self.peer, exc.strerror))
         if not data:
             self.eof = True
             return []
@@ -314,13 +318,18 @@ class BackupRelay(object):
             if self.link_in in ready:
                 try:
                     frames = link.read()
-                except ReplicationError as exc:
+                    last = self.clock()
+                    for ftype, body in frames:
+                        if ftype == wire.ABORT:
+                            return self._abort(body.decode("utf-8", "replace"))
+                        self._frame(ftype, body)
+                except LinkError as exc:
                     return self._failover(str(exc))
-                last = self.clock()
-                for ftype, body in frames:
-                    if ftype == wire.ABORT:
-                        return self._abort(body.decode("utf-8", "replace"))
-                    self._frame(ftype, body)
+                except ReplicationError as exc:
+                    # bytes that break the rules come from a primary still
+                    # there (or from something in between): resuming the
+                    # copy would run the guest twice
+                    return self._abort("primary relay: %s" % exc, by_primary=False)
                 if link.eof:
                     return self._failover("the primary relay closed the link")
 
@@ -369,10 +378,11 @@ class BackupRelay(object):
         os.close(self.child_in)        # xl migrate-receive: end of stream -> Remus failover
         return self.report
 
-    def _abort(self, reason):
+    def _abort(self, reason, by_primary=True):
         self.report["aborted"] = reason
         self.report["dropped"] = list(self.replica.failover())
-        LOG.error("the primary aborted replication: %s", reason)
+        LOG.error("%s: %s; the receiver is stopped without a failover",
+                  "the primary aborted replication" if by_primary else "replication broke", reason)
         if self.kill_child is not None:
             self.kill_child()
         return self.report
