@@ -347,3 +347,35 @@ def test_a_stream_that_ends_before_its_first_checkpoint_is_not_held(rig):
     st = rig.st()
     assert st["state"] == hold.ENDED and st["checkpoints"] == 0 and "before its first checkpoint" in st["reason"]
     assert rig.received() == part and rig.failed_over()     # xl saw the end: it fails, nothing to resume
+
+
+def hvm_stream(checkpoints):
+    """An HVM guest's Remus stream: libxc's domain header says HVM, and each
+    checkpoint carries libxl's emulator records before its CHECKPOINT_END."""
+    S = synth.S
+    out = synth.xl_header() + synth.libxl_header() + synth.rec(S.LIBXL_LIBXC_CONTEXT)
+    out += synth.libxc_headers(guest=S.GUEST_HVM) + synth.rec(S.LIBXC_STATIC_DATA_END)
+    out += synth.page_data(list(range(8)))
+    for n in range(checkpoints):
+        out += synth.page_data([100 + n])
+        out += synth.rec(S.LIBXC_X86_TSC_INFO, b"\1" * 24) + synth.rec(S.LIBXC_HVM_CONTEXT, b"\2" * 1024)
+        out += synth.rec(0xA, b"\3" * 160) + synth.rec(S.LIBXC_CHECKPOINT)
+        out += synth.rec(S.LIBXL_EMULATOR_XENSTORE_DATA, b"physmap\0x\0")
+        out += synth.rec(S.LIBXL_EMULATOR_CONTEXT, b"\4" * 300) + synth.rec(S.LIBXL_CHECKPOINT_END)
+    return out
+
+
+def test_an_hvm_guests_checkpoints_are_counted_and_it_can_be_promoted(rig):
+    """Counting commits needs only libxl's CHECKPOINT_END records, whatever
+    the guest type: an HVM backup with no count would never be promotable."""
+    rig.start()
+    data = hvm_stream(3)
+    rig.proc.stdin.write(data)
+    rig.proc.stdin.flush()
+    wait(lambda: rig.received() == data, what="every byte at the receiver")
+    wait(lambda: rig.st()["checkpoints"] == 3, what="3 checkpoints counted")
+    rig.proc.stdin.close()
+    wait(lambda: (rig.st() or {}).get("state") == hold.HELD, what="held")
+    assert not rig.failed_over()
+    assert hold.backup_status("vm1", base=rig.state) == {"state": "broken", "checkpoints": 3, "held": True}
+    assert "stream_error" not in rig.st()

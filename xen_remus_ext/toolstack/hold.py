@@ -174,24 +174,26 @@ def discard(dom, timeout=60.0, base=None):
 
 class CheckpointCounter(object):
     """Committed checkpoints in xl's Remus stream (libxl CHECKPOINT_END
-    records).  A stream it cannot follow stops the count (``error``); the
-    bytes are the caller's to forward in any case."""
+    records), for any guest type (the suspend point that disk replication
+    needs, and proves for PV guests only, plays no part here).  A stream it
+    cannot follow stops the count (``error``); the bytes are the caller's
+    to forward in any case."""
 
     def __init__(self):
         from xen_remus_ext.replication import stream
         self._stream = stream
         self.scanner = stream.StreamScanner()
-        self.tracker = stream.CheckpointTracker()
         self.committed = 0
         self.error = None
 
     def feed(self, data):
         if self.error is not None:
             return
+        s = self._stream
         try:
-            for fact in self.tracker.facts(self.scanner.feed(data)):
-                if fact.kind == self._stream.COMMIT:
-                    self.committed = fact.checkpoint + 1
+            for el in self.scanner.feed(data):
+                if el.kind == s.LIBXL_RECORD and el.rtype == s.LIBXL_CHECKPOINT_END:
+                    self.committed += 1
         except StreamFormatError as exc:
             self.error = str(exc)
 
