@@ -379,3 +379,36 @@ def test_an_hvm_guests_checkpoints_are_counted_and_it_can_be_promoted(rig):
     assert not rig.failed_over()
     assert hold.backup_status("vm1", base=rig.state) == {"state": "broken", "checkpoints": 3, "held": True}
     assert "stream_error" not in rig.st()
+
+
+def test_a_second_holder_for_a_held_domain_is_refused_and_the_first_keeps_its_copy(rig):
+    """A new stream for a domain whose copy is held here (the link broke,
+    the primary started Remus again) must not take the holder's state
+    over: the held copy would be left paused with no holder anyone can
+    release or discard through ``hold``."""
+    rig.start()
+    send_and_break(rig)
+    first = rig.st()
+    second = subprocess.Popen(
+        [sys.executable, "-m", "xen_remus_ext", "hold", "receive", "--domain", "vm1", "--",
+         sys.executable, rig.receiver, rig.out + "2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=rig.env, cwd=rig.tmp)
+    try:
+        second.stdin.write(synth.remus_stream(1)[0])
+        second.stdin.close()
+    except (IOError, OSError):
+        pass                         # refused before it read
+    try:
+        wait(lambda: second.poll() is not None, what="the second holder's refusal")
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+    err = second.stderr.read()
+    assert second.returncode != 0
+    assert b"vm1" in err and b"already" in err and b"Traceback" not in err, err
+    assert not os.path.exists(rig.out + "2.bytes")        # no second receiver ran
+    st = rig.st()
+    assert st["state"] == hold.HELD and st["pid"] == first["pid"] and st["alive"]
+    final = hold.release("vm1", base=rig.state)
+    assert final["state"] == hold.RELEASED and rig.failed_over()

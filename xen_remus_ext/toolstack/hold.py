@@ -30,6 +30,9 @@ The receiver dies with the holder (``PR_SET_PDEATHSIG``), and a guard
 process keeps a copy of its stdin open until then (:func:`_guard`): a
 holder that dies for any reason never lets xl read an end of stream.
 
+One holder per domain and host: it holds ``<state dir>/hold/DOM.lock``
+(flock) for its life, and a second ``hold receive`` of the same domain is
+refused rather than let it take over the state of a copy still held.
 The holder's state is ``<state dir>/hold/DOM.json`` (``state``:
 ``receiving``, ``held``, ``released``, ``discarded``, ``ended``;
 ``checkpoints``; ``pid``; ``child``), its log ``DOM.log`` next to it.
@@ -39,6 +42,7 @@ from __future__ import absolute_import, division, print_function
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -76,6 +80,35 @@ def state_path(dom, base=None):
 
 def log_path(dom, base=None):
     return os.path.join(directory(base), "%s.log" % _key(dom))
+
+
+def lock_path(dom, base=None):
+    return os.path.join(directory(base), "%s.lock" % _key(dom))
+
+
+def claim(dom, base=None):
+    """Take ``dom``'s holder lock (held for the process's life).
+    :returns: the lock's descriptor.
+    :raises ToolstackError: another holder of ``dom`` runs here: taking its
+        state over would leave its copy paused where no release or discard
+        reaches it."""
+    path = lock_path(dom, base)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError) as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise ToolstackError("hold receive of %s: cannot lock %s: %s" % (dom, path, exc.strerror))
+        try:
+            st = load(dom, base) or {}
+        except ToolstackError:
+            st = {}
+        raise ToolstackError("hold receive of %s: a holder already runs here (pid %s, %s; %s): release or "
+                             "discard its copy first (xen-remus hold release|discard %s)"
+                             % (dom, st.get("pid", "?"), st.get("state", "state unknown"), path, dom))
+    return fd
 
 
 def _write_state(path, st):
@@ -322,6 +355,7 @@ class Holder(object):
         """:returns: the exit status for the holder process."""
         if not os.path.isdir(directory(self.base)):
             os.makedirs(directory(self.base))
+        self.lock = claim(self.dom, self.base)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, self._on_signal("release"))
