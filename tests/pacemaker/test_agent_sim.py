@@ -216,6 +216,52 @@ def test_demote_toward_the_promoted_node_is_a_failback(pair):
     assert res["missing"] == 0 and res["checked"] > 0
 
 
+def test_demote_toward_a_node_holding_a_stale_copy_discards_it_and_fails_back(pair):
+    """xl's Remus has no stop record: stopped on the primary, its stream just
+    ends, and a backup that holds keeps its copy paused.  A demote toward
+    that node must discard that stale copy (not resume it) and fail back."""
+    from xen_remus_ext.failback import journal
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    assert agent(pair, "A").a_start() == decide.OCF_SUCCESS
+    protect(pair)
+    pair.A.toolstack.remus_stop(DOMAIN, tell_backup=False)
+    wait(lambda: (pair.B.toolstack.remus_backup(DOMAIN) or {}).get("state") == "broken", 30, "B holding its copy")
+    held_domid = [d.domid for d in pair.B.toolstack.list_domains() if d.name == DOMAIN][0]
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_DEGRADED_PROMOTED
+    assert agent(pair, "A", notify_type="pre", notify_operation="demote", notify_demote_uname="A",
+                 notify_promote_uname="B").a_notify() == decide.OCF_SUCCESS
+    assert agent(pair, "A").a_demote() == decide.OCF_SUCCESS
+    rec = journal.load(DOMAIN)
+    assert any(h[1] == "discarded" and h[3] == "B" for h in rec["history"]), rec["history"]
+    assert [c["ok"] for c in rec["checks"] if c["name"] == "stale-backup"] == [True]
+    # the guest runs on B as a new domain (the held copy was destroyed, not resumed), protected toward A
+    info = pair.B.toolstack.sim_info(DOMAIN)
+    assert info["sim_state"] == "running" and info["backup"] is None and info["domid"] != held_domid
+    wait(lambda: pair.B.toolstack.remus_running(DOMAIN), 30, "Remus B -> A")
+    acked = pair.cluster.observer.acked(DOMAIN)
+    pair.B.toolstack.pause(DOMAIN)
+    res = pair.B.toolstack.disk_check(IMAGE, pair.config["workload"]["seed"], acked)
+    assert res["missing"] == 0 and res["checked"] > 0
+
+
+def test_demote_toward_a_node_holding_a_diverged_copy_is_refused_and_keeps_it(pair):
+    from xen_remus_ext.errors import FailbackError
+    assert agent(pair, "B").a_start() == decide.OCF_SUCCESS
+    protect(pair)
+    pair.A.toolstack.remus_stop(DOMAIN, tell_backup=False)
+    wait(lambda: (pair.B.toolstack.remus_backup(DOMAIN) or {}).get("state") == "broken", 30, "B holding its copy")
+    meta.rotate(pair.A.disk_path(IMAGE))
+    meta.rotate(pair.B.disk_path(IMAGE))        # both took writes of their own: split brain
+    a = agent(pair, "A", notify_promote_uname="B")
+    with pytest.raises(FailbackError) as exc:
+        a.a_demote()
+    msg = str(exc.value)
+    assert "held Remus backup copy %s" % DOMAIN in msg and "on B" in msg and "not discarding it" in msg, msg
+    b = pair.B.toolstack.remus_backup(DOMAIN)
+    assert b is not None and b["state"] == "broken"
+    assert pair.A.toolstack.sim_info(DOMAIN)["sim_state"] == "running"
+
+
 def test_peer_started_notify_resyncs_and_reprotects_detached(pair):
     # the guest runs on A unprotected (an operator's forced promote boots it)
     assert agent(pair, "A").a_start() == decide.OCF_SUCCESS

@@ -3,8 +3,8 @@ from __future__ import absolute_import, division, print_function
 
 import pytest
 
-from tests.fakes.fake_toolstack import remus_config
-from tests.unit.test_failback_orchestrator import make_world, orch
+from tests.fakes.fake_toolstack import FileDiskSync, remus_config
+from tests.unit.test_failback_orchestrator import PATH, make_world, orch
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import machine, preflight
 
@@ -104,3 +104,83 @@ def test_preflight_refuses_a_toolstack_that_cannot_migrate_paused(tmp_path):
     _state, _lines, checks, _facts = o.dry_run()
     got = [c for c in checks if c.name == "migrate-paused"][0]
     assert not got.ok and "4.8.0" in got.detail and "--reverse-only" in got.detail
+
+
+# -- a held Remus backup copy of the domain on the failback's target ---------------
+
+def _held_copy_on_a(world, broken=True, path=PATH):
+    d = world.create("hostA", remus_config("vm1", backup="hostA", path=path), state="paused", remus_backup=True)
+    d.broken = broken
+    return d
+
+
+def test_a_stale_held_copy_on_the_target_is_discarded_then_the_failback_runs(tmp_path):
+    from tests.unit.test_failback_orchestrator import assert_home_and_protected
+    world, guest = make_world(tmp_path)
+    _held_copy_on_a(world)
+    o = orch(world)
+    rec = o.run()
+    assert rec["state"] == machine.DONE
+    assert "discard vm1@hostA" in world.log
+    assert world.log.index("discard vm1@hostA") < min(i for i, w in enumerate(world.log) if w.startswith("migrate"))
+    checks = dict((c["name"], c) for c in rec["checks"])
+    assert checks["peer-free"]["ok"] and "held Remus backup copy" in checks["peer-free"]["detail"]
+    assert checks["stale-backup"]["ok"] and "ancestors of ours" in checks["stale-backup"]["detail"]
+    assert any(h[1] == "discarded" and h[3] == "hostA" for h in rec["history"])
+    assert any("discarding the stale held Remus backup copy vm1 on hostA" in line for line in o.lines)
+    assert_home_and_protected(world, guest)
+
+
+def test_a_copy_still_receiving_on_the_target_is_refused_and_kept(tmp_path):
+    world, _guest = make_world(tmp_path, guest=False)
+    held = _held_copy_on_a(world, broken=False)
+    with pytest.raises(FailbackError) as exc:
+        orch(world).run()
+    msg = str(exc.value)
+    assert exc.value.step == "preflight"
+    assert "vm1" in msg and "hostA" in msg and "still receiving checkpoints" in msg
+    assert world.hosts["hostA"]["vm1"] is held and world.effects == 0
+    assert world.where("vm1") == ["hostB"]
+
+
+@pytest.mark.parametrize("relation", ["split-brain", "target-ahead"])
+def test_a_held_copy_whose_disk_is_not_older_is_refused_and_kept(tmp_path, relation):
+    world, _guest = make_world(tmp_path, guest=False)
+    held = _held_copy_on_a(world)
+    sync = FileDiskSync(world)
+    sync.relations[world.disk_file("hostA", PATH)] = relation
+    with pytest.raises(FailbackError) as exc:
+        orch(world, sync=sync).run()
+    msg = str(exc.value)
+    assert "stale-backup" not in msg   # details, not check names, are what the operator reads
+    assert "held Remus backup copy vm1" in msg and "on hostA" in msg and "not discarding it" in msg
+    assert world.hosts["hostA"]["vm1"] is held and held.broken and world.effects == 0
+
+
+def test_the_loser_named_by_discard_peer_lets_the_held_copy_go(tmp_path):
+    world, _guest = make_world(tmp_path, guest=False)
+    _held_copy_on_a(world)
+    sync = FileDiskSync(world)
+    sync.relations[world.disk_file("hostA", PATH)] = "split-brain"
+    rec = orch(world, sync=sync, discard_peer=True).run()
+    assert rec["state"] == machine.DONE and "discard vm1@hostA" in world.log
+    assert "named the peer's copies the loser" in dict((c["name"], c["detail"]) for c in rec["checks"])["stale-backup"]
+
+
+def test_a_held_copy_of_other_disks_is_refused_and_kept(tmp_path):
+    world, _guest = make_world(tmp_path, guest=False)
+    held = _held_copy_on_a(world, path="/img/other.img")
+    with pytest.raises(FailbackError) as exc:
+        orch(world).run()
+    msg = str(exc.value)
+    assert "expected the same disks as vm1 here" in msg and "xvda=/img/other.img" in msg and "hostA" in msg
+    assert world.hosts["hostA"]["vm1"] is held and world.effects == 0
+
+
+def test_a_running_domain_of_that_name_on_the_target_is_still_refused(tmp_path):
+    world, _guest = make_world(tmp_path, guest=False)
+    world.create("hostA", remus_config("vm1", backup="hostB", path=PATH))
+    with pytest.raises(FailbackError) as exc:
+        orch(world).run()
+    assert "found it on the peer too (running)" in str(exc.value)
+    assert world.effects == 0

@@ -156,7 +156,13 @@ class Orchestrator(object):
             here = self.ts.migrating_away(self.domain)   # still here, under xend's migrating- name
         local = preflight.domain_state(here)
         try:
-            peer = preflight.domain_state(preflight.find_domain(self.peer, self.domain))
+            pinfo = preflight.find_domain(self.peer, self.domain)
+            if pinfo is not None and here is not None and self._held_copy(pinfo):
+                # a Remus backup copy there (held since its stream ended, or
+                # still receiving), not the domain: preflight judges it
+                # (peer-free, stale-backup) and discards only a provably stale one
+                pinfo = None
+            peer = preflight.domain_state(pinfo)
         except ToolstackError as exc:
             raise FailbackError("peer %s: expected its toolstack to answer while observing, got: %s"
                                 % (self.host, exc), state=self.rec and self.rec["state"], step="observe")
@@ -173,6 +179,13 @@ class Orchestrator(object):
                                   journal.delta_of(rec).sent if rec else False)
         LOG.debug("%s: observed %r", self.domain, obs)
         return obs
+
+    def _held_copy(self, pinfo):
+        try:
+            b = self.peer.remus_backup(pinfo.name)
+        except ToolstackError:
+            return False
+        return b is not None
 
     # -- journal --------------------------------------------------------------
     def _save(self):
@@ -504,6 +517,8 @@ class Orchestrator(object):
                 else "--hold-backup: %s" % why)]
         self.rec["checks"] = [c.to_dict() for c in checks]
         preflight.raise_failed(checks, self.rec["state"])
+        if facts.get("stale_backup") and any(c.name == "stale-backup" and c.ok for c in checks):
+            self._discard_stale_backup(facts["stale_backup"])
         if self.mode != machine.PROTECT_MODE:
             self._rotate_missed()
         if self.mode == machine.PROTECT_MODE:
@@ -513,6 +528,23 @@ class Orchestrator(object):
         self.rec["local_host"] = self.backup_host() if self.mode == machine.FAILBACK else self.local_host()
         self.rec["reverse"] = facts["direction"]
         self.rec["disks"] = [dict(d, precopy=[], final=None) for d in facts["disks"]]
+
+    def _discard_stale_backup(self, stale):
+        """The peer holds a paused Remus backup copy of this domain from an
+        earlier protection (its stream ended), and preflight proved it stale
+        (``stale-backup``): discard it without resuming it, so that the
+        domain's copy can go there."""
+        self.progress("%s: discarding the stale held Remus backup copy %s on %s (%s committed checkpoints)"
+                      % (self.domain, stale["name"], self.host,
+                         "?" if stale.get("checkpoints") is None else stale["checkpoints"]))
+        self.peer.remus_discard(self.domain)
+        journal.note(self.rec, self.clock.now(), "discarded", stale["name"], self.host)
+        self._save()
+        left = preflight.find_backup_copy(self.peer, self.domain)
+        if left is not None or preflight.find_domain(self.peer, self.domain) is not None:
+            raise FailbackError("%s: expected the stale backup copy on %s gone after its discard, it is still "
+                                "there (%s)" % (self.domain, self.host, (left[0].name if left else self.domain)),
+                                state=self.rec["state"], step="preflight")
 
     def _rotate_missed(self):
         """The domain runs here unprotected, after a failover: each copy here

@@ -5,7 +5,11 @@ Checks, in order (each a :class:`Check` with name, ok, detail):
 ``domain-here``     the domain runs (or is paused) on this host, not dom0
 ``unprotected``     no Remus sender for it runs here (failover left it bare)
 ``peer-reachable``  the peer's toolstack answers
-``peer-free``       the peer has no domain of that name
+``peer-free``       the peer has no domain of that name; a Remus backup copy
+                    of it there whose stream ended (held paused, xl's
+                    ``DOM--incoming``) is the stale backup of an earlier
+                    protection and passes, to be discarded once every check
+                    passed (``stale-backup``); one still receiving is refused
 ``peer-memory``     the peer's free memory holds the domain's memory
 ``migrate-paused``  (xl) ``xl migrate -p`` exists: Xen 4.8.0 or later
 ``migrate-hook``    (xend) the running xend sends the final delta at step 2
@@ -26,6 +30,11 @@ Checks, in order (each a :class:`Check` with name, ok, detail):
                     the operator accepted losing its writes at failover
 ``direction``       the config protects toward the intended backup, or can be
                     reversed to do so (:func:`plan_direction`)
+``stale-backup``    (with a held copy on the peer) it is this domain's: the
+                    same disks (vdev and image), and the generation checks
+                    show the peer's copies ancestors of ours (or the operator
+                    named them the loser with --discard-peer); the caller
+                    then discards it through the port's ``remus_discard``
 """
 from __future__ import absolute_import, division, print_function
 
@@ -55,6 +64,59 @@ def find_domain(toolstack, dom):
                 continue
             return info
     return None
+
+
+#: the name xl's receiver (``xl migrate-receive``, so ``xl remus`` on the
+#: backup) gives a copy while it arrives; the simulator keeps the name
+INCOMING_SUFFIX = "--incoming"
+
+
+def find_backup_copy(toolstack, dom):
+    """The Remus backup copy of ``dom`` on ``toolstack``'s host: ``(info,
+    backup)`` with ``backup`` as :meth:`ports.Toolstack.remus_backup` says
+    (``state`` ``receiving`` or ``broken``), or None.  A failing call
+    propagates."""
+    for info in toolstack.list_domains():
+        if info.domid == 0 or info.name not in (dom, dom + INCOMING_SUFFIX):
+            continue
+        backup = toolstack.remus_backup(info.name)
+        if backup is not None:
+            return info, backup
+    return None
+
+
+def _disk_set(config):
+    return sorted((d.vdev, d.path or d.uname) for d in config.disks)
+
+
+def check_stale_backup(peer, domain, host, stale, config, checks, discard_peer):
+    """Is the held backup copy ``stale`` (``{"name", "domid"}``) on the peer
+    provably the stale backup of this domain, to be discarded?  Only when
+    its disks are this domain's and every generation check passed.
+
+    :returns: ``(name, ok, detail)``
+    """
+    name = "stale-backup"
+    what = "the held Remus backup copy %s (domid %s) of %s on %s" % (stale["name"], stale["domid"], domain, host)
+    theirs, err = _safe(peer.domain_config, stale["name"])
+    if err is not None:
+        return name, False, "%s: cannot read its config to tell whose copy it is: %s; not discarding it" % (
+            what, err)
+    if _disk_set(theirs) != _disk_set(config):
+        return name, False, ("%s: expected the same disks as %s here, got %s against %s; not discarding it "
+                             "(destroy it by hand on %s if it is stale)"
+                             % (what, domain, ", ".join("%s=%s" % d for d in _disk_set(theirs)) or "none",
+                                ", ".join("%s=%s" % d for d in _disk_set(config)), host))
+    gens = [c for c in checks if c.name.startswith(("generation:", "backup-copy:"))]
+    bad = [c for c in gens if not c.ok]
+    if not gens or bad:
+        return name, False, ("%s: not discarding it: its disks' generations do not show it older than "
+                             "this domain's copies (%s)" % (what, "; ".join(c.detail for c in bad) or
+                                                            "no generation compared"))
+    return name, True, ("%s: this domain's stale copy (same disks; %s): discarded before the copy goes there"
+                        % (what, "the operator named the peer's copies the loser" if discard_peer and any(
+                            "DISCARDING" in c.detail for c in gens) else "the peer's disk copies are ancestors "
+                            "of ours"))
 
 
 def domain_state(info):
@@ -140,11 +202,30 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
                else "%s: expected its toolstack to answer, got: %s" % (host, err)):
         return checks, facts
     pinfo, err = _safe(find_domain, peer, domain)
-    add("peer-free", err is None and pinfo is None,
-        "no %s on %s" % (domain, host) if err is None and pinfo is None else
-        "%s: expected no domain of that name on %s, found %s" % (domain, host, err or domain_state(pinfo)))
+    stale = None
+    if err is None:
+        stale, err = _safe(find_backup_copy, peer, domain)
+    if err is None and stale is not None and (pinfo is None or pinfo.domid == stale[0].domid):
+        # a Remus backup copy of this domain there, not the domain itself
+        sinfo, sb = stale
+        if sb.get("state") == "broken":
+            facts["stale_backup"] = {"name": sinfo.name, "domid": sinfo.domid, "memory": sinfo.memory or 0,
+                                     "checkpoints": sb.get("checkpoints")}
+            add("peer-free", True, "%s on %s: a held Remus backup copy (%s, its stream ended; %s committed "
+                "checkpoints), judged by stale-backup" % (domain, host, sinfo.name,
+                                                          "?" if sb.get("checkpoints") is None else sb["checkpoints"]))
+        else:
+            add("peer-free", False, "%s: expected no domain of that name on %s, found a Remus backup copy (%s) "
+                "still receiving checkpoints: a primary still protects toward %s; stop that protection first"
+                % (domain, host, sinfo.name, host))
+    else:
+        add("peer-free", err is None and pinfo is None,
+            "no %s on %s" % (domain, host) if err is None and pinfo is None else
+            "%s: expected no domain of that name on %s, found %s" % (domain, host, err or domain_state(pinfo)))
     need = info.memory or 0
     free = hinfo.get("free_memory")
+    if facts.get("stale_backup") and free is not None:
+        free += facts["stale_backup"]["memory"]     # freed by the discard
     add("peer-memory", free is not None and free >= need,
         "%s has %s MiB free, %s needs %d MiB" % (host, free, domain, need) if free is not None and free >= need
         else "%s: expected >= %d MiB free for %s, got %s MiB" % (host, need, domain, free))
@@ -227,6 +308,8 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
                     backup, "; reversing %s" % ", ".join(changed) if changed else ""))
     if config_file:
         add(*check_config_file(config_file, backup, backup_aliases))
+    if facts.get("stale_backup"):
+        add(*check_stale_backup(peer, domain, host, facts["stale_backup"], config, checks, discard_peer))
     return checks, facts
 
 

@@ -596,6 +596,7 @@ class Agent(object):
                 self.rotate_local(ts)
             t0 = time.time()
             with self.site(target, xenstores=True) as site:
+                self.wait_stream_end(site.peer, target)
                 res = api.run_failback(site.toolstack, self.domain, self.host_of(target), site.peer,
                                        options=dict(self.options(), supervise=site.supervise),
                                        disk_sync=site.disk_sync, progress=self.log, clock=site.clock,
@@ -605,6 +606,29 @@ class Agent(object):
             self.save_state(target=None)
         self.set_score(decide.SCORE_BACKUP)
         return decide.OCF_SUCCESS
+
+    def wait_stream_end(self, peer_ts, target):
+        """Remus stopped here: a backup copy on ``target`` that held on a
+        stream break (xl's stream has no stop record) turns from receiving
+        to held once it sees the end.  Wait for that, briefly, so that the
+        failback's preflight judges a held copy, not a stream in flight."""
+        from xen_remus_ext.failback import preflight
+        deadline = time.time() + min(30.0, max(2.0, self.timeout_s(300.0) * 0.1))
+        while True:
+            try:
+                found = preflight.find_backup_copy(peer_ts, self.domain)
+            except XenRemusError as exc:
+                self.log("demote: cannot look for a backup copy of %s on %s: %s" % (self.domain, target, exc))
+                return
+            if found is None or found[1].get("state") != "receiving":
+                if found is not None:
+                    self.log("demote: %s holds a backup copy of %s (%s, stream ended)"
+                             % (target, self.domain, found[0].name))
+                return
+            if time.time() > deadline:
+                self.log("demote: the backup copy of %s on %s still receives" % (self.domain, target))
+                return
+            time.sleep(0.2)
 
     def rotate_local(self, ts):
         """Remus stopped: this copy now takes writes the peer's does not see."""

@@ -509,12 +509,12 @@ class Host(object):
             self.event("retarget", d.name, vdev, old, new)
         return [vdev for vdev, _, _ in changes]
 
-    def op_remus_stop(self, dom):
+    def op_remus_stop(self, dom, tell_backup=True):
         d = self.find(dom)
         s = self.senders.pop(d.name, None)
         if s is None:
             raise ToolstackError("domain %s: expected a Remus sender, got none" % d.name)
-        s.stop()
+        s.stop(tell_backup=bool(tell_backup))
         self.event("remus-stop", d.name)
 
     def op_remus_running(self, dom):

@@ -182,14 +182,19 @@ class RemusSender(object):
         dom.remus = None
         dom.observer.ack(dom.name, dom.memory["next"])
 
-    def stop(self):
-        """remus_stop: tell the backup to discard its copy, stop mirroring."""
+    def stop(self, tell_backup=True):
+        """remus_stop: tell the backup to discard its copy, stop mirroring.
+        ``tell_backup=False``: just end the stream (xl's Remus has no stop
+        record), so the backup sees a broken stream."""
         dom = self.domain
         with dom.suspended():
             if self.state == "protecting":
                 self.state = "stopped"
                 try:
-                    self.sock.sendall(wire.OP_STOP)
+                    if tell_backup:
+                        self.sock.sendall(wire.OP_STOP)
+                    else:
+                        self.sock.shutdown(socket.SHUT_RDWR)
                 except (socket.error, OSError):
                     pass
             self._unplug()

@@ -151,8 +151,15 @@ class SimToolstack(Toolstack):
         unames = dict((d.vdev, d.uname) for d in config.disks if d.remus is not None)
         return self.call("retarget_disks", dom=dom, unames=unames)
 
-    def remus_stop(self, dom):
-        self.call("remus_stop", dom=dom)
+    def remus_stop(self, dom, tell_backup=True):
+        """Stop Remus of ``dom``.  ``tell_backup=False`` (a simulator extra):
+        the stream just ends, as ``xl remus`` stopped by SIGINT ends it (xl's
+        stream has no stop record): the backup then fails over, or holds its
+        copy paused when it was asked to hold."""
+        if tell_backup:
+            self.call("remus_stop", dom=dom)
+        else:
+            self.call("remus_stop", dom=dom, tell_backup=False)
 
     def remus_running(self, dom):
         return bool(self.call("remus_running", dom=dom))

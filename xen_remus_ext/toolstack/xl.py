@@ -269,11 +269,35 @@ class XlToolstack(Toolstack):
         checkpoints are the holder's; else ``receiving`` with an unknown count."""
         if not str(dom).endswith(self.INCOMING_SUFFIX):
             return None
-        if self.host is None:
-            st = hold.backup_status(str(dom)[:-len(self.INCOMING_SUFFIX)], self.state_base)
-            if st is not None:
-                return st
+        base = str(dom)[:-len(self.INCOMING_SUFFIX)]
+        st = hold.backup_status(base, self.state_base) if self.host is None else self._peer_hold_status(base)
+        if st is not None:
+            return st
         return {"state": "receiving", "checkpoints": None}
+
+    def _peer_argv(self, args):
+        """``xen-remus ARGS`` on this adapter's host, through the same ssh
+        prefix as its ``xl`` (the holder's state is local to that host)."""
+        from xen_remus_ext.resync.transport import remote_command
+        return self.xl[:-1] + [shlex_quote(w) for w in remote_command() + [str(a) for a in args]]
+
+    def _peer_hold_status(self, dom):
+        """:func:`hold.backup_status` of ``dom`` on the remote host (``xen-remus
+        hold show``), or None when it has no live holder or cannot tell."""
+        try:
+            rc, out, _err = self.runner.run(self._peer_argv(["-q", "hold", "show", dom]), timeout=self.timeout)
+        except (IOError, OSError):
+            return None
+        if rc != 0:
+            return None
+        try:
+            st = json.loads(to_text(out or b""))
+        except ValueError:
+            return None
+        if not isinstance(st, dict) or not st.get("alive") or st.get("state") not in (hold.RECEIVING, hold.HELD):
+            return None
+        return {"state": "broken" if st["state"] == hold.HELD else "receiving",
+                "checkpoints": st.get("checkpoints"), "held": st["state"] == hold.HELD}
 
     def check_hold(self):
         """Held per stream: ``remus_start(hold=True)`` runs ``xen-remus hold
@@ -303,8 +327,20 @@ class XlToolstack(Toolstack):
 
     def remus_discard(self, dom):
         """Destroy the backup copy of ``dom`` here without resuming it: its
-        holder kills xl's receiver first, so xl never fails over."""
-        self._local_only("discard", dom)
+        holder kills xl's receiver first, so xl never fails over.  On a
+        remote host: ``xen-remus hold discard DOM`` there, over ssh."""
+        if self.host is not None:
+            argv = self._peer_argv(["hold", "discard", dom])
+            try:
+                rc, _out, err = self.runner.run(argv, timeout=self.timeout)
+            except (IOError, OSError) as exc:
+                raise ToolstackError("discard the backup copy of %s on %s: cannot run %s: %s"
+                                     % (dom, self.host, argv[0], exc))
+            if rc != 0:
+                raise ToolstackError("discard the backup copy of %s on %s: xen-remus hold discard exit %d: %s"
+                                     % (dom, self.host, rc, to_text(err or b"", errors="replace").strip()
+                                        or "(no message)"))
+            return
         st = hold.discard(str(dom), base=self.state_base)
         incoming = str(dom) + self.INCOMING_SUFFIX
         if any(i.name == incoming for i in self.list_domains()):
