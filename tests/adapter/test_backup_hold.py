@@ -331,8 +331,17 @@ def test_xl_discard_without_a_holder_destroys_the_incoming_copy(rig):
 def test_a_peer_xl_does_not_read_this_hosts_holders(rig):
     from xen_remus_ext.toolstack.xl import XlToolstack
     rig.start()
-    xl = XlToolstack(ListRunner(rig, {}), host="hostb", state_base=rig.state)
+    class PeerRunner(ListRunner):
+        def run(self, argv, input=None, timeout=None, env=None):
+            if argv[0] == "xen-remus":     # the peer has no holder of vm1
+                self.calls.append(list(argv))
+                return 1, b"null\n", b""
+            return ListRunner.run(self, argv, input, timeout, env)
+    runner = PeerRunner(rig, {})
+    xl = XlToolstack(runner, host="hostb", state_base=rig.state)
+    # the holder running HERE is not the peer's: the peer's own is asked (through the runner)
     assert xl.remus_backup("vm1--incoming") == {"state": "receiving", "checkpoints": None}
+    assert runner.calls == [["xen-remus", "-q", "hold", "show", "vm1"]]
     with pytest.raises(ToolstackError, match="run it on the backup hostb itself"):
         xl.remus_takeover("vm1")
 
