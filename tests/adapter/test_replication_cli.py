@@ -41,6 +41,55 @@ def test_relay_processes_fail_over_to_a_consistent_disk(tmp_path):
     run_relay_pair(tmp_path)
 
 
+# the backup's end binds the address ssh reached it at (SSH_CONNECTION): loopback here
+LOOPBACK_SSH = {"SSH_CONNECTION": "127.0.0.1 40000 127.0.0.1 22"}
+
+
+def test_a_tcp_link_outlives_the_ssh_connection_that_started_it(tmp_path):
+    """``--link tcp``: ssh only starts the backup's end; its connection
+    breaking after the handoff ends nothing: checkpoints go on being
+    committed over the TCP link, and the primary's death still fails over
+    to a consistent disk."""
+    brk = str(tmp_path / "break-ssh")
+    ssh = "%s %s %s" % (sys.executable, os.path.join(HERE, "fake_ssh.py"), brk)
+    state = {}
+
+    def during(t, libxc):
+        if len(libxc.snapshots) >= 3 and "broke" not in state:
+            open(brk, "w").close()
+            state["broke"] = len(libxc.snapshots)
+        return "broke" in state and len(libxc.snapshots) >= state["broke"] + 4
+
+    back = run_relay_pair(tmp_path, ["--link", "tcp", "--ssh", ssh], LOOPBACK_SSH, during=during)
+    assert back["committed"] >= state["broke"] + 3        # committed after ssh was gone
+    assert back["reason"] == "the primary relay closed the link"
+
+
+def test_a_wrong_token_is_refused_and_the_right_one_admitted(tmp_path, monkeypatch):
+    import socket
+    import threading
+    from xen_remus_ext.replication import service, wire
+    monkeypatch.setenv("SSH_CONNECTION", LOOPBACK_SSH["SSH_CONNECTION"])
+    r, w = os.pipe()
+    got = {}
+    th = threading.Thread(target=lambda: got.update(sock=service.accept_link(0, 5.0, out_fd=w)))
+    th.start()
+    offer = wire.parse_hello(wire.Decoder("test").feed(os.read(r, 4096))[0][1], "test")
+    assert offer["addr"] == "127.0.0.1" and offer["port"] > 0 and len(offer["token"]) == 32
+    bad = socket.create_connection(("127.0.0.1", offer["port"]))
+    bad.sendall(wire.hello_frame({"token": "0" * 32}))
+    assert bad.recv(16) == b""                            # closed without a word
+    bad.close()
+    good = service.connect_link(offer, "ignored", 5.0)
+    th.join(10)
+    good.sendall(b"x")
+    assert got["sock"].recv(1) == b"x"
+    good.close()
+    got["sock"].close()
+    os.close(r)
+    os.close(w)
+
+
 def test_relay_with_a_held_backup_waits_for_the_release_then_fails_over_consistently(tmp_path):
     """``--hold-domain``: the backup relay's receiver is ``xen-remus hold
     receive`` in front of xl's; at failover the disk is at the committed
@@ -58,11 +107,19 @@ def test_relay_with_a_held_backup_waits_for_the_release_then_fails_over_consiste
         wait_for(lambda: (hold.load("vm1", base=state) or {}).get("state") == hold.HELD, "held")
         time.sleep(1.0)
         assert not os.path.exists(os.path.join(t, "receiver.json")), "the receiver failed over while held"
-        assert not os.path.exists(os.path.join(t, "backup.json"))    # the backup relay waits for it
+        assert "receiver_exit" not in read_json(os.path.join(t, "backup.json"))   # the backup relay waits for it
         st = hold.load("vm1", base=state)
         assert st["checkpoints"] >= 1
         hold.release("vm1", base=state)
     run_relay_pair(tmp_path, ["--hold-domain", "vm1"], extra, held)
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (IOError, OSError, ValueError):
+        return {}
 
 
 def wait_for(cond, what, limit=30):
@@ -74,7 +131,10 @@ def wait_for(cond, what, limit=30):
     raise AssertionError("timed out waiting for %s" % what)
 
 
-def run_relay_pair(tmp_path, relay_opts=(), extra_env=None, after_kill=None):
+def run_relay_pair(tmp_path, relay_opts=(), extra_env=None, after_kill=None, during=None):
+    """:param during: ``during(t, libxc)`` polled while checkpoints flow; the
+        primary is killed once it returns true (default: after 5 checkpoints).
+    :returns: the backup's final report."""
     t = str(tmp_path)
     a_img, b_img = os.path.join(t, "a.img"), os.path.join(t, "b.img")
     for p in (a_img, b_img):
@@ -104,19 +164,20 @@ def run_relay_pair(tmp_path, relay_opts=(), extra_env=None, after_kill=None):
         guest.thread.start()
         libxc.thread.start()
         end = time.time() + 60
-        while time.time() < end and not (len(libxc.snapshots) >= 5 and guest.acked > libxc.snapshots[-1][0] + 3):
+        while time.time() < end and not (len(libxc.snapshots) >= 5 and guest.acked > libxc.snapshots[-1][0] + 3
+                                         and (during is None or during(t, libxc))):
             assert relay.poll() is None, "relay exited %s" % relay.returncode
             time.sleep(0.01)
-        assert len(libxc.snapshots) >= 5
+        assert len(libxc.snapshots) >= 5 and (during is None or during(t, libxc))
         relay.send_signal(signal.SIGKILL)          # host A is gone
         relay.wait()
         guest.stop = libxc.stop = True
         if after_kill is not None:
             after_kill(t)
-        wait_file(os.path.join(t, "backup.json"), limit=30)
+        # the backup's report is rewritten at each committed checkpoint, then at its end
+        wait_for(lambda: "receiver_exit" in read_json(os.path.join(t, "backup.json")), "the backup's final report")
         wait_file(os.path.join(t, "receiver.json"), limit=30)
-        with open(os.path.join(t, "backup.json")) as f:
-            back = json.load(f)
+        back = read_json(os.path.join(t, "backup.json"))
         with open(os.path.join(t, "receiver.json")) as f:
             rec = json.load(f)
         assert back["failover"] is True and back["receiver_exit"] == 0
@@ -128,6 +189,7 @@ def run_relay_pair(tmp_path, relay_opts=(), extra_env=None, after_kill=None):
         with open(b_img, "rb") as f1, open(os.path.join(t, "snap.img"), "rb") as f2:
             assert f1.read() == f2.read()        # the copy taken at failover
         assert max(U.records_on(a_img)) > rec["acked"]
+        return back
     finally:
         if relay is not None and relay.poll() is None:
             relay.kill()
@@ -150,14 +212,46 @@ def test_bad_listen_specs_and_missing_receiver_are_clear_errors(tmp_path):
     assert out.returncode == 1 and b"no receiver command" in err
 
 
-def test_the_receiver_dies_with_the_backup_relay(tmp_path):
+def _pipe_writers(inode, pids):
+    """Which of ``pids`` hold a descriptor on pipe ``inode`` opened for writing."""
+    found = set()
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) != "pipe:[%d]" % inode:
+                    continue
+                with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                    flags = int(f.read().split("flags:")[1].split()[0], 8)
+            except (OSError, IOError):
+                continue
+            if flags & 3 == os.O_WRONLY:           # O_ACCMODE (not in Python 2.7)
+                found.add(pid)
+    return found
+
+
+def _children(pid):
+    kids = set()
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+            kids.update(int(k) for k in f.read().split())
+    return kids
+
+
+def test_the_receiver_dies_with_the_backup_relay_and_never_reads_the_end_of_its_stream(tmp_path):
     # a backup relay that dies must not leave xl's receiver to read
-    # end-of-stream and fail over on a disk it may have moved ahead
+    # end-of-stream and fail over on a disk it may have moved ahead; the
+    # kernel closes a dying process's descriptors before it signals its
+    # children, so a second process (the guard) holds the receiver's stdin
     disk = str(tmp_path / "b.img")
     with open(disk, "wb") as f:
         f.truncate(1 << 20)
-    pidfile = str(tmp_path / "receiver.pid")
-    script = "import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(60)" % pidfile
+    pidfile, eoffile = str(tmp_path / "receiver.pid"), str(tmp_path / "receiver.eof")
+    script = ("import os, sys\nopen(%r, 'w').write(str(os.getpid()))\n"
+              "while os.read(0, 65536): pass\nopen(%r, 'w').write('eof')\n") % (pidfile, eoffile)
     proc = subprocess.Popen(CLI + ["replicate", "backup", "--disk", disk, "--timeout", "30", "--",
                                    sys.executable, "-c", script],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env())
@@ -165,17 +259,47 @@ def test_the_receiver_dies_with_the_backup_relay(tmp_path):
     time.sleep(0.2)
     with open(pidfile) as f:
         pid = int(f.read())
+    inode = os.stat("/proc/%d/fd/0" % pid).st_ino
+    kids = _children(proc.pid)
+    writers = _pipe_writers(inode, kids | {proc.pid})
+    guards = writers - {proc.pid}
+    assert proc.pid in writers and len(guards) == 1 and guards <= kids - {pid}, (writers, kids, pid)
     proc.kill()
     proc.wait()
     end = time.time() + 10
     while time.time() < end:
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        alive = [p for p in (pid,) + tuple(guards) if os.path.exists("/proc/%d" % p)]
+        if not alive:
             break
         time.sleep(0.05)
     else:
-        raise AssertionError("the receiver %d outlived the backup relay" % pid)
+        raise AssertionError("%s outlived the backup relay" % alive)
+    assert not os.path.exists(eoffile), "the receiver read the end of its stream"
+
+
+def test_a_backup_relay_that_fails_kills_its_receiver_without_a_failover(tmp_path):
+    # a frame the backup cannot apply (a WRITE for an epoch already cut) is an
+    # error: no failover from a state the relay did not finish
+    from xen_remus_ext.replication import wire
+    disk = str(tmp_path / "b.img")
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    pidfile, eoffile = str(tmp_path / "receiver.pid"), str(tmp_path / "receiver.eof")
+    script = ("import os, sys\nopen(%r, 'w').write(str(os.getpid()))\n"
+              "while os.read(0, 65536): pass\nopen(%r, 'w').write('eof')\n") % (pidfile, eoffile)
+    proc = subprocess.Popen(CLI + ["replicate", "backup", "--disk", disk, "--timeout", "30", "--",
+                                   sys.executable, "-c", script],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    wait_file(pidfile, proc)
+    proc.stdin.write(wire.cut_frame(0, 0, 0) + wire.write_frame(0, 0, b"x" * 512))
+    proc.stdin.flush()
+    _out, err = proc.communicate()
+    assert proc.returncode == 1 and b"Traceback" not in err, err
+    assert b"epoch" in err, err
+    time.sleep(0.5)
+    assert not os.path.exists(eoffile), "the receiver read the end of its stream"
+    with open(pidfile) as f:
+        assert not os.path.exists("/proc/%d" % int(f.read()))
 
 
 # -- replicate serve: its socket paths, its exit, its options --------------------

@@ -302,3 +302,46 @@ def test_a_garbled_link_stops_the_receiver_without_a_failover(tmp_path, what):
     rep, killed = _garbled_backup(tmp_path, garbage)
     assert rep["failover"] is False and killed == [True], rep
     assert rep["aborted"] and "primary relay" in rep["aborted"], rep
+
+
+def _backup_on_pipes(tmp_path, clock, timeout):
+    link_r, link_w = os.pipe()
+    back_r, back_w = os.pipe()
+    xl_r, xl_w = os.pipe()
+    out_r, out_w = os.pipe()
+    disk = str(tmp_path / "b.img")
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    replica = Replica(disk, str(tmp_path / "spool"))
+    relay = BackupRelay(link_r, back_w, xl_w, out_r, replica, timeout=timeout, clock=clock)
+    return relay, link_w, (link_r, back_r, back_w, xl_r, out_r, out_w), replica
+
+
+def test_a_stall_of_the_backup_host_is_not_the_primarys_silence(tmp_path):
+    """A wait that returns far later than asked (this host did not run the
+    relay: a dom0 stall) is not counted as silence; real silence is."""
+    calls = [0]
+
+    def clock():                        # the host "stalls" for 30 s during the first wait
+        calls[0] += 1
+        return time.time() + (30.0 if calls[0] > 1 else 0.0)
+    relay, link_w, fds, replica = _backup_on_pipes(tmp_path, clock, timeout=2.0)
+    result = {}
+    th = threading.Thread(target=lambda: result.update(rep=relay.run(), t=time.time()))
+    t0 = time.time()
+    th.start()
+    th.join(20)
+    try:
+        assert not th.is_alive()
+        rep = result["rep"]
+        assert rep["failover"] and rep["reason"] == "no frame from the primary for 2.0 s"
+        assert rep["stalls"] == 1 and rep["stall_max"] >= 28
+        assert 1.8 <= result["t"] - t0 < 10       # then 2 s of real silence
+    finally:
+        replica.close()
+        os.close(link_w)
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -45,6 +45,23 @@ def _timeout(text):
     return value
 
 
+def _port(text):
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError("expected a port number from 0 to 65535, got %r" % text)
+    return int(text)
+
+
+def _link(text):
+    """``--link``: ``ssh``, ``tcp`` or ``tcp:PORT`` -> ("ssh"|"tcp", port)."""
+    if text == "ssh":
+        return ("ssh", None)
+    if text == "tcp":
+        return ("tcp", 0)
+    if text.startswith("tcp:"):
+        return ("tcp", _port(text[4:]))
+    raise argparse.ArgumentTypeError("expected ssh, tcp or tcp:PORT, got %r" % text)
+
+
 def register(subparsers):
     p = subparsers.add_parser(
         "replicate", help="checkpoint-consistent disk replication for xl remus",
@@ -73,6 +90,13 @@ def register(subparsers):
                    help="full: epoch 0 carries the whole disk (default); none: the backup's copy "
                         "is identical and the guest is paused until --attached-file appears")
     r.add_argument("--ssh", default="ssh", metavar="CMD", help="command to reach HOST (default ssh)")
+    r.add_argument("--link", type=_link, default="ssh", metavar="ssh|tcp[:PORT]",
+                   help="ssh (default): the link runs through the --ssh command's stdin and stdout; "
+                        "tcp: that command only starts the backup's end, which listens on a TCP port "
+                        "(PORT, default any) of the address ssh reached it at and admits one connection "
+                        "presenting a one-time token; the kernel then gives up on the link only after "
+                        "--timeout seconds (TCP_USER_TIMEOUT), so a stall of either host shorter than "
+                        "that ends nothing, and a broken ssh connection ends nothing either")
     r.add_argument("--remote", default="xen-remus", metavar="CMD",
                    help="xen-remus on the backup (default xen-remus)")
     r.add_argument("--timeout", type=_timeout, default=3.0,
@@ -100,6 +124,9 @@ def register(subparsers):
     b.add_argument("--report", metavar="FILE", help="write the failover report (JSON) here")
     b.add_argument("--snapshot", metavar="FILE",
                    help="at failover, copy the disk here before the guest resumes (for checks)")
+    b.add_argument("--listen-tcp", type=_port, metavar="PORT",
+                   help="offer the link on this TCP port (0: any) as a HELLO on stdout, and take the "
+                        "primary relay's connection (relay --link tcp)")
     b.add_argument("receiver", nargs=argparse.REMAINDER, help="-- xl migrate-receive -r ...")
     b.set_defaults(func=_backup)
 
@@ -120,6 +147,9 @@ def _relay(args):
         remote += ["--report", args.backup_report]
     if args.backup_snapshot:
         remote += ["--snapshot", args.backup_snapshot]
+    link, port = args.link
+    if link == "tcp":
+        remote += ["--listen-tcp", str(port)]
     receiver = list(args.receiver)
     if args.hold_domain:
         receiver = args.remote.split() + ["hold", "receive", "--domain", args.hold_domain, "--"] + receiver
@@ -129,7 +159,7 @@ def _relay(args):
     else:
         argv = remote           # the backup on this host (tests, or HOST reached otherwise)
     return service.relay(argv, args.control, baseline=args.baseline, timeout=args.timeout,
-                         attached_file=args.attached_file, report=args.report)
+                         attached_file=args.attached_file, report=args.report, link=link, host=args.host)
 
 
 def _quote(arg):
@@ -146,4 +176,4 @@ def _backup(args):
     if not receiver:
         raise ReplicationError("backup: no receiver command (-- xl migrate-receive -r ...)")
     return service.backup(receiver, args.disk, spool=args.spool, timeout=args.timeout,
-                          report=args.report, snapshot=args.snapshot)
+                          report=args.report, snapshot=args.snapshot, listen_tcp=args.listen_tcp)

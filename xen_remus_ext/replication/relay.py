@@ -112,10 +112,11 @@ class PrimaryRelay(object):
         must not write before ``on_attached`` is called).
     :param on_attached: called with the disk server's HELLO once every later
         write is captured.
+    :param on_ack: called with the statistics after each acknowledgement.
     """
 
     def __init__(self, xl_in, xl_out, link_in, link_out, control, baseline="full",
-                 beat=0.2, clock=time.time, require_pipe=True, on_attached=None):
+                 beat=0.2, clock=time.time, require_pipe=True, on_attached=None, on_ack=None):
         self.xl_in, self.xl_out = xl_in, xl_out
         self.link_in, self.link_out = link_in, link_out
         self.control = control
@@ -124,6 +125,7 @@ class PrimaryRelay(object):
         self.clock = clock
         self.require_pipe = require_pipe
         self.on_attached = on_attached
+        self.on_ack = on_ack
         self.scanner = stream.StreamScanner()
         self.tracker = stream.CheckpointTracker()
         self.stats = {"checkpoints": 0, "cuts": [], "acks": 0, "ack_latency": [],
@@ -131,6 +133,8 @@ class PrimaryRelay(object):
         self._commit_sent = {}
         self._last_out = clock()
         self._inpipe_after_cut = None
+        self._after_commit = False
+        self._first_read = None
 
     def _send(self, data):
         write_all(self.link_out, data)
@@ -216,6 +220,9 @@ class PrimaryRelay(object):
 
     def _from_xl(self, data):
         self.stats["stream_bytes"] += len(data)
+        if self._after_commit:
+            # libxc writes nothing between CHECKPOINT_END N-1 and the suspend for N
+            self._after_commit, self._first_read = False, self.clock()
         try:
             facts = self.tracker.facts(self.scanner.feed(data))
         except StreamFormatError as exc:
@@ -227,6 +234,11 @@ class PrimaryRelay(object):
                 self._abort("checkpoint %d: the pipe held %d bytes after the cut, libxc's tail is %d"
                             % (self.tracker.checkpoint, self._inpipe_after_cut, tail))
             self._inpipe_after_cut = None
+            if self._first_read is not None and self.stats["cuts"]:
+                # first byte of the checkpoint read -> its CHECKPOINT record read: the
+                # part of the guest's suspension this relay sees (its cut included)
+                self.stats["cuts"][-1]["window"] = round(self.clock() - self._first_read, 6)
+            self._first_read = None
         self._send(wire.frame(wire.XEN, data))
         cut = False
         for fact in facts:
@@ -237,6 +249,7 @@ class PrimaryRelay(object):
             elif fact.kind == stream.COMMIT:
                 self.stats["checkpoints"] += 1
                 self._commit_sent[fact.checkpoint] = self.clock()
+                self._after_commit = True
         return cut
 
     def _from_control(self, ftype, body, waiting_cut):
@@ -266,6 +279,8 @@ class PrimaryRelay(object):
             self.stats["acks"] += 1
             if sent is not None:
                 self.stats["ack_latency"].append(round(self.clock() - sent, 6))
+            if self.on_ack is not None:
+                self.on_ack(self.stats)
         else:
             raise ReplicationError("backup relay: unexpected %s frame" % wire.NAMES[ftype])
 
@@ -277,11 +292,23 @@ class BackupRelay(object):
     :param timeout: seconds of silence on the link that mean failover.
     :param kill_child: called on ABORT (stop xl without a failover).
     :param on_failover: called with the report once the uncommitted epochs
-        are dropped, before xl is told (e.g. to keep a copy of the disk).
+        are dropped, before xl is told (e.g. to keep a copy of the disk, or to
+        end the guard that keeps xl's stdin open).
+    :param on_commit: called with the report after each committed checkpoint.
+
+    Silence is counted only while this process waits and runs: a wait that
+    returns more than ``STALL`` seconds later than asked (this host did not
+    run it: a dom0 stall, a starved CPU) is not counted, because the
+    primary's frames of that time may still be on their way (counted in the
+    report as ``stalls``, the longest as ``stall_max``).
     """
 
+    STALL = 1.0
+    #: longest single wait, so that a stall is told apart at that granularity
+    WAIT_MAX = 1.0
+
     def __init__(self, link_in, link_out, child_in, child_out, replica, timeout=3.0,
-                 clock=time.time, kill_child=None, on_failover=None):
+                 clock=time.time, kill_child=None, on_failover=None, on_commit=None):
         self.link_in, self.link_out = link_in, link_out
         self.child_in, self.child_out = child_in, child_out
         self.replica = replica
@@ -289,23 +316,33 @@ class BackupRelay(object):
         self.clock = clock
         self.kill_child = kill_child
         self.on_failover = on_failover
+        self.on_commit = on_commit
         self.scanner = stream.StreamScanner()
         self.tracker = stream.CheckpointTracker()
         self.report = {"committed": -1, "applied_writes": 0, "applied_bytes": 0,
-                       "failover": False, "aborted": None, "dropped": None, "reason": None}
+                       "failover": False, "aborted": None, "dropped": None, "reason": None,
+                       "stalls": 0, "stall_max": 0.0, "time": None}
 
     def run(self):
         link = _Reader(self.link_in, "primary relay")
-        last = self.clock()
+        silent = 0.0
         child_open = True
         while True:
             rlist = [self.link_in] + ([self.child_out] if child_open else [])
-            left = last + self.timeout - self.clock()
-            # past the deadline (an epoch took that long to apply) still look:
-            # frames waiting in the link are no silence
-            ready, _, _ = select.select(rlist, [], [], max(0.0, left))
-            if self.link_in not in ready and self.clock() >= last + self.timeout:
-                return self._failover("no frame from the primary for %.1f s" % self.timeout)
+            wait = max(0.0, min(self.timeout - silent, self.WAIT_MAX))
+            t0 = self.clock()
+            ready, _, _ = select.select(rlist, [], [], wait)
+            waited = self.clock() - t0
+            if self.link_in not in ready:
+                if waited > wait + self.STALL:
+                    self.report["stalls"] += 1
+                    self.report["stall_max"] = round(max(self.report["stall_max"], waited - wait), 3)
+                    LOG.warning("this host did not run the backup relay for %.1f s; not counted as "
+                                "the primary's silence", waited - wait)
+                else:
+                    silent += waited
+                if silent >= self.timeout:
+                    return self._failover("no frame from the primary for %.1f s" % self.timeout)
             if child_open and self.child_out in ready:
                 data = os.read(self.child_out, READ_MAX)
                 if data:
@@ -318,7 +355,7 @@ class BackupRelay(object):
             if self.link_in in ready:
                 try:
                     frames = link.read()
-                    last = self.clock()
+                    silent = 0.0
                     for ftype, body in frames:
                         if ftype == wire.ABORT:
                             return self._abort(body.decode("utf-8", "replace"))
@@ -364,12 +401,16 @@ class BackupRelay(object):
                 write_all(self.link_out, wire.ack_frame(fact.checkpoint))
             except OSError:
                 pass
+            if self.on_commit is not None:
+                self.report["time"] = self.clock()
+                self.on_commit(self.report)
         if pos < len(data):
             write_all(self.child_in, data[pos:])
 
     def _failover(self, reason):
         self.report["failover"] = True
         self.report["reason"] = reason
+        self.report["time"] = self.clock()
         self.report["dropped"] = list(self.replica.failover())
         LOG.warning("failover (%s): disk at checkpoint %d, dropped %d epochs / %d writes / %d bytes",
                     reason, self.report["committed"], *self.report["dropped"])

@@ -27,7 +27,8 @@ sits on the backup between the transport (ssh) and xl's receiver:
   someone else, or that is terminated.
 
 The receiver dies with the holder (``PR_SET_PDEATHSIG``), and a guard
-process keeps a copy of its stdin open until then (:func:`_guard`): a
+process keeps a copy of its stdin open until then
+(:func:`xen_remus_ext.replication.guard.hold_open`): a
 holder that dies for any reason never lets xl read an end of stream.
 
 One holder per domain and host: it holds ``<state dir>/hold/DOM.lock``
@@ -39,8 +40,6 @@ The holder's state is ``<state dir>/hold/DOM.json`` (``state``:
 """
 from __future__ import absolute_import, division, print_function
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import json
@@ -56,13 +55,13 @@ import time
 from xen_remus_ext.compat import to_bytes, to_text
 from xen_remus_ext.errors import StreamFormatError, ToolstackError
 from xen_remus_ext.paths import state_dir
+from xen_remus_ext.replication import guard
 
 LOG = logging.getLogger(__name__)
 
 INCOMING_SUFFIX = "--incoming"
 RECEIVING, HELD, RELEASED, DISCARDED, ENDED = "receiving", "held", "released", "discarded", "ended"
 _SAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
-_PR_SET_PDEATHSIG = 1
 READ_MAX = 1 << 16
 
 
@@ -235,43 +234,6 @@ class CheckpointCounter(object):
         return None if self.error is not None else self.committed
 
 
-def _die_with_parent():
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(127)
-
-
-def _guard(fd):
-    """Fork a process that only keeps a copy of ``fd`` (the write end of the
-    receiver's stdin) open, and dies with us.  When the holder dies, the
-    kernel closes its descriptors BEFORE it signals its children
-    (PDEATHSIG): without this copy the receiver could read the end of the
-    stream, and start a failover, in that window.  With it, the end comes
-    only when the guard dies too, by which time the receiver's SIGKILL is
-    already pending.  :returns: the guard's PID."""
-    parent = os.getpid()
-    pid = os.fork()
-    if pid:
-        return pid
-    try:   # the guard: nothing but fd, until SIGKILL
-        _die_with_parent()
-        if os.getppid() != parent:
-            os._exit(0)
-        for name in os.listdir("/proc/self/fd"):
-            n = int(name)
-            if n != fd:
-                try:
-                    os.close(n)
-                except OSError:
-                    pass
-        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        while True:
-            time.sleep(3600)
-    finally:
-        os._exit(0)
-
-
 def xl_domain_exists(name, xl=("xl",)):
     """:returns: False only when ``xl domid NAME`` ran and did not find the
     domain (an xl that cannot run proves nothing: the copy is kept)."""
@@ -362,12 +324,12 @@ class Holder(object):
         for sig in (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal("discard"))
         try:
-            child = subprocess.Popen(self.receiver_argv, stdin=subprocess.PIPE, preexec_fn=_die_with_parent)
+            child = subprocess.Popen(self.receiver_argv, stdin=subprocess.PIPE, preexec_fn=guard.die_with_parent)
         except (IOError, OSError) as exc:
             raise ToolstackError("hold receive of %s: cannot run %s: %s" % (self.dom, self.receiver_argv[0], exc))
         self.child = child
         child_in = child.stdin.fileno()
-        self.guard = _guard(child_in)
+        self.guard = guard.hold_open(child_in)
         if self.on_started is not None:
             self.on_started()
         self._save(state=RECEIVING, pid=os.getpid(), child=child.pid, guard=self.guard, started=self.clock(),
@@ -458,11 +420,9 @@ class Holder(object):
             time.sleep(0.1)
 
     def _end_guard(self):
-        try:
-            os.kill(self.guard, signal.SIGKILL)
-            os.waitpid(self.guard, 0)
-        except OSError as exc:
-            LOG.warning("%s: the guard (pid %d): %s", self.dom, self.guard, exc)
+        err = guard.end(self.guard)
+        if err:
+            LOG.warning("%s: the %s", self.dom, err)
 
     def _discard(self, child, why):
         if child.poll() is None:
