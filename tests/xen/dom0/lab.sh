@@ -322,7 +322,8 @@ PY
   result d-tracker "${rc:-1}" "$t0" "${line#* }"
 }
 
-SKIP=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.skip=//p')   # development: xrl.skip=a
+SKIP=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.skip=//p')   # development: xrl.skip=a,c
+skipped() { case ",$SKIP," in *",$1,"*) return 0;; esac; return 1; }   # a: scenario a; c: A's second boot, e-splitbrain, c, d
 E=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.e=//p')         # XRL_REPLICATION=1: scenario e
 HOLD=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.hold=//p')   # XRL_HOLD=1: scenario b-hold
 HOLD_S=20                                                          # seconds b-hold keeps the copy held
@@ -330,7 +331,7 @@ case "$ROLE/$PHASE" in
 a/1)
   waitfor 300 pssh true || { echo "XRL-ABORT peer unreachable"; exit 1; }
   say "peer reachable"
-  [ "$SKIP" = a ] || scenario_a
+  skipped a || scenario_a
   primary_b
   ;;
 a/2)
@@ -339,7 +340,7 @@ a/2)
   waitfor 1500 test -e /run/xrl-done
   ;;
 b/1)
-  backup_b && { [ "$E" = 1 ] && bash $DIR/replication.sh backup-check; scenario_c; }; [ -s /tmp/failback.json ] && scenario_d
+  backup_b && { [ "$E" = 1 ] && bash $DIR/replication.sh backup-check; skipped c || scenario_c; }; [ -s /tmp/failback.json ] && scenario_d
   pssh "touch /run/xrl-done" 2>/dev/null
   sleep 2
   ;;

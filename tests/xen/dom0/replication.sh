@@ -7,26 +7,47 @@
 #                 Debian's nbd-client (both hosts, before protection)
 #   primary       host A, after scenario b's protection: B's setup, create
 #                 rguest on /dev/nbd0, `xl remus -n -d -F -s 'xen-remus
-#                 replicate relay ...'` toward B, wait for checkpoints and
-#                 measure their rate against the memory-only guest's; A is
-#                 then killed with everything else
-#   backup-check  host B, after the takeover: rguest must run here; the copy
-#                 of B's disk taken at failover (before the guest resumed)
-#                 must hold every record the resumed guest had written and
-#                 none after; prints `xl-disk-replication: acknowledged N,
-#                 lost M at failover` and the scenario's result line
+#                 replicate relay --link tcp ...'` toward B, wait until B's
+#                 backup relay has committed MIN_COMMITTED checkpoints after
+#                 checkpoint 0 (its report), measure the checkpoint rate
+#                 against the memory-only guest's over the same 20 s and the
+#                 relay's own costs, stamp the kill point on B; A is then
+#                 killed with everything else
+#   backup-check  host B, after the takeover: rguest must run here, failed
+#                 over because the primary fell silent after the kill point
+#                 (not a broken link, not earlier) from a checkpoint at least
+#                 as late as the one committed there; the copy of B's disk
+#                 taken at failover (before the guest resumed) must hold every
+#                 record the resumed guest had acknowledged and none after;
+#                 prints `xl-disk-replication: acknowledged N, lost M at
+#                 failover` and the scenario's result line
+#
+# The link is a TCP connection of the relays' own (ssh only starts B's end):
+# the lab's sshd drops a client silent for 3 s and its kernels give up on
+# unacknowledged data after ~3 s (init.sh), which a dom0 stall under TCG
+# exceeds; the relays' TCP_USER_TIMEOUT and heartbeat (TIMEOUT) ride it out.
 DIR=/opt/xrl/tests/xen/dom0
 DISKS=/var/lib/xrl/xfs
 RIMG=$DISKS/rguest.img
 RNBD=/run/xrl-rguest.nbd
 RCTL=/run/xrl-rguest.ctl
 CON=/var/log/xen/console
+TIMEOUT=30          # the backup's failover silence, and the link's TCP_USER_TIMEOUT
+MIN_COMMITTED=5     # checkpoints committed on B after checkpoint 0 before A may be killed
 ME=${XRL_ME:-$(hostname)}; PEER=${XRL_PEER:-}
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "XRL: [$ME $(up)] e: $*"; }
 since() { awk -v a="$1" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}'; }
 waitfor() { local n=$1 i; shift; for ((i = 0; i < n; i++)); do "$@" && return 0; sleep 1; done; return 1; }
-pssh() { ssh -o BatchMode=yes "$PEER" "$@"; }
+pssh() { ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=5 -o ServerAliveCountMax=12 "$PEER" "$@"; }
+plook() { # a read-only look on the peer, up to 3 tries
+  local i out rc=1
+  for i in 1 2 3; do out=$(pssh "$@") && { printf '%s\n' "$out"; return 0; }; rc=$?; sleep 3; done
+  printf '%s\n' "$out"; return $rc; }
+jfield() { python3 -c 'import json,sys
+try: d = json.loads(sys.stdin.read() or "{}")
+except ValueError: d = {}
+print(d.get(sys.argv[1]))' "$1"; }
 rec_of() { tr -d '\r' < "$1" 2>/dev/null | sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p'; }
 ckpts() { local n; n=$(grep -c 'Checkpointed save' "$1" 2>/dev/null); echo "${n:-0}"; }   # grep -c prints 0 and fails
 
@@ -75,38 +96,56 @@ CFG
     || { say "rguest wrote no records"; pssh "echo 'rguest wrote no records' > /run/xrl-e-skip"; return 1; }
   say "rguest up, rec $(rec_of $CON/guest-rguest.log | tail -1); starting xl remus with the relay"
   setsid xl remus -n -d -F -e -i 200 -s "xen-remus replicate relay --control $RCTL --backup-disk $RIMG \
---timeout 10 --remote /usr/local/sbin/xrl-backup-wrap --report /tmp/rrelay.json --backup-report /tmp/rbackup.json \
---backup-snapshot /var/lib/xrl/rsnap.img" rguest "$PEER" > /tmp/rremus.log 2>&1 < /dev/null &
-  for ((i = 0; i < 60; i++)); do
-    [ "$(ckpts /tmp/rremus.log)" -ge 5 ] && break
+--link tcp --timeout $TIMEOUT --remote /usr/local/sbin/xrl-backup-wrap --report /tmp/rrelay.json \
+--backup-report /tmp/rbackup.json --backup-snapshot /var/lib/xrl/rsnap.img" rguest "$PEER" > /tmp/rremus.log 2>&1 < /dev/null &
+  # B's backup relay rewrites its report at each committed checkpoint
+  local committed=-1 rep
+  for ((i = 0; i < 90; i++)); do
+    rep=$(plook "cat /tmp/rbackup.json 2>/dev/null; true")
+    committed=$(echo "$rep" | jfield committed)
+    [ "$(echo "$rep" | jfield failover)" = True ] && break
+    [ "${committed:--1}" != None ] && [ "${committed:--1}" -ge "$MIN_COMMITTED" ] && break
     pgrep -f 'replicate relay' >/dev/null || { say "relay gone"; break; }
+    [ $((i % 6)) = 0 ] && say "B committed ${committed}; xl: $(ckpts /tmp/rremus.log) checkpoints; load $(cut -d' ' -f1-3 /proc/loadavg)"
     sleep 5
   done
   tr '\r' '\n' < /tmp/rremus.log | grep -v '^ *$\|Checkpointed\|Frames' | tail -12 | sed 's/^/  e-remus| /'
-  if [ "$(ckpts /tmp/rremus.log)" -lt 5 ]; then
+  if [ "$committed" = None ] || [ "${committed:--1}" -lt "$MIN_COMMITTED" ] || [ "$(echo "$rep" | jfield failover)" = True ]; then
     # what the backup's end said, and B's kernel (an OOM kill ends ssh with 255 and no message)
-    pssh "tail -15 /tmp/rbackup.err; dmesg | tail -6" 2>&1 | sed 's/^/  e-backup(B)| /'
+    plook "cat /tmp/rbackup.json; tail -15 /tmp/rbackup.err; dmesg | tail -6" 2>&1 | sed 's/^/  e-backup(B)| /'
     tr '\r' '\n' < /tmp/rremus.log | grep -v '^ *$' | head -8 | sed 's/^/  e-remus(head)| /'
-    say "rguest: only $(ckpts /tmp/rremus.log) checkpoints"; pssh "echo 'rguest: no checkpoints on A' > /run/xrl-e-skip"
+    say "rguest: B committed ${committed} checkpoints (needed $MIN_COMMITTED after checkpoint 0)"
+    pssh "echo 'rguest: B committed ${committed} checkpoints before the kill point' > /run/xrl-e-skip"
     return 1
   fi
-  # checkpoint rates of both guests over the same 20 s
+  # the cost against memory-only Remus: both guests' checkpoints over the same 20 s
+  # (same dom0, same link, both under xl remus -i 200), and the relay's own figures
   n1=$(ckpts /tmp/rremus.log); g1=$(ckpts /var/lib/xen-remus-ext/remus/guest.log); sleep 20
   n2=$(ckpts /tmp/rremus.log); g2=$(ckpts /var/lib/xen-remus-ext/remus/guest.log)
-  echo "XRL-TIMELINE e-replication checkpoints in 20 s: replicated disk $((n2 - n1)), memory-only $((g2 - g1))"
-  say "rguest last record before the kill: console $(rec_of $CON/guest-rguest.log | tail -1), A's disk $(python3 $DIR/records.py max $RIMG)"
+  echo "XRL-TIMELINE e-replication checkpoints in 20 s: replicated disk $((n2 - n1)), memory-only $((g2 - g1)); relay: $(python3 -c 'import json,sys
+d = json.load(open(sys.argv[1]))
+f = lambda k: "%.1f ms" % (d[k] * 1000) if d.get(k) is not None else "-"
+print("per checkpoint (medians, max) cut hold %s (%s), window %s (%s), ack %s (%s); %s checkpoints, %s guest writes, %.1f MB of stream"
+      % (f("cut_hold_median"), f("cut_hold_max"), f("window_median"), f("window_max"), f("ack_latency_median"),
+         f("ack_latency_max"), d.get("checkpoints"), d.get("writes"), (d.get("stream_bytes") or 0) / 1e6))' /tmp/rrelay.json 2>&1); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  # the kill point, stamped with B's clock; B must fail over after it, from no earlier checkpoint
+  rep=$(plook "cat /tmp/rbackup.json 2>/dev/null; true"); committed=$(echo "$rep" | jfield committed)
+  pssh "echo \$(date +%s.%N) $committed $(rec_of $CON/guest-rguest.log | tail -1) > /run/xrl-e-prekill" \
+    || say "could not stamp the kill point on B"
+  say "rguest last record before the kill: console $(rec_of $CON/guest-rguest.log | tail -1), A's disk $(python3 $DIR/records.py max $RIMG); B committed $committed"
   say "primary side ready after $(since "$t0") s"
 }
 
 backup_check() {
-  local t0 rc=1 detail first n
+  local t0 rc=1 detail first n pre
   t0=$(up)
   if [ -e /run/xrl-e-skip ]; then
     echo "XRL-RESULT FAIL e-replication 0 not run: $(cat /run/xrl-e-skip)"; return 1
   fi
-  waitfor 90 sh -c "xl list rguest >/dev/null 2>&1" \
+  # failover after the backup's TIMEOUT s of silence, then xl's own failover under TCG
+  waitfor 300 sh -c "xl list rguest >/dev/null 2>&1" \
     || { echo "XRL-RESULT FAIL e-replication $(since "$t0") rguest did not take over on B ($(xl list | tail -n +2 | awk '{print $1}' | tr '\n' ' '); $(tail -3 /tmp/rbackup.err 2>/dev/null | tr '\n' ' '))"; return 1; }
-  waitfor 60 test -e /tmp/rbackup.json
+  waitfor 60 grep -qs '"receiver_exit"' /tmp/rbackup.json
   sed 's/^/  e-backup| /' /tmp/rbackup.json 2>/dev/null
   tail -8 /tmp/rbackup.err 2>/dev/null | sed 's/^/  e-backup| /'
   # the first record the resumed guest prints: its counter at the checkpoint + 1
@@ -116,7 +155,8 @@ backup_check() {
     echo "XRL-RESULT FAIL e-replication $(since "$t0") no record from the resumed guest (first '$first') or no failover copy"
     return 1
   fi
-  detail=$(python3 - /var/lib/xrl/rsnap.img "$first" /tmp/rbackup.json <<'PY'
+  pre=$(cat /run/xrl-e-prekill 2>/dev/null)
+  detail=$(python3 - /var/lib/xrl/rsnap.img "$first" /tmp/rbackup.json "$pre" "$MIN_COMMITTED" "$TIMEOUT" <<'PY'
 import json, sys
 sys.path.insert(0, "/opt/xrl/tests/xen/dom0")
 from records import read_records
@@ -129,17 +169,36 @@ try:
     rep = json.load(open(sys.argv[3]))
 except (IOError, ValueError):
     rep = {}
-print("%d %d %d xl-disk-replication: acknowledged %d, lost %d at failover; records after the checkpoint on B's disk: %d%s; "
-      "committed checkpoint %s, %s writes applied, dropped (epochs, writes, bytes) %s"
-      % (len(lost), len(future), acked, acked, len(lost), len(future),
-         " (first %s)" % future[:3] if future else "", rep.get("committed"), rep.get("applied_writes"),
-         rep.get("dropped")))
+pre = sys.argv[4].split()
+why = []
+committed = rep.get("committed")
+if len(pre) < 2:
+    why.append("no kill point stamped by A")
+else:
+    if not rep.get("time") or rep["time"] <= float(pre[0]):
+        why.append("failover at %s, before A's kill point %s" % (rep.get("time"), pre[0]))
+    if committed is None or committed < int(pre[1]):
+        why.append("failed over from checkpoint %s, B had committed %s at the kill point" % (committed, pre[1]))
+if committed is None or committed < int(sys.argv[5]):
+    why.append("only %s checkpoints committed" % committed)
+if rep.get("reason") != "no frame from the primary for %.1f s" % float(sys.argv[6]):
+    why.append("failover reason: %s (expected the primary's silence)" % rep.get("reason"))
+after_kill = "%.1f s after the kill point" % (rep["time"] - float(pre[0])) if rep.get("time") and pre else "?"
+a_acked = pre[2] if len(pre) > 2 else "?"
+print("%d %d %d %d xl-disk-replication: acknowledged %d, lost %d at failover; records after the checkpoint on B's disk: %d%s; "
+      "committed checkpoints %s (0 = the pre-copy; %s at A's kill point), failover %s (%s), %s writes applied, "
+      "dropped (epochs, writes, bytes) %s, B's stalls not counted as silence %s (longest %s s); A's console had "
+      "acknowledged %s: the records after the checkpoint are lost with the memory, as Remus loses them%s"
+      % (len(lost), len(future), acked, len(why), acked, len(lost), len(future),
+         " (first %s)" % future[:3] if future else "", committed, pre[1] if len(pre) > 1 else "?", after_kill,
+         rep.get("reason"), rep.get("applied_writes"), rep.get("dropped"), rep.get("stalls"), rep.get("stall_max"),
+         a_acked, "".join("; NOT AS REQUIRED: " + w for w in why)))
 PY
 )
   set -- $detail
-  local lost=$1 future=$2 acked=$3; shift 3
+  local lost=$1 future=$2 acked=$3 bad=$4; shift 4
   echo "XRL-E $*"
-  [ "$lost" = 0 ] && [ "$future" = 0 ] && [ "$acked" -gt 0 ] && rc=0
+  [ "$lost" = 0 ] && [ "$future" = 0 ] && [ "$acked" -gt 0 ] && [ "$bad" = 0 ] && rc=0
   n=$(xl list rguest 2>/dev/null | awk 'NR==2{print $5}')
   echo "XRL-RESULT $([ $rc = 0 ] && echo PASS || echo FAIL) e-replication $(since "$t0") rguest on B ($n); $*"
   xl destroy rguest 2>/dev/null
