@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY3 = $$(tools/venv.sh py3)/bin/python
 XEN_SRC ?=
 
-.PHONY: all demo test test-matrix test-matrix-ends test-py3 test-py27 lint deps bench bench-resume bench-replication chaos check-patches deb test-deb test-xen test-xend test-cluster clean
+.PHONY: all demo test test-matrix test-matrix-ends test-py3 test-py27 lint deps bench bench-resume bench-replication bench-downtime chaos check-patches deb test-deb test-xen test-xend test-cluster clean
 
 all: test
 
@@ -42,6 +42,10 @@ bench-resume: deps
 
 bench-replication: deps
 	@$(PY3) bench/replication.py $(BENCH_ARGS)
+
+# failback downtime against a paused full copy and an untracked final pass (sim hosts, real files)
+bench-downtime: deps
+	@$(PY3) bench/downtime.py $(BENCH_ARGS)
 
 chaos: deps
 	@$(PY3) bench/chaos.py $(CHAOS_ARGS)
