@@ -17,7 +17,7 @@ import pytest
 
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, Killed, remus_config
 from xen_remus_ext.errors import FailbackError, ToolstackError
-from xen_remus_ext.failback import journal, machine
+from xen_remus_ext.failback import api, journal, machine
 from xen_remus_ext.failback.orchestrator import Orchestrator
 from xen_remus_ext.ports import Toolstack
 
@@ -196,7 +196,46 @@ def test_split_brain_is_refused_and_nothing_moves(tmp_path, relation):
     assert world.where("vm1") == ["hostB"] and world.read_disk("hostA", PATH) == before
     assert world.effects == 0 and sync.calls == []
     rec = journal.load("vm1")
-    assert rec["state"] == machine.NEW and "preflight" in rec["error"]
+    assert rec["state"] == machine.REFUSED and "preflight" in rec["error"]
+
+
+def test_a_refused_failback_leaves_a_refused_journal_the_next_run_replaces(tmp_path):
+    world, guest = make_world(tmp_path)
+    world.free_memory["hostA"] = 100
+    with pytest.raises(FailbackError, match="MiB free") as exc:
+        orch(world).run()
+    assert exc.value.step == "preflight" and world.effects == 0
+    rec = journal.load("vm1")
+    assert rec["state"] == machine.REFUSED and "MiB free" in rec["error"]
+    assert [h[1] for h in rec["history"]][-2:] == ["failed", "state"]
+    # status names it refused, with the reason, and nothing left to run
+    row = api.status(FakeToolstack(world, "hostB"), "vm1")[0]
+    assert row["failback"]["state"] == "refused" and "MiB free" in row["failback"]["error"]
+    assert row["failback"]["next"] == []
+    # nothing to resume or abort
+    with pytest.raises(FailbackError, match="a run its preflight refused .*MiB free.*without --resume"):
+        orch(world).run(resume=True)
+    with pytest.raises(FailbackError, match="--abort: expected an unfinished failback journal, found it refused"):
+        orch(world).abort()
+    # another operation on the domain is not held up by it (no --abort), once
+    # what the preflight refused is fixed
+    world.free_memory["hostA"] = 4096
+    world.on_effect = None
+    assert orch(world, mode=machine.REVERSE).run()["state"] == machine.DONE
+    assert journal.load("vm1")["mode"] == machine.REVERSE
+
+
+def test_the_same_failback_runs_again_after_its_refusal_without_abort(tmp_path):
+    world, guest = make_world(tmp_path)
+    world.free_memory["hostA"] = 100
+    with pytest.raises(FailbackError, match="MiB free"):
+        orch(world).run()
+    world.free_memory["hostA"] = 4096
+    o = orch(world)
+    assert o.run()["state"] == machine.DONE
+    assert not any("resumed" in line or "continuing from" in line for line in o.lines), o.lines
+    assert [h[1] for h in journal.load("vm1")["history"]].count("resumed") == 0
+    assert_home_and_protected(world, guest)
 
 
 def test_split_brain_overridden_by_naming_the_loser(tmp_path):

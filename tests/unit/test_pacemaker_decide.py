@@ -32,9 +32,15 @@ def test_unprotected_or_resyncing_primary_is_degraded_promoted_not_failed(row):
     assert dec.score == d.SCORE_PRIMARY
 
 
-def test_a_finished_journal_does_not_degrade_the_primary():
-    row = primary(failback={"mode": "reverse", "host": "B", "state": "done"})
+@pytest.mark.parametrize("state", ["done", "aborted", "refused"])
+def test_a_finished_journal_does_not_degrade_the_primary(state):
+    row = primary(failback={"mode": "reverse", "host": "B", "state": state})
     assert d.monitor(row, d.STARTED).code == d.OCF_RUNNING_PROMOTED
+
+
+def test_the_agent_knows_every_terminal_journal_state():
+    from xen_remus_ext.failback import machine
+    assert set(d.TERMINAL_JOURNAL) == set(machine.TERMINAL)
 
 
 def test_reprotect_in_progress_is_degraded():

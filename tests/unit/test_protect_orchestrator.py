@@ -201,6 +201,11 @@ def test_hold_backup_is_refused_in_preflight_where_the_toolstack_cannot_hold(tmp
     with pytest.raises(FailbackError, match="--hold-backup: this toolstack resumes a Remus backup by itself"):
         o.run()
     assert ("hostA", "vm1") not in world.remus and not os.path.exists(world.disk_file("hostB", PATH))
+    # the refusal is journaled as such, and the next protect needs no --abort
+    rec = journal.load("vm1")
+    assert rec["state"] == machine.REFUSED and "--hold-backup" in rec["error"]
+    assert protect(world).run()["state"] == machine.DONE
+    assert world.remus[("hostA", "vm1")] == "hostB"
 
 
 def test_discard_of_a_receiving_copy_leaves_the_primary_unprotected(tmp_path):

@@ -34,7 +34,9 @@ the same ``protect`` step.  A domain that was paused when ``protect`` began
 stays paused at the end, except on a toolstack whose Remus starts only on a
 running domain (xl), which refuses it at the ``protect`` step.
 
-A killed run
+A run refused by its ``preflight`` (nothing done yet) ends in ``refused``,
+terminal like ``done`` and ``aborted``: status shows it with the reason,
+and the next run starts anew without ``--abort``.  A killed run
 leaves the journal at the last completed state; :func:`reconcile` turns the
 journal's state and an :class:`Observation` of the world into the state to
 continue from, and :func:`plan_abort` gives the actions that reach a safe
@@ -65,8 +67,9 @@ DELTA_SENT = "delta-sent"
 PROTECTED = "protected"
 DONE = "done"
 ABORTED = "aborted"
+REFUSED = "refused"     #: the preflight refused the run: nothing was done
 
-TERMINAL = (DONE, ABORTED)
+TERMINAL = (DONE, ABORTED, REFUSED)
 
 # steps
 PREFLIGHT = "preflight"
@@ -318,8 +321,8 @@ def plan_abort(mode, state, obs):
     """
     if state == DONE:
         _refuse("failback: already done; nothing to abort", state)
-    if state == ABORTED:
-        return [], ABORTED
+    if state in (ABORTED, REFUSED):
+        return [], state
     pos = index_of(mode, state)
     stale = []
     if mode == FAILBACK and obs.local is not None and obs.peer is not None and pos >= index_of(mode, MIGRATED):

@@ -205,13 +205,17 @@ class Orchestrator(object):
 
     def _open(self, resume):
         rec = journal.load(self.domain, self.base)
+        last = rec
         if rec is not None and rec["state"] in machine.TERMINAL:
             rec = None
         if rec is None:
             if resume:
-                raise FailbackError("%s: --resume: expected an unfinished %s at %s, found none"
+                refused = last is not None and last["state"] == machine.REFUSED
+                raise FailbackError("%s: --resume: expected an unfinished %s at %s, found %s"
                                     % (self.domain, machine.journal_name(self.mode),
-                                       journal.journal_path(self.domain, self.base)))
+                                       journal.journal_path(self.domain, self.base),
+                                       "a run its preflight refused (%s): nothing to resume, run it again "
+                                       "without --resume" % last.get("error") if refused else "none"))
             rec = journal.new_record(self.domain, self.host, self.mode, self.local_host(),
                                      self.ts.kind, self._journal_opts(), self.clock.now())
         else:
@@ -462,6 +466,11 @@ class Orchestrator(object):
             rec["error"] = "%s: %s" % (step, exc)
             rec["step"] = None
             journal.note(rec, self.clock.now(), "failed", step, str(exc))
+            if step == machine.PREFLIGHT:
+                # nothing was done: a terminal record status shows, that the
+                # next run replaces without --abort
+                rec["state"] = machine.REFUSED
+                journal.note(rec, self.clock.now(), "state", machine.REFUSED)
             self._save()
             if isinstance(exc, XenRemusError):   # the CLI prints it; the log file keeps it
                 LOG.info("%s %s: step %s end: failed in state %s: %s", self.mode, self.domain, step, before, exc)

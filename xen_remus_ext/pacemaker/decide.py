@@ -47,7 +47,7 @@ DELETE = None           #: delete the promotion attribute: never promote here
 # HA_RSCTMP, gone after a reboot): "started" after start, "stopped" after stop
 STARTED, STOPPED = "started", "stopped"
 
-TERMINAL_JOURNAL = ("done", "aborted")
+TERMINAL_JOURNAL = ("done", "aborted", "refused")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 
 Decision = collections.namedtuple("Decision", "code score reason")
