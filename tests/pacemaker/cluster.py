@@ -43,6 +43,7 @@ NODES = ("n1", "n2")
 HOST = {"n1": "A", "n2": "B"}
 ADDR = {"n1": "198.51.100.1", "n2": "198.51.100.2"}
 PORTS = {"reloc_port": 8002, "remus_port": 9000, "resync_port": 7790}
+COLD_ATTR = "xen-remus-cold-start-%s" % DOMAIN
 SCENARIOS = ("protect", "failover", "rejoin", "switchover", "partition", "promote-retry", "coldstart")
 
 COROSYNC_CONF = """totem {
@@ -530,11 +531,21 @@ def s_promote_retry(cl):
             % (pid, s, acked_at_kill, lost))
 
 
+def _cold_attr(cl, node):
+    """This node's cold-start attribute as Pacemaker holds it, or None."""
+    out = cl.crm(node, "crm_attribute", "-N", node, "-n", COLD_ATTR, "-l", "reboot", "-G", "-q").strip()
+    return out if out and "No such device" not in out and "Error" not in out else None
+
+
 def s_coldstart(cl):
     """Both nodes lose power; they boot together with the guest running
-    nowhere.  Only the node whose copy is consistent and newest may be
-    promoted (the agent boots the guest there from its config); the other
-    gets no score, then is resynced and protected toward."""
+    nowhere, and the copy that lost power second took writes of its own
+    too (split brain): neither node is promoted, each shows the verdict as
+    its node attribute (crm_mon -A) until the operator names the loser
+    (`xen-remus meta invalidate`); then only the other node, whose copy is
+    consistent, is promoted (the agent boots the guest there from its
+    config), both attributes clear, and the loser is resynced and
+    protected toward."""
     running = [n for n in NODES if cl.alive(n) and (cl.info(n) or {}).get("sim_state") == "running"]
     if len(running) != 1:
         raise Failed("expected the guest running on one node, got %s" % (running or "none"))
@@ -550,10 +561,30 @@ def s_coldstart(cl):
     if rel != meta.TARGET_BEHIND or not gp.consistent:
         raise Failed("expected %s's copy consistent and newer than %s's, got %s (%s.. / %s..)"
                      % (HOST[hot], HOST[cold], rel, gp.current[:8], go.current[:8]))
+    meta.rotate(cl.copy(cold))                  # the cold copy took writes of its own too
+    if meta.compare(cl.generation(hot), cl.generation(cold)) != meta.SPLIT_BRAIN:
+        raise Failed("expected split brain between %s's and %s's copies" % (HOST[hot], HOST[cold]))
     fences_before = len(cl.fences())
     t0 = time.time()
     for node in NODES:
         cl.power_on(node)
+    # neither is promoted; both say why, as a node attribute
+    wait(lambda: all((_cold_attr(cl, n) or "").startswith("SPLIT BRAIN:") for n in NODES), 60,
+         "the SPLIT BRAIN attribute on both nodes")
+    t_attr = time.time() - t0
+    mon = cl.crm(hot, "crm_mon", "-1", "-A")
+    if mon.count(COLD_ATTR) != 2 or "SPLIT BRAIN" not in mon:
+        raise Failed("expected %s on both nodes in crm_mon -A, got:\n%s" % (COLD_ATTR, mon))
+    with open(os.path.join(cl.base, "coldstart-crm_mon-A.txt"), "w") as f:
+        f.write(mon)
+    time.sleep(3.0)
+    if cl.promoted(hot) or cl.promoted(cold):
+        raise Failed("a node was promoted in a split brain: %s" % (cl.promoted(hot) or cl.promoted(cold)))
+    # the operator names the loser on its host
+    cl.crm(cold, cl.cmd, "meta", "invalidate", cl.copy(cold))
+    if cl.generation(cold).consistent:
+        raise Failed("xen-remus meta invalidate left %s's copy consistent" % HOST[cold])
+    t_inv = time.time()
     seen = set()
 
     def promoted():
@@ -562,7 +593,8 @@ def s_coldstart(cl):
             seen.add(got)
         return got == hot
     wait(promoted, 90, "%s promoted after the cold start" % hot)
-    s = time.time() - t0
+    s = time.time() - t_inv
+    wait(lambda: not any(_cold_attr(cl, n) for n in NODES), 30, "both cold-start attributes cleared")
     if seen != {hot}:
         raise Failed("expected only %s promoted, saw %s" % (hot, sorted(seen)))
     fenced = [f[2] for f in cl.fences()[fences_before:]]
@@ -574,7 +606,7 @@ def s_coldstart(cl):
     for node in NODES:
         with open(os.path.join(cl.dir(node), "rsctmp", "xen-remus-%s.state" % cib.RSC)) as f:
             why[node] = json.load(f).get("cold_reason") or ""
-    if "promotable here" not in why[hot] or "copy is newer" not in why[cold]:
+    if "promotable here" not in why[hot] or "this copy is inconsistent" not in why[cold]:
         raise Failed("cold-start verdicts: %s" % why)
     lost_p = cl.lost(hot)[1]
     if lost_p:
@@ -587,9 +619,10 @@ def s_coldstart(cl):
     lost_o = cl.lost(cold)[1]
     if lost_o:
         raise Failed("%s's copy misses %d of %d acknowledged records after the resync" % (HOST[cold], lost_o, acked))
-    return ("both nodes off, then on: %s's copy (%s.., newer than %s's %s..) promoted on %s after %.1f s, %s not"
-            " scored; acknowledged %d, lost %d; protected toward %s after %.1f s, lost %d on its copy"
-            % (HOST[hot], gp.current[:8], HOST[cold], go.current[:8], HOST[hot], s, cold, acked, lost_p, HOST[cold],
+    return ("both nodes off, then on with diverged copies: SPLIT BRAIN shown as %s on both after %.1f s, "
+            "nobody promoted; %s's copy invalidated: %s's (%s..) promoted on %s after %.1f s, attributes cleared, "
+            "acknowledged %d, lost %d; protected toward %s after %.1f s, lost %d on its copy"
+            % (COLD_ATTR, t_attr, HOST[cold], HOST[hot], gp.current[:8], HOST[hot], s, acked, lost_p, HOST[cold],
                t_prot, lost_o))
 
 

@@ -43,9 +43,14 @@ class Recorder(Agent):
     """The agent, with the promotion scores it sets kept for the test."""
 
     scores = None
+    attributes = None
 
     def set_score(self, score, node=None):
         Recorder.scores.append((node or self.node(), score))
+        return True
+
+    def set_attribute(self, name, value):
+        Recorder.attributes.append((self.node(), name, value))
         return True
 
 
@@ -67,6 +72,7 @@ def protect(pair):
 @pytest.fixture(autouse=True)
 def _scores():
     Recorder.scores = []
+    Recorder.attributes = []
 
 
 def test_monitor_codes_and_scores_of_a_protected_pair(pair):
@@ -348,12 +354,21 @@ def test_cold_start_with_diverged_copies_promotes_nobody(pair):
     assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS
     assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_SUCCESS
     assert Recorder.scores == [("A", None), ("B", None)]
+    # both nodes show the verdict as a node attribute, once
+    attr = decide.cold_attribute(DOMAIN)
+    assert [(n, a) for n, a, _v in Recorder.attributes] == [("A", attr), ("B", attr)]
+    assert all(v.startswith("SPLIT BRAIN: disk xvda") for _n, _a, v in Recorder.attributes)
+    assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert len(Recorder.attributes) == 2            # unchanged: not set again
     assert agent(pair, "A").a_promote() == decide.OCF_ERR_GENERIC
     assert "SPLIT BRAIN" in agent(pair, "A").load_state()["cold_reason"]
     # the operator names B the loser: A gets the score, B is resynced from it later
     meta.invalidate(pair.B.disk_path(IMAGE))
     assert agent(pair, "A", interval="10000").a_monitor() == decide.OCF_SUCCESS
     assert Recorder.scores[-1] == ("A", decide.SCORE_COLD)
+    assert agent(pair, "B", interval="10000").a_monitor() == decide.OCF_SUCCESS
+    assert Recorder.scores[-1] == ("B", None)       # inconsistent now: A's copy is the one
+    assert Recorder.attributes[2:] == [("A", attr, None), ("B", attr, None)]   # cleared on both
 
 
 def test_cold_start_monitor_gives_up_early_on_an_unreachable_peer(tmp_path, monkeypatch):

@@ -278,3 +278,23 @@ def test_post_promote_protects_toward_the_unpromoted_peer_not_a_stopping_one():
     assert d.notify_plan("n2", dict(meta, notify_stop_uname="n1"), promoted_here=True) == (None, None)
     assert d.notified_peer("n2", meta) == "n1"
     assert d.notified_peer("n2", {"notify_active_uname": "n2"}) is None
+
+
+def test_the_cold_start_alert_names_split_brain_and_no_trusted_copy_only():
+    assert d.cold_attribute("vm1") == "xen-remus-cold-start-vm1"
+    here, there = both_sides(rec(G1, bitmap=G0), rec(G2, bitmap=G0))
+    a = d.cold_alert(here)
+    assert a.startswith("SPLIT BRAIN: disk xvda: both copies took writes the other never saw")
+    assert G1[:8] in a and G2[:8] in a and "n2's" in a
+    assert "neither is promoted" not in a and "cold start" not in a
+    assert d.cold_alert(there).startswith("SPLIT BRAIN: disk xvda") and G2[:8] in d.cold_alert(there)
+    both_bad = both_sides(rec(G1, consistent=False), rec(G1, consistent=False))[0]
+    assert d.cold_alert(both_bad) == ("NO TRUSTED COPY: disk xvda: both copies are inconsistent "
+                                      "(interrupted resyncs)")
+    # resolved, or refusals that need no operator: no attribute
+    newer, older = both_sides(rec(G1, bitmap=G0), rec(G0))
+    assert d.cold_alert(newer) is None and d.cold_alert(older) is None
+    invalidated = both_sides(rec(G1, bitmap=G0), rec(G3, history=(G2, G0), consistent=False))
+    assert [d.cold_alert(v) for v in invalidated] == [None, None]
+    unknown = d.cold_start([disk(rec(G0), None, peer_error="ssh: No route")], peer="n2", peer_has_domain=False)
+    assert d.cold_alert(unknown) is None and d.cold_alert(None) is None

@@ -169,6 +169,25 @@ class Agent(object):
         if node:
             argv += ["-N", node]
         argv += ["-D"] if score is None else ["-v", "%d" % score]
+        return self._crm_attribute(argv)
+
+    def set_attribute(self, name, value):
+        """This node's transient attribute ``name`` (shown by ``crm_mon
+        -A``): set to ``value``, or deleted when None."""
+        argv = ["crm_attribute", "-N", self.node(), "-n", name, "-l", "reboot"]
+        argv += ["-D"] if value is None else ["-v", value]
+        return self._crm_attribute(argv)
+
+    def publish_cold(self, alert, st):
+        """Show (or clear) the cold-start verdict that needs an operator."""
+        if alert == st.get("cold_alert"):
+            return
+        if self.set_attribute(decide.cold_attribute(self.domain), alert):
+            self.save_state(cold_alert=alert)
+            self.log("%s %s" % (decide.cold_attribute(self.domain),
+                                "cleared" if alert is None else "set: %s" % alert))
+
+    def _crm_attribute(self, argv):
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env=dict(self.env, OCF_RESOURCE_INSTANCE=self.instance))
@@ -371,6 +390,7 @@ class Agent(object):
                 return decide.OCF_ERR_GENERIC
         self.save_state(state=decide.STOPPED, target=None, reprotect_peer=None)
         self.set_score(None)
+        self.publish_cold(None, self.load_state())
         return decide.OCF_SUCCESS
 
     def row_quiet(self):
@@ -421,6 +441,7 @@ class Agent(object):
                 self.save_state(cold_reason=cold.reason)
         d = decide.monitor(row, st.get("state"), working, cold=cold)
         self.set_score(d.score)
+        self.publish_cold(decide.cold_alert(cold), st)
         if (d.code == decide.OCF_DEGRADED_PROMOTED and not working and st.get("reprotect_peer")
                 and self.meta.get("interval", "0") != "0"
                 and time.time() - float(st.get("reprotect_at") or 0) > 15):

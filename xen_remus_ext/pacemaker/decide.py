@@ -169,6 +169,33 @@ def cold_start(disks, peer=None, peer_has_domain=None):
     return ColdVerdict(SCORE_COLD, "cold start: promotable here (%s)" % "; ".join(notes), False)
 
 
+#: the verdicts of a cold start that need an operator: published as a node
+#: attribute (:func:`cold_attribute`) until resolved
+COLD_ALERTS = ("SPLIT BRAIN", "NO TRUSTED COPY")
+
+
+def cold_attribute(domain):
+    """The transient node attribute (``crm_attribute -l reboot``, shown by
+    ``crm_mon -A``) that says why no copy of ``domain`` is promoted after a
+    cold start."""
+    return "xen-remus-cold-start-%s" % domain
+
+
+def cold_alert(verdict):
+    """:returns: the attribute's value for a cold-start verdict that refuses
+    this node for SPLIT BRAIN or NO TRUSTED COPY (the verdict up to "neither
+    is promoted"), else None: no attribute."""
+    if verdict is None or verdict.score is not DELETE:
+        return None
+    for word in COLD_ALERTS:
+        at = verdict.reason.find(word + ":")
+        if at >= 0:
+            text = verdict.reason[at:]
+            end = text.find("; neither is promoted")
+            return text[:end] if end > 0 else text
+    return None
+
+
 def monitor(row, local_state=None, reprotecting=False, cold=None):
     """:param row: this host's status row of the domain (``status --json``),
         or None when the domain is not here.
