@@ -19,6 +19,8 @@ MAIN=tools/python/xen/xm/main.py
 DEVICE=tools/python/xen/remus/device.py
 DOMAIN=tools/python/xen/xend/XendDomain.py
 BLKTAP=tools/python/xen/xend/server/BlktapController.py
+CHECKPOINT=tools/python/xen/xend/XendCheckpoint.py
+IMAGE=tools/python/xen/remus/image.py
 
 # insert FILE ANCHOR WHERE(before|after|end) TEXTFILE: edit FILE in place
 # (end: FILE must end with ANCHOR; the text is appended)
@@ -142,6 +144,48 @@ cat >"$tmp/log-type.txt" <<'EOF'
     # blktap1, which has no log driver.
     'log',
 EOF
+cat >"$tmp/hold-import.txt" <<'EOF'
+
+# xen-remus-ext: the copy of a Remus stream whose config carries the field
+# (xen_remus_ext_hold 1) is restored paused and stays paused when the stream
+# ends, until promote unpauses it (xen_remus_ext/xend/hold.py).  Any other
+# stream (a migration, Remus without a hold) is restored as before.
+try:
+    from xen_remus_ext.xend import hold as _remus_hold
+except ImportError:
+    _remus_hold = None
+
+EOF
+cat >"$tmp/hold-restoring.txt" <<'EOF'
+    # xen-remus-ext: hold the copy of a marked Remus stream (see above)
+    _remus_held = _remus_hold is not None and \
+        _remus_hold.restoring(dominfo, vmconfig, relocating, log)
+    if _remus_held:
+        paused = True
+EOF
+cat >"$tmp/hold-restored.txt" <<'EOF'
+        if _remus_held:
+            _remus_hold.restored(dominfo, log)
+EOF
+cat >"$tmp/hold-mark.txt" <<'EOF'
+
+
+# xen-remus-ext: with XEN_REMUS_EXT_HOLD=1 in the remus script's environment
+# (xen-remus remus-sender start --hold) the config at the head of the stream
+# gets the field (xen_remus_ext_hold 1), and the backup's patched xend keeps
+# its copy paused when the stream ends (xen_remus_ext/xend/hold.py).  Without
+# the variable the header is unchanged.  A hold asked where the package is
+# missing stops the script rather than send an unmarked stream.
+try:
+    from xen_remus_ext.xend import hold as _remus_hold
+except ImportError:
+    _remus_hold = None
+if _remus_hold is not None:
+    makeheader = _remus_hold.marking(makeheader)
+elif __import__('os').environ.get('XEN_REMUS_EXT_HOLD', '') not in ('', '0'):
+    raise ImportError('XEN_REMUS_EXT_HOLD is set, but xen_remus_ext cannot be '
+                      'imported to mark the stream for a held backup')
+EOF
 printf "    'remus-failback', 'remus-resync', 'remus-status',\n" >"$tmp/imported.txt"
 
 header() {  # header SUBJECT BODY -> patch description lines
@@ -156,6 +200,23 @@ one() {  # one TAG OUT FILE ANCHOR WHERE TEXTFILE SUBJECT BODY
   mkdir -p "$tmp/b/$(dirname "$file")"
   cp "$tmp/a/$file" "$tmp/b/$file"
   insert "$tmp/b/$file" "$anchor" "$where" "$text"
+  { header "$subject" "$body" "$tag"
+    (cd "$tmp" && diff -u --label "a/$file" --label "b/$file" "a/$file" "b/$file") || true
+  } >"$out"
+}
+
+many() {  # many TAG OUT FILE SUBJECT BODY (ANCHOR WHERE TEXTFILE)...: several inserts, one file
+  local tag=$1 out=$2 file=$3 subject=$4 body=$5
+  shift 5
+  rm -rf "$tmp/a" "$tmp/b"
+  mkdir -p "$tmp/a/$(dirname "$file")"
+  git --git-dir="$git_dir" show "$tag:$file" >"$tmp/a/$file"
+  mkdir -p "$tmp/b/$(dirname "$file")"
+  cp "$tmp/a/$file" "$tmp/b/$file"
+  while [ $# -gt 0 ]; do
+    insert "$tmp/b/$file" "$1" "$2" "$3"
+    shift 3
+  done
   { header "$subject" "$body" "$tag"
     (cd "$tmp" && diff -u --label "a/$file" --label "b/$file" "a/$file" "b/$file") || true
   } >"$out"
@@ -209,6 +270,24 @@ tracker): the remus script could not protect such a disk."
       "A tap2 disk whose stack starts with log: (log:NAME|aio:PATH) came back from
 a restore or a migration as tap:log:..., which xend sent to blktap1."
   echo 0006-xend-blktap2-log-disk-type.patch >>"$dir/series"
+  many "$tag" "$dir/0007-xend-hold-a-marked-remus-backup.patch" "$CHECKPOINT" \
+      "xend: restore a marked Remus stream paused and keep it paused" \
+"XendCheckpoint.restore unpauses a relocated domain once xc_restore returns,
+which for a Remus backup is when the stream breaks.  A stream whose config
+carries (xen_remus_ext_hold 1) (0008) is restored with paused set, and the
+copy waits at its last committed checkpoint for promote (xm unpause).
+Streams without the field are restored as before." \
+      $'\ndef restore(xd, fd, dominfo = None, paused = False, relocating = False):' before "$tmp/hold-import.txt" \
+      $'\n    image_cfg = dominfo.info.get(\'image\', {})\n' before "$tmp/hold-restoring.txt" \
+      $'\n        if not paused:\n            dominfo.unpause()\n' before "$tmp/hold-restored.txt"
+  echo 0007-xend-hold-a-marked-remus-backup.patch >>"$dir/series"
+  one "$tag" "$dir/0008-remus-mark-the-stream-for-a-held-backup.patch" "$IMAGE" \
+      "    return zip(pfns, pages)"$'\n' end "$tmp/hold-mark.txt" \
+      "remus: mark the stream's config when the backup is to be held" \
+      "With XEN_REMUS_EXT_HOLD=1 the remus script adds (xen_remus_ext_hold 1) to
+the config it sends first; XendConfig reads known keys only, so a receiver
+without 0007 ignores it."
+  echo 0008-remus-mark-the-stream-for-a-held-backup.patch >>"$dir/series"
   mkdir -p "$here/alt"
   one "$tag" "$here/alt/xen-$ver-xm-imported-commands.patch" "$MAIN" \
       $'    \'cpupool-new\',\n    ]\n' before "$tmp/imported.txt" \

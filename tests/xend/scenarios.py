@@ -511,16 +511,119 @@ def scenario_d_abort(L):
           % tds)
     time.sleep(1.0)
     check(L.acked(DOM) == acked, "no write should complete while the remus disk waits for its backup")
-    # as the abort advises: protect it from B
+    # as the abort advises: protect it from B (with a held backup on A: scenario h goes on from here)
     rc, out, err = B.run([L.bin("xen-remus"), "protect", DOM, lab.ADDRS["A"], "--ssh", L.ssh, "--local-host",
-                          lab.ADDRS["B"], "--interval", "100", "--no-net"], check=False, timeout=240)
+                          lab.ADDRS["B"], "--interval", "100", "--no-net", "--hold-backup"],
+                         check=False, timeout=240)
     L.log("protect after abort:\n%s\n%s" % (out, err))
     check(rc == 0, "xen-remus protect after the abort exited %d: %s %s" % (rc, out.strip()[-600:], err.strip()[-600:]))
     wait(lambda: L.acked(DOM) > acked + 100, "acknowledged writes on B under protection", timeout=60)
     check(images_equal_paused(L, "B"), "A's and B's images differ after protect and a committed checkpoint")
     return ("xend-failback-abort %s: killed in step %s while xend migrated; --abort: web1 home on B, running, "
             "unprotected, lost 0, images identical, writes held by its remus disk; journal aborted; "
-            "xen-remus protect then: Remus B -> A, identical yes") % (L.version, step)
+            "xen-remus protect --hold-backup then: Remus B -> A, identical yes") % (L.version, step)
+
+
+# ---- h: a held backup waits for promote ------------------------------------------------------
+
+HOLD_SECONDS = 8.0
+
+
+def status_row(L, host, name=DOM):
+    rc, out, err = host.run([L.bin("xen-remus"), "status", "--json", name], check=False)
+    check(rc == 0, "host %s: xen-remus status --json %s: exit %d %s %s" % (host.name, name, rc, out, err))
+    rows = [r for r in json.loads(out).get("domains", ()) if r.get("name") == name]
+    check(rows, "host %s: xen-remus status has no row for %s: %s" % (host.name, name, out[:300]))
+    return rows[0]
+
+
+def hold_record(host, name=DOM):
+    path = host.outside("/var/lib/xen-remus-ext/hold/%s.xend.json" % name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def scenario_h(L):
+    """After d (web1 on B, ``xen-remus protect --hold-backup`` toward A):
+    B dies.  A's copy, restored from a marked stream by the patched xend,
+    stays paused at its last committed checkpoint: no unpause, no byte
+    written to A's disk, its generation unchanged, for HOLD_SECONDS.  Then
+    ``xen-remus hold release web1`` on A runs it, with no acknowledged write
+    lost.  B comes back; ``xm remus-failback web1 B --hold-backup`` on A: its
+    plain migration to B is not held (web1 runs on B), and its Remus B -> A
+    is held again (A's new copy recorded as receiving)."""
+    A, B = L.hosts["A"], L.hosts["B"]
+    if A.holder is None:            # run alone after a (--only a --only h): protect B -> A here
+        A.start(hook=True)
+    if DOM not in xm_domains(A):
+        rc, out, err = B.run([L.bin("xen-remus"), "protect", DOM, lab.ADDRS["A"], "--ssh", L.ssh, "--local-host",
+                              lab.ADDRS["B"], "--interval", "100", "--no-net", "--hold-backup", "--discard-peer"],
+                             check=False, timeout=240)
+        check(rc == 0, "xen-remus protect --hold-backup exited %d: %s %s" % (rc, out.strip()[-600:],
+                                                                             err.strip()[-600:]))
+    before = L.acked(DOM)
+    wait(lambda: L.acked(DOM) > before + 100, "acknowledged writes on B under protection", timeout=60)
+    doms_a = xm_domains(A)
+    check(DOM in xm_domains(B) and "p" in doms_a.get(DOM, ""), "scenario h needs web1 on B and its backup on A")
+    rec = hold_record(A)
+    dom_a = domid_of(A)
+    check(rec and rec["state"] == "receiving" and rec["domid"] == dom_a,
+          "A's xend should have recorded its copy (domain %d) as a held stream's, receiving: %s" % (dom_a, rec))
+    row = status_row(L, A)
+    check((row.get("backup") or {}).get("state") == "receiving",
+          "xen-remus status on A should report web1 as a backup receiving: %s" % row.get("backup"))
+    gens = [(d.get("vdev"), d.get("generation")) for d in row.get("disks") or ()]
+    acked = L.acked(DOM)
+    t_kill = time.time()
+    B.kill()
+    wait(lambda: (hold_record(A) or {}).get("state") == "held", "A's xend to hold its copy after the stream "
+         "ended", timeout=60)
+    t_held = time.time()
+    first = digest(A.outside(A.image(DOM)))
+    samples = 0
+    while time.time() - t_held < HOLD_SECONDS:
+        st = xm_domains(A).get(DOM, "")
+        check("p" in st, "A's held copy should stay paused, got state %r %.1f s after the hold"
+              % (st, time.time() - t_held))
+        check(digest(A.outside(A.image(DOM))) == first, "A's disk changed while its copy was held")
+        samples += 1
+        time.sleep(0.5)
+    check(event_time(A, "unpause", after=t_kill, domid=dom_a) is None, "A's hypervisor unpaused the held copy")
+    row = status_row(L, A)
+    check((row.get("backup") or {}).get("state") == "broken" and row["backup"].get("held"),
+          "xen-remus status on A should report the copy held (broken stream): %s" % row.get("backup"))
+    gens_held = [(d.get("vdev"), d.get("generation")) for d in row.get("disks") or ()]
+    check(gens_held == gens, "A's disk generations changed while held: %s -> %s" % (gens, gens_held))
+    rc, out, err = A.run([L.bin("xen-remus"), "hold", "show", DOM], check=False)
+    check(rc == 0 and json.loads(out).get("state") == "held", "xen-remus hold show on A: %d %s %s" % (rc, out, err))
+    held_for = time.time() - t_held
+    rc, out, err = A.run([L.bin("xen-remus"), "hold", "release", DOM], check=False, timeout=60)
+    check(rc == 0, "xen-remus hold release on A: exit %d %s %s" % (rc, out, err))
+    check("p" not in xm_domains(A).get(DOM, "p"), "web1 should run on A after the release: %s" % xm_domains(A))
+    wait(lambda: A.hv("status")["acked"].get(DOM, 0) > acked + 50, "the guest writing on A", timeout=30)
+    res = lost_on(A, acked, guest_seed(A))
+    check(res["missing"] == 0, "A's disk lacks %d acknowledged records (first %s)" % (res["missing"],
+                                                                                    res["first_missing"]))
+    check((hold_record(A) or {}).get("state") == "released", "A's record should say released: %s" % hold_record(A))
+    # B back: the failback's plain migration to B is not held; its Remus B -> A is held again
+    B.start(hook=True)
+    check(DOM not in xm_domains(B), "B should come back without the domain")
+    t0 = time.time()
+    rc, text = remus_failback(L, "A", "B", "--hold-backup")
+    check(rc == 0, "xm remus-failback --hold-backup exited %d: %s" % (rc, text.strip()[-800:]))
+    doms_b = xm_domains(B)
+    check(DOM in doms_b and "p" not in doms_b[DOM], "the failback's migration to B should not be held: %s" % doms_b)
+    check(hold_record(B) is None, "B's xend recorded a hold for a plain migration: %s" % hold_record(B))
+    with open(B.outside("/var/log/xen/xend.log")) as f:
+        check("asks for a hold" not in f.read(), "B's xend held a plain migration (xend.log)")
+    wait(lambda: (hold_record(A) or {}).get("state") == "receiving" and
+         hold_record(A)["domid"] == domid_of(A), "A's new backup copy recorded as a held stream's", timeout=30)
+    return ("xend-hold %s: B killed; A's copy held paused %.1f s (%d looks: state p, disk unchanged, no unpause, "
+            "generation unchanged), hold release: acknowledged %d, lost %d; failback to B --hold-backup: its "
+            "migration not held (running on B), Remus B -> A held again (%.1f s)") % (
+                L.version, held_for, samples, acked, res["missing"], time.time() - t0)
 
 
 # ---- e: a failback leaves no tapdisk behind ------------------------------------------------
@@ -604,7 +707,8 @@ def digest(path):
 
 
 SCENARIOS = [("a", scenario_a), ("c", scenario_c), ("d", scenario_d), ("b", scenario_b), ("e", scenario_e),
-             ("f", scenario_f), ("d", scenario_d_reverse), ("d", scenario_d_resume), ("d", scenario_d_abort)]
+             ("f", scenario_f), ("d", scenario_d_reverse), ("d", scenario_d_resume), ("d", scenario_d_abort),
+             ("h", scenario_h)]
 
 
 def run_version(version, source, build_root, only=None, disk_stack="log"):

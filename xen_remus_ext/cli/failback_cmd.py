@@ -206,7 +206,8 @@ def register(subparsers):
     rs.add_argument("action", choices=("start", "stop", "status"))
     rs.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                     help="start: the sender's options, DOMAIN and BACKUP (remus [-i MS] [-p PORT] "
-                         "[--no-net] [--blackhole] DOMAIN HOST); stop/status: DOMAIN")
+                         "[--no-net] [--blackhole] DOMAIN HOST; --hold: the backup holds its copy paused when the "
+                         "stream breaks); stop/status: DOMAIN")
     rs.set_defaults(func=cmd_remus_sender, json=False)
 
     s = subparsers.add_parser("status", help="Remus protection and failback state of the domains here")
@@ -226,18 +227,19 @@ def open_site(args, peer=True):
 
 
 def _parse_remus_args(args):
-    """``[-i MS] [-p PORT] [--no-net] [--blackhole] DOMAIN HOST`` -> remus_start kwargs."""
+    """``[-i MS] [-p PORT] [--no-net] [--blackhole] [--hold] DOMAIN HOST`` -> remus_start kwargs."""
     sp = argparse.ArgumentParser(prog="xen-remus remus-sender start", add_help=False)
     sp.add_argument("-i", dest="interval", type=int, default=200)
     sp.add_argument("-p", dest="port", type=int, default=None)
     sp.add_argument("--no-net", dest="no_net", action="store_true")
     sp.add_argument("--blackhole", action="store_true")
+    sp.add_argument("--hold", action="store_true")
     sp.add_argument("domain")
     sp.add_argument("host")
     try:
         ns = sp.parse_args(args)
     except SystemExit:
-        raise FailbackError("remus-sender start: expected [-i MS] [-p PORT] [--no-net] [--blackhole] "
+        raise FailbackError("remus-sender start: expected [-i MS] [-p PORT] [--no-net] [--blackhole] [--hold] "
                             "DOMAIN HOST, got %s" % " ".join(args))
     return ns
 
@@ -247,7 +249,7 @@ def cmd_remus_sender(args):
     if args.action == "start":
         ns = _parse_remus_args(args.args)
         pid = ts.remus_start(ns.domain, ns.host, interval_ms=ns.interval, port=ns.port, net=not ns.no_net,
-                             blackhole=ns.blackhole)
+                             blackhole=ns.blackhole, hold=ns.hold)
         print("remus for %s toward %s: pid %s" % (ns.domain, ns.host, pid))
         return 0
     if len(args.args) != 1:

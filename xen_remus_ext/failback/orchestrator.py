@@ -518,8 +518,12 @@ class Orchestrator(object):
     def step_preflight(self):
         checks, facts = self._checks()
         if self.opts.hold_backup:
-            sender = self.peer if self.mode == machine.FAILBACK else self.ts
+            # the sender marks the stream (xend) or starts the holder (xl); the
+            # backup's toolstack must keep the copy (xend: its patched restore)
+            sender, backup = (self.peer, self.ts) if self.mode == machine.FAILBACK else (self.ts, self.peer)
             why = sender.check_hold()
+            if why is None and backup is not None:
+                why = backup.check_hold()
             checks = list(checks) + [preflight.Check(
                 "hold-backup", why is None,
                 "the backup holds its copy paused when the stream breaks" if why is None

@@ -46,6 +46,16 @@ found through the vbd backend in xenstore, whose ``tapdisk-params`` (what
 xend reports as the uname, so what the ``remus`` script reads) is then
 rewritten.  It needs the injected :class:`ports.Runner` and this host's
 :class:`ports.XenStore`.
+
+A held backup (for a cluster manager; xend/hold.py): with patches 0007 and
+0008 on both hosts, ``remus_start(hold=True)`` runs the ``remus`` script
+with ``XEN_REMUS_EXT_HOLD=1``, which marks the config at the head of the
+stream; the backup's xend then restores that copy paused and leaves it
+paused when the stream breaks, and records it in
+``<state dir>/hold/DOM.xend.json``.  :meth:`XendToolstack.remus_takeover`
+unpauses it, :meth:`XendToolstack.remus_discard` destroys it,
+:meth:`XendToolstack.remus_backup` reports it.  :meth:`XendToolstack.check_hold`
+asks the running xend (``xend.domain.remus_hooks``) whether it carries both.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -68,6 +78,7 @@ from xen_remus_ext.errors import ConfigError, ToolstackError, XenRemusError, Xen
 from xen_remus_ext.ports import Toolstack
 from xen_remus_ext.toolstack import tapctl
 from xen_remus_ext.toolstack.processes import RemusProcesses
+from xen_remus_ext.xend import hold as xend_hold
 
 LOG = logging.getLogger(__name__)
 
@@ -385,6 +396,136 @@ class XendToolstack(Toolstack):
         ok, detail = self.migrate_hook()
         return None if ok else detail
 
+    def _hooks_report(self):
+        """xend's ``remus_hooks`` answer, or ``(None, why)`` when it has none."""
+        try:
+            rep = self.call("xend.domain.remus_hooks")
+        except ToolstackError as exc:
+            return None, str(exc)
+        if isinstance(rep, dict) and rep.get("Status") == "Failure":
+            return None, "xend.domain.remus_hooks: %s" % (rep.get("ErrorDescription"),)   # unknown method
+        if not isinstance(rep, dict):
+            return None, "xend.domain.remus_hooks: expected a dict, got %r" % (rep,)
+        return rep, None
+
+    def check_hold(self):
+        """None when this xend holds a marked Remus stream's copy (patch
+        0007, our package loaded) and its remus script marks a stream when
+        asked (patch 0008); else why not.  Both hosts must carry them: the
+        primary's marks, the backup's holds (the failback preflight asks both)."""
+        where = " on %s" % self.host if self.host else ""
+        rep, why = self._hooks_report()
+        if rep is None:
+            return ("the xend%s has no xen-remus-ext methods (%s): it resumes a Remus backup by itself "
+                    "when the checkpoint stream breaks (apply patches/ 0002, 0007 and 0008, install the "
+                    "package, restart xend)" % (where, why))
+        held = rep.get("hold")
+        if not isinstance(held, dict):
+            return ("the xend%s runs a xen-remus-ext without the held backup: it resumes a Remus backup "
+                    "by itself when the checkpoint stream breaks (upgrade the package, restart xend)" % where)
+        if not held.get("restore"):
+            return ("the xend%s lacks patch 0007 (XendCheckpoint.restore holding a marked Remus stream), "
+                    "or started before it was applied: it resumes a Remus backup by itself when the "
+                    "checkpoint stream breaks" % where)
+        if not held.get("mark"):
+            return ("xen/remus/image.py%s lacks patch 0008: the remus script cannot mark its stream for "
+                    "a held backup" % where)
+        return None
+
+    def hold_on_stream_break(self, hold=True):
+        """Nothing to set on an xend backup: the primary asks for the hold per
+        stream (``remus_start(hold=True)`` marks it).  Checks that this xend
+        would hold such a stream.
+
+        :raises ToolstackError: :meth:`check_hold`'s reason (only for ``hold=True``)."""
+        if hold:
+            why = self.check_hold()
+            if why is not None:
+                raise ToolstackError("hold a Remus backup for promote: %s" % why)
+
+    def _hold_record(self, dom, what):
+        """(record, domain info) of the copy of ``dom`` this host's xend
+        holds or receives; :raises ToolstackError: none here."""
+        if self.ssh is not None:
+            raise ToolstackError("%s of %s: run it on the backup %s itself (its xend's record is local "
+                                 "there)" % (what, dom, self.host))
+        try:
+            rec = xend_hold.load(dom)
+        except ValueError as exc:
+            raise ToolstackError("%s of %s: %s" % (what, dom, exc))
+        info = found = None
+        if rec is None:
+            found = "no record"
+        elif rec.get("state") not in (xend_hold.RECEIVING, xend_hold.HELD):
+            found = "a record saying %s (domain %s)" % (rec.get("state"), rec.get("domid"))
+        else:
+            info = self._find(dom)
+            if info is None:
+                found = "the record of domain %s, but no domain %s here" % (rec.get("domid"), dom)
+            elif xend_hold.current(dom, info.domid) is None:
+                found = "the record of domain %s, but %s is domain %s now" % (rec.get("domid"), dom, info.domid)
+        if found is not None:
+            raise ToolstackError("%s of %s: expected a Remus backup copy held by this xend (%s), found %s"
+                                 % (what, dom, xend_hold.record_path(dom), found))
+        return rec, info
+
+    def _find(self, dom):
+        for info in self.list_domains():
+            if info.name == str(dom) or str(info.domid) == str(dom):
+                return info
+        return None
+
+    def remus_backup(self, dom):
+        """The copy of ``dom`` here is a held Remus stream's (the record this
+        xend wrote for it, same domid): ``receiving`` while its stream
+        flows, ``broken`` once it ended (held, complete at its last committed
+        checkpoint).  The count of checkpoints is not known on xend (None).
+        Copies of streams without a hold are not told apart from a paused
+        domain (None)."""
+        if self.ssh is not None:
+            return None
+        try:
+            rec = xend_hold.load(dom)
+        except ValueError as exc:
+            raise ToolstackError(str(exc))
+        if rec is None or rec.get("state") not in (xend_hold.RECEIVING, xend_hold.HELD):
+            return None
+        info = self._find(dom)
+        if info is None or xend_hold.current(dom, info.domid) is None:
+            return None
+        held = rec["state"] == xend_hold.HELD
+        return {"state": "broken" if held else "receiving", "checkpoints": rec.get("checkpoints"),
+                "held": held, "complete": bool(rec.get("complete"))}
+
+    def remus_takeover(self, dom, timeout=None):
+        """Resume the held copy of ``dom`` (its stream ended; the old primary
+        is fenced): what xend's restore would have done at the end of the
+        stream, an unpause.  :raises ToolstackError: no held copy here, or
+        its stream still flows."""
+        rec, info = self._hold_record(dom, "takeover")
+        if rec["state"] != xend_hold.HELD:
+            raise ToolstackError("takeover of %s: its checkpoint stream still flows (the primary sends): "
+                                 "expected it to have ended, got the copy %s" % (dom, rec["state"]))
+        if info.paused:
+            self.unpause(info.domid)
+        after = self.domain_info(info.domid)
+        if after.paused:
+            raise ToolstackError("takeover of %s: expected it running after the unpause, got it paused" % (dom,))
+        xend_hold.set_state(dom, xend_hold.RELEASED)
+        LOG.warning("%s (domain %s): the held Remus backup copy runs from its last committed checkpoint",
+                    dom, info.domid)
+
+    def remus_discard(self, dom):
+        """Destroy the held (or still receiving) backup copy of ``dom`` here
+        without resuming it.  Only a copy this xend recorded as held is
+        destroyed: on xend a backup copy has the domain's own name, and a
+        paused domain may be a primary."""
+        rec, info = self._hold_record(dom, "discard")
+        self.destroy(info.domid)
+        xend_hold.set_state(dom, xend_hold.DISCARDED)
+        LOG.warning("%s (domain %s): the Remus backup copy (%s) destroyed without resuming it",
+                    dom, info.domid, rec["state"])
+
     def migrate_hook(self, config_path=None):
         """Whether THIS running xend sends a failback's final delta at
         device-migrate step 2; without it xend resumes the domain at the
@@ -561,18 +702,25 @@ class XendToolstack(Toolstack):
                     blackhole=False, unsafe=False, hold=False):
         """Start the ``remus`` script protecting ``dom`` toward ``host``, on
         the host that runs ``dom`` (this one, or the peer over ssh).
-        ``hold`` is refused: :meth:`check_hold`."""
+        ``hold``: the stream is marked (``XEN_REMUS_EXT_HOLD=1``), so that the
+        backup's xend keeps its copy paused when the stream breaks; refused
+        where :meth:`check_hold` says why not."""
         if hold:
-            raise ToolstackError("remus of %s: %s" % (dom, self.check_hold()))
+            if blackhole:
+                raise ToolstackError("remus of %s: a blackhole backup has no copy to hold" % (dom,))
+            why = self.check_hold()
+            if why is not None:
+                raise ToolstackError("remus of %s with a held backup: %s" % (dom, why))
         argv = self.remus_argv(dom, host, interval_ms, port, net, disk, blackhole, unsafe)
         if self.ssh is not None:
-            _, out = self._remote("start", argv[len(self.remus):])
+            _, out = self._remote("start", (["--hold"] if hold else []) + argv[len(self.remus):])
             pid = out.strip().split()[-1] if out.strip() else ""
             return int(pid) if pid.isdigit() else None
         # an unknown domain is refused here: the script may take longer to say so
         # than start() watches it (0.5 s) on a loaded host
         self.domain_info(dom)
-        env = {"XM_SERVER": self.uri} if self.uri != DEFAULT_URI else None
+        env = {"XM_SERVER": self.uri} if self.uri != DEFAULT_URI else {}
+        env[xend_hold.ENV] = "1" if hold else "0"
         return self.processes.start(dom, argv, env=env, match=argv[len(self.remus):])
 
     def remus_stop(self, dom):

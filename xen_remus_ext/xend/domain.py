@@ -115,22 +115,35 @@ def _check_dom(dom):
     return dom
 
 
-def hooks_report(options=None):
-    """What the running xend does at device-migrate step 2, from inside it.
+def hooks_report(options=None, checkpoint_module=None, remus_package=None):
+    """What the running xend does at device-migrate step 2, and whether it
+    holds a Remus backup for promote, from inside it.
 
     :param options: xend's ``XendOptions.instance()`` (default: imported
         from xend, so only inside xend)
+    :param checkpoint_module: xend's ``XendCheckpoint`` (default: the one
+        loaded in this process, if any)
+    :param remus_package: ``xen.remus`` (default: imported, if it can be)
     :returns: dict ``migration_tool`` (the external-migration-tool this xend
         read at start), ``tool_is_ours``, ``blktap_override`` (controller
-        classes carrying our ``migrate`` override in this process)
+        classes carrying our ``migrate`` override in this process), ``hold``
+        (``{"restore": bool, "mark": bool}``: xend/hold.py)
     """
-    from xen_remus_ext.xend import blktap, xend_config
+    from xen_remus_ext.xend import blktap, hold, xend_config
     if options is None:
         from xen.xend import XendOptions  # only inside xend
         options = XendOptions.instance()
+    if checkpoint_module is None:
+        checkpoint_module = sys.modules.get("xen.xend.XendCheckpoint")
+    if remus_package is None:
+        try:
+            import xen.remus as remus_package   # an empty package: importing it runs nothing
+        except ImportError:
+            remus_package = None
     tool = options.get_external_migration_tool() or ""
     return {"migration_tool": tool, "tool_is_ours": bool(xend_config.is_our_tool(tool)),
-            "blktap_override": blktap.installed()}
+            "blktap_override": blktap.installed(),
+            "hold": hold.report(checkpoint_module, remus_package)}
 
 
 def make_methods(impl):
@@ -153,7 +166,8 @@ def make_methods(impl):
         return impl.run("remus-status", [dom or None], options)
 
     def domain_remus_hooks(self):
-        """Which final-delta routes this xend has (external-migration-tool, blktap override)."""
+        """Which final-delta routes this xend has (external-migration-tool, blktap override),
+        and whether it holds a marked Remus backup (patches 0007/0008)."""
         return hooks_report()
 
     return {
