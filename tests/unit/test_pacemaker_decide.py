@@ -68,6 +68,16 @@ def test_backup_whose_stream_broke_stays_promotable():
     assert (dec.code, dec.score) == (d.OCF_SUCCESS, d.SCORE_BACKUP)
 
 
+def test_an_xend_backup_is_promotable_once_held_complete():
+    """xend reports no checkpoint count: a copy receiving has no score, a held
+    one (its restore completed from the last committed checkpoint) has."""
+    row = backup(checkpoints=None)
+    assert d.monitor(row, d.STARTED).score is d.DELETE
+    row["backup"].update(state="broken", held=True, complete=True)
+    dec = d.monitor(row, d.STARTED)
+    assert (dec.code, dec.score) == (d.OCF_SUCCESS, d.SCORE_BACKUP)
+
+
 @pytest.mark.parametrize("row", [
     backup(checkpoints=0),
     backup(disks=[{"vdev": "xvda", "generation": "11" * 8, "consistent": False, "bitmap": None}]),

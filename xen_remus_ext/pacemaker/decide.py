@@ -218,7 +218,8 @@ def monitor(row, local_state=None, reprotecting=False, cold=None):
         if local_state == STOPPED:
             return Decision(OCF_NOT_RUNNING, DELETE, "stopped; shadow copy kept for a later promote")
         why = _journal_busy(row) or _disks_consistent(row)
-        if why is None and not backup.get("checkpoints"):
+        # xend counts no checkpoints: its held copy is known complete once its stream ended
+        if why is None and not backup.get("checkpoints") and not backup.get("complete"):
             why = "no complete checkpoint received yet"
         if why is not None:
             return Decision(OCF_SUCCESS, DELETE, "backup, not promotable: " + why)
