@@ -14,7 +14,8 @@ adapters   toolstack/, trackers/, sim/, resync's transports (TLS too), sessions
 root       wiring (the composition root: the only place choosing adapters)
 front      cli/, xm/ (the xm front end), xend/ and hooks/ (what xend
            loads or runs; xend/xend_config, the xend-config.sxp reader and
-           editor, is core), pacemaker/ (the OCF agent), demo, __main__
+           editor, and xend/hold, the held backup's stream mark and record,
+           are core), pacemaker/ (the OCF agent), demo, __main__
 =========  ===========================================================
 
 A module imports only from its own layer or below, with three more rules:
@@ -50,6 +51,7 @@ LAYERS = {
     "resync.transport": ADAPTERS, "resync.api": ADAPTERS, "resync.sender": ADAPTERS,
     "resync.receiver": ADAPTERS, "resync.disksync": ADAPTERS, "resync.tls": ADAPTERS,
     "xend.xend_config": CORE,   # reading and editing xend-config.sxp: pure but for the file itself
+    "xend.hold": CORE,          # the held backup's stream mark and record: pure but for the record file
     "wiring": ROOT,
     "cli": FRONT, "xm": FRONT, "xend": FRONT, "hooks": FRONT, "pacemaker": FRONT, "demo": FRONT,
     "__main__": FRONT,

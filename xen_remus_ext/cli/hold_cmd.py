@@ -10,8 +10,8 @@ backup's patched xend restores that copy paused and keeps it paused
 ``xen-remus hold release DOM`` resumes the copy from its last committed
 checkpoint; ``xen-remus hold discard DOM`` destroys it without resuming it;
 ``xen-remus hold show DOM`` prints its state as JSON.  release, discard and
-show act on this host's toolstack (``--toolstack``, default: xend when
-xend runs here, else xl).
+show act on this host's toolstack (``--toolstack``, default: xend if it
+runs here, else xl if present, else xend).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -37,7 +37,7 @@ def register(subparsers):
         s = sub.add_parser(name, help=what)
         s.add_argument("domain", metavar="DOMAIN")
         s.add_argument("--toolstack", choices=("xl", "xend"), default=None,
-                       help="this host's toolstack (default: xend when xend runs here, else xl)")
+                       help="this host's toolstack (default: xend if it runs here, else xl if present, else xend)")
         s.set_defaults(func=_ACTIONS[name])
 
 
