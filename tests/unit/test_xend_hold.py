@@ -287,9 +287,42 @@ def test_discard_destroys_only_a_recorded_copy(xend):
     assert hold.load("web1")["state"] == hold.DISCARDED
 
 
-def test_hold_actions_on_a_peer_are_refused(xend):
-    ts = XendToolstack(uri=xend.uri, ssh=["ssh"], host="192.0.2.2")
-    assert ts.remus_backup("web1") is None
+class PeerRunner(object):
+    """``ssh HOST xen-remus -q hold VERB --toolstack xend DOM`` answered by
+    this test's own state directory, as the peer would."""
+
+    def __init__(self, xend):
+        self.xend, self.argvs = xend, []
+
+    def run(self, argv, timeout=None, **kw):
+        self.argvs.append(argv)
+        assert argv[:8] == ["ssh", "192.0.2.2", "xen-remus", "-q", "hold", argv[5], "--toolstack", "xend"]
+        verb, dom = argv[5], argv[8]
+        if verb == "show":
+            rec = hold.load(dom)
+            return (0 if rec else 1), json.dumps(rec).encode(), b""
+        try:
+            XendToolstack(uri=self.xend.uri).remus_discard(dom)
+        except ToolstackError as exc:
+            return 1, b"", ("xen-remus: %s\n" % exc).encode()
+        return 0, b"web1: backup copy discarded\n", b""
+
+
+def test_a_peers_held_copy_is_read_and_discarded_over_ssh(xend):
+    """The failback preflight asks the peer whether its paused web1 is a held
+    backup copy, and discards a stale one there (the record is on that host)."""
+    runner = PeerRunner(xend)
+    peer = XendToolstack(uri=xend.uri, ssh=["ssh"], host="192.0.2.2", runner=runner)
+    assert peer.remus_backup("web1") is None            # nothing recorded there
+    d = _held(xend)
+    assert peer.remus_backup("web1") == {"state": "broken", "checkpoints": None, "held": True, "complete": True}
     with pytest.raises(ToolstackError) as err:
-        ts.remus_takeover("web1")
+        peer.remus_takeover("web1")                      # promote runs on the backup itself
     assert "on the backup 192.0.2.2 itself" in str(err.value)
+    xend.double.add_domain("web2", paused=True)
+    with pytest.raises(ToolstackError) as err:
+        peer.remus_discard("web2")                       # not a recorded copy: refused there
+    assert "hold discard exit 1" in str(err.value) and "no record" in str(err.value)
+    peer.remus_discard("web1")
+    assert d.domid not in xend.double.doms and hold.load("web1")["state"] == hold.DISCARDED
+    assert peer.remus_backup("web1") is None

@@ -61,6 +61,7 @@ from __future__ import absolute_import, division, print_function
 
 import codecs
 import errno
+import json
 import logging
 import os
 import select
@@ -475,23 +476,46 @@ class XendToolstack(Toolstack):
                 return info
         return None
 
+    def _peer_hold(self, verb, dom):
+        """``xen-remus hold VERB --toolstack xend DOM`` on the peer (its
+        xend's record is local there): ``(rc, stdout, stderr)``."""
+        if self.runner is None:
+            raise ToolstackError("xend at %s: the held backup's record is on that host; expected a Runner to "
+                                 "ask it over ssh, got none" % self.host)
+        argv = list(self.ssh) + [self.host, "xen-remus", "-q", "hold", verb, "--toolstack", "xend", str(dom)]
+        try:
+            rc, out, err = self.runner.run(argv, timeout=60)
+        except (OSError, IOError) as exc:
+            raise ToolstackError("%s: cannot run: %s" % (" ".join(argv), exc))
+        out = out.decode("utf-8", "replace") if isinstance(out, bytes) else (out or "")
+        err = err.decode("utf-8", "replace") if isinstance(err, bytes) else (err or "")
+        return rc, out, err
+
     def remus_backup(self, dom):
         """The copy of ``dom`` here is a held Remus stream's (the record this
         xend wrote for it, same domid): ``receiving`` while its stream
         flows, ``broken`` once it ended (held, complete at its last committed
         checkpoint).  The count of checkpoints is not known on xend (None).
         Copies of streams without a hold are not told apart from a paused
-        domain (None)."""
+        domain (None).  On a peer the record is read there (``xen-remus hold
+        show`` over ssh)."""
         if self.ssh is not None:
-            return None
-        try:
-            rec = xend_hold.load(dom)
-        except ValueError as exc:
-            raise ToolstackError(str(exc))
+            rc, out, _err = self._peer_hold("show", dom)
+            try:
+                rec = json.loads(out) if rc == 0 else None
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict):
+                return None
+        else:
+            try:
+                rec = xend_hold.load(dom)
+            except ValueError as exc:
+                raise ToolstackError(str(exc))
         if rec is None or rec.get("state") not in (xend_hold.RECEIVING, xend_hold.HELD):
             return None
         info = self._find(dom)
-        if info is None or xend_hold.current(dom, info.domid) is None:
+        if info is None or rec.get("domid") != info.domid:
             return None
         held = rec["state"] == xend_hold.HELD
         return {"state": "broken" if held else "receiving", "checkpoints": rec.get("checkpoints"),
@@ -519,7 +543,14 @@ class XendToolstack(Toolstack):
         """Destroy the held (or still receiving) backup copy of ``dom`` here
         without resuming it.  Only a copy this xend recorded as held is
         destroyed: on xend a backup copy has the domain's own name, and a
-        paused domain may be a primary."""
+        paused domain may be a primary.  On a peer: ``xen-remus hold discard``
+        there, over ssh, which checks the same."""
+        if self.ssh is not None:
+            rc, out, err = self._peer_hold("discard", dom)
+            if rc != 0:
+                raise ToolstackError("discard the backup copy of %s on %s: xen-remus hold discard exit %d: %s"
+                                     % (dom, self.host, rc, (err or out).strip() or "(no message)"))
+            return
         rec, info = self._hold_record(dom, "discard")
         self.destroy(info.domid)
         xend_hold.set_state(dom, xend_hold.DISCARDED)
