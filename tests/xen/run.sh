@@ -23,6 +23,8 @@ SCENARIOS="a-xenstore a-xl b-protect b-failover e-splitbrain c-failback d-tracke
 [ "${XRL_HOLD:-0}" = 1 ] && SCENARIOS=${SCENARIOS/b-protect/b-protect b-hold}
 # XRL_SKIP (development): a comma-separated list; a: scenario a; c: A's second
 # boot, e-splitbrain, c-failback, d-tracker.  Skipped scenarios print SKIP.
+# (On the kernel command line the list is joined by "+": QEMU's -initrd
+# separates multiboot modules by commas.)
 SKIPPED=""
 case ",${XRL_SKIP:-}," in *,a,*) SKIPPED="$SKIPPED a-xenstore a-xl";; esac
 case ",${XRL_SKIP:-}," in *,c,*) SKIPPED="$SKIPPED e-splitbrain c-failback d-tracker";; esac
@@ -63,7 +65,7 @@ boot() { # boot LOGNAME ROLE PHASE IP MAC NETMODE
   qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -machine pc -m "$MEM" -smp 1 -no-reboot \
     -display none -monitor none -serial "file:$log" \
     -kernel "$IMG/boot/xen" -append "$XEN" \
-    -initrd "$IMG/boot/vmlinuz root=LABEL=xrl-dom0 rw console=hvc0 init=/opt/xrl/init xrl.role=$2 xrl.phase=$3 xrl.name=$name xrl.ip=$4${XRL_SKIP:+ xrl.skip=$XRL_SKIP}${XRL_REPLICATION:+ xrl.e=$XRL_REPLICATION}${XRL_HOLD:+ xrl.hold=$XRL_HOLD},$IMG/boot/initrd.img" \
+    -initrd "$IMG/boot/vmlinuz root=LABEL=xrl-dom0 rw console=hvc0 init=/opt/xrl/init xrl.role=$2 xrl.phase=$3 xrl.name=$name xrl.ip=$4${XRL_SKIP:+ xrl.skip=${XRL_SKIP//,/+}}${XRL_REPLICATION:+ xrl.e=$XRL_REPLICATION}${XRL_HOLD:+ xrl.hold=$XRL_HOLD},$IMG/boot/initrd.img" \
     -drive "file=$IMG/dom0.img,if=virtio,format=raw,snapshot=on" \
     -drive "file=$RUN/${2^^}-data.img,if=virtio,format=raw" \
     -netdev "socket,id=lab,$6=127.0.0.1:$PORT" -device "virtio-net-pci,netdev=lab,mac=$5" \

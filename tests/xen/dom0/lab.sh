@@ -322,8 +322,8 @@ PY
   result d-tracker "${rc:-1}" "$t0" "${line#* }"
 }
 
-SKIP=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.skip=//p')   # development: xrl.skip=a,c
-skipped() { case ",$SKIP," in *",$1,"*) return 0;; esac; return 1; }   # a: scenario a; c: A's second boot, e-splitbrain, c, d
+SKIP=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.skip=//p')   # development: xrl.skip=a+c (XRL_SKIP=a,c)
+skipped() { case "+$SKIP+" in *"+$1+"*) return 0;; esac; return 1; }   # a: scenario a; c: A's second boot, e-splitbrain, c, d
 E=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.e=//p')         # XRL_REPLICATION=1: scenario e
 HOLD=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.hold=//p')   # XRL_HOLD=1: scenario b-hold
 HOLD_S=20                                                          # seconds b-hold keeps the copy held
