@@ -65,6 +65,33 @@ def test_a_tcp_link_outlives_the_ssh_connection_that_started_it(tmp_path):
     assert back["reason"] == "the primary relay closed the link"
 
 
+def test_a_tcp_link_over_real_ssh_outlives_the_ssh_client(tmp_path, sshd):
+    """Through a real sshd: the backup's end binds the address ssh reached
+    (SSH_CONNECTION); the ssh client is then SIGKILLed (the lab's sshd drops
+    clients that stall for 3 s): checkpoints go on being committed over the
+    TCP link, and the primary's death fails over to a consistent disk."""
+    from tests.adapter.sshd_util import Sshd
+    if not Sshd.usable():
+        import pytest
+        pytest.skip("needs root and /usr/sbin/sshd")
+    state = {}
+
+    def during(t, libxc):
+        if len(libxc.snapshots) >= 3 and "broke" not in state:
+            relay = int(open(os.path.join(t, "relay.pid")).read())
+            ssh = [p for p in _children(relay) if open("/proc/%d/comm" % p).read().strip() == "ssh"]
+            assert len(ssh) == 1, ssh
+            os.kill(ssh[0], signal.SIGKILL)
+            state["broke"] = len(libxc.snapshots)
+        return "broke" in state and len(libxc.snapshots) >= state["broke"] + 4
+
+    remote = "env PYTHONPATH=%s %s" % (TOP, " ".join(CLI))
+    back = run_relay_pair(tmp_path, ["--link", "tcp", "--ssh", sshd.ssh], during=during,
+                          host="127.0.0.1", remote=remote)
+    assert back["committed"] >= state["broke"] + 3
+    assert back["reason"] == "the primary relay closed the link"
+
+
 def test_a_wrong_token_is_refused_and_the_right_one_admitted(tmp_path, monkeypatch):
     import socket
     import threading
@@ -131,7 +158,8 @@ def wait_for(cond, what, limit=30):
     raise AssertionError("timed out waiting for %s" % what)
 
 
-def run_relay_pair(tmp_path, relay_opts=(), extra_env=None, after_kill=None, during=None):
+def run_relay_pair(tmp_path, relay_opts=(), extra_env=None, after_kill=None, during=None, host="hostb",
+                   remote=None):
     """:param during: ``during(t, libxc)`` polled while checkpoints flow; the
         primary is killed once it returns true (default: after 5 checkpoints).
     :returns: the backup's final report."""
@@ -146,16 +174,18 @@ def run_relay_pair(tmp_path, relay_opts=(), extra_env=None, after_kill=None, dur
     relay = None
     try:
         wait_file(os.path.join(t, "ready"), serve)
-        remote = " ".join(CLI)
+        remote = remote or " ".join(CLI)
         relay = subprocess.Popen(
             CLI + ["replicate", "relay", "--control", ctl, "--backup-disk", b_img, "--baseline", "none",
                    "--ssh", "", "--remote", remote, "--timeout", "5",
                    "--attached-file", os.path.join(t, "attached"), "--report", os.path.join(t, "relay.json"),
                    "--backup-report", os.path.join(t, "backup.json"),
                    "--backup-snapshot", os.path.join(t, "snap.img")] + list(relay_opts) + [
-                   "hostb", sys.executable, os.path.join(HERE, "fake_xl_receive.py"), b_img,
+                   host, sys.executable, os.path.join(HERE, "fake_xl_receive.py"), b_img,
                    os.path.join(t, "receiver.json")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(env(), **(extra_env or {})))
+        with open(os.path.join(t, "relay.pid"), "w") as f:
+            f.write(str(relay.pid))
         wait_file(os.path.join(t, "attached"), relay)
         banner = os.read(relay.stdout.fileno(), 256)
         assert banner.startswith(b"xl migration receiver ready")
