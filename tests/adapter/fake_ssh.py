@@ -5,7 +5,7 @@ exits at once (the connection broke): the command's stdin then ends and its
 stdout has no reader, while the command itself runs on, as a command of a
 dead ssh session does.
 
-usage: fake_ssh.py BREAK HOST COMMAND
+usage: fake_ssh.py BREAK [--] HOST COMMAND   (``--`` ends the options, as for ssh)
 """
 from __future__ import absolute_import, division, print_function
 
@@ -37,4 +37,7 @@ def main(brk, _host, command):
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    words = sys.argv[2:]
+    if words[:1] == ["--"]:
+        words = words[1:]
+    sys.exit(main(sys.argv[1], *words[:2]))

@@ -501,3 +501,52 @@ def test_a_backup_end_that_dies_at_once_is_named_by_the_relay(tmp_path):
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.communicate()
+
+
+FAKE_SSH = """#!/bin/sh
+# what ssh does with its words: options up to --, the host, then one line for the remote shell
+printf '%s\\n' "$@" > "$0.argv"
+while [ "$1" != "--" ]; do shift; done
+shift 2
+exec sh -c "$*"
+"""
+ECHO_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
+
+
+def test_the_backup_end_is_reached_with_ssh_split_like_a_shell_and_its_words_intact(tmp_path):
+    """``--ssh`` holds shell words (an option value with a space, as in
+    ``-o 'ProxyCommand=nc %h 22'``) and reaches HOST after ``--``; the
+    remote words arrive unchanged, spaces and quotes included."""
+    from xen_remus_ext.cli.app import build_parser
+    from xen_remus_ext.cli.replicate_cmd import backup_argv
+    ssh = tmp_path / "fake ssh"
+    echo = tmp_path / "echo.py"
+    for path, text in ((ssh, FAKE_SSH), (echo, ECHO_ARGV)):
+        with open(str(path), "w") as f:
+            f.write(text)
+    os.chmod(str(ssh), 0o755)
+    disk = str(tmp_path / "it's a disk.img")
+    args = build_parser().parse_args([
+        "replicate", "relay", "--control", "/nonexistent", "--ssh", "'%s' -o 'ProxyCommand=nc %%h 22'" % ssh,
+        "--remote", "%s %s" % (sys.executable, echo), "--hold-domain", "vm 1",
+        "hostb", "xl", "migrate-receive", "-r"])
+    argv = backup_argv(args, disk)
+    out = subprocess.check_output(argv, env=env())
+    assert json.loads(out.decode()) == ["replicate", "backup", "--disk", disk, "--timeout", "3.0", "--",
+                                        sys.executable, str(echo), "hold", "receive", "--domain", "vm 1", "--",
+                                        "xl", "migrate-receive", "-r"]
+    with open(str(ssh) + ".argv") as f:
+        assert f.read().splitlines()[:4] == ["-o", "ProxyCommand=nc %h 22", "--", "hostb"]
+
+
+def test_a_relay_host_or_ssh_command_that_ssh_would_misread_is_refused(tmp_path):
+    from xen_remus_ext.cli.app import build_parser
+    from xen_remus_ext.cli.replicate_cmd import backup_argv
+    from xen_remus_ext.errors import XenRemusError
+    import pytest
+    for ssh, host, why in (("ssh", "-oProxyCommand=touch x", "no leading '-'"),
+                           ("ssh -o 'unbalanced", "hostb", "expected shell words")):
+        args = build_parser().parse_args(["replicate", "relay", "--control", "c", "--ssh", ssh, "--",
+                                          host, "xl", "migrate-receive"])
+        with pytest.raises(XenRemusError, match=why):
+            backup_argv(args, "/d.img")

@@ -136,28 +136,49 @@ def _serve(args):
     return service.serve(args.disk, args.nbd, args.control, name=args.name, ready_file=args.ready_file)
 
 
+def _words(text, option):
+    """``--remote``: shell words (quotes allowed), as ``-s`` is split."""
+    import shlex
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ReplicationError("%s %r: expected shell words, got %s" % (option, text, exc))
+    if not words:
+        raise ReplicationError("%s: expected a command, got an empty one" % option)
+    return words
+
+
+def backup_argv(args, backup_disk):
+    """The argv that runs the backup's end: ``SSH... -- HOST 'xen-remus
+    replicate backup ...'`` (``--ssh`` split like a shell would, a host
+    that could pass for an ssh option refused, the remote words quoted for
+    the remote shell), or the words alone when ``--ssh`` is empty."""
+    remote = _words(args.remote, "--remote")
+    words = remote + ["replicate", "backup", "--disk", backup_disk, "--timeout", str(args.timeout)]
+    if args.backup_report:
+        words += ["--report", args.backup_report]
+    if args.backup_snapshot:
+        words += ["--snapshot", args.backup_snapshot]
+    link, port = args.link
+    if link == "tcp":
+        words += ["--listen-tcp", str(port)]
+    receiver = list(args.receiver)
+    if args.hold_domain:
+        receiver = remote + ["hold", "receive", "--domain", args.hold_domain, "--"] + receiver
+    words += ["--"] + receiver
+    if not args.ssh:
+        return words            # the backup on this host (tests, or HOST reached otherwise)
+    from xen_remus_ext.resync.transport import ssh_prefix
+    return ssh_prefix(args.ssh, args.host) + [" ".join(_quote(a) for a in words)]
+
+
 def _relay(args):
     from xen_remus_ext.replication import service
     if not args.receiver:
         raise ReplicationError("relay: no receiver command after HOST (xl passes 'xl migrate-receive -r')")
     backup_disk = args.backup_disk or service.query_server(args.control)["path"]
-    remote = args.remote.split() + ["replicate", "backup", "--disk", backup_disk,
-                                    "--timeout", str(args.timeout)]
-    if args.backup_report:
-        remote += ["--report", args.backup_report]
-    if args.backup_snapshot:
-        remote += ["--snapshot", args.backup_snapshot]
-    link, port = args.link
-    if link == "tcp":
-        remote += ["--listen-tcp", str(port)]
-    receiver = list(args.receiver)
-    if args.hold_domain:
-        receiver = args.remote.split() + ["hold", "receive", "--domain", args.hold_domain, "--"] + receiver
-    remote += ["--"] + receiver
-    if args.ssh:
-        argv = args.ssh.split() + [args.host, " ".join(_quote(a) for a in remote)]
-    else:
-        argv = remote           # the backup on this host (tests, or HOST reached otherwise)
+    link, _port = args.link
+    argv = backup_argv(args, backup_disk)
     return service.relay(argv, args.control, baseline=args.baseline, timeout=args.timeout,
                          attached_file=args.attached_file, report=args.report, link=link, host=args.host)
 
