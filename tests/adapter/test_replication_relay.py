@@ -345,3 +345,37 @@ def test_a_stall_of_the_backup_host_is_not_the_primarys_silence(tmp_path):
                 os.close(fd)
             except OSError:
                 pass
+
+
+def test_a_backup_that_cannot_go_on_stops_the_receiver_and_reports_why(tmp_path):
+    """An I/O error on the backup's side (here: xl's receiver gone, its
+    stdin a broken pipe; a full spool or a failing disk alike) ends the
+    backup relay with a report and the receiver killed, never with a
+    traceback and xl's stdin let go at exit."""
+    import signal as sig
+    from xen_remus_ext.replication import synth as X
+    from xen_remus_ext.replication import wire
+    img = str(tmp_path / "b.img")
+    blank(img)
+    replica = Replica(img, str(tmp_path / "spool"))
+    sa, sb = socket.socketpair()
+    child_r, child_w = os.pipe()
+    os.close(child_r)                # the receiver is gone
+    out_r, out_w = os.pipe()
+    killed = []
+    old = sig.signal(sig.SIGPIPE, sig.SIG_IGN)
+    try:
+        relay = BackupRelay(sb.fileno(), sb.fileno(), child_w, out_r, replica, timeout=30.0,
+                            kill_child=lambda: killed.append(True))
+        sa.sendall(wire.frame(wire.XEN, X.xl_header()))
+        rep = relay.run()
+    finally:
+        sig.signal(sig.SIGPIPE, old)
+    assert rep["failover"] is False and killed == [True], rep
+    assert "Broken pipe" in rep["aborted"], rep
+    os.close(child_w)
+    replica.close()
+    for fd in (out_r, out_w):
+        os.close(fd)
+    sa.close()
+    sb.close()

@@ -367,6 +367,9 @@ class BackupRelay(object):
                     # there (or from something in between): resuming the
                     # copy would run the guest twice
                     return self._abort("primary relay: %s" % exc, by_primary=False)
+                except (IOError, OSError) as exc:
+                    # this end cannot go on (spool or disk I/O, the receiver gone)
+                    return self._abort("backup: %s" % (exc.strerror or exc), by_primary=False)
                 if link.eof:
                     return self._failover("the primary relay closed the link")
 
