@@ -550,3 +550,52 @@ def test_a_relay_host_or_ssh_command_that_ssh_would_misread_is_refused(tmp_path)
                                           host, "xl", "migrate-receive"])
         with pytest.raises(XenRemusError, match=why):
             backup_argv(args, "/d.img")
+
+
+EOF_RECEIVER = """import os, sys
+open(sys.argv[1] + ".tmp", "w").write(str(os.getpid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1] + ".pid")     # whole when it appears
+while os.read(0, 65536):
+    pass
+open(sys.argv[1], "w").write("failover")      # xl: end of stream -> Remus failover, unpause
+"""
+
+
+def test_a_killed_backup_relay_never_lets_its_receiver_read_the_end_of_the_stream(tmp_path):
+    """The kernel closes a dying process's descriptors before it signals
+    the children that asked for PDEATHSIG: the receiver could read the end
+    of its stdin in that window and fail over beside a live primary (or
+    from checkpoint N-1 on disk N).  A guard keeps a copy of that stdin open
+    until the receiver's SIGKILL is already pending.  Killed ten times, the
+    receiver never sees the end (without the guard it saw it about every
+    other time here)."""
+    disk = str(tmp_path / "b.img")
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    script = str(tmp_path / "recv.py")
+    with open(script, "w") as f:
+        f.write(EOF_RECEIVER)
+    seen = []
+    for i in range(10):
+        marker = str(tmp_path / ("failover.%d" % i))
+        proc = subprocess.Popen(CLI + ["replicate", "backup", "--disk", disk, "--timeout", "600", "--",
+                                       sys.executable, script, marker],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env())
+        wait_file(marker + ".pid", proc)
+        with open(marker + ".pid") as f:
+            pid = int(f.read())
+        proc.kill()
+        proc.wait()
+        end = time.time() + 10
+        while time.time() < end:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.02)
+        time.sleep(0.1)
+        if os.path.exists(marker):
+            seen.append(i)
+        proc.stdin.close()
+        proc.stdout.close()
+    assert seen == [], "the receiver read the end of the stream after kills %s" % seen
