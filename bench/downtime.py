@@ -45,50 +45,18 @@ from resync import log, make_random  # noqa: E402
 
 from xen_remus_ext.errors import ToolstackError  # noqa: E402
 from xen_remus_ext.resync.plan import parse_size  # noqa: E402
+from xen_remus_ext.sim.cluster import Cluster, wait_for  # noqa: E402
 
 MiB = 1 << 20
 SEED = 77
 INTERVAL_MS = 50
 
 
-def wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.time() > deadline:
-            raise SystemExit("bench: timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(0.01)
-
-
 def failed_over(cl, name, base, size, rate, batch, run_s):
     """``name`` protected A -> B on a copy of ``base`` (both hosts), A powered
     off, B running it, A back with its stale copy while B writes ``run_s``."""
-    from xen_remus_ext.resync import meta
-    A, B = cl["A"], cl["B"]
-    if not A.alive() or A.frozen:
-        A.start()
-    image = "/var/lib/xen/images/%s.img" % name
-    for h in (A, B):
-        h.toolstack.disk_create(image, size)
-        with open(base, "rb") as src, open(h.disk_path(image), "r+b") as dst:
-            shutil.copyfileobj(src, dst, 4 * MiB)
-    m = meta.ensure(A.disk_path(image), size, role="primary")
-    meta.mark_synced(B.disk_path(image), m, role="backup")
-    uname = "tap2:remus:%s:%d|aio:%s" % (B.addr, B.cfg["remus_port"], image)
-    A.toolstack.create({"name": name, "memory": 32,
-                        "disks": [{"uname": uname, "vdev": "xvda", "mode": "w"}],
-                        "workload": {"rate": rate, "batch": batch, "seed": SEED,
-                                     "observer": cl.observer.path}}, paused=True)
-    A.toolstack.remus_start(name, "B", interval_ms=INTERVAL_MS)
-    A.toolstack.unpause(name)
-    time.sleep(run_s)
-    A.kill(power_off=True)
-    wait(lambda: B.toolstack.sim_info(name)["sim_state"] == "running", 60, "the failover on B")
-    A.start()
-    time.sleep(run_s)
-    return image
+    return cl.failed_over(name, size, {"rate": rate, "batch": batch, "seed": SEED}, run_s=run_s, after_s=run_s,
+                          fill=base, timeout=60)
 
 
 def ours(cl, name, image):
@@ -159,10 +127,10 @@ def judge(cl, name, image):
     on both copies, the copies identical.  :returns: (acked, ok)."""
     A, B = cl["A"], cl["B"]
     first = A.toolstack.sim_info(name)["remus"]["commits"]
-    wait(lambda: A.toolstack.sim_info(name)["remus"]["commits"] >= first + 3, 60, "checkpoints of %s" % name)
+    wait_for(lambda: A.toolstack.sim_info(name)["remus"]["commits"] >= first + 3, 60, "checkpoints of %s" % name)
     A.toolstack.pause(name)
     c = A.toolstack.sim_info(name)["remus"]["commits"]
-    wait(lambda: A.toolstack.sim_info(name)["remus"]["commits"] >= c + 1, 60, "a last checkpoint of %s" % name)
+    wait_for(lambda: A.toolstack.sim_info(name)["remus"]["commits"] >= c + 1, 60, "a last checkpoint of %s" % name)
     acked = cl.observer.acked(name)
     miss_a = A.toolstack.disk_check(image, SEED, acked)["missing"]
     miss_b = B.toolstack.disk_check(image, SEED, acked)["missing"]
@@ -198,7 +166,6 @@ def main(argv=None):
     if "ours" not in keys or len(rows) < 2:
         raise SystemExit("bench: --only must keep ours and at least one peer (%s)"
                          % ",".join(k for _, k, _ in ROWS))
-    from xen_remus_ext.sim.cluster import Cluster
     t_start = time.time()
     d = args.dir or tempfile.mkdtemp(prefix="xre-bench-downtime-", dir="/var/tmp")
     saved = os.environ.get("XEN_REMUS_STATE_DIR")
@@ -220,7 +187,7 @@ def main(argv=None):
                     t0, before = time.time(), cl.observer.acked(name)
                     sent = fn(cl, name, image)
                     down = hosts_downtime(cl, name, since)
-                    wait(lambda n=name, b=before: cl.observer.acked(n) > b, 60, "output of %s from A" % name)
+                    wait_for(lambda n=name, b=before: cl.observer.acked(n) > b, 60, "output of %s from A" % name)
                     silence = cl.observer.silence(name, t0, time.time())
                     acked, ok, why = judge(cl, name, image)
                     ok_all = ok_all and ok

@@ -41,8 +41,7 @@ import tempfile
 import time
 
 from xen_remus_ext import wiring
-from xen_remus_ext.errors import ToolstackError
-from xen_remus_ext.sim.cluster import Cluster
+from xen_remus_ext.sim.cluster import Cluster, wait_for
 
 LOG = logging.getLogger(__name__)
 
@@ -64,17 +63,6 @@ class Timeline(object):
         if self.out is not None:
             self.out.write("  %7.3fs  %s\n" % (t, text))
             self.out.flush()
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.time() > deadline:
-            raise ToolstackError("demo: timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 def _failback_available():

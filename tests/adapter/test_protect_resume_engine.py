@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.adapter.test_resync_resume_changed import Interrupted, journal_done, released
+from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, remus_config
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import journal, machine
@@ -31,18 +32,6 @@ def total(ranges):
     return sum(e - s for s, e in ranges)
 
 
-class Clock(object):
-    def __init__(self):
-        self.t = 1000.0
-
-    def now(self):
-        self.t += 0.001
-        return self.t
-
-    def sleep(self, seconds):
-        self.t += seconds
-
-
 def make_world(tmp_path):
     world = FakeWorld(tmp_path / "world")
     world.make_disk("hostA", PATH, SIZE, b"\x07")
@@ -55,7 +44,7 @@ def make_world(tmp_path):
 def protect(world):
     return Orchestrator(FakeToolstack(world, "hostA"), FakeToolstack(world, "hostB"), "vm1", "hostB",
                         mode=machine.PROTECT_MODE, options={"local_host": "hostA", "settle_timeout": 1},
-                        disk_sync=ResyncDiskSync(mode="auto"), progress=lambda line: None, clock=Clock())
+                        disk_sync=ResyncDiskSync(mode="auto"), progress=lambda line: None, clock=FakeClock())
 
 
 def test_protect_resume_finds_a_write_into_a_seeded_range(tmp_path, monkeypatch):

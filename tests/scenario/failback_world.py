@@ -5,23 +5,25 @@ what the simulator follows).
 """
 from __future__ import absolute_import, division, print_function
 
+import contextlib
 import os
-import time
 
 import pytest
 
 from xen_remus_ext.sim.cluster import Cluster
+from xen_remus_ext.sim.cluster import wait_for as _wait  # noqa: F401 (the scenarios' wait)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """The hosts and this process share one state dir (generations are kept
-    beside each host's own file), as the demo does."""
-    root = str(tmp_path_factory.mktemp("fbsim"))
+@contextlib.contextmanager
+def shared_state_cluster(root, netns=None):
+    """A :class:`Cluster` under ``root`` whose hosts and this process share
+    one state dir (generations are kept beside each host's own file), as the
+    demo does; ``cl.state_dir`` names it.  The process's own setting comes
+    back at the end."""
     saved = os.environ.get("XEN_REMUS_STATE_DIR")
     os.environ["XEN_REMUS_STATE_DIR"] = os.path.join(root, "state")
     try:
-        with Cluster(root=os.path.join(root, "hosts")) as cl:
+        with Cluster(root=os.path.join(root, "hosts"), netns=netns) as cl:
             cl.state_dir = os.environ["XEN_REMUS_STATE_DIR"]
             yield cl
     finally:
@@ -31,45 +33,22 @@ def cluster(tmp_path_factory):
             os.environ["XEN_REMUS_STATE_DIR"] = saved
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with shared_state_cluster(str(tmp_path_factory.mktemp("fbsim"))) as cl:
+        yield cl
+
+
 @pytest.fixture(autouse=True)
 def _shared_state(cluster, monkeypatch):
     monkeypatch.setenv("XEN_REMUS_STATE_DIR", cluster.state_dir)
 
 
-def _wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.time() < deadline, "timed out waiting for %s" % what
-        time.sleep(0.01)
-
-
 def failed_over(cluster, name, size, rate, batch=1, run_s=0.4, after_s=0.3):
     """A domain protected A -> B, A powered off, B took over, A back (stale)."""
-    from xen_remus_ext.resync import meta
-    A, B = cluster["A"], cluster["B"]
-    if not A.alive() or A.frozen:
-        A.start()
-    image = "/var/lib/xen/images/%s.img" % name
-    for h in (A, B):
-        h.toolstack.disk_create(image, size)
-    m = meta.ensure(A.disk_path(image), size, role="primary")
-    meta.mark_synced(B.disk_path(image), m, role="backup")
-    uname = "tap2:remus:%s:%d|aio:%s" % (B.addr, B.cfg["remus_port"], image)
-    A.toolstack.create({"name": name, "memory": 32,
-                        "disks": [{"uname": uname, "vdev": "xvda", "mode": "w"}],
-                        "workload": {"rate": rate, "batch": batch, "seed": 77,
-                                     "observer": cluster.observer.path}}, paused=True)
-    A.toolstack.remus_start(name, "B", interval_ms=50)
-    A.toolstack.unpause(name)
-    time.sleep(run_s)
-    A.kill(power_off=True)
-    _wait(lambda: B.toolstack.sim_info(name)["sim_state"] == "running", 5.0, "failover on B")
-    A.start()
-    time.sleep(after_s)
-    return A, B, image
+    image = cluster.failed_over(name, size, {"rate": rate, "batch": batch, "seed": 77}, run_s=run_s,
+                                after_s=after_s)
+    return cluster["A"], cluster["B"], image
 
 
 def judge(cluster, A, B, name, image):

@@ -18,32 +18,21 @@ sections 4, 5 and 7); the disk data crosses TCP through the resync engine.
 from __future__ import absolute_import, division, print_function
 
 import json
-import os
 
 import pytest
 
-from tests.scenario.failback_world import _shared_state, _wait, failed_over  # noqa: F401
+from tests.scenario.failback_world import _shared_state, _wait, failed_over, shared_state_cluster  # noqa: F401
 from xen_remus_ext.cli import main as cli
 from xen_remus_ext.failback import machine
-from xen_remus_ext.sim.cluster import Cluster, netns_available
+from xen_remus_ext.sim.cluster import netns_available
 
 NETNS = [False] + ([True] if netns_available() else [])
 
 
 @pytest.fixture(scope="module", params=NETNS, ids=lambda n: "netns" if n else "loopback")
 def cluster(request, tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("revsim"))
-    saved = os.environ.get("XEN_REMUS_STATE_DIR")
-    os.environ["XEN_REMUS_STATE_DIR"] = os.path.join(root, "state")
-    try:
-        with Cluster(root=os.path.join(root, "hosts"), netns=request.param) as cl:
-            cl.state_dir = os.environ["XEN_REMUS_STATE_DIR"]
-            yield cl
-    finally:
-        if saved is None:
-            os.environ.pop("XEN_REMUS_STATE_DIR", None)
-        else:
-            os.environ["XEN_REMUS_STATE_DIR"] = saved
+    with shared_state_cluster(str(tmp_path_factory.mktemp("revsim")), netns=request.param) as cl:
+        yield cl
 
 
 def xen_remus(capsys, *argv):

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from tests.fakes.fake_toolstack import FakeToolstack, FileDiskSync
-from tests.unit.test_failback_orchestrator import PATH, make_world
+from tests.unit.failback_world import PATH, make_world
 from xen_remus_ext import wiring
 from xen_remus_ext.cli import failback_cmd
 from xen_remus_ext.cli import main as cli

@@ -13,8 +13,9 @@ import os
 
 import pytest
 
+from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fake_toolstack import FakeToolstack, FileDiskSync, Killed
-from tests.unit.test_failback_orchestrator import PATH, assert_home_and_protected, make_world
+from tests.unit.failback_world import PATH, assert_home_and_protected, killed_in_migration, make_world
 from xen_remus_ext.errors import FailbackError, JournalError, ToolstackError
 from xen_remus_ext.failback import delta, journal, machine
 from xen_remus_ext.failback.orchestrator import Orchestrator
@@ -179,21 +180,6 @@ def test_xend_path_killed_after_migration_resumes(tmp_path):
     assert_home_and_protected(world, guest)
 
 
-class _Clock(object):
-    def __init__(self, on_sleep):
-        self.t = 1000.0
-        self.on_sleep = on_sleep
-        self.sleeps = 0
-
-    def now(self):
-        return self.t
-
-    def sleep(self, seconds):
-        self.t += seconds
-        self.sleeps += 1
-        self.on_sleep(self.sleeps)
-
-
 def test_xend_path_killed_mid_migration_waits_for_xend_then_resumes(tmp_path):
     """Killed while xend migrates (the real xend lab showed it): the source
     is named migrating-vm1 for the whole save, the incoming copy stays
@@ -202,17 +188,7 @@ def test_xend_path_killed_mid_migration_waits_for_xend_then_resumes(tmp_path):
     source for gone and the paused copy for one that arrived paused (it
     then sent a delta of its own and found the domain running)."""
     world, guest = make_world(tmp_path)
-    world.hold_migrations = True
-    real = world.effect
-
-    def effect(what):
-        real(what)
-        if what.startswith("incoming"):
-            raise Killed(what)
-    world.effect = effect
-    with pytest.raises(Killed):
-        xend_orch(world).run()
-    world.effect = real
+    killed_in_migration(world, xend_orch(world).run)
     assert sorted(world.hosts["hostB"]) == ["migrating-vm1"] and world.hosts["hostA"]["vm1"].state == "paused"
     src = FakeToolstack(world, "hostB", kind="xend")
 
@@ -222,7 +198,7 @@ def test_xend_path_killed_mid_migration_waits_for_xend_then_resumes(tmp_path):
         elif n == 4:
             src.complete_migration("vm1", "hostA")
     o = xend_orch(world)
-    o.clock = _Clock(xend_goes_on)
+    o.clock = FakeClock(tick=0, on_sleep=xend_goes_on)
     rec = o.run()
     assert rec["state"] == machine.DONE and o.clock.sleeps == 4
     assert rec["delta"]["by"] == "xend-hook"
@@ -235,17 +211,7 @@ def test_xend_path_abort_mid_migration_says_the_disks_hold_writes(tmp_path):
     own (xend), the hook's delta went; the safe state is home, running,
     unprotected, and the abort says block-remus holds its writes there."""
     world, guest = make_world(tmp_path)
-    world.hold_migrations = True
-    real = world.effect
-
-    def effect(what):
-        real(what)
-        if what.startswith("incoming"):
-            raise Killed(what)
-    world.effect = effect
-    with pytest.raises(Killed):
-        xend_orch(world).run()
-    world.effect = real
+    killed_in_migration(world, xend_orch(world).run)
     src = FakeToolstack(world, "hostB", kind="xend")
 
     def xend_goes_on(n):
@@ -255,7 +221,7 @@ def test_xend_path_abort_mid_migration_says_the_disks_hold_writes(tmp_path):
     lines = []
     o = Orchestrator(FakeToolstack(world, "hostB", kind="xend"), FakeToolstack(world, "hostA", kind="xend"),
                      "vm1", "hostA", options={"local_host": "hostB"}, disk_sync=FileDiskSync(world),
-                     progress=lines.append, clock=_Clock(xend_goes_on))
+                     progress=lines.append, clock=FakeClock(tick=0, on_sleep=xend_goes_on))
     rec = o.abort()
     assert rec["state"] == machine.ABORTED and rec["step"] is None
     assert world.where("vm1") == ["hostA"] and world.hosts["hostA"]["vm1"].state == "running"

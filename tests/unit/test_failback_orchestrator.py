@@ -11,94 +11,16 @@ from __future__ import absolute_import, division, print_function
 
 import json
 import os
-import random
 
 import pytest
 
-from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, Killed, remus_config
+from tests.fakes.fake_clock import FakeClock
+from tests.fakes.fake_toolstack import FakeToolstack, FileDiskSync, Killed, remus_config
+from tests.unit.failback_world import PATH, assert_home_and_protected, killed_in_migration, make_world, orch
 from xen_remus_ext.errors import FailbackError, ToolstackError
 from xen_remus_ext.failback import api, journal, machine
 from xen_remus_ext.failback.orchestrator import Orchestrator
 from xen_remus_ext.ports import Toolstack
-
-SIZE = 256 * 1024
-PATH = "/img/vm1.img"
-
-
-class Guest(object):
-    """Writes 512-byte records wherever the domain runs; keeps the image every
-    acknowledged write adds up to."""
-
-    def __init__(self, world, seed=1):
-        self.world = world
-        self.rng = random.Random(seed)
-        self.expected = bytearray(world.read_disk("hostB", PATH))
-        self.acked = 0
-
-    def __call__(self, _what=None):
-        running = [h for h in self.world.where("vm1") if self.world.hosts[h]["vm1"].state == "running"]
-        if len(running) != 1:
-            return
-        off = self.rng.randrange(0, SIZE // 512) * 512
-        data = bytes(bytearray(self.rng.randrange(256) for _ in range(16))) * 32
-        try:
-            self.world.guest_write("vm1", off, data)
-        except ToolstackError:   # held by block-remus until the backup connects: not acknowledged
-            return
-        self.expected[off:off + 512] = data
-        self.acked += 1
-
-
-def make_world(tmp_path, guest=True):
-    world = FakeWorld(tmp_path / "world")
-    world.make_disk("hostA", PATH, SIZE, b"\x01")          # home copy, stale since the failover
-    world.make_disk("hostB", PATH, SIZE, b"\x01")
-    with open(world.disk_file("hostB", PATH), "r+b") as f:  # written on B after the failover
-        for off in range(0, SIZE, 8192):
-            f.seek(off)
-            f.write(b"B" * 1024)
-    world.create("hostB", remus_config("vm1", backup="hostB", path=PATH))
-    g = Guest(world)
-    if guest:
-        world.on_effect = g
-    return world, g
-
-
-class FakeClock(object):
-    """Time that moves only when slept through (the settle wait after a
-    migration that died with the run must not cost real seconds)."""
-
-    def __init__(self):
-        self.t = 1000.0
-
-    def now(self):
-        self.t += 0.001
-        return self.t
-
-    def sleep(self, seconds):
-        self.t += seconds
-
-
-def orch(world, mode=machine.FAILBACK, sync=None, **opts):
-    options = {"local_host": "hostB"}
-    options.update(opts)
-    lines = []
-    o = Orchestrator(FakeToolstack(world, "hostB"), FakeToolstack(world, "hostA"), "vm1", "hostA",
-                     mode=mode, options=options, disk_sync=sync or FileDiskSync(world), progress=lines.append,
-                     clock=FakeClock())
-    o.lines = lines
-    return o
-
-
-def assert_home_and_protected(world, guest):
-    assert world.where("vm1") == ["hostA"]
-    assert world.hosts["hostA"]["vm1"].state == "running"
-    assert world.remus[("hostA", "vm1")] == "hostB"
-    assert world.read_disk("hostA", PATH) == bytes(guest.expected)   # 0 acknowledged writes lost
-    for _ in range(5):                                                # Remus mirrors from now on
-        guest()
-    assert world.read_disk("hostB", PATH) == world.read_disk("hostA", PATH) == bytes(guest.expected)
-
 
 def test_clean_failback_brings_it_home_and_protects(tmp_path, counted_journal):
     world, guest = make_world(tmp_path)
@@ -424,17 +346,7 @@ def test_resume_waits_for_a_migration_still_running_in_the_toolstack(tmp_path, c
     incoming copy under its feet."""
     world, guest = make_world(tmp_path)
     counted_journal["world"] = world
-    world.hold_migrations = True
-    real = world.effect
-
-    def effect(what):
-        real(what)
-        if what.startswith("incoming"):
-            raise Killed(what)
-    world.effect = effect
-    with pytest.raises(Killed):
-        orch(world).run()
-    world.effect = real
+    killed_in_migration(world, orch(world).run)
     world.hold_migrations = False
     assert journal.load("vm1")["step"] == machine.MIGRATE
     o = orch(world)
@@ -456,17 +368,7 @@ def test_resume_waits_for_a_migration_still_running_in_the_toolstack(tmp_path, c
 
 def test_resume_gives_up_waiting_on_a_dead_migration(tmp_path):
     world, guest = make_world(tmp_path)
-    world.hold_migrations = True
-    real = world.effect
-
-    def effect(what):
-        real(what)
-        if what.startswith("incoming"):
-            raise Killed(what)
-    world.effect = effect
-    with pytest.raises(Killed):
-        orch(world).run()
-    world.effect = real
+    killed_in_migration(world, orch(world).run)
     world.hold_migrations = False
     o = orch(world, settle_timeout=5.0)
     assert o.run()["state"] == machine.DONE

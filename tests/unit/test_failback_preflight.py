@@ -4,7 +4,7 @@ from __future__ import absolute_import, division, print_function
 import pytest
 
 from tests.fakes.fake_toolstack import FileDiskSync, remus_config
-from tests.unit.test_failback_orchestrator import PATH, make_world, orch
+from tests.unit.failback_world import PATH, make_world, orch
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import machine, preflight
 
@@ -115,7 +115,7 @@ def _held_copy_on_a(world, broken=True, path=PATH):
 
 
 def test_a_stale_held_copy_on_the_target_is_discarded_then_the_failback_runs(tmp_path):
-    from tests.unit.test_failback_orchestrator import assert_home_and_protected
+    from tests.unit.failback_world import assert_home_and_protected
     world, guest = make_world(tmp_path)
     _held_copy_on_a(world)
     o = orch(world)

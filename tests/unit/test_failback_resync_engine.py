@@ -7,7 +7,8 @@ from __future__ import absolute_import, division, print_function
 import pytest
 
 from tests.fakes.fake_toolstack import FakeToolstack
-from tests.unit.test_failback_orchestrator import PATH, FakeClock, assert_home_and_protected, make_world
+from tests.fakes.fake_clock import FakeClock
+from tests.unit.failback_world import PATH, assert_home_and_protected, make_world
 from xen_remus_ext.errors import FailbackError
 from xen_remus_ext.failback import machine
 from xen_remus_ext.resync.disksync import ResyncDiskSync

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, FileDiskSync, Killed, remus_config
 from xen_remus_ext.errors import FailbackError, ToolstackError
 from xen_remus_ext.failback import journal, machine
@@ -52,18 +53,6 @@ class Guest(object):
         self.expected[off:off + 512] = data
 
 
-class Clock(object):
-    def __init__(self):
-        self.t = 1000.0
-
-    def now(self):
-        self.t += 0.001
-        return self.t
-
-    def sleep(self, seconds):
-        self.t += seconds
-
-
 def make_world(tmp_path):
     world = FakeWorld(tmp_path / "world")
     world.make_disk("hostA", PATH, SIZE, b"\x07")
@@ -78,7 +67,7 @@ def protect(world, **opts):
     options.update(opts)
     return Orchestrator(FakeToolstack(world, "hostA"), FakeToolstack(world, "hostB"), "vm1", "hostB",
                         mode=machine.PROTECT_MODE, options=options, disk_sync=SeedingSync(world),
-                        progress=lambda line: None, clock=Clock())
+                        progress=lambda line: None, clock=FakeClock())
 
 
 def assert_protected(world, guest):
@@ -197,7 +186,7 @@ def test_hold_backup_is_refused_in_preflight_where_the_toolstack_cannot_hold(tmp
     world, _guest = make_world(tmp_path)
     o = Orchestrator(NoHold(world, "hostA"), FakeToolstack(world, "hostB"), "vm1", "hostB",
                      mode=machine.PROTECT_MODE, options={"local_host": "hostA", "hold_backup": True},
-                     disk_sync=SeedingSync(world), progress=lambda line: None, clock=Clock())
+                     disk_sync=SeedingSync(world), progress=lambda line: None, clock=FakeClock())
     with pytest.raises(FailbackError, match="--hold-backup: this toolstack resumes a Remus backup by itself"):
         o.run()
     assert ("hostA", "vm1") not in world.remus and not os.path.exists(world.disk_file("hostB", PATH))

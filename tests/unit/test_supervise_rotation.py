@@ -16,6 +16,7 @@ import logging
 
 import pytest
 
+from tests.fakes.fake_clock import FakeClock
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, remus_config
 from xen_remus_ext.errors import FailbackError, ToolstackError
 from xen_remus_ext.failback import journal, machine
@@ -26,17 +27,6 @@ from xen_remus_ext.resync import meta
 
 PATH = "/img/vm1.img"
 SIZE = 1 << 20
-
-
-class Clock(object):
-    def __init__(self):
-        self.t = 1000.0
-
-    def now(self):
-        return self.t
-
-    def sleep(self, seconds):
-        self.t += seconds
 
 
 def protected_world(tmp_path):
@@ -68,7 +58,7 @@ def write(path, offset, data):
 
 def test_protected_domain_never_rotates(tmp_path):
     world, A, B, a, b, m = protected_world(tmp_path)
-    clock = Clock()
+    clock = FakeClock(tick=0)
     wa, wb = Watcher(A, clock, grace=5), Watcher(B, clock, grace=5)
     for _ in range(10):
         assert wa.poll() == [] and wb.poll() == []
@@ -78,7 +68,7 @@ def test_protected_domain_never_rotates(tmp_path):
 
 def test_backup_rotates_at_failover_after_grace(tmp_path):
     world, A, B, a, b, m = protected_world(tmp_path)
-    clock = Clock()
+    clock = FakeClock(tick=0)
     wb = Watcher(B, clock, grace=5)
     fail_over(world)
     assert wb.poll() == []                 # not yet: within the grace
@@ -94,7 +84,7 @@ def test_backup_rotates_at_failover_after_grace(tmp_path):
 
 def test_primary_rotates_when_its_sender_exits(tmp_path):
     world, A, B, a, b, m = protected_world(tmp_path)
-    clock = Clock()
+    clock = FakeClock(tick=0)
     wa = Watcher(A, clock, grace=2)
     wa.poll()
     A.remus_stop("vm1")                    # the backup died; the domain runs on alone
@@ -106,7 +96,7 @@ def test_primary_rotates_when_its_sender_exits(tmp_path):
 
 def test_no_rotation_while_a_journaled_operation_runs(tmp_path):
     world, A, B, a, b, m = protected_world(tmp_path)
-    clock = Clock()
+    clock = FakeClock(tick=0)
     wa = Watcher(A, clock, grace=1)
     A.remus_stop("vm1")
     rec = journal.new_record("vm1", "hostB", machine.PROTECT_MODE, now=clock.now())
@@ -127,7 +117,7 @@ def failback(world, clock, **opts):
 
 def test_split_brain_after_booting_the_guest_on_the_old_primary_too(tmp_path):
     world, A, B, a, b, m = protected_world(tmp_path)
-    clock = Clock()
+    clock = FakeClock(tick=0)
     wb = Watcher(B, clock, grace=5)
     fail_over(world)
     wb.poll()
@@ -160,7 +150,7 @@ def test_split_brain_after_booting_the_guest_on_the_old_primary_too(tmp_path):
 
 def test_failback_rotates_a_missed_failover_and_says_why(tmp_path):
     world, A, B, a, b, m = protected_world(tmp_path)
-    clock = Clock()
+    clock = FakeClock(tick=0)
     fail_over(world)                                 # no supervisor on B
     write(b, 0, b"B" * 4096)
     rec = failback(world, clock).run()
@@ -205,7 +195,7 @@ def test_sender_process_here_sees_xl_remus_run_over_ssh(tmp_path):
 
 def test_a_sender_the_toolstack_did_not_start_counts(tmp_path):
     world, A, B, a, b, m = protected_world(tmp_path)
-    clock = Clock()
+    clock = FakeClock(tick=0)
     A.remus_stop("vm1")
     wa = Watcher(A, clock, grace=1, sender_here=lambda name: name == "vm1")
     wa.poll()
@@ -235,7 +225,7 @@ def test_supervisor_backs_off_while_the_toolstack_is_away_and_says_so_once(caplo
     """No toolstack: looks at 1, 2, 4 ... 60 s apart, one warning naming what
     it waits for, one line when the toolstack answers again, then looks every
     interval as before; it still notices stop() every interval."""
-    clock = Clock()
+    clock = FakeClock(tick=0)
     ts = AwayToolstack(clock, back_at=1000.0 + 300)
     stop_at = 1000.0 + 500
     caplog.set_level(logging.INFO, logger="xen_remus_ext.failback.watch")
@@ -254,7 +244,7 @@ def test_supervisor_backs_off_while_the_toolstack_is_away_and_says_so_once(caplo
 
 
 def test_supervisor_logs_a_changed_toolstack_error_once(caplog):
-    clock = Clock()
+    clock = FakeClock(tick=0)
     ts = AwayToolstack(clock, back_at=1000.0 + 100)
     errors = iter(["xend: no such socket"] * 3 + ["xend: permission denied"] * 100)
 

@@ -213,7 +213,7 @@ def test_check_retarget_says_what_is_missing(world):
 
 def test_preflight_refuses_reverse_only_when_the_disks_cannot_be_repointed(tmp_path):
     # refused at preflight, not with the domain paused at the protect step
-    from tests.unit.test_failback_orchestrator import make_world, orch
+    from tests.unit.failback_world import make_world, orch
     from xen_remus_ext.errors import FailbackError
     from xen_remus_ext.failback import machine
     world, _guest = make_world(tmp_path)

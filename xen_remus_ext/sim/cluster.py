@@ -88,6 +88,21 @@ def cleanup_stale():
     return removed
 
 
+def wait_for(pred, timeout, what):
+    """Poll ``pred`` until it returns something true (returned).
+
+    :raises ToolstackError: ``timeout`` seconds passed first, naming ``what``
+    """
+    deadline = time.time() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.time() > deadline:
+            raise ToolstackError("sim: timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
 def _free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -395,6 +410,49 @@ class Cluster(object):
 
     def __getitem__(self, name):
         return self.hosts[name]
+
+    def failed_over(self, name, size, workload, run_s=0.4, after_s=0.3, fill=None, timeout=5.0):
+        """Domain ``name`` protected A -> B (a checkpoint every 50 ms) on an
+        image of ``size`` bytes on both hosts (zeros, or the first ``size``
+        bytes of the file ``fill``), running ``run_s`` seconds; then A powered
+        off, B resuming it from its last committed checkpoint, and A back
+        with its stale copy ``after_s`` seconds later.
+
+        :param workload: the domain's ``rate``, ``batch`` and ``seed`` (its
+            acknowledgements go to this cluster's observer)
+        :returns: the image's path as the domain sees it
+        """
+        from xen_remus_ext.resync import meta
+        A, B = self.hosts["A"], self.hosts["B"]
+        if not A.alive() or A.frozen:
+            A.start()
+        image = "/var/lib/xen/images/%s.img" % name
+        for h in (A, B):
+            h.toolstack.disk_create(image, size)
+            if fill is not None:
+                with open(fill, "rb") as src, open(h.disk_path(image), "r+b") as dst:
+                    left = size
+                    while left:
+                        block = src.read(min(left, 4 << 20))
+                        if not block:
+                            break
+                        dst.write(block)
+                        left -= len(block)
+        m = meta.ensure(A.disk_path(image), size, role="primary")
+        meta.mark_synced(B.disk_path(image), m, role="backup")
+        uname = "tap2:remus:%s:%d|aio:%s" % (B.addr, B.cfg["remus_port"], image)
+        wl = dict(workload, observer=self.observer.path)
+        A.toolstack.create({"name": name, "memory": 32,
+                            "disks": [{"uname": uname, "vdev": "xvda", "mode": "w"}],
+                            "workload": wl}, paused=True)
+        A.toolstack.remus_start(name, "B", interval_ms=50)
+        A.toolstack.unpause(name)
+        time.sleep(run_s)
+        A.kill(power_off=True)
+        wait_for(lambda: B.toolstack.sim_info(name)["sim_state"] == "running", timeout, "the failover on B")
+        A.start()
+        time.sleep(after_s)
+        return image
 
     def close(self):
         if self._closed:

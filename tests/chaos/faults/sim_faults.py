@@ -27,21 +27,11 @@ import time
 
 from tests.chaos.faults.registry import kill_proc
 from tests.chaos.faults.resync_faults import REPO, _env
+from xen_remus_ext.sim.cluster import wait_for as _wait
 
 KINDS = ("kill-host", "kill-orchestrator", "failback-journal-torn")
 NEEDS_NETNS = ()
 SIZES = (8 << 20, 16 << 20)
-
-
-def _wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(0.01)
 
 
 class SimBench(object):
