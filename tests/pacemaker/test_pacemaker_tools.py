@@ -7,10 +7,12 @@ installs pacemaker-cli-utils, resource-agents and libxml2-utils as root).
 """
 from __future__ import absolute_import, division, print_function
 
+import errno
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -90,22 +92,64 @@ def test_ocf_tester_passes_against_the_simulated_pair(tmp_path):
     assert left == []
 
 
+#: Pacemaker's compiled-in OCF directory, and the providers :func:`installed`
+#: puts there (one per test process, named by its PID)
+OCF_PROVIDERS = "/usr/lib/ocf/resource.d"
+PROVIDER_PREFIX = "pcmk-test-"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+def remove_dead_runs_providers(root=OCF_PROVIDERS):
+    """Remove the providers :func:`installed` left behind in runs that died
+    before their clean-up (SIGKILL, a timeout): those whose PID is gone.
+    :returns: the names removed."""
+    removed = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        pid = name[len(PROVIDER_PREFIX):]
+        if name.startswith(PROVIDER_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
 @pytest.fixture
 def installed(tmp_path):
     """The agent under a provider of its own in Pacemaker's (compiled-in)
-    OCF directory, for crm_resource; removed afterwards."""
+    OCF directory, for crm_resource; removed afterwards, whatever happened
+    (and those of earlier runs that were killed, before)."""
     need("crm_resource")
     if os.geteuid() != 0:
         pytest.skip("installing an agent in /usr/lib/ocf/resource.d needs root")
-    provider = "pcmk-test-%d" % os.getpid()
-    d = os.path.join("/usr/lib/ocf/resource.d", provider)
-    os.makedirs(d)
-    shutil.copy(AGENT, os.path.join(d, "remus"))
-    os.chmod(os.path.join(d, "remus"), 0o755)
+    remove_dead_runs_providers()
+    provider = "%s%d" % (PROVIDER_PREFIX, os.getpid())
+    d = os.path.join(OCF_PROVIDERS, provider)
     try:
+        if not os.path.isdir(d):
+            os.makedirs(d)
+        shutil.copy(AGENT, os.path.join(d, "remus"))
+        os.chmod(os.path.join(d, "remus"), 0o755)
         yield provider
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_providers_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name in ("%s%d" % (PROVIDER_PREFIX, dead.pid), "%s%d" % (PROVIDER_PREFIX, os.getpid()),
+                 "%sx" % PROVIDER_PREFIX, "heartbeat"):
+        os.makedirs(str(tmp_path / name))
+        (tmp_path / name / "remus").write_text(u"agent")
+    assert remove_dead_runs_providers(str(tmp_path)) == ["%s%d" % (PROVIDER_PREFIX, dead.pid)]
+    assert sorted(os.listdir(str(tmp_path))) == sorted(["%s%d" % (PROVIDER_PREFIX, os.getpid()),
+                                                        "%sx" % PROVIDER_PREFIX, "heartbeat"])
 
 
 def test_crm_resource_validate(installed, tmp_path):
