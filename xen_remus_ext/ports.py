@@ -102,6 +102,20 @@ class Toolstack(object):
         return ("the %s toolstack cannot replicate a disk with xen-remus replicate (xl only)"
                 % (self.kind or "?",))
 
+    def served_disks(self, dom):
+        """The disks of ``dom`` (running on this toolstack's host) whose
+        backend is the NBD device of a ``xen-remus replicate serve`` there.
+
+        :returns: ``{vdev: control socket path}``; default: none.
+        :raises XenRemusError: the domain or its config cannot be read."""
+        return {}
+
+    def use_memory_only(self):
+        """Remus will run memory-only (``xl remus -d``, a replicated disk
+        included): from now on every writable disk of a domain counts as a
+        remus disk that failback resyncs.  Default: nothing to change."""
+        return None
+
     def check_migrate_paused(self):
         """:returns: None when ``migrate(paused=True)`` works here, else why
         not (text; e.g. an xl older than 4.8).  Default: None."""

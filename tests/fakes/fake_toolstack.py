@@ -91,6 +91,7 @@ class FakeWorld(object):
         self.free_memory = {}
         self.remus = {}           # (host, dom) -> backup host
         self.replicated = {}      # (host, dom) -> model.ReplicatedDisk its Remus carries (kind "xl")
+        self.served = {}          # (host, dom) -> {vdev: control}: disks `replicate serve` serves there
         self.trackers = {}        # (host, dom, vdev) -> FakeTracker
         self.unreachable = set()
         self.effects = 0
@@ -319,6 +320,10 @@ class FakeToolstack(Toolstack):
         if self.kind == "xl":
             return None
         return Toolstack.check_replicate(self)
+
+    def served_disks(self, dom):
+        d = self._get(dom)
+        return dict(self.world.served.get((self.host, d.name), {})) if self.kind == "xl" else {}
 
     def remus_start(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
                     blackhole=False, unsafe=False, hold=False, replicate=None):

@@ -17,7 +17,7 @@ def test_defaults_and_none_keeps_the_default():
     assert FailbackOptions.from_dict(o) is o
     assert o.journaled() == {"rate": None, "verify": False, "discard_peer": False, "interval_ms": 50,
                              "port": None, "local_host": None, "dest_template": "%(host)s:%(path)s",
-                             "ssh": "ssh", "key_file": None}
+                             "ssh": "ssh", "key_file": None, "replicate": None}
 
 
 @pytest.mark.parametrize("bad, needle", [

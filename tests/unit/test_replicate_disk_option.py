@@ -33,8 +33,14 @@ def test_replicated_disk_values_are_checked():
     with pytest.raises(ValidationError, match="memory-only Remus"):
         FailbackOptions(replicate=rep)                     # disk=True: libxl would checkpoint the disk itself
     assert FailbackOptions(replicate=rep.to_dict(), disk=False).replicate == rep
-    with pytest.raises(ValidationError, match="not together"):
-        FailbackOptions(replicate=rep, disk=False, hold_backup=True)
+    held = FailbackOptions(replicate=rep, disk=False, hold_backup=True)     # the relay's backup end holds
+    assert held.hold_backup and held.replicate == rep
+    assert FailbackOptions(replicate=rep, disk=False).journaled()["replicate"] == rep.to_dict()
+    assert FailbackOptions().journaled()["replicate"] is None
+    with pytest.raises(ValidationError, match="option replicate: expected the fields vdev, control and timeout"):
+        FailbackOptions(replicate={"vdev": "xvda", "control": CTL, "size": 1}, disk=False)
+    with pytest.raises(ValidationError, match="option replicate_timeout: expected seconds from 0.5 to 3600"):
+        FailbackOptions(replicate_timeout=0.1)
 
 
 def test_xl_remus_runs_the_relay_in_place_of_ssh():
@@ -59,8 +65,14 @@ def test_xl_remus_runs_the_relay_in_place_of_ssh():
     remote = XlToolstack(runner=None, xl=["xl"], host="hosta").remus_argv(
         "guest", "hostb", disk=False, replicate=model.ReplicatedDisk("xvda", CTL))
     assert shlex.split(remote[remote.index("-s") + 1]) == [plain[plain.index("-s") + 1]]
-    with pytest.raises(ToolstackError, match="not together"):
-        xl.remus_argv("guest", "hostb", hold=True, replicate=model.ReplicatedDisk("xvda", CTL))
+    # a held backup: the relay's backup end runs xl's receiver behind `xen-remus hold receive`
+    held = xl.remus_argv("guest", "hostb", hold=True, replicate=model.ReplicatedDisk("xvda", CTL))
+    assert held[-2:] == ["guest", "hostb"] and held[held.index("-s") + 1] != ""
+    args = app.build_parser().parse_args(
+        shlex.split("%s hostb xl migrate-receive -r" % held[held.index("-s") + 1])[1:])
+    assert (args.hold_domain, args.control, args.receiver) == ("guest", CTL, ["xl", "migrate-receive", "-r"])
+    with pytest.raises(ToolstackError, match="blackhole backup has no copy to hold"):
+        xl.remus_argv("guest", "hostb", hold=True, blackhole=True, replicate=model.ReplicatedDisk("xvda", CTL))
 
 
 class _Sync(FileDiskSync):

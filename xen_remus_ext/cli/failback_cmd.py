@@ -79,15 +79,21 @@ def _memory_only_opts(p):
                         "writes made since protection began (disks neither shared nor DRBD protocol D)")
     p.add_argument("--shared-disk", action="append", default=[], metavar="VDEV",
                    help="xl --no-disk: VDEV is on storage both hosts share (nothing to lose); repeatable")
-    p.add_argument("--replicate-disk", type=_replicate_disk, metavar="VDEV=CONTROL",
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--replicate-disk", type=_replicate_disk, metavar="VDEV=CONTROL",
                    help="xl: replicate disk VDEV checkpoint by checkpoint with xen-remus replicate: its "
                         "backend is the NBD device of 'xen-remus replicate serve' whose control socket is "
                         "CONTROL on the host running the domain (the same path on both hosts, as the image "
                         "it serves); Remus runs with -d and xen-remus replicate relay as its transport; "
                         "implies --no-disk for the other disks (one replicated disk per domain)")
+    g.add_argument("--no-replicate-disk", dest="find_replicated", action="store_false",
+                   help="xl: do not replicate the disk that 'xen-remus replicate serve' serves here (by "
+                        "default a domain disk on such a server's NBD device is replicated as with "
+                        "--replicate-disk, see 'xen-remus replicate attach'); that disk is then like "
+                        "any other (with --no-disk: refused unless --lose-disk-writes-at-failover)")
     p.add_argument("--replicate-timeout", type=_replicate_timeout, default=3.0, metavar="SECONDS",
-                   help="with --replicate-disk: seconds of silence after which the backup fails over "
-                        "(0.5 to 3600, default 3)")
+                   help="the replicated disk's (named or found): seconds of silence after which the backup "
+                        "fails over (0.5 to 3600, default 3)")
 
 
 def _hold_opts(p):
@@ -272,6 +278,10 @@ def _options(args):
         opts["net"] = False
     if getattr(args, "no_disk", False):
         opts["disk"] = False
+    if not getattr(args, "find_replicated", True):
+        opts["find_replicated"] = False
+    if hasattr(args, "replicate_timeout"):
+        opts["replicate_timeout"] = args.replicate_timeout
     if getattr(args, "replicate_disk", None):
         vdev, control = args.replicate_disk
         opts["disk"] = False
@@ -353,6 +363,10 @@ def format_plan(res):
                      % (d["vdev"], d["src"], d["dest"], d.get("relation"), d.get("size"),
                         d.get("tracker") or "none: checksum final pass",
                         ": %s" % d["tracker_why"] if d.get("tracker_why") else ""))
+    rep = res.get("replicate")
+    if rep:
+        lines.append("replicated disk %s: xen-remus replicate relay, control %s, timeout %g s"
+                     % (rep["vdev"], rep["control"], rep["timeout"]))
     lines.append("journal: %s" % res["journal"])
     return "\n".join(lines)
 
@@ -409,6 +423,10 @@ def format_status(rows):
             fbt += "  [xenstore: %s, %s]" % (keys.get("role"), keys.get("state"))
         out.append("%-20s %5s %-8s %-11s %s" % (r["name"], "-" if r["domid"] is None else r["domid"],
                                                 r["state"] or "(gone)", prot, fbt))
+        rep = (fb or {}).get("replicate")
+        if rep:
+            out.append("    failback %s: replicated by xen-remus replicate, control %s, timeout %g s"
+                       % (rep["vdev"], rep["control"], rep["timeout"]))
         for t in (fb or {}).get("trackers") or ():
             out.append("    failback %s: dirty-block tracker %s%s%s" % (
                 t["vdev"], t.get("tracker") or "none (checksums)",

@@ -66,7 +66,9 @@ def _run(mode, toolstack, domain, host, peer_toolstack, dry_run, resume, abort, 
            "journal": journal.journal_path(domain, state_dir)}
     if dry_run:
         state, lines, checks, facts = orch.dry_run()
+        rep = orch.opts.replicate
         out.update(state=state, plan=lines, checks=[c.to_dict() for c in checks],
+                   replicate=rep.to_dict() if rep is not None else None,
                    ok=all(c.ok for c in checks),
                    disks=[dict((k, v) for k, v in d.items()) for d in facts["disks"]],
                    reverse=facts["direction"])
@@ -81,7 +83,7 @@ def _run(mode, toolstack, domain, host, peer_toolstack, dry_run, resume, abort, 
              "; downtime %.3f s" % rec["downtime"] if rec.get("downtime") is not None else "")
     out.update(state=rec["state"], downtime=rec.get("downtime"), downtime_max=rec.get("downtime_max"),
                disks=rec.get("disks"), delta=rec.get("delta"), reverse=rec.get("reverse"),
-               timing=rec.get("timing"))
+               timing=rec.get("timing"), replicate=(rec.get("options") or {}).get("replicate"))
     return out
 
 
@@ -226,6 +228,6 @@ def _journal_summary(name, state_dir):
     return {"mode": rec["mode"], "host": rec["host"], "state": rec["state"], "step": rec.get("step"),
             "error": rec.get("error"), "downtime": rec.get("downtime"), "updated": rec.get("updated"),
             "next": [s for s, _ in machine.plan(rec["mode"], rec["state"])],
-            "delta": rec.get("delta"),
+            "delta": rec.get("delta"), "replicate": (rec.get("options") or {}).get("replicate"),
             "trackers": [{"vdev": d.get("vdev"), "tracker": d.get("tracker"), "why": d.get("tracker_why"),
                           "final": (d.get("final") or {}).get("mode")} for d in rec.get("disks") or ()]}

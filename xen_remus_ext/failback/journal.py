@@ -210,7 +210,7 @@ def _check_runner_fields(rec, path):
         raise JournalError("%s: options: expected only %s, got %s"
                            % (path, ", ".join(options_mod.JOURNALED), ", ".join(unknown)))
     try:
-        options_mod.FailbackOptions.from_dict(options)
+        options_mod.FailbackOptions.check_journaled(options)
     except ValidationError as exc:
         raise JournalError("%s: options: %s" % (path, exc))
 

@@ -35,6 +35,8 @@ DEFAULTS = collections.OrderedDict([
     ("hold_backup", False),         # the backup keeps its copy paused when the stream breaks (for a cluster manager)
     ("shared_disks", ()),           # vdevs on storage both hosts share
     ("replicate", None),            # model.ReplicatedDisk: xl remus -d with xen-remus replicate's relay
+    ("find_replicated", True),      # a new run replicates the disk `xen-remus replicate serve` serves here
+    ("replicate_timeout", 3.0),     # the backup's silence timeout of a disk found served
     ("config_file", None),          # the domain's cfg file: preflight checks it reverses cleanly
     ("settle_timeout", 120.0),      # a killed run's migration may still be running in the toolstack
     ("settle_poll", 0.1),
@@ -43,7 +45,7 @@ DEFAULTS = collections.OrderedDict([
 
 #: the options a journal keeps
 JOURNALED = ("rate", "verify", "discard_peer", "interval_ms", "port", "local_host", "dest_template", "ssh",
-             "key_file")
+             "key_file", "replicate")
 
 
 def _number(name, value, minimum, integer=False, allow_none=False, exclusive=False):
@@ -106,6 +108,9 @@ class FailbackOptions(collections.namedtuple("FailbackOptions", list(DEFAULTS)))
         v["shared_disks"] = tuple(shared or ())
         rep = v["replicate"]
         if isinstance(rep, dict):
+            if sorted(rep) not in (["control", "vdev"], ["control", "timeout", "vdev"]):
+                raise ValidationError("option replicate: expected the fields vdev, control and timeout, got %s"
+                                      % (", ".join(sorted(str(k) for k in rep)) or "none"))
             rep = ReplicatedDisk(**rep)
         if rep is not None and not isinstance(rep, ReplicatedDisk):
             raise ValidationError("option replicate: expected a replicated disk (vdev, control, timeout) or "
@@ -113,13 +118,14 @@ class FailbackOptions(collections.namedtuple("FailbackOptions", list(DEFAULTS)))
         if rep is not None and v["disk"]:
             raise ValidationError("option replicate: the replicated disk runs under memory-only Remus "
                                   "(disk false), got disk true")
-        if rep is not None and v["hold_backup"]:
-            raise ValidationError("option replicate: a held backup and a replicated disk both need xl's -s "
-                                  "command; not together")
         v["replicate"] = rep
+        timeout = v["replicate_timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not 0.5 <= timeout <= 3600:
+            raise ValidationError("option replicate_timeout: expected seconds from 0.5 to 3600, got %r" % (timeout,))
+        v["replicate_timeout"] = float(timeout)
         if v["supervise"] is not None and not callable(v["supervise"]):
             raise ValidationError("option supervise: expected a callable or none, got %r" % (v["supervise"],))
-        for name in ("verify", "discard_peer", "net", "disk", "accept_disk_loss", "hold_backup"):
+        for name in ("verify", "discard_peer", "net", "disk", "accept_disk_loss", "hold_backup", "find_replicated"):
             v[name] = bool(v[name])
         return super(FailbackOptions, cls).__new__(cls, **v)
 
@@ -134,5 +140,20 @@ class FailbackOptions(collections.namedtuple("FailbackOptions", list(DEFAULTS)))
         return cls(**dict((k, v) for k, v in (options or {}).items() if v is not None))
 
     def journaled(self):
-        """:returns: the dict of :data:`JOURNALED` options the journal keeps."""
-        return dict((k, getattr(self, k)) for k in JOURNALED)
+        """:returns: the dict of :data:`JOURNALED` options the journal keeps
+        (JSON values: the replicated disk as its dict, or None)."""
+        out = dict((k, getattr(self, k)) for k in JOURNALED)
+        if self.replicate is not None:
+            out["replicate"] = self.replicate.to_dict()
+        return out
+
+    @staticmethod
+    def check_journaled(options):
+        """Check a journal's ``options`` dict as a run would read it.
+
+        :raises ValidationError: a bad value (the replicated disk implies
+            memory-only Remus, which the journal does not repeat)."""
+        opts = dict((k, v) for k, v in (options or {}).items() if v is not None)
+        if opts.get("replicate") is not None:
+            opts["disk"] = False
+        return FailbackOptions(**opts)

@@ -35,6 +35,7 @@ from xen_remus_ext.errors import FailbackError, ToolstackError, XenRemusError
 from xen_remus_ext.failback import journal, machine, preflight
 from xen_remus_ext.failback import options as options_mod
 from xen_remus_ext.failback.disks import send_final_delta, sync_waiting
+from xen_remus_ext.model import ReplicatedDisk
 from xen_remus_ext.ports import SystemClock
 
 LOG = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class Orchestrator(object):
         self._trackers = {}
         self.xs = xenstore
         self.peer_xs = peer_xenstore
+        if not self.opts.disk:
+            self._memory_only()
 
     # -- world --------------------------------------------------------------
     def local_host(self):
@@ -216,6 +219,7 @@ class Orchestrator(object):
                                        journal.journal_path(self.domain, self.base),
                                        "a run its preflight refused (%s): nothing to resume, run it again "
                                        "without --resume" % last.get("error") if refused else "none"))
+            self._find_replicated()
             rec = journal.new_record(self.domain, self.host, self.mode, self.local_host(),
                                      self.ts.kind, self._journal_opts(), self.clock.now())
         else:
@@ -225,9 +229,72 @@ class Orchestrator(object):
                     "resume that one or --abort it first"
                     % (self.domain, rec["mode"], rec["host"], rec["state"], self.mode, self.host),
                     state=rec["state"])
+            self._adopt_replicated(rec)
             journal.note(rec, self.clock.now(), "resumed", rec["state"], rec.get("step"))
         self.rec = rec
         return rec
+
+    # -- the replicated disk (xen-remus replicate) ------------------------------
+    def _memory_only(self):
+        for ts in (self.ts, self.peer):
+            if ts is not None:
+                ts.use_memory_only()
+
+    def _set_replicated(self, rep):
+        opts = dict(self.opts._asdict(), replicate=rep)
+        if rep is not None:
+            opts["disk"] = False
+        self.opts = options_mod.FailbackOptions(**opts)
+        if rep is not None:
+            self._memory_only()
+
+    def _find_replicated(self):
+        """A new run: the domain's disk that ``xen-remus replicate serve``
+        serves on this host is replicated checkpoint by checkpoint, unless
+        the caller named one (``replicate``) or said not to
+        (``find_replicated`` false).  The choice is journaled."""
+        if self.opts.replicate is not None or not self.opts.find_replicated or self.ts.check_replicate():
+            return
+        try:
+            served = self.ts.served_disks(self.domain)
+        except XenRemusError as exc:
+            LOG.info("%s: served disks unknown (%s); none replicated", self.domain, exc)
+            return
+        if not served:
+            return
+        if len(served) > 1:
+            raise FailbackError("%s: disks %s are each served by xen-remus replicate serve, expected one "
+                                "(one replicated disk per domain): name it with --replicate-disk VDEV=CONTROL, "
+                                "or --no-replicate-disk" % (self.domain, ", ".join(sorted(served))),
+                                step="preflight")
+        vdev, control = list(served.items())[0]
+        rep = ReplicatedDisk(vdev, control, self.opts.replicate_timeout)
+        self._set_replicated(rep)
+        self.progress("%s: disk %s is served by xen-remus replicate serve (control %s): Remus replicates it "
+                      "checkpoint by checkpoint (--no-replicate-disk: do not)" % (self.domain, vdev, control))
+
+    def _adopt_replicated(self, rec):
+        """A resumed run replicates the disk its journal chose; a command
+        line that names another (or none, with --no-replicate-disk) is refused."""
+        jopts = rec.get("options") or {}
+        if "replicate" not in jopts:
+            return      # journaled before the choice was kept: the command line's
+        journaled = ReplicatedDisk(**jopts["replicate"]) if jopts["replicate"] else None
+        given = self.opts.replicate
+        if given is not None and given != journaled:
+            raise FailbackError(
+                "%s: the unfinished %s toward %s journaled %s; --replicate-disk %s=%s (timeout %g s) "
+                "contradicts it: resume without --replicate-disk, or --abort it first"
+                % (self.domain, rec["mode"], rec["host"], _rep_text(journaled), given.vdev, given.control,
+                   given.timeout), state=rec["state"])
+        if given is None and journaled is not None and not self.opts.find_replicated:
+            raise FailbackError(
+                "%s: the unfinished %s toward %s journaled %s; --no-replicate-disk contradicts it: "
+                "resume without it, or --abort it first" % (self.domain, rec["mode"], rec["host"],
+                                                            _rep_text(journaled)), state=rec["state"])
+        if journaled is not None and given is None:
+            self.progress("%s: resuming with %s, as journaled" % (self.domain, _rep_text(journaled)))
+        self._set_replicated(journaled)
 
     def _journal_opts(self):
         # ssh and key_file (a path) too: the xend hook sends the final delta from them
@@ -246,6 +313,12 @@ class Orchestrator(object):
     def dry_run(self):
         """:returns: ``(state, plan lines, checks)``; changes nothing."""
         state, lines = self.plan_lines()
+        rec = journal.load(self.domain, self.base)
+        if rec is not None and rec["state"] not in machine.TERMINAL and rec["host"] == self.host \
+                and rec["mode"] == self.mode:
+            self._adopt_replicated(rec)
+        else:
+            self._find_replicated()
         checks, facts = self._checks()
         for d in facts["disks"]:
             d["tracker"], d["tracker_why"] = self.tracker_choice(d["vdev"])
@@ -826,6 +899,12 @@ class Orchestrator(object):
         self.progress("%s: Remus protects it%s toward %s" % (self.domain, again, backup))
         for d in self.rec["disks"]:
             self.disks.mark_protected(d["src"])   # this host's copy is in step with the primary again
+
+
+def _rep_text(rep):
+    if rep is None:
+        return "no replicated disk"
+    return "disk %s replicated through %s (timeout %g s)" % (rep.vdev, rep.control, rep.timeout)
 
 
 def _obs_text(obs):

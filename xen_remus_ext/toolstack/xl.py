@@ -184,6 +184,9 @@ class XlToolstack(Toolstack):
         FIEMAP trackers (else None, the port's default: no tracking)
     :param state_base: the state directory of backup holders (default: the
         package's state dir; toolstack/hold.py)
+    :param served: callable ``dev -> control socket path or None``: the
+        ``xen-remus replicate serve`` whose NBD device ``dev`` is, on this
+        host (replication/registry.py); None: no disk counts as served
     """
 
     TRACKERS = ("fiemap",)
@@ -199,8 +202,9 @@ class XlToolstack(Toolstack):
         return True
 
     def __init__(self, runner, xl="xl", processes=None, host=None, remus_ssh=None, timeout=None,
-                 memory_only=False, tracker=None, state_base=None):
+                 memory_only=False, tracker=None, state_base=None, served=None):
         self.runner = runner
+        self.served = served
         self.state_base = state_base
         self.xl = [xl] if isinstance(xl, string_types) else list(xl)
         self.processes = processes or RemusProcesses()
@@ -417,15 +421,40 @@ class XlToolstack(Toolstack):
     def check_replicate(self):
         return None
 
-    def relay_command(self, replicate, ssh=None):
+    def use_memory_only(self):
+        self.memory_only = True
+
+    def served_disks(self, dom):
+        """The writable disks of ``dom`` whose backend device is the NBD
+        device of a ``xen-remus replicate serve`` on this host (its registry
+        entry names the device, and the server answers on its control socket)."""
+        if self.served is None:
+            return {}
+        out = {}
+        for d in self.domain_config(dom).disks:
+            if d.mode != "w" or d.devtype != "disk" or not d.uname.startswith("phy:"):
+                continue
+            control = self.served(d.uname[len("phy:"):])
+            if control is not None:
+                out[d.vdev] = control
+        return out
+
+    def relay_command(self, replicate, ssh=None, hold_domain=None):
         """The ``-s`` command for ``xl remus`` with ``replicate`` (a
         :class:`model.ReplicatedDisk`): xen-remus's relay, reaching the backup
         by ``ssh`` (xl's own ``-s``, default ``ssh``).  xl runs it through
-        ``/bin/sh -c "exec CMD HOST xl migrate-receive ..."``."""
+        ``/bin/sh -c "exec CMD HOST xl migrate-receive ..."``.
+
+        ``hold_domain``: the backup relay runs xl's receiver behind ``xen-remus
+        hold receive --domain DOM`` (a held backup): at failover it drops the
+        uncommitted epochs and ends the stream as always, and the holder keeps
+        the copy paused, disk at its last committed checkpoint, until released."""
         words = self.REPLICATE_COMMAND.split() + ["--control", replicate.control,
                                                   "--timeout", "%g" % replicate.timeout]
         if ssh is not None:
             words += ["--ssh", ssh]
+        if hold_domain is not None:
+            words += ["--hold-domain", str(hold_domain)]
         return " ".join(shlex_quote(w) for w in words)
 
     def remus_argv(self, dom, host, interval_ms=200, port=None, net=True, disk=True,
@@ -434,10 +463,14 @@ class XlToolstack(Toolstack):
             raise ToolstackError("xl remus of %s: xl has no port option, it runs over ssh (asked for %s)"
                                  % (dom, port))
         ssh = ssh if ssh is not None else self.remus_ssh
+        if hold and blackhole:
+            raise ToolstackError("xl remus of %s: a blackhole backup has no copy to hold" % (dom,))
         if replicate is not None:
-            # libxl's own disk checkpointing knows DRBD only: -d, and the relay carries the disk
+            # libxl's own disk checkpointing knows DRBD only: -d, and the relay carries the disk;
+            # a held backup is held by the relay's backup end, in front of xl's receiver
             disk = False
-            ssh = self.relay_command(replicate, ssh)
+            ssh = self.relay_command(replicate, ssh, hold_domain=dom if hold else None)
+            hold = False
         args = ["remus", "-i", str(int(interval_ms))]
         if not net:
             args.append("-n")
@@ -448,11 +481,6 @@ class XlToolstack(Toolstack):
         if unsafe or blackhole or not net or not disk:
             args.append("-F")
         if hold:
-            if blackhole:
-                raise ToolstackError("xl remus of %s: a blackhole backup has no copy to hold" % (dom,))
-            if replicate is not None:
-                raise ToolstackError("xl remus of %s: a held backup and a replicated disk both need xl's -s "
-                                     "command; not together" % (dom,))
             tail = ["-s", "", str(dom), self.hold_receiver(dom, host, ssh)]
             if self.host is not None:       # run over ssh on the peer: its shell reads these words again
                 tail = [shlex_quote(a) for a in tail]
