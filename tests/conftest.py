@@ -18,6 +18,10 @@ def pytest_configure(config):
         d = tempfile.mkdtemp(prefix="xre-test-state-")
         _SESSION_STATE.append(d)
         os.environ["XEN_REMUS_STATE_DIR"] = d
+    if not os.environ.get("XEN_REMUS_RUN_DIR"):
+        d = tempfile.mkdtemp(prefix="xre-test-run-")
+        _SESSION_STATE.append(d)
+        os.environ["XEN_REMUS_RUN_DIR"] = d
     os.environ.setdefault("XEN_REMUS_LOG", "")
     config.addinivalue_line("markers", "root: needs root (loop devices, namespaces, drop_caches)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
@@ -25,8 +29,9 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path, monkeypatch):
-    """No test touches /var/lib/xen-remus-ext or /var/log/xen."""
+    """No test touches /var/lib/xen-remus-ext, /run/xen-remus or /var/log/xen."""
     monkeypatch.setenv("XEN_REMUS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("XEN_REMUS_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("XEN_REMUS_LOG", "")
     yield
 

@@ -176,7 +176,8 @@ def local_toolstack(toolstack=None, agent=None, memory_only=False, tracker=None,
         return SimToolstack(agent, name="local")
     if kind == "xl":
         from xen_remus_ext.toolstack.xl import XlToolstack
-        return XlToolstack(SubprocessRunner(), memory_only=memory_only, tracker=tracker)
+        from xen_remus_ext.replication.registry import lookup_device
+        return XlToolstack(SubprocessRunner(), memory_only=memory_only, tracker=tracker, served=lookup_device)
     from xen_remus_ext.toolstack.xend import XendToolstack
     return XendToolstack(runner=SubprocessRunner(), xenstore=xenstore, tracker=tracker or "fiemap")
 

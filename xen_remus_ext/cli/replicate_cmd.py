@@ -16,6 +16,7 @@ that one connection (docs/design/xl-disk-replication.md).
 from __future__ import absolute_import, division, print_function
 
 import argparse
+import sys
 
 from xen_remus_ext.errors import ReplicationError
 
@@ -79,6 +80,10 @@ def register(subparsers):
                         "stale socket of this user's; both sockets are removed at exit)")
     s.add_argument("--name", default="xvda", help="NBD export name (default xvda)")
     s.add_argument("--ready-file", metavar="FILE", help="created once both sockets listen")
+    s.add_argument("--device", metavar="DEV",
+                   help="the NBD device (/dev/nbdN) the kernel's nbd-client connects to this server: "
+                        "recorded so that protect and failback replicate a domain disk on DEV without "
+                        "--replicate-disk ('replicate attach' does all of it)")
     s.set_defaults(func=_serve)
 
     r = sub.add_parser("relay", help="run by xl remus -s in place of ssh")
@@ -132,8 +137,28 @@ def register(subparsers):
 
 
 def _serve(args):
-    from xen_remus_ext.replication import service
-    return service.serve(args.disk, args.nbd, args.control, name=args.name, ready_file=args.ready_file)
+    import os
+    from xen_remus_ext.replication import registry, service
+    disk = os.path.abspath(args.disk)
+    if args.device and not args.device.startswith("/dev/"):
+        raise ReplicationError("serve --device %s: expected a device path under /dev (/dev/nbdN)" % args.device)
+    pid = os.getpid()
+    registered = []
+
+    def ready():
+        try:
+            registry.register(disk, args.nbd, args.control, args.name, pid, device=args.device)
+        except ReplicationError as exc:
+            sys.stderr.write("xen-remus replicate serve: WARNING: %s; protect and failback will not find "
+                             "this disk by themselves (give them --replicate-disk)\n" % exc)
+            return
+        registered.append(1)
+    try:
+        return service.serve(disk, args.nbd, args.control, name=args.name, ready_file=args.ready_file,
+                             on_ready=ready)
+    finally:
+        if registered:
+            registry.unregister(disk, pid)
 
 
 def _words(text, option):

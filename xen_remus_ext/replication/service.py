@@ -130,9 +130,10 @@ def write_report(path, obj):
         os.rename(path + ".tmp", path)
 
 
-def serve(disk_path, nbd, control, name="xvda", ready_file=None):
+def serve(disk_path, nbd, control, name="xvda", ready_file=None, on_ready=None):
     """Serve ``disk_path`` over NBD on ``nbd`` until SIGTERM, SIGHUP or
-    SIGINT; then the socket paths and the ready file are removed."""
+    SIGINT; then the socket paths and the ready file are removed.
+    ``on_ready()`` runs once both sockets listen, before the ready file."""
     disk = CaptureDisk(disk_path)
     made = []
     # a flag, not an Event: a handler that took the Event's lock while the
@@ -145,6 +146,8 @@ def serve(disk_path, nbd, control, name="xvda", ready_file=None):
         made.append(Listener(nbd, "--nbd"))
         made.append(Listener("unix:" + control, "--control"))
         server = NbdServer(disk, made[0].sock, made[1].sock, name=name).start()
+        if on_ready is not None:
+            on_ready()
         if ready_file:
             open(ready_file, "w").close()
         sys.stderr.write("xen-remus replicate: serving %s (%d bytes) on %s, control %s\n"
