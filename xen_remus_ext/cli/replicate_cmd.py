@@ -86,6 +86,30 @@ def register(subparsers):
                         "--replicate-disk ('replicate attach' does all of it)")
     s.set_defaults(func=_serve)
 
+    a = sub.add_parser("attach", help="serve IMAGE and connect an NBD device to it; prints the device",
+                       description="Start 'xen-remus replicate serve IMAGE' (detached, sockets under "
+                                   "/run/xen-remus/replicate, named after IMAGE's path so that both hosts "
+                                   "get the same) and connect the kernel's NBD client to it.  The device "
+                                   "printed is what the domain's config names (phy:/dev/nbdN); protect and "
+                                   "failback then replicate that disk by default.  Idempotent.")
+    a.add_argument("image", help="the disk image file or block device (LV)")
+    a.add_argument("--device", metavar="DEV",
+                   help="the NBD device to use (default: the first free one); give the same on both hosts: "
+                        "the domain's config travels with it")
+    a.add_argument("--name", default="xvda", help="NBD export name (default xvda)")
+    a.add_argument("--json", action="store_true", help="print the server's record as JSON")
+    a.set_defaults(func=_attach)
+
+    d = sub.add_parser("detach", help="disconnect an attached image's NBD device and stop its server",
+                       description="Refused while a domain's disk is the device.  Nothing to do (exit 0) "
+                                   "when the image is not attached.")
+    d.add_argument("target", metavar="IMAGE|DEV", help="the image attached, or its NBD device")
+    d.set_defaults(func=_detach)
+
+    ls = sub.add_parser("list", help="the disks replicate serve serves on this host")
+    ls.add_argument("--json", action="store_true", help="one JSON object")
+    ls.set_defaults(func=_list)
+
     r = sub.add_parser("relay", help="run by xl remus -s in place of ssh")
     r.add_argument("--control", required=True, metavar="PATH", help="the disk server's control socket")
     r.add_argument("--backup-disk", metavar="PATH",
@@ -195,6 +219,51 @@ def backup_argv(args, backup_disk):
         return words            # the backup on this host (tests, or HOST reached otherwise)
     from xen_remus_ext.resync.transport import ssh_prefix
     return ssh_prefix(args.ssh, args.host) + [" ".join(_quote(a) for a in words)]
+
+
+def _attach(args):
+    import json
+    import logging
+    from xen_remus_ext.replication import attach
+    rec, changed = attach.attach(args.image, device=args.device, name=args.name)
+    logging.getLogger("xen_remus_ext.cli").info("replicate attach %s: %s on %s (server pid %d, control %s)",
+                                                rec["image"], "attached" if changed else "already attached",
+                                                rec["device"], rec["pid"], rec["control"])
+    if args.json:
+        print(json.dumps(dict(rec, changed=changed), sort_keys=True))
+    else:
+        print("%s %s %s" % (rec["image"], "attached on" if changed else "already attached on", rec["device"]))
+        print("control socket: %s (server pid %d)" % (rec["control"], rec["pid"]))
+        print("in the domain's config: disk = ['phy:%s,%s,w']" % (rec["device"], rec["name"]))
+    return 0
+
+
+def _detach(args):
+    import logging
+    from xen_remus_ext.replication import attach
+    rec = attach.detach(args.target)
+    if rec is None:
+        print("%s: not attached; nothing to do" % args.target)
+        return 0
+    logging.getLogger("xen_remus_ext.cli").info("replicate detach %s: %s disconnected, server pid %d stopped",
+                                                rec["image"], rec["device"] or "no device", rec["pid"])
+    print("%s detached%s; its server (pid %d) stopped" % (
+        rec["image"], " from %s" % rec["device"] if rec["device"] else "", rec["pid"]))
+    return 0
+
+
+def _list(args):
+    import json
+    from xen_remus_ext.replication import registry
+    rows = [dict(r, running=registry.alive(r["pid"])) for r in registry.entries()]
+    if args.json:
+        print(json.dumps({"served": rows}, sort_keys=True))
+        return 0
+    print("%-40s %-11s %7s %-8s %s" % ("Image", "Device", "PID", "State", "Control"))
+    for r in rows:
+        print("%-40s %-11s %7d %-8s %s" % (r["image"], r["device"] or "-", r["pid"],
+                                            "serving" if r["running"] else "gone", r["control"]))
+    return 0
 
 
 def _relay(args):
