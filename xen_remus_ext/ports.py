@@ -110,6 +110,14 @@ class Toolstack(object):
         :raises XenRemusError: the domain or its config cannot be read."""
         return {}
 
+    def served_devices(self):
+        """The disks ``xen-remus replicate serve`` serves on this toolstack's
+        host: ``[{"device", "image", "control"}]`` of the live servers, or
+        None (default): this toolstack cannot tell.
+
+        :raises XenRemusError: the host cannot be asked."""
+        return None
+
     def use_memory_only(self):
         """Remus will run memory-only (``xl remus -d``, a replicated disk
         included): from now on every writable disk of a domain counts as a

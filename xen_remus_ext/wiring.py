@@ -176,8 +176,9 @@ def local_toolstack(toolstack=None, agent=None, memory_only=False, tracker=None,
         return SimToolstack(agent, name="local")
     if kind == "xl":
         from xen_remus_ext.toolstack.xl import XlToolstack
-        from xen_remus_ext.replication.registry import lookup_device
-        return XlToolstack(SubprocessRunner(), memory_only=memory_only, tracker=tracker, served=lookup_device)
+        from xen_remus_ext.replication.registry import live_entries, lookup_device
+        return XlToolstack(SubprocessRunner(), memory_only=memory_only, tracker=tracker, served=lookup_device,
+                           served_list=live_entries)
     from xen_remus_ext.toolstack.xend import XendToolstack
     return XendToolstack(runner=SubprocessRunner(), xenstore=xenstore, tracker=tracker or "fiemap")
 
@@ -199,7 +200,12 @@ def peer_toolstack(toolstack, host, ssh="ssh", peer_uri=None, peer_agent=None):
     if kind == "xl":
         from xen_remus_ext.toolstack.xl import XlToolstack
         from xen_remus_ext.resync.transport import ssh_prefix
-        return XlToolstack(SubprocessRunner(), xl=ssh_prefix(ssh or "ssh", host) + ["xl"], host=host)
+        from xen_remus_ext.replication.registry import remote_lister
+        from xen_remus_ext.resync.transport import remote_argv, remote_command
+        runner = SubprocessRunner()
+        lister = remote_lister(remote_argv(ssh or "ssh", host, remote_command() + ["replicate", "list", "--json"]),
+                               runner)
+        return XlToolstack(runner, xl=ssh_prefix(ssh or "ssh", host) + ["xl"], host=host, served_list=lister)
     from xen_remus_ext.resync.transport import check_host, split_ssh
     from xen_remus_ext.toolstack.xend import XendToolstack, ssh_uri
     # the "--" ends ssh's options: the host (checked, no leading '-') follows it

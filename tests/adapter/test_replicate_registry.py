@@ -158,3 +158,54 @@ def test_serve_with_a_device_outside_dev_is_a_clear_error(tmp_path):
                          env=env(), stderr=subprocess.PIPE)
     err = p.communicate()[1].decode()
     assert p.returncode == 1 and "serve --device nbd0: expected a device path under /dev" in err
+
+
+class Answers(object):
+    def __init__(self, rc, out, err=b""):
+        self.answer = (rc, out, err)
+        self.argv = None
+
+    def run(self, argv, input=None, timeout=None, env=None):
+        self.argv = argv
+        return self.answer
+
+
+def test_the_peers_list_is_read_from_replicate_list_json(tmp_path):
+    row = {"image": "/srv/g.img", "device": "/dev/nbd0", "control": "/run/x.ctl", "pid": 9, "running": True}
+    gone = dict(row, image="/srv/h.img", running=False)
+    runner = Answers(0, json.dumps({"served": [row, gone]}).encode())
+    lister = registry.remote_lister(["ssh", "--", "hostb", "xen-remus", "replicate", "list", "--json"], runner)
+    assert lister() == [row]
+    xl = XlToolstack(runner, xl=["ssh", "--", "hostb", "xl"], host="hostb", served_list=lister)
+    assert xl.served_devices() == [{"device": "/dev/nbd0", "image": "/srv/g.img", "control": "/run/x.ctl"}]
+    for answer, says in (((2, b"", b"usage: ...\nxen-remus: error: invalid choice: 'list'\n"),
+                          "exit 2: xen-remus: error: invalid choice: 'list'"),
+                         ((0, b"not json"), "expected {\"served\": [...]}"),
+                         ((0, b'{"served": 3}'), "expected a list of served disks, got 3")):
+        with pytest.raises(ReplicationError) as ei:
+            registry.remote_lister(["ssh", "hostb", "xen-remus"], Answers(*answer))()
+        assert says in str(ei.value) and str(ei.value).startswith("ssh hostb xen-remus: ")
+
+
+def test_wiring_gives_xl_toolstacks_their_served_disks(monkeypatch):
+    from xen_remus_ext import wiring
+    local = wiring.local_toolstack("xl")
+    assert local.served is registry.lookup_device and local.served_devices() == []
+    runner = Answers(0, b'{"served": []}')
+    monkeypatch.setattr(wiring, "SubprocessRunner", lambda: runner)
+    monkeypatch.delenv("XEN_REMUS_REMOTE_CMD", raising=False)
+    peer = wiring.peer_toolstack("xl", "hostb", ssh="ssh -p 2222")
+    assert peer.served is None       # a peer's domains are never searched for served disks
+    assert peer.served_devices() == []
+    assert runner.argv == ["ssh", "-p", "2222", "--", "hostb", "xen-remus", "replicate", "list", "--json"]
+
+
+def test_replicate_list_prints_the_records(served, capsys):
+    from xen_remus_ext.cli import main as cli
+    img, ctl, proc, sysfs = served
+    assert cli.main(["replicate", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["served"]
+    assert rows == [dict(registry.load(img), running=True)]
+    assert cli.main(["replicate", "list"]) == 0
+    out = capsys.readouterr().out
+    assert img in out and "/dev/nbd0" in out and "serving" in out and ctl in out

@@ -92,6 +92,7 @@ class FakeWorld(object):
         self.remus = {}           # (host, dom) -> backup host
         self.replicated = {}      # (host, dom) -> model.ReplicatedDisk its Remus carries (kind "xl")
         self.served = {}          # (host, dom) -> {vdev: control}: disks `replicate serve` serves there
+        self.served_devices = {}  # host -> [{device, image, control}] (absent: the host cannot tell)
         self.trackers = {}        # (host, dom, vdev) -> FakeTracker
         self.unreachable = set()
         self.effects = 0
@@ -320,6 +321,12 @@ class FakeToolstack(Toolstack):
         if self.kind == "xl":
             return None
         return Toolstack.check_replicate(self)
+
+    def served_devices(self):
+        self._doms()
+        if self.kind != "xl" or self.host not in self.world.served_devices:
+            return None
+        return list(self.world.served_devices[self.host])
 
     def served_disks(self, dom):
         d = self._get(dom)

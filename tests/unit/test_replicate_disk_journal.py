@@ -200,3 +200,44 @@ def test_cli_no_replicate_disk_and_the_timeout_reach_the_options(capsys):
     assert opts["replicate_timeout"] == 8.0 and "find_replicated" not in opts
     err = usage(["protect", "vm1", "hostb", "--no-replicate-disk", "--replicate-disk", "xvda=" + CTL], capsys)
     assert "not allowed with argument" in err
+
+
+def test_preflight_checks_both_hosts_serve_the_replicated_device(tmp_path):
+    world = make_world(tmp_path)
+    mine = {"device": PATH, "image": "/srv/vm1.img", "control": CTL}
+    world.served_devices = {"hostA": [mine], "hostB": [mine]}
+    rec = protect(world).run()
+    checks = dict((c["name"], c) for c in rec["checks"])
+    assert checks["replicate-served:xvda@here"]["ok"] and checks["replicate-served:xvda@hostB"]["ok"]
+    assert checks["replicate-served:xvda@hostB"]["detail"] == "hostB serves /srv/vm1.img on %s (control %s)" % (
+        PATH, CTL)
+    # the backup serves another control socket: refused before anything changed, naming what it found
+    world = make_world(tmp_path / "other")
+    world.served_devices = {"hostA": [mine], "hostB": [dict(mine, control="/run/other.ctl")]}
+    with pytest.raises(FailbackError) as ei:
+        protect(world).run()
+    msg = str(ei.value)
+    assert ("xvda: expected hostB to serve its copy of the disk on %s with control socket %s (xen-remus "
+            "replicate attach IMAGE --device %s there), found: /srv/vm1.img on %s (control /run/other.ctl)"
+            % (PATH, CTL, PATH, PATH)) in msg
+    assert world.remus == {} and not world.hosts["hostB"]
+    world.served_devices["hostB"] = []
+    journal.remove("vm1")
+    with pytest.raises(FailbackError, match="expected hostB to serve its copy .*found: none"):
+        protect(world).run()
+
+
+def test_a_peer_that_cannot_say_what_it_serves_is_refused(tmp_path):
+    from xen_remus_ext.errors import ReplicationError
+    world = make_world(tmp_path)
+
+    class Mute(FakeToolstack):
+        def served_devices(self):
+            raise ReplicationError("ssh hostB xen-remus replicate list --json: exit 2: invalid choice: 'list'")
+    o = Orchestrator(FakeToolstack(world, "hostA", kind="xl"), Mute(world, "hostB", kind="xl"), "vm1", "hostB",
+                     mode=machine.PROTECT_MODE, options={"local_host": "hostA"}, disk_sync=SeedingSync(world),
+                     progress=lambda line: None, clock=Clock())
+    with pytest.raises(FailbackError) as ei:
+        o.run()
+    assert "xvda: cannot ask hostB which disks xen-remus replicate serve serves: ssh hostB xen-remus " \
+           "replicate list --json: exit 2: invalid choice: 'list'" in str(ei.value)

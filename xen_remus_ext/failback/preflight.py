@@ -26,6 +26,8 @@ Checks, in order (each a :class:`Check` with name, ok, detail):
                     named the peer's copy as the one to discard
 ``size:VDEV``       the peer's copy has our size (when it can be known here)
 ``config-file``     (with a config file) it names the backup or reverses cleanly
+``replicate-disk:VDEV`` (a replicated disk) the domain has it, the sender can run the relay
+``replicate-served:VDEV@HOST`` its device is served with its control socket on both hosts
 ``disk-replication:VDEV`` (memory-only Remus) the disk is shared or DRBD, or
                     the operator accepted losing its writes at failover
 ``direction``       the config protects toward the intended backup, or can be
@@ -252,6 +254,10 @@ def run_checks(toolstack, peer, domain, host, mode, backup, disk_pairs, disk_syn
         return checks, facts
     if replicate is not None:
         add(*check_replicated(replicate, rdisks, toolstack if mode == "protect" else peer))
+        for where, ts in (("this host", toolstack), (host, peer)):
+            served = check_served(replicate, rdisks, ts, where)
+            if served is not None:
+                add(*served)
     if memory_only:
         for disk in rdisks:
             add(*check_memory_only(disk, accept_disk_loss, shared_disks,
@@ -331,6 +337,38 @@ def check_replicated(replicate, rdisks, sender_ts):
         return name, False, "%s: %s" % (replicate.vdev, lacks)
     return name, True, ("%s replicated checkpoint by checkpoint by xen-remus replicate (control %s)"
                         % (replicate.vdev, replicate.control))
+
+
+def _dev_name(path):
+    return (path or "").rstrip("/").rsplit("/", 1)[-1]
+
+
+def check_served(replicate, rdisks, ts, where):
+    """The replicated disk's device is served on ``where`` (``ts``'s host)
+    by a ``xen-remus replicate serve`` with the disk's control socket: the
+    relay needs it where the domain runs, and the backup's copy of the
+    domain opens the same device there.  :returns: ``(name, ok, detail)``,
+    or None when ``ts`` cannot tell (or the disk is not the domain's)."""
+    disk = [d for d in rdisks if d.vdev == replicate.vdev]
+    if not disk:
+        return None
+    dev = disk[0].path
+    name = "replicate-served:%s@%s" % (replicate.vdev, "here" if where == "this host" else where)
+    try:
+        served = ts.served_devices()
+    except XenRemusError as exc:
+        return name, False, ("%s: cannot ask %s which disks xen-remus replicate serve serves: %s"
+                             % (replicate.vdev, where, exc))
+    if served is None:
+        return None
+    for rec in served:
+        if rec.get("control") == replicate.control and _dev_name(rec.get("device")) == _dev_name(dev):
+            return name, True, "%s serves %s on %s (control %s)" % (where, rec.get("image"), dev, replicate.control)
+    found = ", ".join("%s on %s (control %s)" % (r.get("image"), r.get("device") or "no device", r.get("control"))
+                      for r in served) or "none"
+    return name, False, ("%s: expected %s to serve its copy of the disk on %s with control socket %s "
+                         "(xen-remus replicate attach IMAGE --device %s there), found: %s"
+                         % (replicate.vdev, where, dev, replicate.control, dev, found))
 
 
 def check_memory_only(disk, accept_disk_loss, shared_disks=(), replicated=None):

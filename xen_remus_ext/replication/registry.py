@@ -211,3 +211,32 @@ def lookup_device(dev, base=None, sys_root="/sys", query=None):
             continue
         return rec["control"]
     return None
+
+
+def live_entries(base=None):
+    """:returns: the records whose server process still runs."""
+    return [r for r in entries(base) if alive(r["pid"])]
+
+
+def remote_lister(argv, runner):
+    """A callable listing the live servers of another host: it runs
+    ``argv`` (``ssh HOST xen-remus replicate list --json``) through
+    ``runner`` and reads its JSON.
+
+    :raises ReplicationError: the command failed or answered no list."""
+    def served():
+        try:
+            rc, out, err = runner.run(argv, timeout=60)
+        except (IOError, OSError) as exc:
+            raise ReplicationError("%s: cannot run: %s" % (" ".join(argv), exc))
+        if rc != 0:
+            msg = to_text(err or b"", errors="replace").strip().splitlines()
+            raise ReplicationError("%s: exit %d: %s" % (" ".join(argv), rc, msg[-1] if msg else "no message"))
+        try:
+            rows = json.loads(to_text(out or b"", errors="replace"))["served"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReplicationError("%s: expected {\"served\": [...]}, got: %s" % (" ".join(argv), exc))
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ReplicationError("%s: expected a list of served disks, got %r" % (" ".join(argv), rows))
+        return [r for r in rows if r.get("running", True)]
+    return served

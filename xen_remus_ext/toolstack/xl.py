@@ -187,6 +187,9 @@ class XlToolstack(Toolstack):
     :param served: callable ``dev -> control socket path or None``: the
         ``xen-remus replicate serve`` whose NBD device ``dev`` is, on this
         host (replication/registry.py); None: no disk counts as served
+    :param served_list: callable ``() -> [{device, image, control}]``, the
+        live servers of this host (:meth:`served_devices`); for a peer,
+        wiring gives one that runs ``xen-remus replicate list --json`` there
     """
 
     TRACKERS = ("fiemap",)
@@ -202,9 +205,10 @@ class XlToolstack(Toolstack):
         return True
 
     def __init__(self, runner, xl="xl", processes=None, host=None, remus_ssh=None, timeout=None,
-                 memory_only=False, tracker=None, state_base=None, served=None):
+                 memory_only=False, tracker=None, state_base=None, served=None, served_list=None):
         self.runner = runner
         self.served = served
+        self.served_list = served_list
         self.state_base = state_base
         self.xl = [xl] if isinstance(xl, string_types) else list(xl)
         self.processes = processes or RemusProcesses()
@@ -423,6 +427,11 @@ class XlToolstack(Toolstack):
 
     def use_memory_only(self):
         self.memory_only = True
+
+    def served_devices(self):
+        if self.served_list is None:
+            return None
+        return [dict((k, r.get(k)) for k in ("device", "image", "control")) for r in self.served_list()]
 
     def served_disks(self, dom):
         """The writable disks of ``dom`` whose backend device is the NBD
