@@ -241,3 +241,44 @@ def test_a_peer_that_cannot_say_what_it_serves_is_refused(tmp_path):
         o.run()
     assert "xvda: cannot ask hostB which disks xen-remus replicate serve serves: ssh hostB xen-remus " \
            "replicate list --json: exit 2: invalid choice: 'list'" in str(ei.value)
+
+
+def test_failback_killed_after_every_effect_replicates_the_disk_found_before_the_kill(tmp_path, counted_journal):
+    """Failback: the disk is found served on B (the domain runs there), the
+    domain goes home to A, and Remus starts from A with the relay on A's
+    server at the same control socket; a run killed anywhere and rerun
+    (served map gone, so only the journal can say) converges the same way."""
+    from tests.unit import test_failback_orchestrator as F
+    served = {"device": PATH, "image": "/srv/vm1.img", "control": CTL}
+
+    def world_at(where):
+        world, guest = F.make_world(where)
+        world.served[("hostB", "vm1")] = {"xvda": CTL}
+        world.served_devices = {"hostA": [served], "hostB": [served]}
+        return world, guest
+
+    def failback(world):
+        return Orchestrator(FakeToolstack(world, "hostB", kind="xl"), FakeToolstack(world, "hostA", kind="xl"),
+                            "vm1", "hostA", mode=machine.FAILBACK, options={"local_host": "hostB"},
+                            disk_sync=F.FileDiskSync(world), progress=lambda line: None, clock=F.FakeClock())
+    world, _ = world_at(tmp_path / "count")
+    counted_journal["world"] = world
+    world.on_effect = None
+    assert failback(world).run()["state"] == machine.DONE
+    assert world.replicated[("hostA", "vm1")] == FOUND
+    total = world.effects
+    for n in range(1, total + 1):
+        world, guest = world_at(tmp_path / ("k%d" % n))
+        counted_journal["world"] = world
+        world.kill_at = n
+        with pytest.raises(Killed):
+            failback(world).run()
+        rec = journal.load("vm1")
+        unfinished = rec is not None and rec["state"] not in machine.TERMINAL
+        if unfinished:
+            world.served.clear()
+        rec = failback(world).run(resume=unfinished and n % 2 == 0)
+        counted_journal["world"] = None
+        assert rec["state"] == machine.DONE, n
+        assert world.replicated[("hostA", "vm1")] == FOUND, n
+        F.assert_home_and_protected(world, guest)
