@@ -10,7 +10,8 @@ import pytest
 
 from tests.cli_util import usage
 from tests.fakes.fake_toolstack import FakeToolstack, FakeWorld, Killed, remus_config
-from tests.unit.test_protect_orchestrator import Clock, SeedingSync
+from tests.fakes.fake_clock import FakeClock as Clock
+from tests.unit.test_protect_orchestrator import SeedingSync
 from xen_remus_ext import model
 from xen_remus_ext.cli import app, failback_cmd
 from xen_remus_ext.errors import FailbackError, JournalError
@@ -260,7 +261,7 @@ def test_failback_killed_after_every_effect_replicates_the_disk_found_before_the
     def failback(world):
         return Orchestrator(FakeToolstack(world, "hostB", kind="xl"), FakeToolstack(world, "hostA", kind="xl"),
                             "vm1", "hostA", mode=machine.FAILBACK, options={"local_host": "hostB"},
-                            disk_sync=F.FileDiskSync(world), progress=lambda line: None, clock=F.FakeClock())
+                            disk_sync=F.FileDiskSync(world), progress=lambda line: None, clock=Clock())
     world, _ = world_at(tmp_path / "count")
     counted_journal["world"] = world
     world.on_effect = None
