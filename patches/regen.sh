@@ -21,6 +21,7 @@ DOMAIN=tools/python/xen/xend/XendDomain.py
 BLKTAP=tools/python/xen/xend/server/BlktapController.py
 CHECKPOINT=tools/python/xen/xend/XendCheckpoint.py
 IMAGE=tools/python/xen/remus/image.py
+NETLINK=tools/python/xen/remus/netlink.py
 
 # insert FILE ANCHOR WHERE(before|after|end) TEXTFILE: edit FILE in place
 # (end: FILE must end with ANCHOR; the text is appended)
@@ -186,6 +187,23 @@ elif __import__('os').environ.get('XEN_REMUS_EXT_HOLD', '') not in ('', '0'):
     raise ImportError('XEN_REMUS_EXT_HOLD is set, but xen_remus_ext cannot be '
                       'imported to mark the stream for a held backup')
 EOF
+cat >"$tmp/getqdisc.txt" <<'EOF'
+
+
+# xen-remus-ext: getqdisc above returns the first entry of the dump, of
+# whichever device.  The dump request names the device (tcm_ifindex), but
+# the kernel may answer it with every device's qdiscs (Linux 6.x does on
+# this module's socket, lo's noqueue first), and the remus script then took
+# lo's noqueue for the buffer device's qdisc and refused to install the
+# buffer ("there is already a queueing discipline noqueue").  This returns
+# the requested device's entry.
+def _remus_getqdisc(self, dev):
+    link = self.getlink(dev)
+    if not link:
+        raise RTNLException('device %s not found' % dev)
+    return self.getqdiscs(link['index']).get(link['index'])
+rtnl.getqdisc = _remus_getqdisc
+EOF
 printf "    'remus-failback', 'remus-resync', 'remus-status',\n" >"$tmp/imported.txt"
 
 header() {  # header SUBJECT BODY -> patch description lines
@@ -288,6 +306,13 @@ Streams without the field are restored as before." \
 the config it sends first; XendConfig reads known keys only, so a receiver
 without 0007 ignores it."
   echo 0008-remus-mark-the-stream-for-a-held-backup.patch >>"$dir/series"
+  one "$tag" "$dir/0009-remus-qdisc-of-the-requested-device.patch" "$NETLINK" \
+      "    def talk(self, req):"$'\n'"        self._rth.talk(req)"$'\n' end "$tmp/getqdisc.txt" \
+      "remus: read the buffer device's own qdisc from the dump" \
+      "rtnl.getqdisc returned the dump's first entry; Linux 6.x lists every
+device's qdiscs in that dump, lo's noqueue first, and the remus script
+refused to install its network buffer."
+  echo 0009-remus-qdisc-of-the-requested-device.patch >>"$dir/series"
   mkdir -p "$here/alt"
   one "$tag" "$here/alt/xen-$ver-xm-imported-commands.patch" "$MAIN" \
       $'    \'cpupool-new\',\n    ]\n' before "$tmp/imported.txt" \

@@ -67,7 +67,8 @@ def test_series_is_numbered_one_change_per_patch_additions_only(name):
     if name == "xen-4.1":    # a fix xend 4.1 lacks (4.4 has it): tapdisk-list of remus disks
         want.append("0004-xend-tapdisk-list-remus-args.patch")
     want += ["0005-remus-fifo-of-a-stacked-remus-disk.patch", "0006-xend-blktap2-log-disk-type.patch",
-             "0007-xend-hold-a-marked-remus-backup.patch", "0008-remus-mark-the-stream-for-a-held-backup.patch"]
+             "0007-xend-hold-a-marked-remus-backup.patch", "0008-remus-mark-the-stream-for-a-held-backup.patch",
+             "0009-remus-qdisc-of-the-requested-device.patch"]
     assert names == want
     seen = set()
     for patch in names:
@@ -123,7 +124,7 @@ def test_series_applies_to_release_tree(tmp_path, tag, name):
     before = tree_digest(root)
     rc, out = check_patches(root)
     assert rc == 0, out
-    count = 8 if name == "xen-4.1" else 7      # 4.1 also carries the TapdiskController.list fix
+    count = 9 if name == "xen-4.1" else 8      # 4.1 also carries the TapdiskController.list fix
     assert "ok: %s: patches/%s (%d patches" % (root, name, count) in out
     assert tree_digest(root) == before  # the given tree is never changed
 
@@ -135,7 +136,7 @@ def test_bare_tools_python_dir_is_accepted(tmp_path):
     assert rc == 0, out
     # without xen/Makefile the candidates are tried in turn; the 4.1 series
     # also fits 4.4 (same context, other line numbers)
-    assert re.search(r"patches/xen-4\.(1 \(8|4 \(7) patches", out), out
+    assert re.search(r"patches/xen-4\.(1 \(9|4 \(8) patches", out), out
 
 
 @needs_mirror
@@ -240,4 +241,4 @@ def test_patch_route_without_quilt(tmp_path, monkeypatch):
     root = extract("RELEASE-4.1.3", tmp_path)
     rc, out = check_patches(root)
     assert rc == 0, out
-    assert "(8 patches, patch -p1, no fuzz)" in out
+    assert "(9 patches, patch -p1, no fuzz)" in out

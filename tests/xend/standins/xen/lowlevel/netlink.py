@@ -7,9 +7,10 @@ request but one, are the kernel's.  The exception is the ``plug`` queueing
 discipline Remus buffers a vif's output with: the lab's kernel has no
 sch_plug (CONFIG_NET_SCH_PLUG), so adding, changing (``TC_PLUG_BUFFER`` at
 each suspend, ``TC_PLUG_RELEASE_ONE`` at each commit) and deleting a plug
-qdisc is answered here and counted in the host's hypervisor daemon.  A
-qdisc dump for one device keeps that device's entries only (see
-``dump_request``)."""
+qdisc is answered here and counted in the host's hypervisor daemon.  Qdisc
+dumps are the kernel's as it answers them: every device's qdiscs, lo's
+noqueue first, whichever device the request names (patches/*/0009 makes the
+script read the buffer device's own entry)."""
 import struct
 
 import hvclient
@@ -65,31 +66,15 @@ class rtnl(object):
             raise error("xend lab: the tree's netlink module was not built")
         self._k = _kernel_rtnl()
         self._plugs = set()
-        self._only = None
 
     def wilddump_request(self, *args):
         return self._k.wilddump_request(*args)
 
-    def dump_request(self, typ, msg, *args):
-        # a qdisc dump for one device: the tree's module opens a plain socket, on
-        # which this kernel lists every device's qdiscs (lo's noqueue first, which
-        # the script would take for the ifb's); keep the requested device's only,
-        # as the kernel does for a strict-checking socket
-        self._only = None
-        if typ == RTM_GETQDISC and len(msg) >= _TCMSG.size:
-            self._only = _TCMSG.unpack_from(msg, 0)[1] or None
-        return self._k.dump_request(typ, msg, *args)
+    def dump_request(self, *args):
+        return self._k.dump_request(*args)
 
-    def dump_filter(self, callback, *args):
-        only = self._only
-        if only is None:
-            return self._k.dump_filter(callback, *args)
-
-        def mine(addr, msg):
-            if _TCMSG.unpack_from(msg, _NLMSG.size)[1] == only:
-                return callback(addr, msg)
-            return 0
-        return self._k.dump_filter(mine, *args)
+    def dump_filter(self, *args):
+        return self._k.dump_filter(*args)
 
     def talk(self, msg):
         req = parse_qdisc_request(msg)
