@@ -314,12 +314,14 @@ def scenario_d(L):
     if A.holder is None:
         A.start(hook=True)
     check(DOM in xm_domains(B) and DOM not in xm_domains(A), "scenario d needs web1 on B only")
-    # c's refused failback stays journaled (state new) until --abort (b would resume it)
+    # c's refused failback is journaled in the terminal state refused, with its reason;
+    # there is nothing to resume (b starts afresh)
     rec = failback_journal(B)
-    check(rec["state"] == "new" and rec.get("error"), "c's refused failback should be journaled: %s" % rec["state"])
-    rc, text = remus_failback(L, "B", "A", "--abort")
-    check(rc == 0 and failback_journal(B)["state"] == "aborted" and DOM in xm_domains(B),
-          "xm remus-failback --abort of the refused failback: exit %d %s" % (rc, text))
+    check(rec["state"] == "refused" and rec.get("error"), "c's refused failback should be journaled as refused: "
+          "%s" % rec["state"])
+    rc, text = remus_failback(L, "B", "A", "--resume")
+    check(rc != 0 and "nothing to resume" in text and failback_journal(B)["state"] == "refused"
+          and DOM in xm_domains(B), "xm remus-failback --resume of the refused failback: exit %d %s" % (rc, text))
     acked = L.acked(DOM)
     seed = guest_seed(B)
     before = lost_on(A, acked, seed)["missing"]
