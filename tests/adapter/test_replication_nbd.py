@@ -181,3 +181,29 @@ def test_debian_nbd_client_negotiates_with_the_server(served):
     text = (out + err).decode("utf-8", "replace")
     assert "size = %dMB" % (SIZE >> 20) in text, text
     assert proc.returncode != 0 and ("netlink" in text or "nbd15" in text), text
+
+
+def test_a_second_relay_is_refused_by_name_and_leaves_no_thread_behind(served, tmp_path):
+    """One relay at a time: another one's HELLO gets the reason (an ABORT
+    frame the relay reports), not a silent close, and costs no thread
+    that waits forever."""
+    import threading
+    import time
+    from xen_remus_ext.errors import ReplicationError
+    from xen_remus_ext.replication.relay import PrimaryRelay
+    _img, _uri, ctl = served
+    first = Relay(ctl, "none")
+    assert first.hello["size"] == SIZE
+    before = threading.active_count()
+    for _ in range(3):
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        control.connect(ctl)
+        relay = PrimaryRelay(0, 1, 0, 1, control)
+        with pytest.raises(ReplicationError, match="disk server refused.*already attached"):
+            relay._hello()
+        control.close()
+    end = time.time() + 10
+    while threading.active_count() > before and time.time() < end:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+    first.sock.close()

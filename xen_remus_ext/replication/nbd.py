@@ -351,9 +351,15 @@ class NbdServer(object):
             LOG.warning("relay control connection: %s", exc)
         except ReplicationError as exc:
             LOG.error("%s", exc)
+            if not attached:          # nothing else sends on conn yet: the relay hears why
+                try:
+                    conn.sendall(wire.frame(wire.ABORT, str(exc).encode("utf-8")[:4096]))
+                except (OSError, socket.error):
+                    pass
         finally:
             if attached:
                 self.disk.detach()
+            if attached or sender.ident is not None:
                 sink.put(None)        # after detach nobody else puts: the pump drains to it
                 sender.join()
             conn.close()

@@ -159,6 +159,8 @@ class PrimaryRelay(object):
             if frames:
                 break
         ftype, body = frames[0]
+        if ftype == wire.ABORT:
+            raise ReplicationError("disk server refused: %s" % body.decode("utf-8", "replace"))
         if ftype != wire.HELLO:
             raise ReplicationError("disk server: %s before HELLO" % wire.NAMES[ftype])
         self._control_dec = dec

@@ -16,7 +16,9 @@ backup relay -> primary relay:
 relay <-> disk server (unix socket):
   HELLO   JSON (``{"baseline": "full"|"none"}`` from the relay; the export's
           ``{"size": N}`` in the reply), then WRITE frames from the server
-          and CUT (empty request, ``!QQQ`` reply after that epoch's writes).
+          and CUT (empty request, ``!QQQ`` reply after that epoch's writes);
+          ABORT (utf-8 reason) in place of the reply HELLO when the server
+          refuses the relay (another one is attached, a bad baseline).
 """
 from __future__ import absolute_import, division, print_function
 
