@@ -255,7 +255,9 @@ class Cluster(object):
         cfg = {"name": HOST[node], "root": os.path.join(d, "host"),
                "agent": "unix:" + os.path.join(d, "agent.sock"),
                "xenstored": os.path.join(d, "host", "var/run/xenstored/socket"),
-               "addr": ADDR[node], "peers": peers, "key_file": key, "on_stream_break": "wait"}
+               "addr": ADDR[node], "peers": peers, "key_file": key, "on_stream_break": "wait",
+               # as xl: a stopped Remus just ends its stream, the holding backup keeps its copy
+               "remus_stop": "end"}
         cfg.update(PORTS)
         return cfg
 
@@ -468,7 +470,16 @@ def s_switchover(cl):
     acked, lost, checked = cl.lost("n1")
     if lost:
         raise Failed("acknowledged %d, lost %d" % (acked, lost))
-    return "promoted on A after %.1f s (a failback), acknowledged %d, lost %d" % (s, acked, lost)
+    # the demote stopped Remus B -> A the way xl does (the stream just ends):
+    # A held its copy, and the failback discarded it before the migration
+    from xen_remus_ext.failback import journal
+    rec = journal.load(DOMAIN, base=os.path.join(cl.dir("n2"), "state")) or {}
+    gone = [h for h in rec.get("history") or () if h[1] == "discarded"]
+    if [c.get("ok") for c in rec.get("checks") or () if c.get("name") == "stale-backup"] != [True] or not gone:
+        raise Failed("expected the demote's failback to discard A's held copy, journal: checks %s, history %s"
+                     % (rec.get("checks"), rec.get("history")))
+    return ("promoted on A after %.1f s (a failback; A's held copy of the stopped protection discarded first), "
+            "acknowledged %d, lost %d" % (s, acked, lost))
 
 
 def s_partition(cl):

@@ -19,7 +19,10 @@ The config is a JSON file: ``name, root, agent, xenstored, addr,
 reloc_port, remus_port, resync_port, peers`` (name -> {addr, reloc_port,
 remus_port, resync_port}), ``netns`` (deleted on a clean exit) and
 ``on_stream_break`` (``resume``, the default, or ``wait``: a Remus backup
-whose stream breaks stays paused for a promote).
+whose stream breaks stays paused for a promote) and ``remus_stop``
+(``tell``, the default: a stopped sender tells its backup, which destroys
+its copy; or ``end``: the stream just ends, as ``xl remus`` stopped by
+SIGINT ends it, so a backup that holds keeps its copy paused).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -509,11 +512,13 @@ class Host(object):
             self.event("retarget", d.name, vdev, old, new)
         return [vdev for vdev, _, _ in changes]
 
-    def op_remus_stop(self, dom, tell_backup=True):
+    def op_remus_stop(self, dom, tell_backup=None):
         d = self.find(dom)
         s = self.senders.pop(d.name, None)
         if s is None:
             raise ToolstackError("domain %s: expected a Remus sender, got none" % d.name)
+        if tell_backup is None:
+            tell_backup = self.cfg.get("remus_stop", "tell") != "end"
         s.stop(tell_backup=bool(tell_backup))
         self.event("remus-stop", d.name)
 
