@@ -341,7 +341,7 @@ def test_a_peer_xl_does_not_read_this_hosts_holders(rig):
     xl = XlToolstack(runner, host="hostb", state_base=rig.state)
     # the holder running HERE is not the peer's: the peer's own is asked (through the runner)
     assert xl.remus_backup("vm1--incoming") == {"state": "receiving", "checkpoints": None}
-    assert runner.calls == [["xen-remus", "-q", "hold", "show", "vm1"]]
+    assert runner.calls == [["xen-remus", "-q", "hold", "show", "--toolstack", "xl", "vm1"]]
     with pytest.raises(ToolstackError, match="run it on the backup hostb itself"):
         xl.remus_takeover("vm1")
 

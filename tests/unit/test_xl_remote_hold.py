@@ -50,7 +50,7 @@ def _show(state, alive=True, checkpoints=70):
 def test_remote_backup_state_comes_from_the_peers_holder(answer, expected):
     r = Answers(answer)
     assert peer(r).remus_backup("guest--incoming") == expected
-    assert r.calls == [SSH + ["xen-remus", "-q", "hold", "show", "guest"]]
+    assert r.calls == [SSH + ["xen-remus", "-q", "hold", "show", "--toolstack", "xl", "guest"]]
 
 
 def test_remote_backup_of_a_plain_domain_asks_nothing():
@@ -63,7 +63,7 @@ def test_remote_discard_runs_the_holders_discard_on_the_peer(monkeypatch):
     r = Answers((0, b"guest: backup copy discarded\n", b""))
     peer(r).remus_discard("guest")
     assert r.calls == [SSH + ["/opt/xrl/bin/xen-remus", "--state-dir", "'/var/lib/x y'", "hold", "discard",
-                              "guest"]]
+                              "--toolstack", "xl", "guest"]]
 
 
 def test_remote_discard_failure_names_the_domain_host_and_the_peers_message():

@@ -293,7 +293,8 @@ class XlToolstack(Toolstack):
         """:func:`hold.backup_status` of ``dom`` on the remote host (``xen-remus
         hold show``), or None when it has no live holder or cannot tell."""
         try:
-            rc, out, _err = self.runner.run(self._peer_argv(["-q", "hold", "show", dom]), timeout=self.timeout)
+            rc, out, _err = self.runner.run(self._peer_argv(["-q", "hold", "show", "--toolstack", "xl", dom]),
+                                            timeout=self.timeout)
         except (IOError, OSError):
             return None
         if rc != 0:
@@ -338,7 +339,7 @@ class XlToolstack(Toolstack):
         holder kills xl's receiver first, so xl never fails over.  On a
         remote host: ``xen-remus hold discard DOM`` there, over ssh."""
         if self.host is not None:
-            argv = self._peer_argv(["hold", "discard", dom])
+            argv = self._peer_argv(["hold", "discard", "--toolstack", "xl", dom])
             try:
                 rc, _out, err = self.runner.run(argv, timeout=self.timeout)
             except (IOError, OSError) as exc:
