@@ -19,8 +19,10 @@ B_MAX=${XRL_B_MAX:-1500}              # seconds: after the kill, until B is done
 SCENARIOS="a-xenstore a-xl b-protect b-failover e-splitbrain c-failback d-tracker"
 # XRL_REPLICATION=1: also scenario e (disk replication for xl remus, tests/xen/dom0/replication.sh)
 [ "${XRL_REPLICATION:-0}" = 1 ] && SCENARIOS="a-xenstore a-xl b-protect b-failover e-replication e-splitbrain c-failback d-tracker"
-# XRL_HOLD=1: protect with --hold-backup, and scenario b-hold (B's copy waits, paused, until released)
-[ "${XRL_HOLD:-0}" = 1 ] && SCENARIOS=${SCENARIOS/b-protect/b-protect b-hold}
+# XRL_HOLD=1 (the default; XRL_HOLD=0 turns it off): protect with --hold-backup,
+# and scenario b-hold (B's copy waits, paused, until released)
+HOLD=${XRL_HOLD:-1}
+[ "$HOLD" = 1 ] && SCENARIOS=${SCENARIOS/b-protect/b-protect b-hold}
 # XRL_SKIP (development): a comma-separated list; a: scenario a; c: A's second
 # boot, e-splitbrain, c-failback, d-tracker.  Skipped scenarios print SKIP.
 # (On the kernel command line the list is joined by "+": QEMU's -initrd
@@ -65,7 +67,7 @@ boot() { # boot LOGNAME ROLE PHASE IP MAC NETMODE
   qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -machine pc -m "$MEM" -smp 1 -no-reboot \
     -display none -monitor none -serial "file:$log" \
     -kernel "$IMG/boot/xen" -append "$XEN" \
-    -initrd "$IMG/boot/vmlinuz root=LABEL=xrl-dom0 rw console=hvc0 init=/opt/xrl/init xrl.role=$2 xrl.phase=$3 xrl.name=$name xrl.ip=$4${XRL_SKIP:+ xrl.skip=${XRL_SKIP//,/+}}${XRL_REPLICATION:+ xrl.e=$XRL_REPLICATION}${XRL_HOLD:+ xrl.hold=$XRL_HOLD},$IMG/boot/initrd.img" \
+    -initrd "$IMG/boot/vmlinuz root=LABEL=xrl-dom0 rw console=hvc0 init=/opt/xrl/init xrl.role=$2 xrl.phase=$3 xrl.name=$name xrl.ip=$4${XRL_SKIP:+ xrl.skip=${XRL_SKIP//,/+}}${XRL_REPLICATION:+ xrl.e=$XRL_REPLICATION} xrl.hold=$HOLD,$IMG/boot/initrd.img" \
     -drive "file=$IMG/dom0.img,if=virtio,format=raw,snapshot=on" \
     -drive "file=$RUN/${2^^}-data.img,if=virtio,format=raw" \
     -netdev "socket,id=lab,$6=127.0.0.1:$PORT" -device "virtio-net-pci,netdev=lab,mac=$5" \
@@ -92,9 +94,10 @@ wait_until "$A1_MAX" "$A1" sh -c "grep -q 'XRL-KILL-ME\|XRL-ABORT' '$RUN/A1.log'
 if seen A1 XRL-KILL-ME; then
   sleep 2
   say "=== SIGKILL host A (QEMU pid $A1) ==="; TKILL=$(el); kill -9 "$A1"; wait "$A1" 2>/dev/null
-  wait_until 300 "$B" seen B 'XRL-TAKEOVER\|XRL-RESULT [A-Z]* b-failover'
+  # with the hold, B's copy runs only after b-hold's window and release
+  wait_until $([ "$HOLD" = 1 ] && echo 600 || echo 300) "$B" seen B 'XRL-TAKEOVER\|XRL-RESULT [A-Z]* b-failover'
   TTAKE=$(grep -m1 'B| XRL-TAKEOVER' "$RUN/events.log" | sed 's/^\[test-xen \([0-9.]*\)s.*/\1/')
-  [ -n "$TTAKE" ] && say "B took over $(awk -v a="$TKILL" -v b="$TTAKE" 'BEGIN{print b-a}')s after the kill"
+  [ -n "$TTAKE" ] && say "B took over $(awk -v a="$TKILL" -v b="$TTAKE" 'BEGIN{print b-a}')s after the kill$([ "$HOLD" = 1 ] && echo " (held, then released by b-hold)")"
   case ",${XRL_SKIP:-}," in *,c,*) ;; *) boot A2 a 2 192.0.2.1 52:54:00:99:00:01 connect; A2=$LAST;; esac
   wait_until "$B_MAX" "$B" false
 else

@@ -46,7 +46,14 @@ since() { awk -v a="$1" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}'; }
 result() { # result NAME RC T0 DETAIL...
   local n=$1 rc=$2 t0=$3; shift 3
   echo "XRL-RESULT $([ "$rc" = 0 ] && echo PASS || echo FAIL) $n $(since "$t0") $*"; }
-pssh() { ssh -o BatchMode=yes "$PEER" "$@"; }
+# ssh to the peer: keepalives ride out a dom0 stall of up to a minute (TCG
+# under load: soft lockups of 20-50 s); plook retries a read-only look whose
+# link broke, never a command that changes something
+pssh() { ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=5 -o ServerAliveCountMax=12 "$PEER" "$@"; }
+plook() { # plook CMD...: a read-only look on the peer, up to 3 tries; prints the last try's output
+  local i out rc=1
+  for i in 1 2 3; do out=$(pssh "$@") && { printf '%s\n' "$out"; return 0; }; rc=$?; sleep 3; done
+  printf '%s\n' "$out"; return $rc; }
 waitfor() { # waitfor SECONDS CMD...: poll once a second
   local n=$1; shift; local i
   for ((i = 0; i < n; i++)); do "$@" && return 0; sleep 1; done; return 1; }
@@ -54,7 +61,7 @@ xlstate() { xl list "$1" 2>/dev/null | awk 'NR==2{print $5}'; }   # r/b/p... let
 running() { local s; s=$(xlstate "$1"); [ -n "$s" ] && [ "${s#*p}" = "$s" ]; }
 lastrec() { cat "$CON/guest-guest.log" 2>/dev/null | tr -d '\r' | sed -n 's/^XRL-GUEST rec \([0-9]*\).*/\1/p' | tail -1; }
 maxrec() { python3 $DIR/records.py max "${1:-$GIMG}"; }
-ckpts() { grep -c 'Checkpointed save' /var/lib/xen-remus-ext/remus/guest.log 2>/dev/null || echo 0; }
+ckpts() { local n; n=$(grep -c 'Checkpointed save' /var/lib/xen-remus-ext/remus/guest.log 2>/dev/null); echo "${n:-0}"; }   # grep -c prints 0 and fails
 gen() { $XR -q meta show --json "${1:-$GIMG}" | python3 -c 'import json,sys; m=json.load(sys.stdin)["meta"] or {}; print("%s/%s" % (m.get("current"), m.get("bitmap")))'; }
 
 guest_cfg() { # guest_cfg NAME MEMORY IMAGE
@@ -110,9 +117,9 @@ primary_b() {  # host A: protect the guest toward B with xen-remus, then get kil
   rc=$?
   sed 's/^/  protect| /' /tmp/protect.err | tail -20; sed 's/^/  protect| /' /tmp/protect.json
   if [ $rc != 0 ]; then result b-protect $rc "$t0" "xen-remus protect exit $rc"; abort protect; return 1; fi
-  local seeded; seeded="B's copy $(pssh stat -c '%s bytes, %b blocks' "$GIMG"); generation A $(gen) B $(pssh $XR -q meta show --json "$GIMG" | python3 -c 'import json,sys; m=json.load(sys.stdin)["meta"] or {}; print("%s/%s" % (m.get("current"), m.get("bitmap")))')"
+  local seeded; seeded="B's copy $(plook stat -c '%s bytes, %b blocks' "$GIMG"); generation A $(gen) B $(plook $XR -q meta show --json "$GIMG" | python3 -c 'import json,sys; m=json.load(sys.stdin)["meta"] or {}; print("%s/%s" % (m.get("current"), m.get("bitmap")))')"
   say "protect: $seeded"
-  [ "$(gen)" = "$(pssh $XR -q meta show --json "$GIMG" | python3 -c 'import json,sys; m=json.load(sys.stdin)["meta"] or {}; print("%s/%s" % (m.get("current"), m.get("bitmap")))')" ] \
+  [ "$(gen)" = "$(plook $XR -q meta show --json "$GIMG" | python3 -c 'import json,sys; m=json.load(sys.stdin)["meta"] or {}; print("%s/%s" % (m.get("current"), m.get("bitmap")))')" ] \
     || { result b-protect 1 "$t0" "generations differ after protect: $seeded"; abort protect; return 1; }
   # the guest's acknowledged records, for B to count what the failover loses
   ( while sleep 1; do pssh "echo $(lastrec) > /var/lib/xrl/acked.tmp && mv /var/lib/xrl/acked.tmp /var/lib/xrl/acked" 2>/dev/null; done ) &
@@ -137,28 +144,44 @@ primary_b() {  # host A: protect the guest toward B with xen-remus, then get kil
   sleep 900
 }
 
-xlcpu() { xl list "$1" 2>/dev/null | awk 'NR==2{print $6}'; }    # cpu seconds of DOM
+xllist() { # xllist: `xl list` of this host, retried (a read-only look a dom0 stall can fail)
+  local i out
+  for i in 1 2 3; do out=$(xl list 2>/dev/null) && { printf '%s\n' "$out"; return 0; }; sleep 1; done
+  return 1; }
+field() { awk -v d="$1" -v f="$2" '$1 == d {print $f}'; }   # field DOM COLUMN < xl list
 held_here() { grep -qs '"state": "held"' /var/lib/xen-remus-ext/hold/guest.json; }   # (cheap: polled every second)
 
 hold_b() {  # on B, A is dead and B's holder keeps the copy: paused, unchanged, until released
-  local t0 st k0 k1 cpu0 cpu1 g0 g1 s i ok=0 why="" ckp trel first rc acked
+  local t0 th st l k0 k1 cpu0 cpu1 g0 g1 s looks=0 ok=0 why="" ckp trel first rc acked
   t0=$(up)
   st=$($XR -q hold show guest)
-  k0=$(maxrec); cpu0=$(xlcpu guest--incoming); g0=$(gen)
   ckp=$(echo "$st" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("checkpoints"))')
   say "stream broke; holder: $st"
-  say "held: guest--incoming $(xlstate guest--incoming) cpu ${cpu0}s; B's disk max record $k0; generation $g0"
-  for ((i = 2; i <= HOLD_S; i += 2)); do
+  # the window: one `xl list` per look (state of guest--incoming, no `guest`),
+  # CPU time, B's disk records and B's generation at both ends of it
+  l=$(xllist) || { ok=1; why="$why; xl list failed at the start of the hold"; }
+  k0=$(maxrec); cpu0=$(echo "$l" | field guest--incoming 6); g0=$(gen)
+  say "held: guest--incoming $(echo "$l" | field guest--incoming 5) cpu ${cpu0}s; B's disk max record $k0; generation $g0"
+  th=$(up)
+  while :; do
+    looks=$((looks + 1))
+    if l=$(xllist); then
+      s=$(echo "$l" | field guest--incoming 5)
+      [ -n "$s" ] && [ "${s#*p}" != "$s" ] || { ok=1; why="$why; guest--incoming not paused at +$(since "$th")s ('$s')"; }
+      [ -z "$(echo "$l" | field guest 1)" ] || { ok=1; why="$why; a domain 'guest' exists at +$(since "$th")s"; }
+    else
+      ok=1; why="$why; xl list failed 3 times at +$(since "$th")s"
+    fi
+    awk -v a="$th" -v b="$(up)" -v w="$HOLD_S" -v n="$looks" 'BEGIN{exit !(b - a >= w && n >= 3)}' && break
     sleep 2
-    s=$(xlstate guest--incoming)
-    [ -n "$s" ] && [ "${s#*p}" != "$s" ] || { ok=1; why="$why; guest--incoming not paused at +${i}s ('$s')"; }
-    xl list guest >/dev/null 2>&1 && { ok=1; why="$why; a domain 'guest' exists at +${i}s"; }
   done
-  k1=$(maxrec); cpu1=$(xlcpu guest--incoming); g1=$(gen)
-  say "after ${HOLD_S}s: guest--incoming $(xlstate guest--incoming) cpu ${cpu1}s; disk max $k1; generation $g1; $(xl list | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
-  [ "$k1" = "$k0" ] || { ok=1; why="$why; B's disk records moved $k0 -> $k1 while held"; }
-  [ "$cpu1" = "$cpu0" ] || { ok=1; why="$why; cpu time moved ${cpu0}s -> ${cpu1}s while held"; }
-  [ "$g1" = "$g0" ] || { ok=1; why="$why; generation changed $g0 -> $g1 while held"; }
+  l=$(xllist) || { ok=1; why="$why; xl list failed at the end of the hold"; }
+  k1=$(maxrec); cpu1=$(echo "$l" | field guest--incoming 6); g1=$(gen)
+  local held_for; held_for=$(since "$th")
+  say "after ${held_for}s ($looks looks): guest--incoming $(echo "$l" | field guest--incoming 5) cpu ${cpu1}s; disk max $k1; generation $g1; $(echo "$l" | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
+  [ -n "$k0" ] && [ "$k1" = "$k0" ] || { ok=1; why="$why; B's disk records moved $k0 -> $k1 while held"; }
+  [ -n "$cpu0" ] && [ "$cpu1" = "$cpu0" ] || { ok=1; why="$why; cpu time moved ${cpu0}s -> ${cpu1}s while held"; }
+  [ -n "$g0" ] && [ "$g1" = "$g0" ] || { ok=1; why="$why; generation changed $g0 -> $g1 while held"; }
   case $ckp in ''|None|0) ok=1; why="$why; no committed checkpoint counted ($st)";; esac
   # the release (a promote): xl fails over, renames and unpauses the copy
   trel=$(up)
@@ -182,8 +205,8 @@ PY
   [ "${1:-0}" -gt "$k0" ] && [ "${3:-1}" = 0 ] || { ok=1; why="$why; records after the release: first ${1:-?} last ${2:-?}, gaps ${3:-?}"; }
   acked=$(cat /var/lib/xrl/acked 2>/dev/null || echo 0)
   tail -4 $CON/guest-guest*.log 2>/dev/null | tr -d '\r' | sed 's/^/  guest| /'
-  echo "XRL-TIMELINE b-hold held=${HOLD_S}s checkpoints=$ckp release_to_running=${trel}s first_record_after=$1 acked_on_A=$acked"
-  result b-hold $ok "$t0" "stream broke after $ckp committed checkpoints; guest--incoming paused for ${HOLD_S}s (xl state p, cpu ${cpu0}s -> ${cpu1}s, disk max $k0 -> $k1, generation unchanged); released: running after ${trel}s, records go on from $1 (A had acknowledged $acked) to $2 without gaps${why}"
+  echo "XRL-TIMELINE b-hold held=${held_for}s looks=$looks checkpoints=$ckp release_to_running=${trel}s first_record_after=$1 acked_on_A=$acked"
+  result b-hold $ok "$t0" "stream broke after $ckp committed checkpoints; guest--incoming paused for ${held_for}s ($looks looks: xl state p, no guest; cpu ${cpu0}s -> ${cpu1}s, disk max $k0 -> $k1, generation unchanged); released: running after ${trel}s, records go on from $1 (A had acknowledged $acked) to $2 without gaps${why}"
 }
 
 backup_b() {  # host B: wait for the remus stream, then for the takeover
@@ -225,10 +248,10 @@ scenario_c() {  # on B: fail back home to A, then check A's disk and the protect
   k=$(cat /var/lib/xrl/k 2>/dev/null || echo 0)
   say "waiting for host A to come back"
   waitfor 600 pssh test -e /run/xrl-ready || { result c-failback 1 "$(up)" "host A never came back"; return 1; }
-  pssh xl list | sed 's/^/  A| /'
+  plook xl list | sed 's/^/  A| /'
   scenario_e
   python3 $DIR/records.py dump $GIMG > /tmp/b-before.json
-  say "failback: B's disk records up to $(maxrec) (written here after the failover: $k..); A's stale disk max $(pssh python3 $DIR/records.py max $GIMG)"
+  say "failback: B's disk records up to $(maxrec) (written here after the failover: $k..); A's stale disk max $(plook python3 $DIR/records.py max $GIMG)"
   t0=$(up)
   $XR -v failback guest $PEER $FBOPTS --discard-peer --tracker fiemap --local-host $ME --json > /tmp/failback.json 2> /tmp/failback.err
   rc=$?
@@ -237,15 +260,15 @@ scenario_c() {  # on B: fail back home to A, then check A's disk and the protect
   [ $rc = 0 ] || { result c-failback 1 "$t0" "xen-remus failback exit $rc: $(tail -1 /tmp/failback.err)"; return 1; }
   # the domain runs on A
   waitfor 20 sh -c "ssh $PEER xl list guest | awk 'NR==2{print \$5}' | grep -qv p" || { ok=1; say "FAIL: guest not running on A"; }
-  pssh xl list | sed 's/^/  A| /'
+  plook xl list | sed 's/^/  A| /'
   # every record on B's final disk written after the failover is on A's disk
   python3 $DIR/records.py dump $GIMG > /tmp/b-final.json
-  pssh python3 $DIR/records.py dump $GIMG > /tmp/a-after.json
+  plook python3 $DIR/records.py dump $GIMG > /tmp/a-after.json
   detail=$(python3 $DIR/records.py check /tmp/b-final.json /tmp/a-after.json "$k") || { ok=1; say "FAIL: $detail"; }
   say "records: $detail"
   # the guest goes on writing on A
-  local amax; amax=$(pssh python3 $DIR/records.py max $GIMG); sleep 8
-  local amax2; amax2=$(pssh python3 $DIR/records.py max $GIMG)
+  local amax; amax=$(plook python3 $DIR/records.py max $GIMG); sleep 8
+  local amax2; amax2=$(plook python3 $DIR/records.py max $GIMG)
   [ "$amax2" -gt "$amax" ] || { ok=1; say "FAIL: A's disk records stuck at $amax"; }
   # checkpoints flow A -> B (the sender's log is here: xen-remus started it over ssh)
   local c1 c2; c1=$(ckpts); sleep 10; c2=$(ckpts)
@@ -280,13 +303,13 @@ split_brain_a() {  # on A, back after the failover: the same guest started here 
 scenario_e() {  # on B: failback toward A, whose copy took writes of its own, is refused
   local t0 rc ga gb sa sb ma mb sa2 sb2 ma2 mb2 ok=0 why=""
   t0=$(up)
-  ga=$(pssh cat /var/lib/xrl/gen-a 2>/dev/null); gb=$(gen)
+  ga=$(plook cat /var/lib/xrl/gen-a 2>/dev/null); gb=$(gen)
   xl pause guest                          # B's disk holds still for the comparison
-  sb=$(sha256sum < $GIMG); sa=$(pssh sha256sum "< $GIMG")
-  mb=$($XR -q meta show --json $GIMG); ma=$(pssh $XR -q meta show --json $GIMG)
+  sb=$(sha256sum < $GIMG); sa=$(plook sha256sum "< $GIMG")
+  mb=$($XR -q meta show --json $GIMG); ma=$(plook $XR -q meta show --json $GIMG)
   $XR failback guest $PEER $FBOPTS --local-host $ME --json > /tmp/sb.json 2> /tmp/sb.err; rc=$?
-  sb2=$(sha256sum < $GIMG); sa2=$(pssh sha256sum "< $GIMG")
-  mb2=$($XR -q meta show --json $GIMG); ma2=$(pssh $XR -q meta show --json $GIMG)
+  sb2=$(sha256sum < $GIMG); sa2=$(plook sha256sum "< $GIMG")
+  mb2=$($XR -q meta show --json $GIMG); ma2=$(plook $XR -q meta show --json $GIMG)
   xl unpause guest
   sed 's/^/  e| /' /tmp/sb.json; tail -3 /tmp/sb.err | sed 's/^/  e| /'
   [ "${ga%/*}" != "${gb%/*}" ] || { ok=1; why="$why; generations equal ($ga)"; }
@@ -325,8 +348,8 @@ PY
 SKIP=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.skip=//p')   # development: xrl.skip=a+c (XRL_SKIP=a,c)
 skipped() { case "+$SKIP+" in *"+$1+"*) return 0;; esac; return 1; }   # a: scenario a; c: A's second boot, e-splitbrain, c, d
 E=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.e=//p')         # XRL_REPLICATION=1: scenario e
-HOLD=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.hold=//p')   # XRL_HOLD=1: scenario b-hold
-HOLD_S=20                                                          # seconds b-hold keeps the copy held
+HOLD=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^xrl\.hold=//p')   # 1 (default; XRL_HOLD=0 turns it off): scenario b-hold
+HOLD_S=10                                                          # b-hold: at least this many seconds, and 3 looks
 case "$ROLE/$PHASE" in
 a/1)
   waitfor 300 pssh true || { echo "XRL-ABORT peer unreachable"; exit 1; }
