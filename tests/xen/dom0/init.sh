@@ -44,13 +44,16 @@ NIC=$(ls /sys/class/net | grep -v '^lo$' | head -1)
 if [ -n "$IP" ] && [ -n "$NIC" ]; then
   ip addr add "$IP/24" dev "$NIC"; ip link set "$NIC" up
 fi
-# a dead peer must break remus's and migrate's streams within seconds
-sysctl -qw net.ipv4.tcp_retries2=3 net.ipv4.tcp_keepalive_time=2 net.ipv4.tcp_keepalive_intvl=1 \
-  net.ipv4.tcp_keepalive_probes=3
+# a dead peer must break remus's and migrate's streams (sshd's alive checks
+# below, TCP keepalive: 10 + 4 x 5 s), but a live peer whose dom0 stalls
+# (TCG on a loaded machine: soft lockups of 20-50 s) must not: unacknowledged
+# data is retried for ~50 s (tcp_retries2=7), a silent peer dropped after 30 s
+sysctl -qw net.ipv4.tcp_retries2=7 net.ipv4.tcp_keepalive_time=10 net.ipv4.tcp_keepalive_intvl=5 \
+  net.ipv4.tcp_keepalive_probes=4
 mkdir -p /var/log/xen/console
 echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' > /etc/default/xen
 /etc/init.d/xen start >/tmp/xen-start.log 2>&1; echo "XRL: /etc/init.d/xen start rc=$?"
-/usr/sbin/sshd -o PermitRootLogin=yes -o ClientAliveInterval=1 -o ClientAliveCountMax=3 \
+/usr/sbin/sshd -o PermitRootLogin=yes -o ClientAliveInterval=3 -o ClientAliveCountMax=10 \
   -o UseDNS=no -o MaxStartups=50
 echo "XRL: dom0 ready, uptime $(cut -d' ' -f1 /proc/uptime)"
 bash /opt/xrl/tests/xen/dom0/lab.sh "$(karg role)" "$(karg phase)"
