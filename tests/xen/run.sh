@@ -94,12 +94,13 @@ wait_until "$A1_MAX" "$A1" sh -c "grep -q 'XRL-KILL-ME\|XRL-ABORT' '$RUN/A1.log'
 if seen A1 XRL-KILL-ME; then
   sleep 2
   say "=== SIGKILL host A (QEMU pid $A1) ==="; TKILL=$(el); kill -9 "$A1"; wait "$A1" 2>/dev/null
-  # with the hold, B's copy runs only after b-hold's window and release
-  wait_until $([ "$HOLD" = 1 ] && echo 600 || echo 300) "$B" seen B 'XRL-TAKEOVER\|XRL-RESULT [A-Z]* b-failover'
-  TTAKE=$(grep -m1 'B| XRL-TAKEOVER' "$RUN/events.log" | sed 's/^\[test-xen \([0-9.]*\)s.*/\1/')
-  [ -n "$TTAKE" ] && say "B took over $(awk -v a="$TKILL" -v b="$TTAKE" 'BEGIN{print b-a}')s after the kill$([ "$HOLD" = 1 ] && echo " (held, then released by b-hold)")"
+  # A boots again once B took over, or (the hold) once B holds its copy:
+  # A's boot then overlaps b-hold's window and release
+  wait_until $([ "$HOLD" = 1 ] && echo 600 || echo 300) "$B" seen B 'XRL-HELD\|XRL-TAKEOVER\|XRL-RESULT [A-Z]* b-failover'
   case ",${XRL_SKIP:-}," in *,c,*) ;; *) boot A2 a 2 192.0.2.1 52:54:00:99:00:01 connect; A2=$LAST;; esac
   wait_until "$B_MAX" "$B" false
+  TTAKE=$(grep -m1 'B| XRL-TAKEOVER' "$RUN/events.log" | sed 's/^\[test-xen \([0-9.]*\)s.*/\1/')
+  [ -n "$TTAKE" ] && say "B took over $(awk -v a="$TKILL" -v b="$TTAKE" 'BEGIN{print b-a}')s after the kill$([ "$HOLD" = 1 ] && echo " (held, then released by b-hold)")"
 else
   say "host A did not reach the failover point (rc $rc); stopping"
 fi

@@ -156,6 +156,7 @@ hold_b() {  # on B, A is dead and B's holder keeps the copy: paused, unchanged, 
   t0=$(up)
   st=$($XR -q hold show guest)
   ckp=$(echo "$st" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("checkpoints"))')
+  echo "XRL-HELD"                       # the host boots A again meanwhile
   say "stream broke; holder: $st"
   # the window: one `xl list` per look (state of guest--incoming, no `guest`),
   # CPU time, B's disk records and B's generation at both ends of it

@@ -23,9 +23,10 @@
 #                 failover` and the scenario's result line
 #
 # The link is a TCP connection of the relays' own (ssh only starts B's end):
-# the lab's sshd drops a client silent for 3 s and its kernels give up on
-# unacknowledged data after ~3 s (init.sh), which a dom0 stall under TCG
-# exceeds; the relays' TCP_USER_TIMEOUT and heartbeat (TIMEOUT) ride it out.
+# the lab's sshd drops a client silent for 30 s and its kernels give up on
+# unacknowledged data after ~50 s (init.sh), which a long dom0 stall under
+# TCG can still exceed; the relays' TCP_USER_TIMEOUT and heartbeat (TIMEOUT)
+# ride it out.
 DIR=/opt/xrl/tests/xen/dom0
 DISKS=/var/lib/xrl/xfs
 RIMG=$DISKS/rguest.img
