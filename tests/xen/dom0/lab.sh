@@ -11,7 +11,7 @@
 #         half: the same guest is started here too (split brain) under
 #         `xen-remus supervise`, which rotates A's generation; it writes,
 #         is destroyed; then A waits (ready flag) until B says it is done.
-#         With XRL_HOLD=1 (kernel argument xrl.hold=1) protect runs with
+#         With XRL_HOLD=1, the default (kernel argument xrl.hold=1), protect runs with
 #         --hold-backup: B's `xen-remus hold receive` sits before xl's
 #         receiver, and scenario b-hold (on B) checks that after A's death
 #         the copy stays paused and unchanged until `xen-remus hold release`.
@@ -271,9 +271,16 @@ scenario_c() {  # on B: fail back home to A, then check A's disk and the protect
   local amax; amax=$(plook python3 $DIR/records.py max $GIMG); sleep 8
   local amax2; amax2=$(plook python3 $DIR/records.py max $GIMG)
   [ "$amax2" -gt "$amax" ] || { ok=1; say "FAIL: A's disk records stuck at $amax"; }
-  # checkpoints flow A -> B (the sender's log is here: xen-remus started it over ssh)
-  local c1 c2; c1=$(ckpts); sleep 10; c2=$(ckpts)
-  xl list guest--incoming >/dev/null 2>&1 && [ "$c2" -gt "$c1" ] || { ok=1; say "FAIL: no checkpoints A->B ($c1 -> $c2)"; }
+  # checkpoints flow A -> B (the sender's log is here: xen-remus started it over
+  # ssh).  Remus's first full copy took up to ~170 s on a loaded machine
+  # (b-protect): wait for the first checkpoint, then they must go on
+  local c1 c2 tw; tw=$(up)
+  waitfor 300 sh -c "xl list guest--incoming >/dev/null 2>&1 && [ \$(grep -c 'Checkpointed save' /var/lib/xen-remus-ext/remus/guest.log 2>/dev/null || true) -ge 1 ]"
+  say "first checkpoint A->B $(since "$tw") s after the failback returned"
+  c1=$(ckpts); sleep 10; c2=$(ckpts)
+  xl list guest--incoming >/dev/null 2>&1 && [ "$c2" -gt "$c1" ] || {
+    ok=1; say "FAIL: no checkpoints A->B ($c1 -> $c2)"
+    tr '\r' '\n' < /var/lib/xen-remus-ext/remus/guest.log 2>/dev/null | grep -v '^ *Frames\|Checkpointed\|^ *$' | tail -15 | sed 's/^/  remus| /'; }
   say "checkpoints A->B: $c1 -> $c2 in 10 s; here: $(xl list | tail -n +2 | awk '{print $1":"$5}' | tr '\n' ' ')"
   python3 - /tmp/failback.json "$total" <<'PY'
 import json, sys
