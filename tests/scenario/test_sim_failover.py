@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 import os
 import random
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -73,6 +74,16 @@ def _logs(cluster, seed, lines=25):
             tail = ["(%s)" % (exc,)]
         out.append("--- host %s (kept in %s) ---\n%s" % (n, keep, "\n".join(tail)))
     return "\n".join(out)
+
+
+def _sockets(path):
+    """``ss``'s lines on the Unix sockets at ``path`` (the listener's Recv-Q
+    counts connections not yet accepted), for a failure message."""
+    try:
+        out = subprocess.Popen(["ss", "-x", "-a", "-p"], stdout=subprocess.PIPE).communicate()[0]
+    except OSError as exc:
+        return "(ss: %s)" % (exc,)
+    return "\n".join(ln for ln in out.decode("utf-8", "replace").splitlines() if path in ln or "Recv-Q" in ln)
 
 
 def _host_state(host, name):
@@ -176,9 +187,9 @@ def test_kill_primary_at_random_moment_loses_no_acknowledged_write(cluster, seed
 
     # B keeps running unprotected and acknowledging; stop it and judge everything
     _wait(lambda: cluster.observer.acked(name) > acked_at_kill, PATIENCE_S, "output from B",
-          detail=lambda: "acked %d at the kill, %d now; %s; %s\n%s" % (
+          detail=lambda: "acked %d at the kill, %d now; %s; %s\n%s\n%s" % (
               acked_at_kill, cluster.observer.acked(name), _host_state(B, name), cluster.observer.describe(),
-              _logs(cluster, seed)))
+              _sockets(cluster.observer.path), _logs(cluster, seed)))
     B.toolstack.pause(name)
     acked = cluster.observer.acked(name)
     res = B.toolstack.disk_check(image, wseed, acked)

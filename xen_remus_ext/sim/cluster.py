@@ -127,6 +127,7 @@ class AckObserver(object):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
+        self.inode = os.stat(path).st_ino     # to tell, later, whether the path is still ours
         self.sock.listen(16)
         self.closed = False
         self.accepted = 0           # connections taken (for failure messages)
@@ -170,10 +171,19 @@ class AckObserver(object):
             conn.close()
 
     def describe(self):
-        """One line on the observer's health, for failure messages."""
-        return "observer %s: %d connections accepted, accept loop %s" % (
-            self.path, self.accepted, "running" if self.thread.is_alive() else
-            "stopped (%s)" % (self.accept_error or "no error"))
+        """The observer's health, for failure messages: connections taken,
+        the accept loop's state and where its thread stands."""
+        import traceback
+        frame = sys._current_frames().get(self.thread.ident)
+        where = "".join(traceback.format_stack(frame)[-3:]) if frame is not None else "(no frame)"
+        try:
+            ino = os.stat(self.path).st_ino
+            path = "ours" if ino == self.inode else "ANOTHER socket (inode %d, ours %d)" % (ino, self.inode)
+        except OSError as exc:
+            path = "gone (%s)" % (exc.strerror or exc)
+        return "observer %s (the path: %s): %d connections accepted, accept loop %s; its thread at:\n%s" % (
+            self.path, path, self.accepted, "running" if self.thread.is_alive() else
+            "stopped (%s)" % (self.accept_error or "no error"), where)
 
     def acked(self, name):
         with self.lock:
