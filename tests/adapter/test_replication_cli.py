@@ -599,3 +599,35 @@ def test_a_killed_backup_relay_never_lets_its_receiver_read_the_end_of_the_strea
         proc.stdin.close()
         proc.stdout.close()
     assert seen == [], "the receiver read the end of the stream after kills %s" % seen
+
+
+def _loop_device(path):
+    if os.geteuid() != 0:
+        return None
+    try:
+        return subprocess.check_output(["losetup", "--find", "--show", path]).decode().strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def test_the_spool_of_a_block_device_is_not_put_in_dev(tmp_path, monkeypatch):
+    """DISK.spool beside an image file; beside a block device it would be a
+    file in /dev (devtmpfs: RAM), where a full baseline, the whole disk,
+    waits before checkpoint 0 commits.  It goes to the state directory."""
+    import pytest
+    from xen_remus_ext.replication.replica import Replica
+    from xen_remus_ext.replication.service import default_spool
+    monkeypatch.setenv("XEN_REMUS_STATE_DIR", str(tmp_path / "state"))
+    img = _image(tmp_path)
+    assert default_spool(img) == img + ".spool"
+    dev = _loop_device(img)
+    if dev is None:
+        pytest.skip("needs root and losetup")
+    try:
+        spool = default_spool(dev)
+        assert spool.startswith(str(tmp_path / "state") + os.sep) and spool.endswith(".spool"), spool
+        replica = Replica(dev, spool)
+        assert os.path.exists(spool) and not os.path.exists(dev + ".spool")
+        replica.close()
+    finally:
+        subprocess.call(["losetup", "-d", dev])

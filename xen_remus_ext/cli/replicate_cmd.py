@@ -147,7 +147,9 @@ def register(subparsers):
 
     b = sub.add_parser("backup", help="the backup's end of the relay (run over ssh)")
     b.add_argument("--disk", required=True, metavar="PATH", help="the backup's copy of the disk")
-    b.add_argument("--spool", metavar="PATH", help="spool file of uncommitted epochs (default DISK.spool)")
+    b.add_argument("--spool", metavar="PATH",
+                   help="spool file of uncommitted epochs (default DISK.spool beside an image file, "
+                        "STATE_DIR/replicate/NAME.spool for a block device)")
     b.add_argument("--timeout", type=_timeout, default=3.0,
                    help="seconds of silence that mean failover, %g to %g (default 3)" % (TIMEOUT_MIN, TIMEOUT_MAX))
     b.add_argument("--report", metavar="FILE", help="write the failover report (JSON) here")

@@ -431,6 +431,24 @@ def _say(text):
         pass
 
 
+def default_spool(disk):
+    """Where the uncommitted epochs of ``disk`` wait: ``DISK.spool`` beside
+    an image file; for a block device (``/dev/vg/lv``: beside it is
+    devtmpfs, memory) ``STATE/replicate/NAME.spool``."""
+    try:
+        st = os.stat(disk)
+    except OSError:
+        return disk + ".spool"
+    if stat.S_ISREG(st.st_mode):
+        return disk + ".spool"
+    from xen_remus_ext.paths import state_dir
+    where = os.path.join(state_dir(), "replicate")
+    if not os.path.isdir(where):
+        os.makedirs(where, 0o700)
+    name = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in os.path.abspath(disk).strip("/"))
+    return os.path.join(where, name + ".spool")
+
+
 def backup(receiver_argv, disk, spool=None, timeout=3.0, report=None, snapshot=None, listen_tcp=None):
     """The backup relay on fds 0/1 (the link), running ``receiver_argv``
     (``xl migrate-receive -r``); exits as the receiver did, 1 on ABORT.
@@ -446,7 +464,7 @@ def backup(receiver_argv, disk, spool=None, timeout=3.0, report=None, snapshot=N
     if listen_tcp is not None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         sock = accept_link(listen_tcp, timeout)
-    replica = Replica(disk, spool or disk + ".spool")
+    replica = Replica(disk, spool or default_spool(disk))
     try:
         child = subprocess.Popen(receiver_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  preexec_fn=guard.die_with_parent)
