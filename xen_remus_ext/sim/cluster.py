@@ -211,11 +211,22 @@ class AckObserver(object):
         return worst
 
     def close(self):
+        """Stop listening, and the accept thread with it.  A close alone
+        leaves accept() blocked in the kernel on the listener (and, on 2.7,
+        the socket open): the listener then lives on, and on 3 its descriptor
+        number is reused by the next socket while the thread still waits.
+        shutdown() wakes the accept (EINVAL on Linux) first."""
         self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except (socket.error, OSError):
+            pass            # not connected: some systems refuse a listener's shutdown
         try:
             self.sock.close()
         except (socket.error, OSError):
             pass
+        if self.thread is not threading.current_thread():
+            self.thread.join(2.0)
 
 
 class SimHost(object):
