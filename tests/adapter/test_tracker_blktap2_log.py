@@ -90,6 +90,82 @@ def test_state_survives_the_process(dirs, driver, tmp_path):
     assert again.dirty_extents() == [Extent(5120, 1024), Extent(10240, 512)]
 
 
+class _Killed(Exception):
+    """Stands for SIGKILL between getw's reply and the save of its ranges."""
+
+
+def test_a_process_killed_after_getw_loses_no_range(dirs, driver, tmp_path, monkeypatch):
+    # the failback process marks and pre-copies; killed inside the final
+    # pass's getw, before saving what it got; the migration hook (another
+    # process) reopens the tracker from the state file: the ranges getw took
+    # from the driver must still be there
+    state = str(tmp_path / "tracker.json")
+    t = tracker(dirs, state_path=state)
+    t.mark()
+    driver.write(10, 2)
+    assert t.dirty_extents() == [Extent(5120, 1024)]
+    driver.write(30, 4)                  # written after the last pre-copy pass
+    real = Blktap2LogTracker._export
+
+    def killed(self, cmd):
+        real(self, cmd)                  # the driver exported and cleared its bitmap
+        raise _Killed()
+    monkeypatch.setattr(Blktap2LogTracker, "_export", killed)
+    with pytest.raises(_Killed):
+        t.dirty_extents()
+    monkeypatch.setattr(Blktap2LogTracker, "_export", real)
+    hook = tracker(dirs, state_path=state)
+    assert hook.trustworthy()
+    driver.write(50, 1)
+    assert hook.dirty_extents() == [Extent(5120, 1024), Extent(30 * 512, 4 * 512), Extent(50 * 512, 512)]
+    driver.write(60, 1)                  # read back once: later exports go on as usual
+    assert hook.dirty_extents() == [Extent(5120, 1024), Extent(30 * 512, 4 * 512), Extent(50 * 512, 512),
+                                    Extent(60 * 512, 512)]
+
+
+def test_an_unreadable_interrupted_export_makes_it_untrustworthy(dirs, driver, tmp_path, monkeypatch):
+    state = str(tmp_path / "tracker.json")
+    t = tracker(dirs, state_path=state)
+    t.mark()
+    driver.write(30, 4)
+    real = Blktap2LogTracker._export
+
+    def killed(self, cmd):
+        real(self, cmd)
+        raise _Killed()
+    monkeypatch.setattr(Blktap2LogTracker, "_export", killed)
+    with pytest.raises(_Killed):
+        t.dirty_extents()
+    monkeypatch.setattr(Blktap2LogTracker, "_export", real)
+    os.unlink(os.path.join(dirs[1], shm_name(IMAGE).lstrip("/")))   # the region is gone
+    hook = tracker(dirs, state_path=state)
+    assert hook.trustworthy()
+    with pytest.raises((IOError, OSError)):
+        hook.dirty_extents()             # this export cannot be read either
+    assert not hook.trustworthy() and "interrupted export" in hook.lost_reason
+    assert not tracker(dirs, state_path=state).trustworthy()     # and it is saved so
+
+
+def test_an_export_that_never_ran_reads_nothing_back(dirs, driver, tmp_path, monkeypatch):
+    # killed after shmp (its marker on the region) but before getw: the
+    # bitmap kept every bit, and the marker is not taken for a range
+    state = str(tmp_path / "tracker.json")
+    t = tracker(dirs, state_path=state)
+    t.mark()
+    driver.write(30, 4)
+
+    def killed(self, cmd):
+        self.request(b"shmp")
+        raise _Killed()
+    monkeypatch.setattr(Blktap2LogTracker, "_export", killed)
+    with pytest.raises(_Killed):
+        t.dirty_extents()
+    monkeypatch.undo()
+    hook = tracker(dirs, state_path=state)
+    assert hook.dirty_extents() == [Extent(30 * 512, 4 * 512)]
+    assert hook.trustworthy()
+
+
 def test_second_session_is_refused_with_a_clear_error(dirs, driver):
     hog = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     hog.connect(driver.ctl_path)

@@ -67,6 +67,8 @@ CTLMSG_LEN = 20
 #: alignment, padded to its u64's alignment (the trailing ``0Q``)
 RANGE = struct.Struct("@QI0Q")
 RANGES_MAX = (SHMSIZE // 2) // RANGE.size
+#: what ``shmp`` writes at the start of the region (block-log.c)
+DEADBEEF = struct.pack("=I", 0xdeadbeef)
 REPLY_LEN = {b"shmp": 256, b"peek": 4, b"clrw": 4, b"getw": 4, b"kick": CTLMSG_LEN}
 
 
@@ -217,7 +219,11 @@ class Blktap2LogTracker(Tracker):
     def _export(self, cmd):
         """Run ``peek``/``getw`` and read the ranges; :returns: (extents, overflowed)."""
         shmp, _ = self.session([b"shmp", cmd])
-        with open(self._shm_path(shmp), "rb") as f:
+        return self._read_region(self._shm_path(shmp))
+
+    def _read_region(self, path):
+        """The ranges the last export left in the shm region: (extents, overflowed)."""
+        with open(path, "rb") as f:
             region = f.read(SHMSIZE // 2)
         extents = []
         for i in range(0, len(region) - RANGE.size + 1, RANGE.size):
@@ -247,13 +253,47 @@ class Blktap2LogTracker(Tracker):
             raise ResyncError("blktap2 log %s: dirty_extents() before mark()" % (self.image,))
         if self._identity() != self._state["identity"]:
             self._lose("the log driver was restarted since the mark (new control socket)")
+        if self._state.get("exporting"):
+            self._recover_export()
+        # getw clears the driver's bitmap: until its ranges are saved they live
+        # only in this process and in the shm region, so say first that an
+        # export is under way (a process killed in between leaves it said)
+        self._state["exporting"] = True
+        self._save()
         got, overflowed = self._export(b"getw")
         if overflowed:
             self._lose("more than %d dirty runs in one export; the rest were cleared" % RANGES_MAX)
         merged = merge_extents([Extent(o, n) for o, n in self._state["extents"]] + got)
         self._state["extents"] = [[e.offset, e.length] for e in merged]
+        self._state["exporting"] = False
         self._save()
         return merged
+
+    def _recover_export(self):
+        """An earlier getw (another process's, killed, or a failed call) may
+        have cleared the bitmap without its ranges being saved.  Its session
+        began with ``shmp``, which writes 0xdeadbeef over the region's start;
+        an export that ran after it overwrote that with its ranges.  So the
+        marker still there means the getw never ran (the bitmap kept every
+        bit); otherwise the region holds that export's ranges: merge them.
+        The region is read as a file: another ``shmp`` would overwrite it."""
+        path = os.path.join(self.shm_dir, shm_name(self.image).lstrip("/"))
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+            got, overflowed = ([], False) if head == DEADBEEF else self._read_region(path)
+        except (IOError, OSError) as exc:
+            self._state["exporting"] = False
+            self._lose("an interrupted export's ranges could not be read back (%s)" % (exc,))
+            return
+        if overflowed:
+            self._lose("an interrupted export overflowed; its ranges beyond were cleared")
+        LOG.info("blktap2 log %s: an export was interrupted; %d range(s) read back from %s",
+                 self.image, len(got), path)
+        merged = merge_extents([Extent(o, n) for o, n in self._state["extents"]] + got)
+        self._state["extents"] = [[e.offset, e.length] for e in merged]
+        self._state["exporting"] = False
+        self._save()
 
     def _lose(self, why):
         if not self._state["lost"]:
