@@ -12,6 +12,7 @@ import pytest
 from tests.adapter.resync_util import copy, make_image, mutate, same
 from xen_remus_ext.errors import ResyncError
 from xen_remus_ext.resync import api, meta
+from xen_remus_ext.resync.blockio import BlockFile
 
 MiB = 1 << 20
 
@@ -82,3 +83,51 @@ def test_zero_blocks_on_a_block_device(tmp_path, loop):
     assert res.bytes_sent < 64 * 1024
     with open(dev, "rb") as d:
         assert d.read() == b"\0" * (4 * MiB)
+
+
+def _write_behind(back, offset, data):
+    """Write the loop device's backing file directly: like blkback's bios,
+    the write reaches the device without passing through dom0's cache of it."""
+    fd = os.open(back, os.O_WRONLY)
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_reads_of_a_block_device_see_writes_that_bypassed_its_cache(tmp_path, loop):
+    back = make_image(str(tmp_path / "guest.img"), 4 * MiB)
+    dev = loop(back)
+    backend = os.open(dev, os.O_RDONLY)     # the guest's backend keeps the device (and its cache) alive
+    try:
+        with BlockFile(dev) as f:
+            f.read_exactly(MiB, 4096)             # an earlier pass caches the page
+        _write_behind(back, MiB, b"W" * 4096)
+        with BlockFile(dev) as f:
+            assert f.read_exactly(MiB, 4096) == b"W" * 4096
+        _write_behind(back, 2 * MiB, b"P" * 4096)  # the prefetching reader too
+        with BlockFile(dev) as f:
+            f.read_exactly(2 * MiB, 4096)
+        _write_behind(back, 2 * MiB, b"Q" * 4096)
+        with BlockFile(dev) as f:
+            f.will_need(2 * MiB, 4096)
+            assert f.read_exactly(2 * MiB, 4096) == b"Q" * 4096
+    finally:
+        os.close(backend)
+
+
+def test_a_resync_from_a_block_device_carries_writes_made_after_an_earlier_pass(tmp_path, loop):
+    back = make_image(str(tmp_path / "guest.img"), 8 * MiB)
+    target = copy(back, str(tmp_path / "copy.img"))
+    dev = loop(back)
+    backend = os.open(dev, os.O_RDONLY)
+    try:
+        api.resync(dev, target, mode="full", discard_target=True)     # the pre-copy reads every page
+        for i in range(16):
+            _write_behind(back, i * 512 * 1024 + 8192, os.urandom(4096))
+        api.resync(dev, target, discard_target=True)                  # the final pass
+        assert same(back, target)
+    finally:
+        os.close(backend)

@@ -9,6 +9,15 @@ an ``flock`` so that two resyncs into one file cannot overlap.
 
 Zero ranges become holes: ``fallocate(PUNCH_HOLE|KEEP_SIZE)`` on files,
 ``BLKZEROOUT`` on block devices, and written zeros where neither works.
+
+Reads of a block device never trust its page cache: a guest's backend
+(blkback, a tapdisk on an LV, the kernel's NBD client) writes the device with
+bios that bypass dom0's cache of it, and that cache outlives our descriptors
+while the backend keeps the device open.  A page cached by an earlier pass
+would then be read again, stale, by the final pass and the copy marked
+consistent with bytes the source no longer holds.  So each range of a block
+device is dropped from the cache (``POSIX_FADV_DONTNEED``, which keeps dirty
+pages) just before it is read or announced with ``will_need``.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -31,6 +40,7 @@ _ZERO_PIECE = bytes(bytearray(1 << 20))
 _MV_INT_ITEMS = isinstance(memoryview(b"\0")[0], int)
 
 _POSIX_FADV_WILLNEED = 3
+_POSIX_FADV_DONTNEED = 4
 _SEEK_DATA = getattr(os, "SEEK_DATA", 3)   # Linux values; 2.7 lacks the names
 _SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
 
@@ -49,6 +59,20 @@ def _fadvise():
         except (OSError, AttributeError):
             _libc_fadvise = False
     return _libc_fadvise or None
+
+
+def _advise(fd, offset, length, advice):
+    """posix_fadvise on both Pythons; :returns: False where it cannot be asked."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, advice)  # novm
+        return True
+    fa = _fadvise()
+    if fa is None:
+        return False
+    rc = fa(fd, offset, length, advice)
+    if rc:
+        raise OSError(rc, os.strerror(rc))
+    return True
 
 
 def _fallocate():
@@ -105,6 +129,8 @@ class BlockFile(object):
                                           % (path, "or verifying " if write else ""))
                 raise _err(path, "lock", exc)
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
+        #: offsets of block-device ranges just dropped and announced (will_need)
+        self._fresh = set()
         self.bytes_read = 0
         self.bytes_written = 0
 
@@ -121,6 +147,11 @@ class BlockFile(object):
 
     def read_at(self, offset, length):
         """:returns: exactly ``length`` bytes from ``offset`` (short only at EOF)."""
+        if self.is_block:
+            if offset in self._fresh:
+                self._fresh.discard(offset)
+            else:
+                self._uncache(offset, length)
         parts = []
         got = 0
         try:
@@ -214,16 +245,29 @@ class BlockFile(object):
     def will_need(self, offset, length):
         """Ask the kernel to start reading ``[offset, offset+length)`` now
         (``POSIX_FADV_WILLNEED``): scattered extents then load in parallel
-        instead of one synchronous read after the other."""
+        instead of one synchronous read after the other.  A block device's
+        range is first dropped from the cache, so what loads is the device's."""
+        if self.is_block:
+            self._uncache(offset, length)
+            if len(self._fresh) < 4096:
+                self._fresh.add(offset)
         try:
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_WILLNEED)  # novm
-            else:
-                fa = _fadvise()
-                if fa is not None:
-                    fa(self.fd, offset, length, _POSIX_FADV_WILLNEED)
+            _advise(self.fd, offset, length, _POSIX_FADV_WILLNEED)
         except OSError:
             pass    # only a hint
+
+    def _uncache(self, offset, length):
+        """Drop a block device's clean cached pages of a range, so the next
+        read asks the device (see the module's note).  Not a hint: where it
+        cannot be done, reading on could return bytes the source no longer
+        holds, so that is an error."""
+        try:
+            done = _advise(self.fd, offset, length, _POSIX_FADV_DONTNEED)
+        except OSError as exc:
+            raise _err(self.path, "drop the cached pages at %d" % offset, exc)
+        if not done:
+            raise ResyncError("%s: cannot drop the block device's cached pages (no posix_fadvise): "
+                              "its reads could be stale" % self.path)
 
     def sync(self):
         try:
