@@ -482,7 +482,11 @@ class XendToolstack(Toolstack):
         if self.runner is None:
             raise ToolstackError("xend at %s: the held backup's record is on that host; expected a Runner to "
                                  "ask it over ssh, got none" % self.host)
-        argv = list(self.ssh) + [self.host, "xen-remus", "-q", "hold", verb, "--toolstack", "xend", str(dom)]
+        return self._on_peer(["xen-remus", "-q", "hold", verb, "--toolstack", "xend", str(dom)])
+
+    def _on_peer(self, command):
+        """Run ``command`` on the peer through ssh: ``(rc, stdout, stderr)`` as text."""
+        argv = list(self.ssh) + [self.host] + list(command)
         try:
             rc, out, err = self.runner.run(argv, timeout=60)
         except (OSError, IOError) as exc:
@@ -717,13 +721,7 @@ class XendToolstack(Toolstack):
         if self.runner is None:
             raise ToolstackError("xend at %s: the Remus sender runs on that host, through ssh; "
                                  "expected a Runner, got none" % self.host)
-        argv = list(self.ssh) + [self.host, "xen-remus", "remus-sender", verb] + list(args)
-        try:
-            rc, out, err = self.runner.run(argv, timeout=60)
-        except (OSError, IOError) as exc:
-            raise ToolstackError("%s: cannot run: %s" % (" ".join(argv), exc))
-        out = out.decode("utf-8", "replace") if isinstance(out, bytes) else (out or "")
-        err = err.decode("utf-8", "replace") if isinstance(err, bytes) else (err or "")
+        rc, out, err = self._on_peer(["xen-remus", "remus-sender", verb] + list(args))
         if rc not in ok:
             raise ToolstackError("on %s: xen-remus remus-sender %s %s: exit %d: %s"
                                  % (self.host, verb, " ".join(args), rc, (err or out).strip() or "(no output)"))
