@@ -1,6 +1,7 @@
 """Python 2.7 / 3 shims.  The only module allowed to test the version."""
 from __future__ import absolute_import, division, print_function
 
+import errno
 import os
 import sys
 
@@ -71,3 +72,12 @@ def stderr_isatty():
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def pid_exists(pid):
+    """Process ``pid`` exists (EPERM: it does, owned by another user)."""
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True

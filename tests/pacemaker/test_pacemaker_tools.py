@@ -7,7 +7,6 @@ installs pacemaker-cli-utils, resource-agents and libxml2-utils as root).
 """
 from __future__ import absolute_import, division, print_function
 
-import errno
 import os
 import shutil
 import socket
@@ -19,6 +18,7 @@ import pytest
 
 from tests.pacemaker import cib
 from tests.pacemaker.simpair import DOMAIN, SimPair
+from xen_remus_ext.compat import pid_exists
 from xen_remus_ext.pacemaker import decide
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,14 +98,6 @@ OCF_PROVIDERS = "/usr/lib/ocf/resource.d"
 PROVIDER_PREFIX = "pcmk-test-"
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
-
-
 def remove_dead_runs_providers(root=OCF_PROVIDERS):
     """Remove the providers :func:`installed` left behind in runs that died
     before their clean-up (SIGKILL, a timeout): those whose PID is gone.
@@ -113,7 +105,7 @@ def remove_dead_runs_providers(root=OCF_PROVIDERS):
     removed = []
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
         pid = name[len(PROVIDER_PREFIX):]
-        if name.startswith(PROVIDER_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+        if name.startswith(PROVIDER_PREFIX) and pid.isdigit() and not pid_exists(int(pid)):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             removed.append(name)
     return removed

@@ -34,7 +34,7 @@ import logging
 import os
 import re
 
-from xen_remus_ext.compat import atomic_write, to_bytes, to_text
+from xen_remus_ext.compat import atomic_write, pid_exists, to_bytes, to_text
 from xen_remus_ext.errors import ReplicationError
 
 LOG = logging.getLogger(__name__)
@@ -148,13 +148,7 @@ def entries(base=None):
     return sorted((r for r in out if r is not None), key=lambda r: r["image"])
 
 
-def alive(pid):
-    """The process ``pid`` exists (one of another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
+alive = pid_exists
 
 
 def device_name(dev):

@@ -17,7 +17,6 @@ from __future__ import absolute_import, division, print_function
 
 import atexit
 import binascii
-import errno
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ import tempfile
 import threading
 import time
 
+from xen_remus_ext.compat import pid_exists
 from xen_remus_ext.errors import ToolstackError
 from xen_remus_ext.sim.toolstack import SimToolstack
 
@@ -59,14 +59,6 @@ def netns_available():
     return True
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
-
-
 def cleanup_stale():
     """Delete sim namespaces whose creating process is gone.  :returns: names."""
     removed = []
@@ -79,7 +71,7 @@ def cleanup_stale():
         if not name.startswith(NS_PREFIX) or "-" not in name:
             continue
         pid = name[len(NS_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_exists(int(pid)):
             try:
                 _ip("netns", "delete", name)
                 removed.append(name)

@@ -13,7 +13,6 @@ recycled PID is never signalled.
 """
 from __future__ import absolute_import, division, print_function
 
-import errno
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ import signal
 import subprocess
 import time
 
-from xen_remus_ext.compat import atomic_write, to_bytes, to_text
+from xen_remus_ext.compat import atomic_write, pid_exists, to_bytes, to_text
 from xen_remus_ext.errors import ToolstackError
 from xen_remus_ext.paths import state_dir
 
@@ -53,10 +52,8 @@ def _own_session():
 
 
 def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
+    if not pid_exists(pid):
+        return False
     # a zombie child of ours still answers kill(0): reap it if it is ours
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
