@@ -13,12 +13,26 @@ import json
 import os
 import socket
 import struct
+import sys
 import threading
 
 from xen_remus_ext.replication import synth as X
 from xen_remus_ext.replication import stream as S
 
 SECTOR = 512
+
+
+#: the product's CLI run as a separate process from this tree
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+CLI = [sys.executable, "-m", "xen_remus_ext.cli.main"]
+
+
+def env():
+    """The environment that makes :data:`CLI` import this tree."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = TOP + os.pathsep + e.get("PYTHONPATH", "")
+    return e
 
 
 def record(n):

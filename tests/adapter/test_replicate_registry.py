@@ -14,25 +14,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
+from tests.adapter.replication_util import CLI, env
 from xen_remus_ext.errors import ReplicationError
 from xen_remus_ext.replication import registry
 from xen_remus_ext.toolstack.xl import XlToolstack
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(os.path.dirname(HERE))
-CLI = [sys.executable, "-m", "xen_remus_ext.cli.main"]
-
-
-def env():
-    e = dict(os.environ)
-    e["PYTHONPATH"] = TOP + os.pathsep + e.get("PYTHONPATH", "")
-    return e
-
 
 def xl_json(dev, vdev="xvda"):
     return {"domid": 4, "config": {

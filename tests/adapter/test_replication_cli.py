@@ -13,19 +13,9 @@ import sys
 import time
 
 from tests.adapter import replication_util as U
+from tests.adapter.replication_util import CLI, HERE, TOP, env
 
 SIZE = 8 << 20
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(os.path.dirname(HERE))
-CLI = [sys.executable, "-m", "xen_remus_ext.cli.main"]
-
-
-def env():
-    e = dict(os.environ)
-    e["PYTHONPATH"] = TOP + os.pathsep + e.get("PYTHONPATH", "")
-    return e
-
-
 def wait_file(path, proc=None, limit=30):
     end = time.time() + limit
     while time.time() < end:
